@@ -1,0 +1,24 @@
+"""fastsession: a fast, safe server-side web session store.
+
+A drop-in successor to WebStack's ``SessionStore``: the same documented
+methods, with cryptographic session ids, O_EXCL locking that loses no
+update, atomic commits and orjson, its hot paths compiled with Cython.
+"""
+
+from ._kernels import EXTENSIONS, new_session_id
+from .errors import LockTimeout, SerializationError, SessionError
+from .session import Session
+from .store import SessionStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EXTENSIONS",
+    "LockTimeout",
+    "SerializationError",
+    "Session",
+    "SessionError",
+    "SessionStore",
+    "__version__",
+    "new_session_id",
+]

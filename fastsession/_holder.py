@@ -1,0 +1,125 @@
+"""Who holds a lock, and when a lock may be broken.
+
+Every lockfile starts with one line naming its holder::
+
+    FSv1 <host> <boot id> <pid> <process start time>\n
+
+and, since the next version of a session is written into its lockfile and
+renamed over the session file, every session file starts with that line too.
+Readers skip it. This module is the slow path shared by both lock twins: it
+runs only while a session is locked by someone else.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+
+MAGIC = b"FSv1 "
+# A lockfile whose creator died before writing its holder line.
+UNREADABLE_GRACE = 1.0
+
+
+def _read_small(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(256)
+    except OSError:
+        return b""
+
+
+def _start_time(pid: int) -> bytes:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    stat = _read_small(f"/proc/{pid}/stat")
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else b""
+
+
+def _this_host() -> tuple[bytes, bytes]:
+    host = socket.gethostname().encode("ascii", "replace").replace(b" ", b"_") or b"-"
+    boot = _read_small("/proc/sys/kernel/random/boot_id").strip() or b"-"
+    return host, boot
+
+
+HOST, BOOT = _this_host()
+_record = b""
+
+
+def holder_record() -> bytes:
+    """This process's holder line (computed once per process, again after fork)."""
+    global _record
+    if not _record:
+        pid = os.getpid()
+        _record = b"%s%s %s %d %s\n" % (MAGIC, HOST, BOOT, pid, _start_time(pid) or b"-")
+    return _record
+
+
+def _forget_record() -> None:
+    global _record
+    _record = b""
+
+
+os.register_at_fork(after_in_child=_forget_record)
+
+
+def _holder_alive(pid: int, start: bytes) -> bool:
+    if start == b"-":  # no /proc when the lock was taken: ask the kernel about the pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # A pid reused by a newer process has another start time.
+    return _start_time(pid) == start
+
+
+def is_stale(head: bytes, age: float, stale_after: float) -> bool:
+    """Whether a lock whose file starts with ``head`` and is ``age`` seconds old may be broken."""
+    line, newline, _ = head.partition(b"\n")
+    fields = line.split(b" ")
+    if not newline or not line.startswith(MAGIC) or len(fields) != 5 or not fields[3].isdigit():
+        return age > UNREADABLE_GRACE
+    _, host, boot, pid, start = fields
+    if host != HOST:
+        return age > stale_after
+    if boot != BOOT:  # this host rebooted since: every holder then is gone
+        return True
+    return not _holder_alive(int(pid), start)
+
+
+def break_if_stale(lock_path: bytes, stale_after: float) -> bool:
+    """Remove the lockfile if its holder is gone; True when the caller should retry at once.
+
+    Race-free among breakers: they serialise on flock() of the stale inode, and
+    the one that gets it removes the path only while the path still names that
+    same inode. A lock taken since then is a new inode and is never removed.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True  # released meanwhile
+    try:
+        seen = os.fstat(fd)
+        head = os.read(fd, 512)
+        if not is_stale(head, time.time() - seen.st_mtime, stale_after):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            now = os.stat(lock_path, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        if (now.st_ino, now.st_dev) != (seen.st_ino, seen.st_dev):
+            return True  # another breaker won, or the lock was released and retaken
+        try:
+            os.unlink(lock_path)
+        except FileNotFoundError:
+            pass
+        return True
+    finally:
+        os.close(fd)
+

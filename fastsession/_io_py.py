@@ -1,0 +1,116 @@
+"""Read + decode and encode + commit, pure-Python twin of ``_io_c``.
+
+A session file is the holder line of its last writer (see _holder) followed
+by one orjson document; orjson never writes a raw newline, so the first
+newline ends the holder line.
+"""
+
+import os
+
+import orjson
+
+from ._holder import MAGIC
+from .errors import CorruptSession
+
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+CHUNK = 16384  # most sessions fit: one read, no fstat
+
+
+def no_holder_line(path) -> CorruptSession:
+    return CorruptSession(f"{os.fsdecode(path)}: no holder line")
+
+
+def decode_body(body: bytes, path) -> dict:
+    """The session's data; CorruptSession when ``body`` is not one JSON object."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptSession(f"{os.fsdecode(path)}: {exc}") from None
+    if type(data) is not dict:
+        raise CorruptSession(f"{os.fsdecode(path)}: not a JSON object")
+    return data
+
+
+def read_session(path: bytes, want_mtime: bool):
+    """(data, body, mtime) of the session file; None when there is none.
+
+    ``mtime`` is 0.0 unless ``want_mtime``. Raises CorruptSession for bytes
+    that are not a session, OSError (naming the path) for anything else.
+    """
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    try:
+        mtime = os.fstat(fd).st_mtime if want_mtime else 0.0
+        raw = os.read(fd, CHUNK)
+        if len(raw) == CHUNK:  # a short read of a regular file is its end
+            parts = [raw]
+            while True:
+                more = os.read(fd, 1 << 20)
+                if not more:
+                    break
+                parts.append(more)
+            raw = b"".join(parts)
+    finally:
+        os.close(fd)
+    end = raw.find(b"\n")
+    if end < 0 or not raw.startswith(MAGIC):
+        raise no_holder_line(path)
+    body = raw[end + 1 :]
+    return decode_body(body, path), body, mtime
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: bytes) -> None:
+    fd = os.open(os.path.dirname(path) or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(path: bytes) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # the error that brought us here is the one to report
+
+
+def _fill_and_rename(fd: int, data: bytes, source: bytes, target: bytes, fsync: bool) -> None:
+    try:
+        try:
+            _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(source, target)
+    except OSError as exc:
+        _discard(source)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, os.fsdecode(source)) from exc
+        raise
+    if fsync:
+        _fsync_dir(target)
+
+
+def commit_locked(fd: int, lock_path: bytes, path: bytes, body: bytes, fsync: bool) -> None:
+    """Write ``body`` after the holder line in the lockfile and rename it over the session.
+
+    Commit and unlock in one step. On any error the lockfile is removed (the
+    lock released), the session file is as it was, and OSError names the path.
+    """
+    _fill_and_rename(fd, body, lock_path, path, fsync)
+
+
+def write_unlocked(temp_path: bytes, path: bytes, record: bytes, body: bytes, fsync: bool) -> None:
+    """Write holder line and ``body`` to a new ``temp_path`` and rename it over the session."""
+    fd = os.open(temp_path, TEMP_FLAGS, 0o600)
+    _fill_and_rename(fd, record + body, temp_path, path, fsync)

@@ -1,0 +1,68 @@
+"""O_EXCL lockfiles, pure-Python twin of ``_lock_c``.
+
+Whoever creates ``<session file>.lock`` owns the session. The file starts
+with the holder line, so a waiter can tell a dead holder from a live one.
+"""
+
+import os
+import time
+
+from ._holder import break_if_stale
+from .errors import LockTimeout
+
+LOCK_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+FIRST_PAUSE = 0.00005  # 50 µs: most critical sections are shorter than a millisecond
+MAX_PAUSE = 0.05  # a waiter sees a released lock within 50 ms whatever `delay` is
+CHECK_HOLDER_AFTER = 0.002  # short waits never pay for reading the holder line
+
+
+def try_lock(lock_path: bytes, record: bytes) -> int:
+    """The lockfile's descriptor, with ``record`` written; -1 when it exists (locked)."""
+    try:
+        fd = os.open(lock_path, LOCK_FLAGS, 0o600)
+    except FileExistsError:
+        return -1
+    try:
+        if os.write(fd, record) != len(record):
+            raise OSError(28, os.strerror(28), os.fsdecode(lock_path))  # ENOSPC
+    except BaseException:
+        os.close(fd)
+        os.unlink(lock_path)
+        raise
+    return fd
+
+
+def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after: float) -> int:
+    """Lock, polling while locked: pauses start at 50 µs and double up to min(delay, 50 ms).
+
+    Raises LockTimeout after ``timeout`` seconds (None: never), OSError at once
+    for any error but EEXIST, and breaks the lock when its holder is gone.
+    """
+    fd = try_lock(lock_path, record)
+    if fd >= 0:
+        return fd
+    start = time.monotonic()
+    max_pause = min(delay, MAX_PAUSE)
+    pause = min(FIRST_PAUSE, max_pause)
+    while True:
+        waited = time.monotonic() - start
+        if waited >= CHECK_HOLDER_AFTER and break_if_stale(lock_path, stale_after):
+            pause = min(FIRST_PAUSE, max_pause)
+        elif timeout is not None and waited >= timeout:
+            raise LockTimeout(
+                f"session lock {os.fsdecode(lock_path)!r} still held after {timeout} s"
+            )
+        else:
+            if timeout is not None:
+                pause = min(pause, max(timeout - waited, 0.0))
+            time.sleep(pause)
+            pause = min(pause * 2, max_pause)
+        fd = try_lock(lock_path, record)
+        if fd >= 0:
+            return fd
+
+
+def unlock(fd: int, lock_path: bytes) -> None:
+    """Release without committing: the lockfile goes, the session file stays as it was."""
+    os.close(fd)
+    os.unlink(lock_path)

@@ -1,0 +1,128 @@
+"""The files backend: where a session lives on disk, and its lock.
+
+Layout: ``<directory>/<first two characters of the id>/<id>`` holds a
+session, ``<id>.lock`` beside it is its lock (and its next version, until
+renamed over it), ``<id>.<hex>.tmp`` is an unlocked commit in flight. Every
+method takes a key that ``check_key`` accepted: nothing else reaches a path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from typing import Callable, Optional, Tuple
+
+from . import _kernels
+from ._holder import holder_record
+from .errors import CorruptSession
+
+logger = logging.getLogger("fastsession")
+
+# (session file path, lock descriptor or -1 when not locking)
+Handle = Tuple[bytes, int]
+
+
+class FileBackend:
+    """Sessions as files, one per id, locked with O_EXCL lockfiles."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        concurrent: bool = True,
+        delay: float = 1.0,
+        timeout: Optional[float] = None,
+        stale_after: float = 30.0,
+        max_age: Optional[float] = None,
+        fsync: bool = False,
+        check_key: Callable[[object], bool] = _kernels.is_valid_id,
+    ) -> None:
+        if delay <= 0:
+            raise ValueError("delay must be positive")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.directory = os.fsencode(os.path.abspath(directory))
+        self.concurrent = bool(concurrent)
+        self.delay = float(delay)
+        self.timeout = timeout
+        self.stale_after = float(stale_after)
+        self.max_age = max_age
+        self.fsync = bool(fsync)
+        self.check_key = check_key
+
+    def path(self, key: str) -> bytes:
+        """The session file of ``key``; ValueError for a key that may not become a path."""
+        if not self.check_key(key):
+            raise ValueError(f"invalid session id {key!r}")
+        name = key.encode("ascii")
+        return b"%s/%s/%s" % (self.directory, name[:2], name)
+
+    def _make_shard(self, path: bytes) -> None:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+
+    def open(self, key: str) -> Handle:
+        """Lock the session of ``key`` (when concurrent), waiting for its holder."""
+        path = self.path(key)
+        if not self.concurrent:
+            return path, -1
+        lock_path = path + b".lock"
+        args = (holder_record(), self.delay, self.timeout, self.stale_after)
+        try:
+            return path, _kernels.acquire(lock_path, *args)
+        except FileNotFoundError:  # first session in this shard
+            self._make_shard(path)
+            return path, _kernels.acquire(lock_path, *args)
+
+    def load(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
+        """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired."""
+        path = handle[0]
+        max_age = self.max_age
+        try:
+            loaded = _kernels.read_session(path, max_age is not None)
+        except CorruptSession as exc:
+            logger.warning("fastsession: ignoring corrupt session file: %s", exc)
+            return None
+        if loaded is not None and max_age is not None and time.time() - loaded[2] > max_age:
+            self._unlink(path)  # expired: nobody may have it again
+            return None
+        return loaded
+
+    def save(self, handle: Handle, body: bytes) -> None:
+        """Commit ``body`` as the session's new version and release the lock."""
+        path, fd = handle
+        if fd >= 0:
+            _kernels.commit_locked(fd, path + b".lock", path, body, self.fsync)
+            return
+        temp = b"%s.%s.tmp" % (path, secrets.token_hex(8).encode())
+        try:
+            _kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+        except FileNotFoundError:
+            self._make_shard(path)
+            _kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+
+    def release(self, handle: Handle, mtime: float = 0.0) -> None:
+        """Release the lock without writing; refresh the mtime when a quarter of max_age passed."""
+        path, fd = handle
+        max_age = self.max_age
+        if mtime and max_age is not None and time.time() - mtime > max_age / 4:
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                pass
+        if fd >= 0:
+            _kernels.unlock(fd, path + b".lock")
+
+    def delete(self, handle: Handle) -> None:
+        """Remove the session and release its lock."""
+        path, fd = handle
+        self._unlink(path)
+        if fd >= 0:
+            _kernels.unlock(fd, path + b".lock")
+
+    @staticmethod
+    def _unlink(path: bytes) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

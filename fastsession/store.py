@@ -1,0 +1,283 @@
+"""The facade: WebStack's documented SessionStore, over a storage backend.
+
+The store is one request's view of one user's session: it reads the cookie
+through the transaction, locks and loads the session, and at ``close()``
+writes it back if its encoded bytes changed. Storage (files, Redis) is a
+backend with five calls: open (lock), load, save, release, delete.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import orjson
+
+from . import _kernels
+from .errors import SerializationError, SessionError
+from .files import FileBackend
+from .session import Session
+
+
+def encode(session: Session) -> bytes:
+    """The session's orjson bytes; SerializationError naming the key that cannot be stored."""
+    try:
+        return orjson.dumps(session)
+    except orjson.JSONEncodeError as exc:
+        for key, value in session.items():
+            if not isinstance(key, str):
+                raise SerializationError(f"session key {key!r} is not a str") from exc
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError as inner:
+                raise SerializationError(
+                    f"session value for key {key!r} ({type(value).__name__}) "
+                    f"cannot be stored: {inner}"
+                ) from exc
+        raise SerializationError(f"session cannot be stored: {exc}") from exc
+
+
+class BaseStore:
+    """Everything of the facade that does not depend on where sessions are stored."""
+
+    def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID") -> None:
+        self.trans = trans
+        self.session_cookie_name = session_cookie_name
+        self.backend = backend
+        self.accessed = False  # get_session or expire_session was called: responses vary by cookie
+        self._session: Optional[Session] = None
+        self._handle: Any = None
+        self._stored: Optional[bytes] = None  # the bytes in storage; None for a new id
+        self._mtime = 0.0
+        self._retired: Any = None  # the old id's handle after regenerate_id, deleted at close
+        self._doomed: List[Any] = []  # handles held for expiry
+        self._doomed_ids: List[str] = []  # ids to expire at close (not locked yet)
+        self._expired = False
+        self._closed = False
+
+    # -- WebStack's documented methods ---------------------------------
+
+    def get_session(self, create: Any) -> Optional[Session]:
+        """The session of this transaction; a new one with a fresh id when ``create``, else None."""
+        if self._session is not None:
+            return self._session
+        self._check_open()
+        self.accessed = True
+        if not self._expired:
+            cookie_id = self._cookie_id()
+            if cookie_id is not None:
+                session = self._get_session(cookie_id, False)
+                if session is not None:
+                    return session
+        if not create:
+            return None
+        session = self._new_session()
+        self.trans.set_cookie_value(self.session_cookie_name, session.session_id)
+        return session
+
+    def expire_session(self) -> None:
+        """Mark the session named by the cookie (and the one in hand) for removal at close()."""
+        self._check_open()
+        self.accessed = True
+        self._expired = True
+        if self._session is not None:
+            self._doomed.append(self._handle)
+            self._drop_current()
+            return
+        cookie_id = self._cookie_id()
+        if cookie_id is not None:
+            self._doomed_ids.append(cookie_id)
+
+    def close(self) -> None:
+        """Commit: write back if changed, release the lock, carry out a pending expiry."""
+        if self._closed:
+            return
+        self._closed = True
+        backend = self.backend
+        stored_new = False
+        error: Optional[BaseException] = None
+        try:
+            stored_new = self._commit_current()
+        except BaseException as exc:  # re-raised below, once nothing is left locked
+            error = exc
+        if self._retired is not None:
+            retired, self._retired = self._retired, None
+            # Only once the new id holds the data may the old one go.
+            (backend.release if error else backend.delete)(retired)
+        doomed, self._doomed = self._doomed, []
+        for handle in doomed:
+            backend.delete(handle)
+        doomed_ids, self._doomed_ids = self._doomed_ids, []
+        for session_id in doomed_ids:
+            self._expire_session(session_id)
+        if self._expired and not stored_new:
+            self.trans.delete_cookie(self.session_cookie_name)
+        if error is not None:
+            raise error
+
+    def _expire_session(self, session_id: str) -> None:
+        """Delete that session now, waiting (when concurrent) for whoever is editing it."""
+        current = self._session
+        if current is not None and current.session_id == session_id:
+            handle = self._handle  # held by this very store: waiting for it would deadlock
+            self._drop_current()
+        else:
+            handle = self.backend.open(session_id)
+        self.backend.delete(handle)
+
+    def _get_session(self, session_id: str, create: Any) -> Optional[Session]:
+        """Lock (when concurrent) and load that session; None if absent and not ``create``."""
+        current = self._session
+        if current is not None:
+            if current.session_id == session_id:
+                return current
+            raise SessionError(
+                "this store already holds another session; close() it before opening one more"
+            )
+        self._check_open()
+        handle = self.backend.open(session_id)
+        try:
+            loaded = self.backend.load(handle)
+        except BaseException:
+            self.backend.release(handle)
+            raise
+        if loaded is None:
+            if not create:
+                self.backend.release(handle)
+                return None
+            data, stored, mtime = {}, None, 0.0
+        else:
+            data, stored, mtime = loaded
+        return self._hold(Session(session_id, data), handle, stored, mtime)
+
+    def _get_session_identifier(self) -> str:
+        """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
+        return _kernels.new_session_id()
+
+    # -- beyond 2005 ----------------------------------------------------
+
+    def regenerate_id(self) -> str:
+        """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
+        session = self.get_session(True)
+        assert session is not None
+        new_id = self._get_session_identifier()
+        new_handle = self.backend.open(new_id)
+        if self._stored is not None:
+            self._retired = self._handle
+        else:  # never stored: nothing to delete
+            self.backend.release(self._handle)
+        session.session_id = new_id
+        self._hold(session, new_handle, None, 0.0)
+        self.trans.set_cookie_value(self.session_cookie_name, new_id)
+        return new_id
+
+    def rollback(self) -> None:
+        """Release every lock and write nothing (what ``with`` does on an exception)."""
+        if self._closed:
+            return
+        self._closed = True
+        held = [self._handle] if self._session is not None else []
+        held += [self._retired] if self._retired is not None else []
+        held += self._doomed
+        self._drop_current()
+        self._retired, self._doomed, self._doomed_ids = None, [], []
+        for handle in held:
+            self.backend.release(handle)
+
+    def response_cookie(self) -> Optional[str]:
+        """For adapters, as response headers go out: what the session cookie must become.
+
+        The id the client must now hold, "" when its cookie must be deleted, or
+        None when it stays as it is. A new session that is still empty is
+        dropped here: it is not stored and gets no cookie.
+        """
+        session = self._session
+        if session is not None and self._stored is None:
+            if session or self._retired is not None:
+                return session.session_id
+            self.backend.release(self._handle)
+            self._drop_current()
+        return "" if self._expired else None
+
+    def __enter__(self) -> "BaseStore":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.rollback()
+
+    # -- internals ------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionError("the session store is closed")
+
+    def _cookie_id(self) -> Optional[str]:
+        """The cookie's session id, or None when there is none or it is not a valid id."""
+        cookie = self.trans.get_cookie(self.session_cookie_name)
+        value = getattr(cookie, "value", None)
+        return value if _kernels.is_valid_id(value) else None
+
+    def _new_session(self) -> Session:
+        session_id = self._get_session_identifier()
+        # A fresh 256-bit id names no stored session: lock it, skip the read.
+        return self._hold(Session(session_id), self.backend.open(session_id), None, 0.0)
+
+    def _hold(self, session: Session, handle: Any, stored: Optional[bytes], mtime: float) -> Session:
+        self._session, self._handle, self._stored, self._mtime = session, handle, stored, mtime
+        return session
+
+    def _drop_current(self) -> None:
+        self._session = self._handle = self._stored = None
+
+    def _commit_current(self) -> bool:
+        """Write the session in hand if it changed and release it; True when a new id was stored."""
+        session, handle, stored, mtime = self._session, self._handle, self._stored, self._mtime
+        if session is None:
+            return False
+        self._drop_current()
+        try:
+            body = encode(session)
+        except SerializationError:
+            self.backend.release(handle)
+            raise
+        if stored is None and not session:  # new and empty: bots must not fill the disk
+            self.backend.release(handle)
+            return False
+        if body == stored:
+            self.backend.release(handle, mtime)
+            return False
+        self.backend.save(handle, body)
+        return stored is None
+
+
+class SessionStore(BaseStore):
+    """WebStack's SessionStore on files: one file per session, O_EXCL lockfiles, atomic commits."""
+
+    def __init__(
+        self,
+        trans: Any,
+        session_directory: str,
+        session_cookie_name: str = "SID",
+        concurrent: Any = 1,
+        delay: float = 1,
+        *,
+        timeout: Optional[float] = None,
+        stale_after: float = 30.0,
+        max_age: Optional[float] = None,
+        fsync: bool = False,
+    ) -> None:
+        backend = FileBackend(
+            session_directory,
+            concurrent=bool(concurrent),
+            delay=delay,
+            timeout=timeout,
+            stale_after=stale_after,
+            max_age=max_age,
+            fsync=fsync,
+        )
+        super().__init__(trans, backend, session_cookie_name)
+        self.session_directory = session_directory
+        self.concurrent = concurrent
+        self.delay = delay

@@ -1,0 +1,167 @@
+"""WSGI: a transaction for an environ, and a middleware giving each request its store."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from .store import SessionStore
+
+Headers = List[Tuple[str, str]]
+DELETED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+class Cookie:
+    """A request cookie, as WebStack's transactions return it."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Cookie({self.name!r}, {self.value!r})"
+
+
+def parse_cookie_header(header: str) -> Dict[str, str]:
+    """Name to value of a ``Cookie`` header; never raises, skips what is not ``name=value``.
+
+    The first of two cookies with one name wins: browsers send the one with
+    the most specific path first.
+    """
+    cookies: Dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name, value)
+    return cookies
+
+
+class WSGITransaction:
+    """WebStack's transaction protocol for a WSGI environ; collects the Set-Cookie headers."""
+
+    def __init__(self, environ: Dict[str, Any], *, secure: bool = False) -> None:
+        self.environ = environ
+        self.secure = secure
+        self.outgoing: Dict[str, str] = {}  # cookie name -> Set-Cookie value
+        self._incoming: Optional[Dict[str, str]] = None
+
+    def get_cookie(self, name: str) -> Optional[Cookie]:
+        if self._incoming is None:
+            self._incoming = parse_cookie_header(self.environ.get("HTTP_COOKIE", ""))
+        value = self._incoming.get(name)
+        return None if value is None else Cookie(name, value)
+
+    def set_cookie_value(self, name: str, value: str) -> None:
+        self.outgoing[name] = self._render(name, value, "")
+
+    def delete_cookie(self, name: str) -> None:
+        self.outgoing[name] = self._render(name, "", "; " + DELETED)
+
+    def _render(self, name: str, value: str, extra: str) -> str:
+        secure = "; Secure" if self.secure else ""
+        return f"{name}={value}; Path=/{extra}; HttpOnly; SameSite=Lax{secure}"
+
+    def cookie_headers(self) -> Headers:
+        return [("Set-Cookie", value) for value in self.outgoing.values()]
+
+
+def add_vary_cookie(headers: Iterable[Tuple[str, str]]) -> Headers:
+    """``headers`` with ``Cookie`` in their Vary header (added when there is none)."""
+    out: Headers = []
+    found = False
+    for key, value in headers:
+        if key.lower() == "vary":
+            found = True
+            tokens = [token.strip().lower() for token in value.split(",")]
+            if "cookie" not in tokens and "*" not in tokens:
+                value = f"{value}, Cookie"
+        out.append((key, value))
+    if not found:
+        out.append(("Vary", "Cookie"))
+    return out
+
+
+class SessionMiddleware:
+    """Gives each request ``environ["fastsession.store"]``, a SessionStore.
+
+    The store is closed (committed) when the response is done and rolled back
+    when the application raises. ``secure=True`` marks the cookie Secure; the
+    other options are SessionStore's (session_cookie_name, concurrent, delay,
+    timeout, stale_after, max_age, fsync).
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        session_directory: str,
+        *,
+        secure: bool = False,
+        store_factory: Callable[..., Any] = SessionStore,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.session_directory = session_directory
+        self.secure = secure
+        self.store_factory = store_factory
+        self.options = options
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        trans = WSGITransaction(environ, secure=self.secure)
+        store = self.store_factory(trans, self.session_directory, **self.options)
+        environ["fastsession.store"] = store
+
+        def session_start_response(status: str, headers: Headers, exc_info: Any = None) -> Any:
+            if store.accessed:
+                name = store.session_cookie_name
+                cookie = store.response_cookie()
+                trans.outgoing.pop(name, None)  # superseded by what holds now
+                if cookie == "":
+                    trans.delete_cookie(name)
+                elif cookie is not None:
+                    trans.set_cookie_value(name, cookie)
+                headers = add_vary_cookie(headers)
+            return start_response(status, list(headers) + trans.cookie_headers(), exc_info)
+
+        try:
+            result = self.app(environ, session_start_response)
+        except BaseException:
+            store.rollback()
+            raise
+        return ClosingResponse(result, store)
+
+
+class ClosingResponse:
+    """The application's response; closes the store after it, rolls it back if it raises."""
+
+    def __init__(self, result: Iterable[bytes], store: Any) -> None:
+        self.result = result
+        self.store = store
+        self._chunks: Optional[Iterator[bytes]] = None
+
+    def __iter__(self) -> "ClosingResponse":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            if self._chunks is None:
+                self._chunks = iter(self.result)
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException:
+            self.store.rollback()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.store.close()
