@@ -30,12 +30,12 @@ def _read_small(path: str) -> bytes:
         return b""
 
 
-def _start_time(pid: int) -> bytes:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+def _proc_stat(pid: int) -> tuple[bytes, bytes]:
+    """(state, start time in clock ticks since boot) of a process; (b"", b"") when it is gone."""
     stat = _read_small(f"/proc/{pid}/stat")
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else b""
+    return (fields[0], fields[19]) if len(fields) > 19 else (b"", b"")
 
 
 def _this_host() -> tuple[bytes, bytes]:
@@ -53,7 +53,7 @@ def holder_record() -> bytes:
     global _record
     if not _record:
         pid = os.getpid()
-        _record = b"%s%s %s %d %s\n" % (MAGIC, HOST, BOOT, pid, _start_time(pid) or b"-")
+        _record = b"%s%s %s %d %s\n" % (MAGIC, HOST, BOOT, pid, _proc_stat(pid)[1] or b"-")
     return _record
 
 
@@ -74,8 +74,10 @@ def _holder_alive(pid: int, start: bytes) -> bool:
         except PermissionError:
             return True
         return True
-    # A pid reused by a newer process has another start time.
-    return _start_time(pid) == start
+    state, started = _proc_stat(pid)
+    # A pid reused by a newer process has another start time; a killed holder
+    # that nobody has reaped yet is a zombie (Z) or being reaped (X).
+    return started == start and state not in (b"Z", b"X")
 
 
 def is_stale(head: bytes, age: float, stale_after: float) -> bool:

@@ -70,7 +70,7 @@ def read_session(bytes path, bint want_mtime):
     if err:
         if fd < 0 and err == ENOENT:
             return None
-        raise_oserror(err, os.fsdecode(path))
+        raise_oserror(err, path)
     if n == CHUNK:  # a large session: the pure twin's loop reads the rest
         return _io_py.read_session(path, want_mtime)
     if want_mtime:
@@ -116,7 +116,7 @@ cdef int commit(int fd, bytes data, bytes source, bytes target, bint sync) excep
     with nogil:
         err = fill_and_rename(fd, cdata, size, csource, ctarget, sync)
     if err:
-        raise_oserror(err, os.fsdecode(source))
+        raise_oserror(err, source)
     if sync:
         _io_py._fsync_dir(target)
     return 0
@@ -141,5 +141,5 @@ def write_unlocked(bytes temp_path, bytes path, bytes record, bytes body, bint f
         if fd < 0:
             err = errno
     if fd < 0:
-        raise_oserror(err, os.fsdecode(temp_path))
+        raise_oserror(err, temp_path)
     commit(fd, record + body, temp_path, path, fsync)

@@ -95,7 +95,7 @@ def _fill_and_rename(fd: int, data: bytes, source: bytes, target: bytes, fsync: 
     except OSError as exc:
         _discard(source)
         if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, os.fsdecode(source)) from exc
+            raise OSError(exc.errno, exc.strerror, source) from exc
         raise
     if fsync:
         _fsync_dir(target)

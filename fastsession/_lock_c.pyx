@@ -58,7 +58,7 @@ def try_lock(bytes lock_path, bytes record):
         return fd
     if err == EEXIST:
         return -1
-    raise_oserror(err, os.fsdecode(lock_path))
+    raise_oserror(err, lock_path)
 
 
 cdef double monotonic() noexcept nogil:
@@ -119,4 +119,4 @@ def unlock(int fd, bytes lock_path):
         if unlink(path) != 0:
             err = errno
     if err:
-        raise_oserror(err, os.fsdecode(lock_path))
+        raise_oserror(err, lock_path)

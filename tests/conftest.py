@@ -1,0 +1,94 @@
+import importlib
+import os
+import types
+
+import pytest
+
+import fastsession
+
+# Under FASTSESSION_NO_EXTENSIONS=1 the suite tests the pure twins only;
+# otherwise the compiled ones are imported directly, so a missing extension
+# is an error here rather than the pure twin tested twice.
+TWINS = ["py"] if os.environ.get("FASTSESSION_NO_EXTENSIONS") else ["c", "py"]
+
+
+@pytest.fixture(params=TWINS)
+def kernels(request):
+    """The kernel modules of one twin: .ids, .lock, .io."""
+    suffix = request.param
+    return types.SimpleNamespace(
+        name=suffix,
+        **{kind: importlib.import_module(f"fastsession._{kind}_{suffix}") for kind in ("ids", "lock", "io")},
+    )
+
+
+class Cookie:
+    def __init__(self, value):
+        self.value = value
+
+
+class Transaction:
+    """WebStack's transaction protocol over a plain dict of cookies (a browser's jar)."""
+
+    def __init__(self, cookies=None):
+        self.cookies = dict(cookies or {})
+        self.events = []
+
+    def get_cookie(self, name):
+        return Cookie(self.cookies[name]) if name in self.cookies else None
+
+    def set_cookie_value(self, name, value):
+        self.events.append(("set", name, value))
+        self.cookies[name] = value
+
+    def delete_cookie(self, name):
+        self.events.append(("delete", name))
+        self.cookies.pop(name, None)
+
+
+@pytest.fixture
+def session_dir(tmp_path):
+    return str(tmp_path / "sessions")
+
+
+@pytest.fixture
+def make_store(session_dir):
+    """SessionStore factory over session_dir; stores left open are rolled back at teardown."""
+    made = []
+
+    def make(trans=None, **options):
+        store = fastsession.SessionStore(trans if trans is not None else Transaction(), session_dir, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.rollback()
+
+
+def session_files(directory):
+    """Every file below the session directory, relative paths."""
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        found += [os.path.relpath(os.path.join(root, f), directory) for f in files]
+    return sorted(found)
+
+
+def store_session(session_dir, data, **options):
+    """A stored session holding ``data``; returns (id, Transaction with its cookie)."""
+    trans = Transaction()
+    with fastsession.SessionStore(trans, session_dir, **options) as store:
+        store.get_session(True).update(data)
+    return trans.cookies["SID"], trans
+
+
+@pytest.fixture
+def traversable_tmp():
+    """A temp folder every user may enter (pytest's own are 0700 root), for tests run as nobody."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="fastsession-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

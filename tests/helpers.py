@@ -1,0 +1,64 @@
+"""Real processes for the tests: forked children that hold locks, die, or hammer a session."""
+
+import os
+import signal
+import time
+
+
+def fork_child(body):
+    """Run ``body(write_fd)`` in a forked child; returns (pid, read_fd). The child never returns."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 0
+        try:
+            body(write_end)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    return pid, read_end
+
+
+def wait_for_byte(fd, timeout=10.0):
+    """Block until the child writes one byte (its signal that it is ready)."""
+    import select
+
+    ready, _, _ = select.select([fd], [], [], timeout)
+    assert ready, "child did not signal in time"
+    return os.read(fd, 1)
+
+
+def kill_and_reap(pid):
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def kill_leave_zombie(pid):
+    """SIGKILL without reaping: the holder stays a zombie in /proc until waited for."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return
+        time.sleep(0.001)
+    raise AssertionError("child did not become a zombie")
+
+
+def wait_ok(pid):
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"child {pid} failed"
+
+
+def run_as_nobody():
+    """In a child running as root: drop to uid/gid 65534, so permissions apply."""
+    if os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)

@@ -1,0 +1,148 @@
+import errno
+import os
+import stat
+
+import orjson
+import pytest
+
+from fastsession._holder import holder_record
+from fastsession.errors import CorruptSession
+
+
+@pytest.fixture
+def path(tmp_path):
+    return os.fsencode(tmp_path / "session")
+
+
+def write_locked(kernels, path, body, fsync=False):
+    fd = kernels.lock.try_lock(path + b".lock", holder_record())
+    kernels.io.commit_locked(fd, path + b".lock", path, body, fsync)
+
+
+def test_missing_session_reads_as_none(kernels, path):
+    assert kernels.io.read_session(path, False) is None
+    assert kernels.io.read_session(path, True) is None
+
+
+def test_commit_renames_the_lockfile_over_the_session(kernels, path):
+    write_locked(kernels, path, b'{"a":1}')
+    assert not os.path.exists(path + b".lock")
+    with open(path, "rb") as f:
+        assert f.read() == holder_record() + b'{"a":1}'
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_read_returns_data_stored_bytes_and_mtime_when_asked(kernels, path):
+    write_locked(kernels, path, b'{"a":[1,"\xc3\xa9"]}')
+    data, body, mtime = kernels.io.read_session(path, True)
+    assert data == {"a": [1, "é"]}
+    assert body == b'{"a":[1,"\xc3\xa9"]}'
+    assert mtime == pytest.approx(os.stat(path).st_mtime, abs=1e-3)
+    assert kernels.io.read_session(path, False)[2] == 0.0
+
+
+def test_large_session_is_read_whole(kernels, path):
+    data = {"k%d" % i: "x" * 100 for i in range(2000)}  # ~220 KB, past one read
+    body = orjson.dumps(data)
+    write_locked(kernels, path, body)
+    assert kernels.io.read_session(path, False)[:2] == (data, body)
+
+
+def test_session_of_exactly_one_read_buffer(kernels, path):
+    # The compiled twin reads 16384 bytes at once: a file of that size exactly must still be whole.
+    header = len(holder_record())
+    filler = 16384 - header - len(b'{"k":""}')
+    body = orjson.dumps({"k": "y" * filler})
+    write_locked(kernels, path, body)
+    assert os.path.getsize(path) == 16384
+    assert kernels.io.read_session(path, False)[1] == body
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b'{"a":1}',  # no holder line
+        b"FSv1 x y 1 1",  # holder line cut short
+        b"junk line\n{}",
+        holder_record() + b'{"a":',  # truncated JSON
+        holder_record() + b"[1,2]",  # not an object
+        holder_record() + b"\xff\xfe",
+    ],
+)
+def test_corrupt_file_raises_corrupt_session(kernels, path, content):
+    with open(path, "wb") as f:
+        f.write(content)
+    with pytest.raises(CorruptSession):
+        kernels.io.read_session(path, False)
+
+
+def test_corrupt_session_is_a_value_error_naming_the_file(kernels, path):
+    with open(path, "wb") as f:
+        f.write(b"junk")
+    with pytest.raises(ValueError, match="session"):
+        kernels.io.read_session(path, False)
+
+
+def test_symlinked_session_file_is_not_followed(kernels, path, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(holder_record() + b'{"secret":1}')
+    os.symlink(target, path)
+    with pytest.raises(OSError) as info:
+        kernels.io.read_session(path, False)
+    assert info.value.errno == errno.ELOOP
+
+
+def test_failed_commit_keeps_the_session_and_releases_the_lock(kernels, path, tmp_path):
+    write_locked(kernels, path, b'{"v":1}')
+    # The rename cannot replace a directory: a real commit failure after the write.
+    blocked = os.fsencode(tmp_path / "blocked")
+    os.mkdir(blocked)
+    fd = kernels.lock.try_lock(blocked + b".lock", holder_record())
+    with pytest.raises(OSError) as info:
+        kernels.io.commit_locked(fd, blocked + b".lock", blocked, b'{"v":2}', False)
+    assert info.value.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST)
+    assert os.fsdecode(info.value.filename) == os.fsdecode(blocked + b".lock")
+    assert not os.path.exists(blocked + b".lock")
+    assert os.path.isdir(blocked)
+    assert kernels.io.read_session(path, False)[0] == {"v": 1}
+
+
+def test_write_to_a_closed_descriptor_fails_cleanly(kernels, path):
+    write_locked(kernels, path, b'{"v":1}')
+    fd = kernels.lock.try_lock(path + b".lock", holder_record())
+    os.close(fd)  # EBADF on the write: the commit must unwind, not half-happen
+    with pytest.raises(OSError) as info:
+        kernels.io.commit_locked(fd, path + b".lock", path, b'{"v":2}', False)
+    assert info.value.errno == errno.EBADF
+    assert not os.path.exists(path + b".lock")
+    assert kernels.io.read_session(path, False)[0] == {"v": 1}
+
+
+def test_commit_with_fsync(kernels, path):
+    write_locked(kernels, path, b'{"durable":true}', fsync=True)
+    assert kernels.io.read_session(path, False)[0] == {"durable": True}
+
+
+def test_unlocked_write_goes_through_a_temp_file_that_does_not_remain(kernels, path, tmp_path):
+    temp = path + b".0123456789abcdef.tmp"
+    kernels.io.write_unlocked(temp, path, holder_record(), b'{"u":1}', True)
+    assert kernels.io.read_session(path, False)[0] == {"u": 1}
+    assert sorted(os.listdir(tmp_path)) == ["session"]
+
+
+def test_unlocked_write_refuses_an_existing_temp_name(kernels, path, tmp_path):
+    temp = path + b".0123456789abcdef.tmp"
+    open(temp, "wb").close()
+    with pytest.raises(FileExistsError):
+        kernels.io.write_unlocked(temp, path, holder_record(), b"{}", False)
+
+
+def test_twins_read_each_others_files(path):
+    from fastsession import _io_c as c
+    from fastsession import _io_py as py
+
+    py.write_unlocked(path + b".a.tmp", path, holder_record(), b'{"from":"py"}', False)
+    assert c.read_session(path, False) == py.read_session(path, False)
+    c.write_unlocked(path + b".b.tmp", path, holder_record(), b'{"from":"c"}', False)
+    assert c.read_session(path, True)[:2] == py.read_session(path, True)[:2]

@@ -1,0 +1,513 @@
+import logging
+import os
+import re
+import stat
+import time
+
+import pytest
+
+import fastsession
+from fastsession import LockTimeout, SerializationError, Session, SessionError, SessionStore
+
+from conftest import Transaction, session_files, store_session
+from helpers import fork_child, wait_for_byte, wait_ok
+
+ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def session_path(session_dir, session_id):
+    return os.path.join(session_dir, session_id[:2], session_id)
+
+
+def load(session_dir, session_id):
+    """The stored data of a session, read through a fresh store (None when absent)."""
+    with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+        session = store.get_session(False)
+        return None if session is None else dict(session)
+
+
+# -- construction ---------------------------------------------------------
+
+
+def test_session_directory_is_created_private(tmp_path):
+    directory = tmp_path / "a" / "b"
+    SessionStore(Transaction(), str(directory)).close()
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+def test_documented_defaults_and_attributes(session_dir):
+    store = SessionStore(Transaction(), session_dir)
+    assert (store.session_cookie_name, store.concurrent, store.delay) == ("SID", 1, 1)
+    assert store.session_directory == session_dir
+
+
+def test_positional_arguments_as_in_2005(session_dir):
+    trans = Transaction()
+    with SessionStore(trans, session_dir, "WSID", 0, 0.5) as store:
+        store.get_session(1)["a"] = 1
+    assert "WSID" in trans.cookies
+    assert load_named(session_dir, "WSID", trans.cookies["WSID"]) == {"a": 1}
+
+
+def load_named(session_dir, name, session_id):
+    with SessionStore(Transaction({name: session_id}), session_dir, name) as store:
+        return dict(store.get_session(0))
+
+
+# -- get_session ----------------------------------------------------------
+
+
+def test_no_cookie_and_no_create_gives_none_and_sets_no_cookie(make_store):
+    trans = Transaction()
+    assert make_store(trans).get_session(0) is None
+    assert make_store(trans).get_session(False) is None
+    assert trans.events == []
+
+
+@pytest.mark.parametrize("create", [1, True])
+def test_create_issues_a_fresh_id_through_set_cookie_value(make_store, create):
+    trans = Transaction()
+    session = make_store(trans).get_session(create)
+    assert isinstance(session, Session)
+    assert ID.fullmatch(session.session_id)
+    assert trans.events == [("set", "SID", session.session_id)]
+
+
+def test_repeated_get_session_returns_the_same_object(make_store):
+    store = make_store()
+    first = store.get_session(1)
+    assert store.get_session(1) is first
+    assert store.get_session(0) is first
+
+
+def test_cookie_of_a_stored_session_gives_that_session(session_dir, make_store):
+    session_id, trans = store_session(session_dir, {"user": "ann"})
+    session = make_store(Transaction({"SID": session_id})).get_session(0)
+    assert session.session_id == session_id
+    assert session == {"user": "ann"}
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "A" * 43,  # well formed, never issued
+        "../../../../etc/passwd",
+        "",
+        "x" * 5000,
+        "A" * 42 + "\n",
+        "A" * 42 + "\x00",
+        "é" * 43,
+    ],
+)
+def test_unknown_or_malformed_cookie_is_never_adopted(make_store, cookie):
+    assert make_store(Transaction({"SID": cookie})).get_session(0) is None
+    trans = Transaction({"SID": cookie})
+    session = make_store(trans).get_session(1)
+    assert session.session_id != cookie
+    assert ID.fullmatch(session.session_id)
+    assert trans.events == [("set", "SID", session.session_id)]
+
+
+def test_session_is_a_mutable_mapping_with_its_id():
+    from collections.abc import MutableMapping
+
+    assert issubclass(Session, MutableMapping)
+
+
+# -- close: write back only on change --------------------------------------
+
+
+def test_changes_are_stored_at_close(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1, "cart": [1, 2], "who": {"name": "é"}})
+    assert load(session_dir, session_id) == {"n": 1, "cart": [1, 2], "who": {"name": "é"}}
+
+
+def test_unchanged_session_is_not_rewritten(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    before = os.stat(session_path(session_dir, session_id))
+    with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+        session = store.get_session(0)
+        session["n"] = 1  # same value: same bytes
+        _ = session.get("n")
+    after = os.stat(session_path(session_dir, session_id))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_nested_changes_count(session_dir):
+    session_id, _ = store_session(session_dir, {"cart": {"items": [1]}})
+    with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+        store.get_session(0)["cart"]["items"].append(2)
+    assert load(session_dir, session_id) == {"cart": {"items": [1, 2]}}
+
+
+def test_new_empty_session_is_not_stored(session_dir, make_store):
+    store = make_store()
+    store.get_session(1)
+    store.close()
+    assert session_files(session_dir) == []
+
+
+def test_emptied_stored_session_is_stored_empty(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+        store.get_session(0).clear()
+    assert load(session_dir, session_id) == {}
+
+
+def test_close_twice_is_safe(session_dir, make_store):
+    store = make_store()
+    store.get_session(1)["a"] = 1
+    store.close()
+    store.close()
+    assert len(session_files(session_dir)) == 1
+
+
+def test_closed_store_refuses_get_session(make_store):
+    store = make_store()
+    store.close()
+    with pytest.raises(SessionError):
+        store.get_session(1)
+
+
+def test_close_releases_the_lock(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    for _ in range(3):
+        with SessionStore(Transaction({"SID": session_id}), session_dir, timeout=1) as store:
+            store.get_session(0)["n"] += 1
+    assert load(session_dir, session_id) == {"n": 4}
+    assert not any(name.endswith(".lock") for name in session_files(session_dir))
+
+
+# -- expiry -----------------------------------------------------------------
+
+
+def test_expire_session_deletes_at_close_and_deletes_the_cookie(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    trans = Transaction({"SID": session_id})
+    store = SessionStore(trans, session_dir)
+    store.expire_session()
+    assert os.path.exists(session_path(session_dir, session_id))  # only at close
+    store.close()
+    assert session_files(session_dir) == []
+    assert trans.events == [("delete", "SID")]
+
+
+def test_expiring_the_session_this_store_holds_does_not_deadlock(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    trans = Transaction({"SID": session_id})
+    store = SessionStore(trans, session_dir, timeout=2)
+    store.get_session(0)["n"] = 2
+    store.expire_session()
+    store.close()  # a LockTimeout here would be the self-deadlock
+    assert session_files(session_dir) == []
+    assert ("delete", "SID") in trans.events
+
+
+def test_expire_session_now_while_holding_it(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    store = SessionStore(Transaction({"SID": session_id}), session_dir, timeout=2)
+    store.get_session(0)
+    store._expire_session(session_id)
+    assert session_files(session_dir) == []
+    store.close()
+    assert session_files(session_dir) == []
+
+
+def test_after_expiry_create_gives_a_fresh_session(session_dir):
+    session_id, _ = store_session(session_dir, {"user": "ann"})
+    trans = Transaction({"SID": session_id})
+    with SessionStore(trans, session_dir) as store:
+        store.get_session(0)
+        store.expire_session()
+        fresh = store.get_session(1)
+        assert fresh.session_id != session_id and fresh == {}
+        fresh["flash"] = "bye"
+    assert load(session_dir, session_id) is None
+    assert load(session_dir, fresh.session_id) == {"flash": "bye"}
+    assert trans.cookies["SID"] == fresh.session_id  # the new cookie, not a deletion
+
+
+def test_expire_without_cookie_is_harmless(make_store):
+    trans = Transaction()
+    store = make_store(trans)
+    store.expire_session()
+    store.close()
+    assert trans.events == [("delete", "SID")]
+
+
+def _hold_session(session_dir, session_id, seconds, value):
+    def body(ready):
+        with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+            store.get_session(0)["n"] = value
+            os.write(ready, b"L")
+            time.sleep(seconds)
+
+    return fork_child(body)
+
+
+def test_underscore_expire_session_waits_for_the_editor(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    pid, ready = _hold_session(session_dir, session_id, 0.5, 2)
+    wait_for_byte(ready)
+    store = SessionStore(Transaction(), session_dir, timeout=10)
+    started = time.monotonic()
+    store._expire_session(session_id)
+    assert time.monotonic() - started > 0.3  # it waited for the holder's commit
+    assert session_files(session_dir) == []  # and then deleted what the holder wrote
+    wait_ok(pid)
+
+
+def test_timeout_raises_lock_timeout_while_another_process_edits(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    pid, ready = _hold_session(session_dir, session_id, 1.0, 2)
+    wait_for_byte(ready)
+    store = SessionStore(Transaction({"SID": session_id}), session_dir, timeout=0.2)
+    with pytest.raises(LockTimeout):
+        store.get_session(0)
+    assert isinstance(LockTimeout("x"), SessionError)
+    wait_ok(pid)
+    assert load(session_dir, session_id) == {"n": 2}
+
+
+# -- _get_session and ids -----------------------------------------------------
+
+
+def test_underscore_get_session_loads_locks_and_creates(session_dir, make_store):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    store = make_store()
+    assert store._get_session(session_id, 0) == {"a": 1}
+    assert os.path.exists(session_path(session_dir, session_id) + ".lock")
+    other = make_store()
+    new_id = fastsession.new_session_id()
+    assert other._get_session(new_id, 0) is None
+    assert other._get_session(new_id, 1) == {}
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a" * 42, "a" * 42 + "\n", ""])
+def test_underscore_get_session_rejects_invalid_ids(make_store, bad, session_dir):
+    with pytest.raises(ValueError):
+        make_store()._get_session(bad, 1)
+    assert session_files(session_dir) == []
+
+
+def test_get_session_identifier_is_43_base64url_characters(make_store):
+    ids = {make_store()._get_session_identifier() for _ in range(100)}
+    assert len(ids) == 100 and all(ID.fullmatch(i) for i in ids)
+
+
+# -- regenerate_id --------------------------------------------------------------
+
+
+def test_regenerate_id_moves_the_data_and_deletes_the_old_id(session_dir):
+    old_id, _ = store_session(session_dir, {"cart": [1]})
+    trans = Transaction({"SID": old_id})
+    with SessionStore(trans, session_dir) as store:
+        session = store.get_session(0)
+        session["user"] = "ann"
+        new_id = store.regenerate_id()
+        assert session.session_id == new_id != old_id and ID.fullmatch(new_id)
+    assert trans.events == [("set", "SID", new_id)]
+    assert load(session_dir, old_id) is None
+    assert load(session_dir, new_id) == {"cart": [1], "user": "ann"}
+
+
+def test_regenerate_id_of_an_unchanged_session_still_stores_it(session_dir):
+    old_id, _ = store_session(session_dir, {"cart": [1]})
+    with SessionStore(Transaction({"SID": old_id}), session_dir) as store:
+        new_id = store.regenerate_id()
+    assert load(session_dir, new_id) == {"cart": [1]}
+    assert session_files(session_dir) == [os.path.join(new_id[:2], new_id)]
+
+
+def test_regenerate_id_rolled_back_keeps_the_old_session(session_dir):
+    old_id, _ = store_session(session_dir, {"cart": [1]})
+    with pytest.raises(RuntimeError):
+        with SessionStore(Transaction({"SID": old_id}), session_dir) as store:
+            store.regenerate_id()
+            raise RuntimeError("login failed")
+    assert load(session_dir, old_id) == {"cart": [1]}
+    assert session_files(session_dir) == [os.path.join(old_id[:2], old_id)]
+
+
+# -- context manager ------------------------------------------------------------
+
+
+def test_exception_in_with_rolls_back_and_releases(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    with pytest.raises(ZeroDivisionError):
+        with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+            store.get_session(0)["n"] = 99
+            1 / 0
+    assert not os.path.exists(session_path(session_dir, session_id) + ".lock")
+    assert load(session_dir, session_id) == {"n": 1}
+
+
+def test_exception_in_with_does_not_expire(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1})
+    trans = Transaction({"SID": session_id})
+    with pytest.raises(KeyError):
+        with SessionStore(trans, session_dir) as store:
+            store.expire_session()
+            raise KeyError("boom")
+    assert load(session_dir, session_id) == {"n": 1}
+    assert trans.events == []
+
+
+# -- values orjson cannot encode ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [(object(), "object"), (2**70, "cart"), ({1: "x"}, "cart"), ({1, 2}, "set")],
+)
+def test_unencodable_value_raises_at_close_keeps_data_and_releases(session_dir, value, words):
+    session_id, _ = store_session(session_dir, {"cart": [1]})
+    store = SessionStore(Transaction({"SID": session_id}), session_dir)
+    store.get_session(0)["cart"] = value
+    with pytest.raises(SerializationError, match="cart") as info:
+        store.close()
+    assert words in str(info.value)
+    assert isinstance(info.value, TypeError)
+    assert load(session_dir, session_id) == {"cart": [1]}  # what was stored is kept
+    assert not os.path.exists(session_path(session_dir, session_id) + ".lock")
+
+
+def test_non_str_top_level_key_is_named(session_dir, make_store):
+    store = make_store()
+    store.get_session(1)[7] = "x"
+    with pytest.raises(SerializationError, match="7"):
+        store.close()
+    assert session_files(session_dir) == []
+
+
+def test_serialization_error_in_with_block_exit(session_dir):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    with pytest.raises(SerializationError):
+        with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
+            store.get_session(0)["a"] = object()
+    assert load(session_dir, session_id) == {"a": 1}
+
+
+# -- corrupt files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b'FSv1 h b 1 1\n{"a":', b"FSv1 h b 1 1\n[1]"])
+def test_corrupt_session_counts_as_absent_and_is_logged(session_dir, caplog, content):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    with open(session_path(session_dir, session_id), "wb") as f:
+        f.write(content)
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        assert load(session_dir, session_id) is None
+    assert any(r.name == "fastsession" and r.levelno == logging.WARNING for r in caplog.records)
+    trans = Transaction({"SID": session_id})
+    with SessionStore(trans, session_dir) as store:
+        assert store.get_session(1).session_id != session_id
+
+
+# -- max_age ----------------------------------------------------------------------
+
+
+def age_file(path, seconds):
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_session_older_than_max_age_counts_as_absent(session_dir):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    age_file(session_path(session_dir, session_id), 120)
+    trans = Transaction({"SID": session_id})
+    with SessionStore(trans, session_dir, max_age=60) as store:
+        assert store.get_session(0) is None
+    with SessionStore(trans, session_dir, max_age=60) as store:
+        assert store.get_session(1).session_id != session_id
+    assert not os.path.exists(session_path(session_dir, session_id))
+
+
+def test_session_within_max_age_is_kept(session_dir):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    age_file(session_path(session_dir, session_id), 30)
+    with SessionStore(Transaction({"SID": session_id}), session_dir, max_age=60) as store:
+        assert store.get_session(0) == {"a": 1}
+
+
+def test_unchanged_read_touches_only_after_a_quarter_of_max_age(session_dir):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    path = session_path(session_dir, session_id)
+    age_file(path, 10)  # less than 100 / 4
+    before = os.stat(path).st_mtime
+    with SessionStore(Transaction({"SID": session_id}), session_dir, max_age=100) as store:
+        store.get_session(0)
+    assert os.stat(path).st_mtime == before
+    age_file(path, 30)  # more than 100 / 4
+    with SessionStore(Transaction({"SID": session_id}), session_dir, max_age=100) as store:
+        store.get_session(0)
+    assert time.time() - os.stat(path).st_mtime < 5
+
+
+# -- files on disk --------------------------------------------------------------
+
+
+def test_files_are_private_and_sharded(session_dir):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    path = session_path(session_dir, session_id)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
+
+
+def test_symlink_planted_as_a_session_is_not_followed(session_dir, tmp_path):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    target = tmp_path / "secret"
+    target.write_bytes(b'FSv1 h b 1 1\n{"secret":1}')
+    os.unlink(session_path(session_dir, session_id))
+    os.symlink(target, session_path(session_dir, session_id))
+    with pytest.raises(OSError):
+        load(session_dir, session_id)
+    assert target.read_bytes() == b'FSv1 h b 1 1\n{"secret":1}'
+
+
+def test_concurrent_zero_takes_no_lock_and_commits_atomically(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1}, concurrent=0)
+    with SessionStore(Transaction({"SID": session_id}), session_dir, concurrent=0) as store:
+        store.get_session(0)["n"] = 2
+        assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]  # no lockfile
+    assert load(session_dir, session_id) == {"n": 2}
+    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]  # no temp file left
+
+
+def test_fsync_store_round_trips(session_dir):
+    session_id, _ = store_session(session_dir, {"n": 1}, fsync=True)
+    assert load(session_dir, session_id) == {"n": 1}
+
+
+def test_permission_denied_on_the_directory_raises_at_once(traversable_tmp):
+    directory = os.path.join(traversable_tmp, "sessions")
+    os.mkdir(directory, 0o555)
+
+    def body(report):
+        from helpers import run_as_nobody
+
+        run_as_nobody()
+        started = time.monotonic()
+        try:
+            with SessionStore(Transaction(), directory) as store:
+                store.get_session(1)["a"] = 1
+        except PermissionError as exc:
+            ok = str(directory) in os.fsdecode(exc.filename) and time.monotonic() - started < 1
+            os.write(report, b"Y" if ok else b"N")
+        else:
+            os.write(report, b"N")
+
+    pid, report = fork_child(body)
+    assert wait_for_byte(report) == b"Y"
+    wait_ok(pid)
+    assert os.listdir(directory) == []
+
+
+def test_store_holds_one_session_at_a_time(session_dir, make_store):
+    a, _ = store_session(session_dir, {"a": 1})
+    b, _ = store_session(session_dir, {"b": 1})
+    store = make_store()
+    store._get_session(a, 0)
+    with pytest.raises(SessionError):
+        store._get_session(b, 0)

@@ -1,0 +1,219 @@
+import os
+import re
+
+import pytest
+
+from fastsession import SessionStore
+from fastsession.wsgi import SessionMiddleware, WSGITransaction, add_vary_cookie, parse_cookie_header
+
+from conftest import session_files
+
+ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def call(app, cookie=None, path="/"):
+    """One WSGI request the way a server makes it; returns (status, headers, body)."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"PATH_INFO": path}
+    if cookie is not None:
+        environ["HTTP_COOKIE"] = cookie
+    setup_testing_defaults(environ)
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"], seen["headers"] = status, headers
+
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return seen["status"], seen["headers"], body
+
+
+def header_values(headers, name):
+    return [v for k, v in headers if k.lower() == name.lower()]
+
+
+def sid_from(headers):
+    (cookie,) = header_values(headers, "Set-Cookie")
+    return cookie.split(";")[0].split("=", 1)[1]
+
+
+def counter_app(environ, start_response):
+    store = environ["fastsession.store"]
+    session = store.get_session(True)
+    session["n"] = session.get("n", 0) + 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(session["n"]).encode()]
+
+
+@pytest.fixture
+def counter(session_dir):
+    return SessionMiddleware(counter_app, session_dir)
+
+
+def test_new_session_gets_a_cookie_with_the_documented_attributes(counter):
+    status, headers, body = call(counter)
+    assert body == b"1"
+    (cookie,) = header_values(headers, "Set-Cookie")
+    assert re.fullmatch(r"SID=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Lax", cookie)
+
+
+def test_secure_true_marks_the_cookie_secure(session_dir):
+    app = SessionMiddleware(counter_app, session_dir, secure=True)
+    (cookie,) = header_values(call(app)[1], "Set-Cookie")
+    assert cookie.endswith("; Secure")
+
+
+def test_cookie_brings_the_session_back_without_a_new_set_cookie(counter):
+    sid = sid_from(call(counter)[1])
+    status, headers, body = call(counter, f"SID={sid}")
+    assert body == b"2"
+    assert header_values(headers, "Set-Cookie") == []
+    assert header_values(headers, "Vary") == ["Cookie"]
+
+
+def test_store_options_reach_the_store(session_dir):
+    app = SessionMiddleware(counter_app, session_dir, session_cookie_name="app_sid", concurrent=0)
+    (cookie,) = header_values(call(app)[1], "Set-Cookie")
+    assert cookie.startswith("app_sid=")
+    assert not any(f.endswith(".lock") for f in session_files(session_dir))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        ";;;=;",
+        "SID",
+        "SID=",
+        'SID="unterminated',
+        "SID=../../etc/passwd",
+        "SID=%00%2F..",
+        "SID=\udcff\udcfe",
+        "=x; SID==; other=1",
+        "SID=" + "A" * 10000,
+    ],
+)
+def test_garbage_cookie_headers_get_a_fresh_session(counter, header, session_dir):
+    status, headers, body = call(counter, header)
+    assert status == "200 OK" and body == b"1"
+    assert ID.fullmatch(sid_from(headers))
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{2}/[A-Za-z0-9_-]{43}", f) for f in session_files(session_dir))
+
+
+def test_parse_cookie_header_takes_the_first_of_duplicates_and_strips_quotes():
+    assert parse_cookie_header('a=1; SID="x"; SID=y; junk; =z') == {"a": "1", "SID": "x"}
+
+
+def untouched_app(environ, start_response):
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"nope"]
+
+
+def test_response_that_never_touched_the_session_has_no_cookie_and_no_vary(session_dir):
+    status, headers, _ = call(SessionMiddleware(untouched_app, session_dir))
+    assert header_values(headers, "Set-Cookie") == [] and header_values(headers, "Vary") == []
+
+
+def peek_app(environ, start_response):
+    environ["fastsession.store"].get_session(True)  # created, never written
+    start_response("200 OK", [("Vary", "Accept-Encoding")])
+    return [b"ok"]
+
+
+def test_new_empty_session_sends_no_cookie_and_stores_nothing(session_dir):
+    status, headers, _ = call(SessionMiddleware(peek_app, session_dir))
+    assert header_values(headers, "Set-Cookie") == []
+    assert header_values(headers, "Vary") == ["Accept-Encoding, Cookie"]
+    assert session_files(session_dir) == []
+
+
+def test_add_vary_cookie_keeps_existing_values():
+    assert add_vary_cookie([("Vary", "Cookie")]) == [("Vary", "Cookie")]
+    assert add_vary_cookie([("vary", "*")]) == [("vary", "*")]
+    assert add_vary_cookie([]) == [("Vary", "Cookie")]
+
+
+def logout_app(environ, start_response):
+    environ["fastsession.store"].expire_session()
+    start_response("303 See Other", [("Location", "/")])
+    return [b""]
+
+
+def test_expiry_deletes_the_session_and_the_cookie(session_dir, counter):
+    sid = sid_from(call(counter)[1])
+    status, headers, _ = call(SessionMiddleware(logout_app, session_dir), f"SID={sid}")
+    (cookie,) = header_values(headers, "Set-Cookie")
+    assert cookie.startswith("SID=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    assert session_files(session_dir) == []
+    assert call(counter, f"SID={sid}")[2] == b"1"
+
+
+def failing_app(environ, start_response):
+    environ["fastsession.store"].get_session(True)["n"] = 999
+    raise RuntimeError("app bug")
+
+
+def test_raising_app_is_rolled_back_and_releases_the_lock(session_dir, counter):
+    sid = sid_from(call(counter)[1])
+    with pytest.raises(RuntimeError):
+        call(SessionMiddleware(failing_app, session_dir), f"SID={sid}")
+    assert not any(f.endswith(".lock") for f in session_files(session_dir))
+    assert call(counter, f"SID={sid}")[2] == b"2"  # the 999 was never written
+
+
+def streaming_failure_app(environ, start_response):
+    session = environ["fastsession.store"].get_session(True)
+    start_response("200 OK", [])
+
+    def body():
+        session["n"] = 999
+        yield b"partial"
+        raise RuntimeError("broken stream")
+
+    return body()
+
+
+def test_app_raising_while_streaming_is_rolled_back(session_dir, counter):
+    sid = sid_from(call(counter)[1])
+    with pytest.raises(RuntimeError):
+        call(SessionMiddleware(streaming_failure_app, session_dir), f"SID={sid}")
+    assert call(counter, f"SID={sid}")[2] == b"2"
+
+
+def test_session_is_committed_only_when_the_response_is_closed(session_dir, counter):
+    from wsgiref.util import setup_testing_defaults
+
+    sid = sid_from(call(counter)[1])
+    environ = {"HTTP_COOKIE": f"SID={sid}"}
+    setup_testing_defaults(environ)
+    result = counter(environ, lambda status, headers, exc_info=None: None)
+    assert b"".join(result) == b"2"
+    lock = os.path.join(session_dir, sid[:2], sid + ".lock")
+    assert os.path.exists(lock)  # still held while the server sends the body
+    result.close()
+    assert not os.path.exists(lock)
+    assert call(counter, f"SID={sid}")[2] == b"3"
+
+
+def test_transaction_speaks_webstacks_protocol():
+    trans = WSGITransaction({"HTTP_COOKIE": "SID=abc; x=1"})
+    assert trans.get_cookie("SID").value == "abc"
+    assert trans.get_cookie("missing") is None
+    trans.set_cookie_value("SID", "v")
+    trans.delete_cookie("other")
+    assert [v.split(";")[0] for _, v in trans.cookie_headers()] == ["SID=v", "other="]
+
+
+def test_webstack_style_code_with_the_wsgi_transaction(session_dir):
+    trans = WSGITransaction({})
+    with SessionStore(trans, session_dir) as store:
+        store.get_session(1)["user"] = "ann"
+    (cookie,) = [v for _, v in trans.cookie_headers()]
+    sid = cookie.split(";")[0].split("=")[1]
+    with SessionStore(WSGITransaction({"HTTP_COOKIE": f"SID={sid}"}), session_dir) as store:
+        assert store.get_session(0) == {"user": "ann"}
