@@ -25,7 +25,15 @@ else:
         from . import _lock_c as _lock
 
         EXTENSIONS = True
-    except ImportError:  # installed without a compiler: setup.py warned then
+    except ImportError as exc:  # installed without a compiler: setup.py warned then
+        import warnings
+
+        warnings.warn(
+            f"fastsession: compiled kernels unavailable ({exc}); using the slower "
+            "pure-Python twins. Set FASTSESSION_NO_EXTENSIONS=1 to choose them quietly.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         from . import _ids_py as _ids
         from . import _io_py as _io
         from . import _lock_py as _lock
