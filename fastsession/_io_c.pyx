@@ -75,10 +75,13 @@ def read_session(bytes path, bint want_mtime):
         return _io_py.read_session(path, want_mtime)
     if want_mtime:
         mtime = st.st_mtim.tv_sec + st.st_mtim.tv_nsec * 1e-9
-    newline = <const char *>memchr(buf, b"\n", n)
-    if newline == NULL or n < len(MAGIC_BYTES) or memcmp(buf, <const char *>MAGIC_BYTES, len(MAGIC_BYTES)) != 0:
-        raise no_holder_line(path)
-    body = buf[newline - buf + 1 : n]
+    if n > 0 and buf[0] == b"{":  # a plain JSON document, written without a holder line
+        body = buf[:n]
+    else:
+        newline = <const char *>memchr(buf, b"\n", n)
+        if newline == NULL or n < len(MAGIC_BYTES) or memcmp(buf, <const char *>MAGIC_BYTES, len(MAGIC_BYTES)) != 0:
+            raise no_holder_line(path)
+        body = buf[newline - buf + 1 : n]
     return decode_body(body, path), body, mtime
 
 

@@ -2,7 +2,8 @@
 
 A session file is the holder line of its last writer (see _holder) followed
 by one orjson document; orjson never writes a raw newline, so the first
-newline ends the holder line.
+newline ends the holder line. A file that is just a JSON object (written by
+another tool) reads as well.
 """
 
 import os
@@ -55,10 +56,13 @@ def read_session(path: bytes, want_mtime: bool):
             raw = b"".join(parts)
     finally:
         os.close(fd)
-    end = raw.find(b"\n")
-    if end < 0 or not raw.startswith(MAGIC):
-        raise no_holder_line(path)
-    body = raw[end + 1 :]
+    if raw[:1] == b"{":  # a plain JSON document, written without a holder line
+        body = raw
+    else:
+        end = raw.find(b"\n")
+        if end < 0 or not raw.startswith(MAGIC):
+            raise no_holder_line(path)
+        body = raw[end + 1 :]
     return decode_body(body, path), body, mtime
 
 

@@ -62,7 +62,7 @@ def test_session_of_exactly_one_read_buffer(kernels, path):
     "content",
     [
         b"",
-        b'{"a":1}',  # no holder line
+        b'{"a":1',  # no holder line, and not JSON either
         b"FSv1 x y 1 1",  # holder line cut short
         b"junk line\n{}",
         holder_record() + b'{"a":',  # truncated JSON
@@ -75,6 +75,12 @@ def test_corrupt_file_raises_corrupt_session(kernels, path, content):
         f.write(content)
     with pytest.raises(CorruptSession):
         kernels.io.read_session(path, False)
+
+
+def test_plain_json_object_without_holder_line_reads(kernels, path):
+    with open(path, "wb") as f:
+        f.write(b'{"from":"another tool"}')
+    assert kernels.io.read_session(path, False)[:2] == ({"from": "another tool"}, b'{"from":"another tool"}')
 
 
 def test_corrupt_session_is_a_value_error_naming_the_file(kernels, path):

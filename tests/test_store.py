@@ -108,6 +108,39 @@ def test_unknown_or_malformed_cookie_is_never_adopted(make_store, cookie):
     assert trans.events == [("set", "SID", session.session_id)]
 
 
+HOSTILE = [
+    "../outside",
+    "../../../../../../tmp/outside",
+    "/tmp/outside",
+    "A" * 40 + "/..",
+    "..",
+    ".",
+    "A" * 42 + "\x00",
+    "A" * 43 + "\x00/../../outside",
+    "",
+    "A" * 100000,
+    "ÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅÅ",
+    "A" * 42 + "\n",
+    "A" * 42 + "\udcff",
+]
+
+
+@pytest.mark.parametrize("cookie", HOSTILE)
+def test_hostile_cookies_never_reach_a_path_outside_the_directory(tmp_path, cookie):
+    session_dir = str(tmp_path / "sessions")
+    for create in (0, 1):
+        with SessionStore(Transaction({"SID": cookie}), session_dir) as store:
+            session = store.get_session(create)
+            if session is not None:
+                session["n"] = 1
+                store.expire_session()
+                store.get_session(1)["m"] = 2
+    everything = session_files(str(tmp_path))
+    assert everything, "the request stored a session"
+    for name in everything:
+        assert re.fullmatch(r"sessions/([A-Za-z0-9_-]{2})/\1[A-Za-z0-9_-]{41}", name), name
+
+
 def test_session_is_a_mutable_mapping_with_its_id():
     from collections.abc import MutableMapping
 
