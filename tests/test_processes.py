@@ -114,3 +114,24 @@ def test_sigterm_while_waiting_for_a_lock_does_not_leave_a_lock(session_dir):
     wait_ok(hpid)
     assert read_n(session_dir, session_id) == 0
     assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
+
+
+def test_threads_of_one_process_lose_no_update(session_dir):
+    import threading
+
+    session_id, _ = store_session(session_dir, {"n": 0, "log": []})
+    errors = []
+
+    def work():
+        try:
+            increment(session_dir, session_id, 100, delay=0.01)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert read_n(session_dir, session_id) == 400
