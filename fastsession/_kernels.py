@@ -2,29 +2,41 @@
 
 ``FASTSESSION_NO_EXTENSIONS=1`` (read once, at import) forces the pure twins;
 so does a Python without the compiled modules (a build without a compiler).
+A kernel set is a namespace of the seven kernel functions; ``ACTIVE`` is the
+chosen one, ``twin("c")`` and ``twin("py")`` name one explicitly (tests,
+benchmarks).
 """
 
+import importlib
 import os
 import platform
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+
+NAMES = {
+    "ids": ("new_session_id", "is_valid_id"),
+    "lock": ("acquire", "unlock"),
+    "io": ("read_session", "commit_locked", "write_unlocked"),
+}
+
+
+def twin(kind: str) -> SimpleNamespace:
+    """The kernel set of one twin: ``"c"`` (compiled) or ``"py"`` (pure Python)."""
+    functions = {}
+    for module, names in NAMES.items():
+        loaded = importlib.import_module(f"fastsession._{module}_{kind}")
+        functions.update((name, getattr(loaded, name)) for name in names)
+    return SimpleNamespace(kind=kind, **functions)
+
 
 NO_EXTENSIONS = bool(os.environ.get("FASTSESSION_NO_EXTENSIONS")) or (
     platform.python_implementation() != "CPython"
 )
 
-if TYPE_CHECKING or NO_EXTENSIONS:
-    from . import _ids_py as _ids
-    from . import _io_py as _io
-    from . import _lock_py as _lock
-
-    EXTENSIONS = False
+if NO_EXTENSIONS:
+    ACTIVE = twin("py")
 else:
     try:
-        from . import _ids_c as _ids
-        from . import _io_c as _io
-        from . import _lock_c as _lock
-
-        EXTENSIONS = True
+        ACTIVE = twin("c")
     except ImportError as exc:  # installed without a compiler: setup.py warned then
         import warnings
 
@@ -34,27 +46,7 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from . import _ids_py as _ids
-        from . import _io_py as _io
-        from . import _lock_py as _lock
+        ACTIVE = twin("py")
 
-        EXTENSIONS = False
-
-new_session_id = _ids.new_session_id
-is_valid_id = _ids.is_valid_id
-acquire = _lock.acquire
-unlock = _lock.unlock
-read_session = _io.read_session
-commit_locked = _io.commit_locked
-write_unlocked = _io.write_unlocked
-
-__all__ = [
-    "EXTENSIONS",
-    "new_session_id",
-    "is_valid_id",
-    "acquire",
-    "unlock",
-    "read_session",
-    "commit_locked",
-    "write_unlocked",
-]
+EXTENSIONS = ACTIVE.kind == "c"
+new_session_id = ACTIVE.new_session_id

@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from . import _kernels
 from ._holder import holder_record
@@ -23,9 +23,26 @@ logger = logging.getLogger("fastsession")
 # (session file path, lock descriptor or -1 when not locking)
 Handle = Tuple[bytes, int]
 
+# Absolute session directories this process has made sure of: a store is
+# made per request, and makedirs would cost three system calls each time.
+_prepared: Dict[str, bytes] = {}
+
+
+def prepare_directory(directory: str) -> bytes:
+    """Create ``directory`` (0700) if absent; its absolute path as bytes."""
+    path = _prepared.get(directory)
+    if path is None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.fsencode(os.path.abspath(directory))
+        if os.path.isabs(directory):  # a relative one may mean another folder after chdir
+            _prepared[directory] = path
+    return path
+
 
 class FileBackend:
     """Sessions as files, one per id, locked with O_EXCL lockfiles."""
+
+    kernels = _kernels.ACTIVE  # a subclass may choose a twin explicitly
 
     def __init__(
         self,
@@ -37,19 +54,18 @@ class FileBackend:
         stale_after: float = 30.0,
         max_age: Optional[float] = None,
         fsync: bool = False,
-        check_key: Callable[[object], bool] = _kernels.is_valid_id,
+        check_key: Optional[Callable[[object], bool]] = None,
     ) -> None:
         if delay <= 0:
             raise ValueError("delay must be positive")
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        self.directory = os.fsencode(os.path.abspath(directory))
+        self.directory = prepare_directory(directory)
         self.concurrent = bool(concurrent)
         self.delay = float(delay)
         self.timeout = timeout
         self.stale_after = float(stale_after)
         self.max_age = max_age
         self.fsync = bool(fsync)
-        self.check_key = check_key
+        self.check_key = check_key or self.kernels.is_valid_id
 
     def path(self, key: str) -> bytes:
         """The session file of ``key``; ValueError for a key that may not become a path."""
@@ -59,7 +75,12 @@ class FileBackend:
         return b"%s/%s/%s" % (self.directory, name[:2], name)
 
     def _make_shard(self, path: bytes) -> None:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        # The session directory itself may have been removed since it was prepared.
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(os.path.dirname(path), 0o700)
+        except FileExistsError:
+            pass
 
     def open(self, key: str) -> Handle:
         """Lock the session of ``key`` (when concurrent), waiting for its holder."""
@@ -69,17 +90,17 @@ class FileBackend:
         lock_path = path + b".lock"
         args = (holder_record(), self.delay, self.timeout, self.stale_after)
         try:
-            return path, _kernels.acquire(lock_path, *args)
+            return path, self.kernels.acquire(lock_path, *args)
         except FileNotFoundError:  # first session in this shard
             self._make_shard(path)
-            return path, _kernels.acquire(lock_path, *args)
+            return path, self.kernels.acquire(lock_path, *args)
 
     def load(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
         """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired."""
         path = handle[0]
         max_age = self.max_age
         try:
-            loaded = _kernels.read_session(path, max_age is not None)
+            loaded = self.kernels.read_session(path, max_age is not None)
         except CorruptSession as exc:
             logger.warning("fastsession: ignoring corrupt session file: %s", exc)
             return None
@@ -92,14 +113,14 @@ class FileBackend:
         """Commit ``body`` as the session's new version and release the lock."""
         path, fd = handle
         if fd >= 0:
-            _kernels.commit_locked(fd, path + b".lock", path, body, self.fsync)
+            self.kernels.commit_locked(fd, path + b".lock", path, body, self.fsync)
             return
         temp = b"%s.%s.tmp" % (path, secrets.token_hex(8).encode())
         try:
-            _kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+            self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
         except FileNotFoundError:
             self._make_shard(path)
-            _kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+            self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
 
     def release(self, handle: Handle, mtime: float = 0.0) -> None:
         """Release the lock without writing; refresh the mtime when a quarter of max_age passed."""
@@ -111,14 +132,14 @@ class FileBackend:
             except FileNotFoundError:
                 pass
         if fd >= 0:
-            _kernels.unlock(fd, path + b".lock")
+            self.kernels.unlock(fd, path + b".lock")
 
     def delete(self, handle: Handle) -> None:
         """Remove the session and release its lock."""
         path, fd = handle
         self._unlink(path)
         if fd >= 0:
-            _kernels.unlock(fd, path + b".lock")
+            self.kernels.unlock(fd, path + b".lock")
 
     @staticmethod
     def _unlink(path: bytes) -> None:

@@ -12,7 +12,6 @@ from typing import Any, List, Optional
 
 import orjson
 
-from . import _kernels
 from .errors import SerializationError, SessionError
 from .files import FileBackend
 from .session import Session
@@ -151,7 +150,7 @@ class BaseStore:
 
     def _get_session_identifier(self) -> str:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
-        return _kernels.new_session_id()
+        return self.backend.kernels.new_session_id()
 
     # -- beyond 2005 ----------------------------------------------------
 
@@ -217,7 +216,7 @@ class BaseStore:
         """The cookie's session id, or None when there is none or it is not a valid id."""
         cookie = self.trans.get_cookie(self.session_cookie_name)
         value = getattr(cookie, "value", None)
-        return value if _kernels.is_valid_id(value) else None
+        return value if self.backend.kernels.is_valid_id(value) else None
 
     def _new_session(self) -> Session:
         session_id = self._get_session_identifier()
@@ -255,6 +254,8 @@ class BaseStore:
 class SessionStore(BaseStore):
     """WebStack's SessionStore on files: one file per session, O_EXCL lockfiles, atomic commits."""
 
+    backend_class = FileBackend
+
     def __init__(
         self,
         trans: Any,
@@ -268,7 +269,7 @@ class SessionStore(BaseStore):
         max_age: Optional[float] = None,
         fsync: bool = False,
     ) -> None:
-        backend = FileBackend(
+        backend = self.backend_class(
             session_directory,
             concurrent=bool(concurrent),
             delay=delay,

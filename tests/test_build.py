@@ -14,7 +14,7 @@ def live_extensions(env_value):
     env = {k: v for k, v in os.environ.items() if k != "FASTSESSION_NO_EXTENSIONS"}
     if env_value is not None:
         env["FASTSESSION_NO_EXTENSIONS"] = env_value
-    code = "import fastsession; print(fastsession.EXTENSIONS, fastsession._kernels._io.__name__)"
+    code = "import fastsession; print(fastsession.EXTENSIONS, fastsession._kernels.ACTIVE.read_session.__module__)"
     # From "/", so the installed package is imported, not a source tree in the cwd.
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd="/")
     return out.stdout.split()

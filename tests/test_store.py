@@ -537,6 +537,16 @@ def test_permission_denied_on_the_directory_raises_at_once(traversable_tmp):
     assert os.listdir(directory) == []
 
 
+def test_session_directory_removed_while_serving_is_made_again(session_dir):
+    import shutil
+
+    store_session(session_dir, {"a": 1})
+    shutil.rmtree(session_dir)
+    session_id, _ = store_session(session_dir, {"b": 2})
+    assert load(session_dir, session_id) == {"b": 2}
+    assert stat.S_IMODE(os.stat(session_dir).st_mode) == 0o700
+
+
 def test_store_holds_one_session_at_a_time(session_dir, make_store):
     a, _ = store_session(session_dir, {"a": 1})
     b, _ = store_session(session_dir, {"b": 1})
