@@ -14,6 +14,8 @@ from posix.unistd cimport close, fsync, read, unlink, write
 
 from fastsession._posix cimport O_NOFOLLOW, raise_oserror, rename
 
+from orjson import JSONDecodeError, loads
+
 from fastsession import _io_py
 from fastsession._holder import MAGIC
 from fastsession._io_py import decode_body, no_holder_line
@@ -82,7 +84,13 @@ def read_session(bytes path, bint want_mtime):
         if newline == NULL or n < len(MAGIC_BYTES) or memcmp(buf, <const char *>MAGIC_BYTES, len(MAGIC_BYTES)) != 0:
             raise no_holder_line(path)
         body = buf[newline - buf + 1 : n]
-    return decode_body(body, path), body, mtime
+    try:
+        data = loads(body)
+    except JSONDecodeError:
+        data = None
+    if type(data) is not dict:
+        decode_body(body, path)  # raises the twins' one CorruptSession for this body
+    return data, body, mtime
 
 
 cdef int fill_and_rename(int fd, const char *data, Py_ssize_t size, const char *source,

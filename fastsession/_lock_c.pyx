@@ -45,8 +45,7 @@ cdef int create_lockfile(const char *path, const char *record, Py_ssize_t size, 
     return fd
 
 
-def try_lock(bytes lock_path, bytes record):
-    """The lockfile's descriptor, with ``record`` written; -1 when it exists (locked)."""
+cdef int lock_once(bytes lock_path, bytes record) except -2:
     cdef const char *path = lock_path
     cdef const char *rec = record
     cdef Py_ssize_t size = len(record)
@@ -59,6 +58,11 @@ def try_lock(bytes lock_path, bytes record):
     if err == EEXIST:
         return -1
     raise_oserror(err, lock_path)
+
+
+def try_lock(bytes lock_path, bytes record):
+    """The lockfile's descriptor, with ``record`` written; -1 when it exists (locked)."""
+    return lock_once(lock_path, record)
 
 
 cdef double monotonic() noexcept nogil:
@@ -83,7 +87,7 @@ def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_a
     Raises LockTimeout after ``timeout`` seconds (None: never), OSError at once
     for any error but EEXIST, and breaks the lock when its holder is gone.
     """
-    cdef int fd = try_lock(lock_path, record)
+    cdef int fd = lock_once(lock_path, record)
     if fd >= 0:
         return fd
     cdef double start = monotonic()
@@ -105,7 +109,7 @@ def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_a
                 pause = min(pause, max(limit - waited, 0.0))
             sleep_for(pause)
             pause = min(pause * 2, max_pause)
-        fd = try_lock(lock_path, record)
+        fd = lock_once(lock_path, record)
         if fd >= 0:
             return fd
 

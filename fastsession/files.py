@@ -20,8 +20,8 @@ from .errors import CorruptSession
 
 logger = logging.getLogger("fastsession")
 
-# (session file path, lock descriptor or -1 when not locking)
-Handle = Tuple[bytes, int]
+# (session file, its lockfile, the lock's descriptor); (path, b"", -1) when not locking
+Handle = Tuple[bytes, bytes, int]
 
 # Absolute session directories this process has made sure of: a store is
 # made per request, and makedirs would cost three system calls each time.
@@ -29,11 +29,11 @@ _prepared: Dict[str, bytes] = {}
 
 
 def prepare_directory(directory: str) -> bytes:
-    """Create ``directory`` (0700) if absent; its absolute path as bytes."""
+    """Create ``directory`` (0700) if absent; its absolute path as bytes, ending in a slash."""
     path = _prepared.get(directory)
     if path is None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        path = os.fsencode(os.path.abspath(directory))
+        path = os.path.join(os.fsencode(os.path.abspath(directory)), b"")
         if os.path.isabs(directory):  # a relative one may mean another folder after chdir
             _prepared[directory] = path
     return path
@@ -47,7 +47,6 @@ class FileBackend:
     def __init__(
         self,
         directory: str,
-        *,
         concurrent: bool = True,
         delay: float = 1.0,
         timeout: Optional[float] = None,
@@ -72,7 +71,7 @@ class FileBackend:
         if not self.check_key(key):
             raise ValueError(f"invalid session id {key!r}")
         name = key.encode("ascii")
-        return b"%s/%s/%s" % (self.directory, name[:2], name)
+        return self.directory + name[:2] + b"/" + name
 
     def _make_shard(self, path: bytes) -> None:
         # The session directory itself may have been removed since it was prepared.
@@ -86,34 +85,33 @@ class FileBackend:
         """Lock the session of ``key`` (when concurrent), waiting for its holder."""
         path = self.path(key)
         if not self.concurrent:
-            return path, -1
+            return path, b"", -1
         lock_path = path + b".lock"
-        args = (holder_record(), self.delay, self.timeout, self.stale_after)
         try:
-            return path, self.kernels.acquire(lock_path, *args)
+            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, self.timeout, self.stale_after)
         except FileNotFoundError:  # first session in this shard
             self._make_shard(path)
-            return path, self.kernels.acquire(lock_path, *args)
+            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, self.timeout, self.stale_after)
+        return path, lock_path, fd
 
     def load(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
         """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired."""
-        path = handle[0]
         max_age = self.max_age
         try:
-            loaded = self.kernels.read_session(path, max_age is not None)
+            loaded = self.kernels.read_session(handle[0], max_age is not None)
         except CorruptSession as exc:
             logger.warning("fastsession: ignoring corrupt session file: %s", exc)
             return None
-        if loaded is not None and max_age is not None and time.time() - loaded[2] > max_age:
-            self._unlink(path)  # expired: nobody may have it again
+        if max_age is not None and loaded is not None and time.time() - loaded[2] > max_age:
+            self._unlink(handle[0])  # expired: nobody may have it again
             return None
         return loaded
 
     def save(self, handle: Handle, body: bytes) -> None:
         """Commit ``body`` as the session's new version and release the lock."""
-        path, fd = handle
+        path, lock_path, fd = handle
         if fd >= 0:
-            self.kernels.commit_locked(fd, path + b".lock", path, body, self.fsync)
+            self.kernels.commit_locked(fd, lock_path, path, body, self.fsync)
             return
         temp = b"%s.%s.tmp" % (path, secrets.token_hex(8).encode())
         try:
@@ -124,22 +122,21 @@ class FileBackend:
 
     def release(self, handle: Handle, mtime: float = 0.0) -> None:
         """Release the lock without writing; refresh the mtime when a quarter of max_age passed."""
-        path, fd = handle
-        max_age = self.max_age
-        if mtime and max_age is not None and time.time() - mtime > max_age / 4:
+        path, lock_path, fd = handle
+        if mtime and self.max_age is not None and time.time() - mtime > self.max_age / 4:
             try:
                 os.utime(path)
             except FileNotFoundError:
                 pass
         if fd >= 0:
-            self.kernels.unlock(fd, path + b".lock")
+            self.kernels.unlock(fd, lock_path)
 
     def delete(self, handle: Handle) -> None:
         """Remove the session and release its lock."""
-        path, fd = handle
+        path, lock_path, fd = handle
         self._unlink(path)
         if fd >= 0:
-            self.kernels.unlock(fd, path + b".lock")
+            self.kernels.unlock(fd, lock_path)
 
     @staticmethod
     def _unlink(path: bytes) -> None:

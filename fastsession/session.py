@@ -13,7 +13,7 @@ class Session(dict):
     __slots__ = ("session_id",)
 
     def __init__(self, session_id: str, data=()) -> None:
-        super().__init__(data)
+        dict.__init__(self, data)  # not super(): this runs once per request
         self.session_id = session_id
 
     def __repr__(self) -> str:

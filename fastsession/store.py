@@ -8,7 +8,8 @@ backend with five calls: open (lock), load, save, release, delete.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import os
+from typing import Any, Dict, List, Optional
 
 import orjson
 
@@ -38,6 +39,11 @@ def encode(session: Session) -> bytes:
 class BaseStore:
     """Everything of the facade that does not depend on where sessions are stored."""
 
+    __slots__ = (
+        "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
+        "_stored", "_mtime", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
+    )
+
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID") -> None:
         self.trans = trans
         self.session_cookie_name = session_cookie_name
@@ -48,8 +54,8 @@ class BaseStore:
         self._stored: Optional[bytes] = None  # the bytes in storage; None for a new id
         self._mtime = 0.0
         self._retired: Any = None  # the old id's handle after regenerate_id, deleted at close
-        self._doomed: List[Any] = []  # handles held for expiry
-        self._doomed_ids: List[str] = []  # ids to expire at close (not locked yet)
+        self._doomed: Optional[List[Any]] = None  # handles held for expiry (made when needed)
+        self._doomed_ids: Optional[List[str]] = None  # ids to expire at close, not locked yet
         self._expired = False
         self._closed = False
 
@@ -59,12 +65,14 @@ class BaseStore:
         """The session of this transaction; a new one with a fresh id when ``create``, else None."""
         if self._session is not None:
             return self._session
-        self._check_open()
+        if self._closed:
+            raise SessionError("the session store is closed")
         self.accessed = True
         if not self._expired:
-            cookie_id = self._cookie_id()
-            if cookie_id is not None:
-                session = self._get_session(cookie_id, False)
+            cookie = self.trans.get_cookie(self.session_cookie_name)
+            value = getattr(cookie, "value", None)
+            if self.backend.kernels.is_valid_id(value):
+                session = self._get_session(value, False)
                 if session is not None:
                     return session
         if not create:
@@ -79,12 +87,12 @@ class BaseStore:
         self.accessed = True
         self._expired = True
         if self._session is not None:
-            self._doomed.append(self._handle)
+            self._doomed = (self._doomed or []) + [self._handle]
             self._drop_current()
             return
         cookie_id = self._cookie_id()
         if cookie_id is not None:
-            self._doomed_ids.append(cookie_id)
+            self._doomed_ids = (self._doomed_ids or []) + [cookie_id]
 
     def close(self) -> None:
         """Commit: write back if changed, release the lock, carry out a pending expiry."""
@@ -102,10 +110,10 @@ class BaseStore:
             retired, self._retired = self._retired, None
             # Only once the new id holds the data may the old one go.
             (backend.release if error else backend.delete)(retired)
-        doomed, self._doomed = self._doomed, []
+        doomed, self._doomed = self._doomed or (), None
         for handle in doomed:
             backend.delete(handle)
-        doomed_ids, self._doomed_ids = self._doomed_ids, []
+        doomed_ids, self._doomed_ids = self._doomed_ids or (), None
         for session_id in doomed_ids:
             self._expire_session(session_id)
         if self._expired and not stored_new:
@@ -132,7 +140,8 @@ class BaseStore:
             raise SessionError(
                 "this store already holds another session; close() it before opening one more"
             )
-        self._check_open()
+        if self._closed:
+            raise SessionError("the session store is closed")
         handle = self.backend.open(session_id)
         try:
             loaded = self.backend.load(handle)
@@ -176,9 +185,9 @@ class BaseStore:
         self._closed = True
         held = [self._handle] if self._session is not None else []
         held += [self._retired] if self._retired is not None else []
-        held += self._doomed
+        held += self._doomed or ()
         self._drop_current()
-        self._retired, self._doomed, self._doomed_ids = None, [], []
+        self._retired = self._doomed = self._doomed_ids = None
         for handle in held:
             self.backend.release(handle)
 
@@ -251,9 +260,28 @@ class BaseStore:
         return stored is None
 
 
+# Backends are configuration only: one per (class, directory, options), shared by
+# every store (request) that asks for the same. Bounded: apps use a handful.
+_backends: Dict[tuple, Any] = {}
+
+
+def shared_backend(backend_class: type, directory: str, *options: Any) -> Any:
+    """The backend ``backend_class(directory, *options)``, made once and then shared."""
+    key = (backend_class, directory, *options)
+    backend = _backends.get(key)
+    if backend is None:
+        backend = backend_class(directory, *options)
+        if os.path.isabs(directory):  # a relative one may mean another folder after chdir
+            if len(_backends) >= 64:
+                _backends.clear()
+            _backends[key] = backend
+    return backend
+
+
 class SessionStore(BaseStore):
     """WebStack's SessionStore on files: one file per session, O_EXCL lockfiles, atomic commits."""
 
+    __slots__ = ("session_directory", "concurrent", "delay")
     backend_class = FileBackend
 
     def __init__(
@@ -269,16 +297,10 @@ class SessionStore(BaseStore):
         max_age: Optional[float] = None,
         fsync: bool = False,
     ) -> None:
-        backend = self.backend_class(
-            session_directory,
-            concurrent=bool(concurrent),
-            delay=delay,
-            timeout=timeout,
-            stale_after=stale_after,
-            max_age=max_age,
-            fsync=fsync,
+        backend = shared_backend(
+            self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
-        super().__init__(trans, backend, session_cookie_name)
+        BaseStore.__init__(self, trans, backend, session_cookie_name)
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay

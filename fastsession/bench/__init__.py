@@ -1,0 +1,254 @@
+"""``python -m fastsession bench``: fastsession side by side with its twins, its floor and its peers.
+
+Every figure is a median of interleaved batches (see measure.py); every
+ratio is a contender's time over fastsession (compiled)'s, from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable, Dict, List, Optional
+
+from .contenders import KERNELS, ROUND_TRIP, Missing, id_peers
+from .measure import contend, interleaved_medians
+
+BASELINE = "fastsession (compiled)"
+FLOOR = "C floor (same system calls)"
+CONTENDERS_UNDER_CONTENTION = [
+    "fastsession (compiled)",
+    "fastsession (pure twins)",
+    "Django file backend",
+    "Beaker file sessions",
+    "cachelib FileSystemCache",
+    "WebStack 2005 design",
+]
+
+# (key, title, factories, scenario name in the factories' output)
+SCENARIOS = [
+    ("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)", ROUND_TRIP, "modify"),
+    ("read", "read-only round trip (load, no change)", ROUND_TRIP, "read"),
+    ("lock", "lock acquire + release", KERNELS, "lock"),
+    ("load", "read + decode a session file", KERNELS, "load"),
+    ("commit", "lock + encode + commit", KERNELS, "commit"),
+]
+
+
+def filesystems() -> Dict[str, str]:
+    """The places to measure: tmpfs (/dev/shm) and the default temp directory."""
+    places = {}
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        places["tmpfs"] = "/dev/shm"
+    places["disk"] = tempfile.gettempdir()
+    return places
+
+
+def fs_type(path: str) -> str:
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                _, point, fstype = line.split()[:3]
+                if path.startswith(point) and len(point) > len(best):
+                    best, kind = point, fstype
+    except OSError:
+        pass
+    return kind
+
+
+def machine(places: Dict[str, str]) -> Dict[str, Any]:
+    import fastsession
+    import orjson
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "fastsession": fastsession.__version__,
+        "extensions": fastsession.EXTENSIONS,
+        "orjson": orjson.__version__,
+        "places": {name: f"{path} ({fs_type(path)})" for name, path in places.items()},
+    }
+
+
+class Progress:
+    """One line per step on stderr, a dot per round."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total, self.done, self.quiet = total, 0, quiet
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.quiet:
+            sys.stderr.write(f"\n[{self.done:2d}/{self.total}] {label} ")
+            sys.stderr.flush()
+
+    def tick(self) -> None:
+        if not self.quiet:
+            sys.stderr.write(".")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        if not self.quiet:
+            sys.stderr.write("\n")
+
+
+def build(factories: Dict[str, Callable], directory: str, scenario: str,
+          missing: Dict[str, str]) -> Dict[str, Any]:
+    runners = {}
+    for name, factory in factories.items():
+        try:
+            ops = factory(directory)
+        except Missing as exc:
+            missing[name] = str(exc)
+            continue
+        if scenario in ops:
+            runners[name] = ops[scenario]
+    return runners
+
+
+def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
+    rounds = 7 if quick else 31
+    count = 100 if quick else 400
+    places = filesystems()
+    work = {name: tempfile.mkdtemp(prefix="fastsession-bench-", dir=path) for name, path in places.items()}
+    progress = Progress(1 + len(SCENARIOS) * len(places) + 1, quiet)
+    results: Dict[str, Any] = {"machine": machine(places), "rounds": rounds, "scenarios": [], "missing": {}}
+    missing: Dict[str, str] = results["missing"]
+    try:
+        progress.step("session ids")
+        any_place = next(iter(work.values()))
+        ids = {}
+        for name, factory in [(n, KERNELS[n]) for n in (BASELINE, "fastsession (pure twins)", FLOOR)]:
+            try:
+                ids[name] = factory(any_place)["ids"]
+            except Missing as exc:
+                missing[name] = str(exc)
+        ids.update(id_peers())
+        results["scenarios"].append({
+            "key": "ids", "title": "new session id",
+            "places": {"memory": interleaved_medians(ids, rounds * 2, progress=progress.tick)},
+        })
+        for key, title, factories, scenario in SCENARIOS:
+            entry: Dict[str, Any] = {"key": key, "title": title, "places": {}}
+            for place, directory in work.items():
+                progress.step(f"{key} ({place})")
+                folder = tempfile.mkdtemp(prefix=key + "-", dir=directory)
+                runners = build(factories, folder, scenario, missing)
+                entry["places"][place] = interleaved_medians(runners, rounds, progress=progress.tick)
+            results["scenarios"].append(entry)
+        progress.step(f"contention: 4 processes x {count} increments of one session")
+        place = "tmpfs" if "tmpfs" in work else "disk"
+        folder = tempfile.mkdtemp(prefix="contention-", dir=work[place])
+        rows = {}
+        for name in CONTENDERS_UNDER_CONTENTION:
+            try:
+                ops = ROUND_TRIP[name](tempfile.mkdtemp(dir=folder))
+            except Missing as exc:
+                missing[name] = str(exc)
+                continue
+            alone, together, lost = contend(ops["increment"], ops["counter"], 4, count)
+            rows[name] = {"alone_ops": alone, "together_ops": together, "lost": lost, "updates": 5 * count}
+            progress.tick()
+        results["contention"] = {"place": place, "processes": 4, "count": count, "rows": rows}
+    finally:
+        progress.finish()
+        for directory in work.values():
+            shutil.rmtree(directory, ignore_errors=True)
+    return results
+
+
+def format_table(results: Dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"fastsession {m['fastsession']} bench: Python {m['python']}, {m['cpu']}, {m['cores']} cores",
+        "places: " + ", ".join(f"{k} = {v}" for k, v in m["places"].items()),
+        f"median of {results['rounds']} interleaved batches per figure; "
+        f"ratio = contender time / {BASELINE} time (higher is slower)",
+    ]
+    for entry in results["scenarios"]:
+        places = list(entry["places"])
+        lines += ["", entry["title"]]
+        lines.append(f"  {'':34s}" + "".join(f"{place + ' µs':>12s}{'ratio':>9s}" for place in places))
+        names: List[str] = []
+        for figures in entry["places"].values():
+            names += [n for n in figures if n not in names]
+        for name in names:
+            row = f"  {name:34s}"
+            for place in places:
+                figures = entry["places"][place]
+                if name not in figures:
+                    row += f"{'-':>12s}{'':>9s}"
+                    continue
+                us = figures[name] * 1e6
+                base = figures.get(BASELINE)
+                ratio = f"{figures[name] / base:.2f}x" if base else ""
+                row += f"{us:12.2f}{ratio:>9s}"
+            lines.append(row)
+    contention = results.get("contention")
+    if contention:
+        lines += ["", f"contention: {contention['processes']} processes x {contention['count']} increments "
+                      f"of one session ({contention['place']})"]
+        lines.append(f"  {'':34s}{'1 proc ops/s':>14s}{'4 procs ops/s':>15s}{'4 / 1':>8s}{'lost updates':>16s}")
+        for name, row in contention["rows"].items():
+            share = row["together_ops"] / row["alone_ops"]
+            lost = f"{row['lost']} of {row['updates']}"
+            lines.append(f"  {name:34s}{row['alone_ops']:14.0f}{row['together_ops']:15.0f}{share:8.2f}{lost:>16s}")
+    if results["missing"]:
+        lines += ["", "not measured: " + "; ".join(f"{k}: {v}" for k, v in results["missing"].items())]
+    return "\n".join(lines)
+
+
+def plot(results: Dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [e for e in results["scenarios"] if e["key"] in ("modify", "read")]
+    places = list(shown[0]["places"])
+    fig, axes = plt.subplots(len(shown), len(places), figsize=(6 * len(places), 3.6 * len(shown)), squeeze=False)
+    for row, entry in enumerate(shown):
+        for col, place in enumerate(places):
+            figures = entry["places"][place]
+            names = list(figures)[::-1]
+            ax = axes[row][col]
+            colours = ["tab:green" if n.startswith("fastsession") else "tab:grey" if n == FLOOR else "tab:red"
+                       for n in names]
+            ax.barh(names, [figures[n] * 1e6 for n in names], color=colours)
+            ax.set_xscale("log")
+            ax.set_xlabel("µs per request (log scale, lower is better)")
+            ax.set_title(f"{entry['key']} round trip, {place}", fontsize=10)
+            ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(quick: bool = False, as_json: bool = False, plot_path: Optional[str] = None) -> int:
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            sys.stderr.write("--plot needs matplotlib: pip install matplotlib\n")
+            return 2
+    results = run(quick=quick)
+    results["command"] = " ".join(["python -m fastsession bench"] + sys.argv[2:])
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    if plot_path:
+        plot(results, plot_path)
+        sys.stderr.write(f"plot written to {plot_path}\n")
+    return 0

@@ -1,0 +1,383 @@
+"""What the benchmark compares, each as a function of the directory to work in.
+
+A scenario's runner takes a count ``k`` and returns the seconds that ``k``
+operations took. Round-trip contenders also give ``increment`` and
+``counter`` for the contention run. Peers that are not installed are
+reported missing (``pip install fastsession[bench]``), never faked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Callable, Dict, Optional
+
+import orjson
+
+from .. import _kernels
+from .._holder import holder_record
+from ..files import FileBackend
+from ..store import SessionStore
+from .floor import checked, load_floor
+from .webstack2005 import WebStack2005Store
+
+Runner = Callable[[int], float]
+
+# A typical logged-in session: ~250 bytes of JSON.
+SESSION = {
+    "user_id": 48213,
+    "csrf_token": "tq3Jb0s8cX2m1EoVZ3YkQh7sWb9PzR4uLd6NfA0gT5c",
+    "cart": [{"sku": "A-1042", "qty": 2, "price": 19.99}, {"sku": "B-7", "qty": 1, "price": 4.5}],
+    "flash": [],
+    "locale": "en-GB",
+    "visits": 0,
+}
+
+
+def repeat(op: Callable[[], object]) -> Runner:
+    def run(k: int) -> float:
+        start = time.perf_counter()
+        for _ in range(k):
+            op()
+        return time.perf_counter() - start
+
+    return run
+
+
+class Missing(Exception):
+    """A contender that cannot run here (a peer not installed, no C compiler)."""
+
+
+# -- fastsession --------------------------------------------------------------
+
+
+class Cookie:
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+class CookieJar:
+    """A transaction holding one browser's cookies."""
+
+    def __init__(self) -> None:
+        self.cookies: Dict[str, str] = {}
+
+    def get_cookie(self, name: str) -> Optional[Cookie]:
+        value = self.cookies.get(name)
+        return None if value is None else Cookie(value)
+
+    def set_cookie_value(self, name: str, value: str) -> None:
+        self.cookies[name] = value
+
+    def delete_cookie(self, name: str) -> None:
+        self.cookies.pop(name, None)
+
+
+def twin_store(kind: str) -> type:
+    """SessionStore over one twin's kernels, whichever set the package chose."""
+    try:
+        kernels = _kernels.twin(kind)
+    except ImportError as exc:
+        raise Missing(f"compiled kernels not built ({exc})") from None
+    backend = type(f"FileBackend_{kind}", (FileBackend,), {"kernels": kernels})
+    return type(f"SessionStore_{kind}", (SessionStore,), {"backend_class": backend})
+
+
+def fastsession_ops(kind: str, directory: str) -> Dict[str, Callable]:
+    store_class = twin_store(kind)
+    jar = CookieJar()
+    with store_class(jar, directory) as store:
+        store.get_session(True).update(SESSION)
+
+    def modify() -> None:
+        store = store_class(jar, directory)
+        session = store.get_session(True)
+        session["visits"] += 1
+        store.close()
+
+    def read() -> None:
+        store = store_class(jar, directory)
+        store.get_session(True)["visits"]
+        store.close()
+
+    def counter() -> int:
+        with store_class(jar, directory) as store:
+            return store.get_session(False)["visits"]
+
+    return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
+
+
+def fastsession_kernels(kind: str, directory: str) -> Dict[str, Runner]:
+    try:
+        k = _kernels.twin(kind)
+    except ImportError as exc:
+        raise Missing(f"compiled kernels not built ({exc})") from None
+    path = os.fsencode(os.path.join(directory, f"kernel-{kind}"))
+    lock = path + b".lock"
+    record = holder_record()
+    body = orjson.dumps(SESSION)
+    k.write_unlocked(path + b".tmp", path, record, body, False)
+
+    def lock_release() -> None:
+        k.unlock(k.acquire(lock, record, 1.0, None, 30.0), lock)
+
+    def commit() -> None:
+        k.commit_locked(k.acquire(lock, record, 1.0, None, 30.0), lock, path, orjson.dumps(SESSION), False)
+
+    return {
+        "ids": repeat(k.new_session_id),
+        "lock": repeat(lock_release),
+        "load": repeat(lambda: k.read_session(path, False)),
+        "commit": repeat(commit),
+    }
+
+
+# -- the lean pure-Python sequence and the C floor ---------------------------------
+
+LEAN_LOCK = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
+def lean_ops(directory: str) -> Dict[str, Callable]:
+    """The shortest plain-Python locked round trip: os.open/os.read/orjson/os.rename."""
+    path = os.path.join(directory, "lean-session")
+    lock, temp = path + ".lock", path + ".tmp"
+    holder = b"%d\n" % os.getpid()
+    with open(path, "wb") as f:
+        f.write(orjson.dumps(SESSION))
+
+    def take_lock() -> None:
+        fd = os.open(lock, LEAN_LOCK, 0o600)
+        os.write(fd, holder)
+        os.close(fd)
+
+    def load() -> dict:
+        fd = os.open(path, os.O_RDONLY)
+        raw = os.read(fd, os.fstat(fd).st_size)
+        os.close(fd)
+        return orjson.loads(raw)
+
+    def commit(data: dict) -> None:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, orjson.dumps(data))
+        os.close(fd)
+        os.rename(temp, path)
+
+    def modify() -> None:
+        take_lock()
+        data = load()
+        data["visits"] += 1
+        commit(data)
+        os.unlink(lock)
+
+    def read() -> None:
+        take_lock()
+        load()["visits"]
+        os.unlink(lock)
+
+    def lock_release() -> None:
+        take_lock()
+        os.unlink(lock)
+
+    def lock_commit() -> None:
+        take_lock()
+        commit(SESSION)
+        os.unlink(lock)
+
+    return {
+        "modify": repeat(modify),
+        "read": repeat(read),
+        "lock": repeat(lock_release),
+        "load": repeat(load),
+        "commit": repeat(lock_commit),
+    }
+
+
+_floor = None
+
+
+def floor_ops(directory: str) -> Dict[str, Runner]:
+    """The C program making fastsession's system calls and nothing else."""
+    global _floor
+    if _floor is None:
+        _floor = load_floor() or False
+    if not _floor:
+        raise Missing("no C compiler to build the floor")
+    lib = _floor
+    path = os.fsencode(os.path.join(directory, "floor-session"))
+    lock = path + b".lock"
+    header = holder_record()
+    body = orjson.dumps(SESSION)
+    with open(path, "wb") as f:
+        f.write(header + body)
+    h, b = len(header), len(body)
+    return {
+        "modify": lambda k: checked(lib.floor_modify(path, lock, header, h, body, b, k)) / 1e9,
+        "read": lambda k: checked(lib.floor_read(path, lock, header, h, k)) / 1e9,
+        "lock": lambda k: checked(lib.floor_lock(lock, header, h, k)) / 1e9,
+        "load": lambda k: checked(lib.floor_load(path, k)) / 1e9,
+        "commit": lambda k: checked(lib.floor_commit(path, lock, header, h, body, b, k)) / 1e9,
+        "ids": lambda k: checked(lib.floor_ids(k)) / 1e9,
+    }
+
+
+# -- the peers ------------------------------------------------------------------------
+
+
+def django_ops(directory: str) -> Dict[str, Callable]:
+    try:
+        from django.conf import settings
+    except ImportError:
+        raise Missing("Django is not installed") from None
+    if not settings.configured:
+        settings.configure(SECRET_KEY="fastsession-benchmark-" + "k" * 40, USE_TZ=True)
+    from django.contrib.sessions.backends.file import SessionStore as DjangoFileStore
+
+    store_class = type("DjangoFileStore", (DjangoFileStore,), {"_storage_path": directory})
+    first = store_class()
+    first.update(SESSION)
+    first.create()
+    key = first.session_key
+
+    def modify() -> None:
+        session = store_class(key)
+        session["visits"] = session["visits"] + 1
+        session.save()
+
+    def read() -> None:
+        store_class(key)["visits"]
+
+    def counter() -> int:
+        return store_class(key)["visits"]
+
+    return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
+
+
+def beaker_ops(directory: str) -> Dict[str, Callable]:
+    try:
+        from beaker.session import Session as BeakerSession
+    except ImportError:
+        raise Missing("Beaker is not installed") from None
+    options = {"type": "file", "data_dir": os.path.join(directory, "beaker"), "use_cookies": False}
+    first = BeakerSession({}, **options)
+    first.update(SESSION)
+    first.save()
+    sid = first.id
+
+    def modify() -> None:
+        session = BeakerSession({}, id=sid, **options)
+        session["visits"] += 1
+        session.save()
+
+    def read() -> None:
+        BeakerSession({}, id=sid, **options)["visits"]
+
+    def counter() -> int:
+        return BeakerSession({}, id=sid, **options)["visits"]
+
+    return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
+
+
+def cachelib_ops(directory: str) -> Dict[str, Callable]:
+    try:
+        from cachelib import FileSystemCache
+    except ImportError:
+        raise Missing("cachelib is not installed") from None
+    # As Flask-Session's filesystem backend configures it.
+    cache = FileSystemCache(os.path.join(directory, "cachelib"), threshold=500, mode=0o600)
+    key = "session:" + secrets.token_urlsafe(32)
+    cache.set(key, dict(SESSION), timeout=0)
+
+    def modify() -> None:
+        data = cache.get(key)
+        data["visits"] += 1
+        cache.set(key, data, timeout=0)
+
+    def read() -> None:
+        cache.get(key)["visits"]
+
+    def counter() -> int:
+        return cache.get(key)["visits"]
+
+    return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
+
+
+def webstack_ops(directory: str, delay: float = 0.01) -> Dict[str, Callable]:
+    # delay=0.01 instead of 2005's 1 s, or the contention run would take minutes.
+    where = os.path.join(directory, "webstack")
+    jar = CookieJar()
+    store = WebStack2005Store(jar, where, delay=delay)
+    store.get_session(1).update(SESSION)
+    store.close()
+
+    def modify() -> None:
+        store = WebStack2005Store(jar, where, delay=delay)
+        store.get_session(1)["visits"] += 1
+        store.close()
+
+    def read() -> None:
+        store = WebStack2005Store(jar, where, delay=delay)
+        store.get_session(1)["visits"]
+        store.close()
+
+    def counter() -> int:
+        store = WebStack2005Store(jar, where, delay=delay)
+        value = store.get_session(0)["visits"]
+        store.close()
+        return value
+
+    return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
+
+
+def filelock_ops(directory: str) -> Dict[str, Runner]:
+    try:
+        from filelock import FileLock
+    except ImportError:
+        raise Missing("filelock is not installed") from None
+    lock = FileLock(os.path.join(directory, "filelock.lock"))
+
+    def lock_release() -> None:
+        lock.acquire()
+        lock.release()
+
+    return {"lock": repeat(lock_release)}
+
+
+def id_peers() -> Dict[str, Runner]:
+    import random
+    import sys
+
+    peers = {
+        "secrets.token_urlsafe(32)": repeat(lambda: secrets.token_urlsafe(32)),
+        "WebStack 2005 (random.randint)": repeat(lambda: str(random.randint(0, sys.maxsize - 1))),
+    }
+    try:
+        from django.utils.crypto import get_random_string
+
+        peers["Django get_random_string(32)"] = repeat(lambda: get_random_string(32))
+    except ImportError:
+        pass
+    return peers
+
+
+# name -> factory(directory); the first is what every ratio is taken against.
+ROUND_TRIP = {
+    "fastsession (compiled)": lambda d: fastsession_ops("c", d),
+    "fastsession (pure twins)": lambda d: fastsession_ops("py", d),
+    "C floor (same system calls)": floor_ops,
+    "lean pure Python": lean_ops,
+    "Django file backend": django_ops,
+    "Beaker file sessions": beaker_ops,
+    "cachelib FileSystemCache": cachelib_ops,
+    "WebStack 2005 design": webstack_ops,
+}
+
+KERNELS = {
+    "fastsession (compiled)": lambda d: fastsession_kernels("c", d),
+    "fastsession (pure twins)": lambda d: fastsession_kernels("py", d),
+    "C floor (same system calls)": floor_ops,
+    "lean pure Python": lean_ops,
+    "filelock.FileLock": filelock_ops,
+}

@@ -1,0 +1,79 @@
+"""Timing: interleaved batches and medians; contention with real processes.
+
+Every contender of a scenario is timed in the same rounds, one batch each in
+turn, so a noisy moment on a shared machine hits all of them alike; the
+figure reported is the median of the per-operation times of the batches.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+Runner = Callable[[int], float]
+
+
+def batch_size(run: Runner, target: float) -> int:
+    """How many operations make one batch of about ``target`` seconds."""
+    run(1)  # warm up: first-touch of files, imports, caches
+    k = 1
+    while k < 1 << 20:
+        if run(k) >= target:
+            break
+        k *= 2
+    return max(1, k)
+
+
+def interleaved_medians(runners: Dict[str, Runner], rounds: int, target: float = 0.002,
+                        progress: Callable[[], None] = lambda: None) -> Dict[str, float]:
+    """Median seconds per operation of each runner, all timed in the same rounds."""
+    sizes = {name: batch_size(run, target) for name, run in runners.items()}
+    samples: Dict[str, List[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for round_ in range(rounds):
+        shift = round_ % len(names)  # no contender is always first after a pause
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(runners[name](sizes[name]) / sizes[name])
+        progress()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _worker(increment: Callable[[], None], start, count: int) -> None:
+    start.wait()
+    for _ in range(count):
+        increment()
+
+
+def contend(increment: Callable[[], None], counter: Callable[[], int], processes: int,
+            count: int) -> Tuple[float, float, int]:
+    """(operations/s of one process alone, aggregate operations/s of ``processes``, lost updates).
+
+    Each process makes ``count`` increments of the same session; a store that
+    serialises them ends at exactly processes x count more.
+    """
+    context = multiprocessing.get_context("fork")
+
+    def timed(n: int) -> float:
+        start = context.Event()
+        workers = [context.Process(target=_worker, args=(increment, start, count)) for _ in range(n)]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.05)  # all forked and waiting
+        began = time.perf_counter()
+        start.set()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - began
+        if any(worker.exitcode for worker in workers):
+            raise RuntimeError("a contention worker failed")
+        return elapsed
+
+    before = counter()
+    alone = timed(1)
+    middle = counter()
+    together = timed(processes)
+    after = counter()
+    lost = (count - (middle - before)) + (processes * count - (after - middle))
+    return count / alone, processes * count / together, lost
