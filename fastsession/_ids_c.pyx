@@ -12,6 +12,9 @@ from cpython.unicode cimport (
     PyUnicode_KIND,
 )
 from libc.errno cimport EINTR, errno
+
+cdef extern from "Python.h":
+    str PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 from libc.string cimport memcpy, memset
 
 from fastsession._posix cimport getrandom, pthread_atfork, raise_oserror
@@ -79,13 +82,14 @@ cdef inline void encode_b64url(const unsigned char *src, char *dst) noexcept nog
 def new_session_id():
     """32 bytes from the OS CSPRNG (getrandom), base64url without padding: 43 characters."""
     global pool_used
-    cdef char out[ID_CHARS]
     if pool_used + ID_BYTES > POOL_BYTES:
         refill()
-    encode_b64url(&pool[pool_used], out)
+    # Encoded straight into a new ASCII str: no intermediate buffer, no decode.
+    cdef str out = PyUnicode_New(ID_CHARS, 127)
+    encode_b64url(&pool[pool_used], <char *>PyUnicode_1BYTE_DATA(out))
     memset(&pool[pool_used], 0, ID_BYTES)  # a handed-out id stays only in its str
     pool_used += ID_BYTES
-    return out[:ID_CHARS].decode("ascii")
+    return out
 
 
 def is_valid_id(value):

@@ -15,7 +15,7 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
 from .contenders import KERNELS, ROUND_TRIP, Missing, id_peers
-from .measure import contend, interleaved_medians
+from .measure import Broke, contend, interleaved_medians
 
 BASELINE = "fastsession (compiled)"
 FLOOR = "C floor (same system calls)"
@@ -158,8 +158,12 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
             except Missing as exc:
                 missing[name] = str(exc)
                 continue
-            alone, together, lost = contend(ops["increment"], ops["counter"], 4, count)
-            rows[name] = {"alone_ops": alone, "together_ops": together, "lost": lost, "updates": 5 * count}
+            try:
+                alone, together, lost = contend(ops["increment"], ops["counter"], 4, count)
+            except Broke as exc:
+                rows[name] = {"broke": str(exc)}
+            else:
+                rows[name] = {"alone_ops": alone, "together_ops": together, "lost": lost, "updates": 5 * count}
             progress.tick()
         results["contention"] = {"place": place, "processes": 4, "count": count, "rows": rows}
     finally:
@@ -202,6 +206,9 @@ def format_table(results: Dict[str, Any]) -> str:
                       f"of one session ({contention['place']})"]
         lines.append(f"  {'':34s}{'1 proc ops/s':>14s}{'4 procs ops/s':>15s}{'4 / 1':>8s}{'lost updates':>16s}")
         for name, row in contention["rows"].items():
+            if "broke" in row:
+                lines.append(f"  {name:34s}  broke: {row['broke']}")
+                continue
             share = row["together_ops"] / row["alone_ops"]
             lost = f"{row['lost']} of {row['updates']}"
             lines.append(f"  {name:34s}{row['alone_ops']:14.0f}{row['together_ops']:15.0f}{share:8.2f}{lost:>16s}")

@@ -46,12 +46,17 @@ def _worker(increment: Callable[[], None], start, count: int) -> None:
         increment()
 
 
+class Broke(Exception):
+    """A store that failed under contention: a worker crashed, or they stopped progressing."""
+
+
 def contend(increment: Callable[[], None], counter: Callable[[], int], processes: int,
-            count: int) -> Tuple[float, float, int]:
+            count: int, deadline: float = 20.0) -> Tuple[float, float, int]:
     """(operations/s of one process alone, aggregate operations/s of ``processes``, lost updates).
 
     Each process makes ``count`` increments of the same session; a store that
-    serialises them ends at exactly processes x count more.
+    serialises them ends at exactly processes x count more. Raises Broke when
+    a worker dies or the run outlives ``deadline`` seconds (a deadlock).
     """
     context = multiprocessing.get_context("fork")
 
@@ -64,10 +69,16 @@ def contend(increment: Callable[[], None], counter: Callable[[], int], processes
         began = time.perf_counter()
         start.set()
         for worker in workers:
-            worker.join()
+            worker.join(max(0.0, deadline - (time.perf_counter() - began)))
         elapsed = time.perf_counter() - began
+        hung = [worker for worker in workers if worker.is_alive()]
+        for worker in hung:
+            worker.kill()
+            worker.join()
+        if hung:
+            raise Broke(f"{len(hung)} of {n} workers still waiting after {deadline:.0f} s (deadlock)")
         if any(worker.exitcode for worker in workers):
-            raise RuntimeError("a contention worker failed")
+            raise Broke("a worker crashed (its error is printed above)")
         return elapsed
 
     before = counter()

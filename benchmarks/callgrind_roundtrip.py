@@ -1,0 +1,52 @@
+"""A fixed workload for instruction counts: N locked read-modify-write round trips.
+
+Compare two versions repeatably (counts, unlike seconds, do not depend on the
+machine's load):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python benchmarks/callgrind_roundtrip.py 2000 /dev/shm/cg 2>&1 | grep refs
+
+Run it once with N=0 too: the difference is the cost of N round trips.
+"""
+
+import os
+import shutil
+import sys
+
+import fastsession
+
+
+class Cookie:
+    def __init__(self, value):
+        self.value = value
+
+
+class Jar:
+    def __init__(self):
+        self.cookies = {}
+
+    def get_cookie(self, name):
+        return Cookie(self.cookies[name]) if name in self.cookies else None
+
+    def set_cookie_value(self, name, value):
+        self.cookies[name] = value
+
+    def delete_cookie(self, name):
+        self.cookies.pop(name, None)
+
+
+def main(count: int, directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    jar = Jar()
+    store = fastsession.SessionStore(jar, directory)
+    store.get_session(1).update({"user_id": 48213, "cart": [1, 2, 3], "visits": 0})
+    store.close()
+    for _ in range(count):
+        store = fastsession.SessionStore(jar, directory)
+        store.get_session(1)["visits"] += 1
+        store.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else os.path.join("/dev/shm", "fastsession-cg"))

@@ -1,0 +1,1 @@
+../fastsession/bench/floor.c

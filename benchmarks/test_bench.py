@@ -1,0 +1,77 @@
+"""pytest-benchmark view of the same contenders as ``python -m fastsession bench``.
+
+Run: pytest benchmarks --benchmark-group-by=group
+Each figure is one operation per call (the C floor pays a ctypes call on top);
+the side-by-side ratios in the README come from ``python -m fastsession bench``,
+which times batches and interleaves contenders.
+"""
+
+import tempfile
+
+import pytest
+
+from fastsession.bench import CONTENDERS_UNDER_CONTENTION
+from fastsession.bench.contenders import KERNELS, ROUND_TRIP, Missing, id_peers
+from fastsession.bench.measure import Broke, contend
+
+
+def ops_or_skip(factory, folder):
+    try:
+        return factory(folder)
+    except Missing as exc:
+        pytest.skip(f"not installed here: {exc} (pip install fastsession[bench])")
+
+
+@pytest.mark.parametrize("name", list(ROUND_TRIP))
+@pytest.mark.parametrize("scenario", ["modify", "read"])
+def test_round_trip(benchmark, place, scenario, name):
+    place_name, folder = place
+    run = ops_or_skip(ROUND_TRIP[name], folder)[scenario]
+    benchmark.group = f"{scenario} round trip ({place_name})"
+    benchmark(run, 1)
+
+
+KERNEL_STEPS = [
+    (scenario, name)
+    for scenario in ("lock", "load", "commit")
+    for name in KERNELS
+    if name != "filelock.FileLock" or scenario == "lock"  # filelock only locks
+]
+
+
+@pytest.mark.parametrize("scenario, name", KERNEL_STEPS)
+def test_kernel(benchmark, place, scenario, name):
+    place_name, folder = place
+    ops = ops_or_skip(KERNELS[name], folder)
+    benchmark.group = f"{scenario} ({place_name})"
+    benchmark(ops[scenario], 1)
+
+
+ID_MAKERS = ["fastsession (compiled)", "fastsession (pure twins)", "C floor (same system calls)"]
+
+
+@pytest.mark.parametrize("name", ID_MAKERS + list(id_peers()))
+def test_new_id(benchmark, name):
+    folder = tempfile.mkdtemp()
+    run = id_peers()[name] if name not in ID_MAKERS else ops_or_skip(KERNELS[name], folder)["ids"]
+    benchmark.group = "new session id"
+    benchmark(run, 1)
+
+
+@pytest.mark.parametrize("name", CONTENDERS_UNDER_CONTENTION)
+def test_contention(benchmark, tmp_path, name):
+    ops = ops_or_skip(ROUND_TRIP[name], str(tmp_path))
+    benchmark.group = "contention: 4 processes x 50 increments"
+    ours = name.startswith("fastsession")
+    try:
+        alone, together, lost = benchmark.pedantic(
+            contend, args=(ops["increment"], ops["counter"], 4, 50), rounds=1, iterations=1
+        )
+    except Broke as exc:
+        if ours:
+            raise
+        benchmark.extra_info["broke"] = str(exc)  # a peer's failure is a result, not ours
+        return
+    benchmark.extra_info.update(ops_alone=alone, ops_together=together, lost_updates=lost)
+    if ours:
+        assert lost == 0  # the promise, not a timing: no update is ever lost

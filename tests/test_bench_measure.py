@@ -1,0 +1,48 @@
+"""The benchmark harness itself: medians, and contention runs that cannot hang."""
+
+import os
+import time
+
+import pytest
+
+from fastsession.bench.measure import Broke, contend, interleaved_medians
+
+
+def test_interleaved_medians_times_every_runner_per_operation():
+    def sleeper(seconds):
+        return lambda k: (time.sleep(seconds * k), seconds * k)[1]
+
+    medians = interleaved_medians({"a": sleeper(0.0001), "b": sleeper(0.0003)}, rounds=3, target=0.001)
+    assert medians == {"a": pytest.approx(0.0001), "b": pytest.approx(0.0003)}
+
+
+def test_contention_counts_lost_updates(tmp_path):
+    counter = tmp_path / "n"
+    counter.write_text("0")
+
+    def racy_increment():  # read, then write: no lock at all
+        value = int(counter.read_text() or 0)
+        counter.write_text(str(value + 1))
+
+    alone, together, lost = contend(racy_increment, lambda: int(counter.read_text() or 0), 4, 300)
+    assert alone > 0 and together > 0
+    assert 0 <= lost <= 5 * 300
+    assert int(counter.read_text()) == 5 * 300 - lost
+
+
+def test_contention_reports_a_deadlock_instead_of_hanging(tmp_path):
+    def wait_forever():
+        time.sleep(3600)
+
+    started = time.monotonic()
+    with pytest.raises(Broke, match="deadlock"):
+        contend(wait_forever, lambda: 0, 4, 1, deadline=1.0)
+    assert time.monotonic() - started < 10
+
+
+def test_contention_reports_a_crashed_worker():
+    def crash():
+        os._exit(3)
+
+    with pytest.raises(Broke, match="crashed"):
+        contend(crash, lambda: 0, 2, 1)
