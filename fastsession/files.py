@@ -94,11 +94,14 @@ class FileBackend:
             fd = self.kernels.acquire(lock_path, holder_record(), self.delay, self.timeout, self.stale_after)
         return path, lock_path, fd
 
-    def load(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
-        """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired."""
+    def load(self, handle: Handle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+        """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired.
+
+        mtime is 0.0 unless ``want_mtime`` or max_age needs it.
+        """
         max_age = self.max_age
         try:
-            loaded = self.kernels.read_session(handle[0], max_age is not None)
+            loaded = self.kernels.read_session(handle[0], want_mtime or max_age is not None)
         except CorruptSession as exc:
             logger.warning("fastsession: ignoring corrupt session file: %s", exc)
             return None
@@ -107,12 +110,24 @@ class FileBackend:
             return None
         return loaded
 
+    def unlocked(self, key: str) -> Handle:
+        """A handle on the session of ``key`` that holds no lock (for reads: commits are atomic)."""
+        return self.path(key), b"", -1
+
+    def exists(self, handle: Handle) -> bool:
+        return os.path.exists(handle[0])
+
     def save(self, handle: Handle, body: bytes) -> None:
         """Commit ``body`` as the session's new version and release the lock."""
         path, lock_path, fd = handle
         if fd >= 0:
             self.kernels.commit_locked(fd, lock_path, path, body, self.fsync)
-            return
+        else:
+            self.write(handle, body)
+
+    def write(self, handle: Handle, body: bytes) -> None:
+        """Replace the session's data through a temp file and rename, keeping any lock held."""
+        path = handle[0]
         temp = b"%s.%s.tmp" % (path, secrets.token_hex(8).encode())
         try:
             self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
@@ -130,6 +145,10 @@ class FileBackend:
                 pass
         if fd >= 0:
             self.kernels.unlock(fd, lock_path)
+
+    def remove(self, handle: Handle) -> None:
+        """Remove the session's data, keeping any lock held."""
+        self._unlink(handle[0])
 
     def delete(self, handle: Handle) -> None:
         """Remove the session and release its lock."""

@@ -1,0 +1,1 @@
+"""Framework adapters: Django (SESSION_ENGINE) and Flask (SessionInterface). No storage logic here."""

@@ -1,0 +1,206 @@
+"""Django: ``SESSION_ENGINE = "fastsession.contrib.django"``.
+
+A drop-in for ``django.contrib.sessions.backends.file`` on the core's files
+backend (ids, O_EXCL locks, atomic commits, orjson). Reads take no lock
+(commits are atomic renames); a save locks, checks, commits. For no lost
+updates between overlapping requests of one user, use
+``fastsession.contrib.django.LockingSessionMiddleware`` instead of Django's
+``SessionMiddleware``: it holds the session's lock for the whole request.
+
+Settings: ``SESSION_FILE_PATH`` (default: a private ``fastsession-django``
+folder in the temp directory), ``SESSION_COOKIE_AGE``, and
+``FASTSESSION_LOCK_TIMEOUT`` (seconds to wait for a session's lock; default
+None, wait as long as it takes).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import tempfile
+from typing import Any, Optional
+
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.utils import timezone
+
+from ..files import FileBackend
+from ..store import encode, shared_backend
+
+# Django accepts any key of 8 characters or more; only these ever become a path.
+_PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
+
+
+def path_safe(key: object) -> bool:
+    return isinstance(key, str) and _PATH_SAFE.fullmatch(key) is not None
+
+
+def storage_path() -> str:
+    return getattr(settings, "SESSION_FILE_PATH", None) or os.path.join(
+        tempfile.gettempdir(), "fastsession-django"
+    )
+
+
+def backend() -> FileBackend:
+    timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", None)
+    return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
+
+
+class SessionStore(SessionBase):
+    """Django's SessionBase on fastsession's files backend."""
+
+    def __init__(self, session_key: Optional[str] = None) -> None:
+        super().__init__(session_key)
+        self._backend = backend()
+        self._held: Optional[tuple] = None  # (key, handle) while LockingSessionMiddleware holds it
+
+    # -- keys -----------------------------------------------------------------
+
+    def _get_new_session_key(self) -> str:
+        kernels = self._backend.kernels
+        while True:
+            key = kernels.new_session_id()
+            if not self.exists(key):
+                return key
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
+
+    def _handle(self, key: str) -> tuple:
+        """The held lock's handle for ``key``, or a new lock on it."""
+        if self._held is not None and self._held[0] == key:
+            return self._held[1]
+        return self._backend.open(key)
+
+    def _is_held(self, handle: tuple) -> bool:
+        return self._held is not None and self._held[1] is handle
+
+    # -- SessionBase's storage API -------------------------------------------
+
+    def exists(self, session_key: Optional[str]) -> bool:
+        if not path_safe(session_key):
+            return False
+        return self._backend.exists(self._backend.unlocked(session_key))
+
+    def load(self) -> dict:
+        key = self._session_key
+        loaded = None
+        if path_safe(key):  # a corrupt file is logged by the backend and reads as None
+            loaded = self._backend.load(self._backend.unlocked(key), want_mtime=True)
+        if loaded is None:
+            self._session_key = None  # an unknown key is never adopted, nor stored
+            return {}
+        data, _, mtime = loaded
+        if self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0:
+            self.delete(key)
+            self._session_key = None
+            return {}
+        return data
+
+    def _expiry_date(self, data: dict, mtime: float) -> Any:
+        modified = datetime.datetime.fromtimestamp(
+            mtime, tz=datetime.timezone.utc if settings.USE_TZ else None
+        )
+        expiry = data.get("_session_expiry")
+        if isinstance(expiry, int):  # seconds, counted from the last save
+            return modified + datetime.timedelta(seconds=expiry)
+        return expiry or modified + datetime.timedelta(seconds=self.get_session_cookie_age())
+
+    def create(self) -> None:
+        while True:
+            self._session_key = self._get_new_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return self.create()
+        body = encode(self._get_session(no_load=must_create))
+        key = self.session_key
+        if not path_safe(key):
+            raise UpdateError  # a key Django accepts but no file may be named after
+        handle = self._handle(key)
+        held = self._is_held(handle)
+        try:
+            exists = self._backend.exists(handle)
+            if must_create and exists:
+                raise CreateError
+            if not must_create and not exists:
+                raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
+        except BaseException:
+            if not held:
+                self._backend.release(handle)
+            raise
+        if held:
+            self._backend.write(handle, body)  # the lock stays until the request ends
+        else:
+            self._backend.save(handle, body)
+
+    def delete(self, session_key: Optional[str] = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        if not path_safe(session_key):
+            return
+        handle = self._handle(session_key)
+        if self._is_held(handle):
+            self._backend.remove(handle)
+        else:
+            self._backend.delete(handle)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        directory = storage_path()
+        if not os.path.isdir(directory):
+            return
+        for shard in os.scandir(directory):
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(shard.path):
+                if path_safe(entry.name):  # not a .lock or .tmp
+                    cls(entry.name).load()  # load deletes an expired session
+
+    # -- holding the lock for a whole request ---------------------------------
+
+    def lock(self) -> None:
+        """Hold this session's lock until unlock() (LockingSessionMiddleware does both)."""
+        key = self._session_key
+        if self._held is None and path_safe(key):
+            self._held = (key, self._backend.open(key))
+
+    def unlock(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held[1], None
+            self._backend.release(held)
+
+
+class LockingSessionMiddleware(SessionMiddleware):
+    """Django's SessionMiddleware, holding the session's lock for the whole request.
+
+    Overlapping requests of one user then run one after the other, so none
+    loses the other's update. The lock is released once the response is
+    saved, also when the view raised (Django turns that into a response
+    first), and for a streaming response only when it is closed.
+    """
+
+    def process_request(self, request: Any) -> None:
+        super().process_request(request)
+        request.session.lock()
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        session = getattr(request, "session", None)
+        try:
+            return super().process_response(request, response)
+        finally:
+            if session is not None:
+                if getattr(response, "streaming", False):
+                    response._resource_closers.append(session.unlock)  # closed by the server
+                else:
+                    session.unlock()

@@ -1,0 +1,83 @@
+"""Run Django's own session tests against fastsession.contrib.django.
+
+    python tests/django_suite/run.py [--cache DIR]
+
+Fetches the sdist of the installed Django (pip download --no-binary :all:),
+unpacks its tests/sessions_tests, and runs SessionTestsMixin and
+SessionMiddlewareTests (see engine_tests.py) with Django's own test runner,
+the engine set as SESSION_ENGINE. Exits non-zero on any failure.
+"""
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def fetch_sdist(version: str, cache: str) -> str:
+    os.makedirs(cache, exist_ok=True)
+    found = glob.glob(os.path.join(cache, f"[Dd]jango-{version}.tar.gz"))
+    if not found:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
+             f"django=={version}", "-d", cache],
+            check=True,
+        )
+        found = glob.glob(os.path.join(cache, f"[Dd]jango-{version}.tar.gz"))
+    return found[0]
+
+
+def unpack_session_tests(sdist: str, into: str) -> str:
+    """Extract <sdist>/tests/sessions_tests into ``into``; returns ``into``."""
+    with tarfile.open(sdist) as archive:
+        members = [m for m in archive.getmembers() if "/tests/sessions_tests/" in m.name and m.isfile()]
+        for member in members:
+            member.name = member.name.split("/tests/", 1)[1]
+            archive.extract(member, into)
+    return into
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "fastsession-django-sdist"))
+    args = parser.parse_args()
+
+    import django
+
+    sdist = fetch_sdist(django.__version__, args.cache)
+    tests_dir = unpack_session_tests(sdist, tempfile.mkdtemp(prefix="django-session-tests-"))
+    sys.path[:0] = [tests_dir, HERE]
+
+    from django.conf import settings
+
+    settings.configure(
+        SECRET_KEY="fastsession-django-suite-" + "s" * 40,
+        USE_TZ=True,
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django.contrib.sessions",
+            "sessions_tests",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        SESSION_ENGINE="fastsession.contrib.django",
+        SESSION_FILE_PATH=tempfile.mkdtemp(prefix="fastsession-django-"),
+        MIDDLEWARE=[],
+        ROOT_URLCONF=[],
+    )
+    django.setup()
+    from django.test.runner import DiscoverRunner
+
+    print(f"Django {django.__version__}: its session tests from {os.path.basename(sdist)} "
+          "against SESSION_ENGINE = fastsession.contrib.django", flush=True)
+    failures = DiscoverRunner(verbosity=1, interactive=False).run_tests(["engine_tests"])
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
