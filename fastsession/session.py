@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class Session(dict):
     """A session's data: a dict of str keys to values orjson can encode.
@@ -12,9 +14,10 @@ class Session(dict):
 
     __slots__ = ("session_id",)
 
-    def __init__(self, session_id: str, data=()) -> None:
+    def __init__(self, session_id: Optional[str], data=()) -> None:
         dict.__init__(self, data)  # not super(): this runs once per request
         self.session_id = session_id
 
     def __repr__(self) -> str:
-        return f"<Session {self.session_id[:6]}… {dict.__repr__(self)}>"
+        shown = f"{self.session_id[:6]}…" if self.session_id else "(no id yet)"
+        return f"<{type(self).__name__} {shown} {dict.__repr__(self)}>"

@@ -39,6 +39,8 @@ def encode(session: Session) -> bytes:
 class BaseStore:
     """Everything of the facade that does not depend on where sessions are stored."""
 
+    session_class = Session  # what get_session returns (adapters use a subclass)
+
     __slots__ = (
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
         "_stored", "_mtime", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
@@ -155,7 +157,7 @@ class BaseStore:
             data, stored, mtime = {}, None, 0.0
         else:
             data, stored, mtime = loaded
-        return self._hold(Session(session_id, data), handle, stored, mtime)
+        return self._hold(self.session_class(session_id, data), handle, stored, mtime)
 
     def _get_session_identifier(self) -> str:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
@@ -190,6 +192,11 @@ class BaseStore:
         self._retired = self._doomed = self._doomed_ids = None
         for handle in held:
             self.backend.release(handle)
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() or rollback() has run."""
+        return self._closed
 
     def response_cookie(self) -> Optional[str]:
         """For adapters, as response headers go out: what the session cookie must become.
@@ -230,7 +237,7 @@ class BaseStore:
     def _new_session(self) -> Session:
         session_id = self._get_session_identifier()
         # A fresh 256-bit id names no stored session: lock it, skip the read.
-        return self._hold(Session(session_id), self.backend.open(session_id), None, 0.0)
+        return self._hold(self.session_class(session_id), self.backend.open(session_id), None, 0.0)
 
     def _hold(self, session: Session, handle: Any, stored: Optional[bytes], mtime: float) -> Session:
         self._session, self._handle, self._stored, self._mtime = session, handle, stored, mtime
