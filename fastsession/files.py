@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from . import _kernels
 from ._holder import holder_record
@@ -156,6 +156,22 @@ class FileBackend:
         self._unlink(path)
         if fd >= 0:
             self.kernels.unlock(fd, lock_path)
+
+    def keys(self) -> Iterator[str]:
+        """Every stored session's key, streamed shard by shard (constant memory)."""
+        try:
+            shards = os.scandir(self.directory)
+        except FileNotFoundError:
+            return
+        with shards:
+            for shard in shards:
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(shard.path) as entries:
+                    for entry in entries:
+                        name = os.fsdecode(entry.name)
+                        if self.check_key(name):  # not a .lock or .tmp
+                            yield name
 
     @staticmethod
     def _unlink(path: bytes) -> None:

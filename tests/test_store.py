@@ -554,3 +554,13 @@ def test_store_holds_one_session_at_a_time(session_dir, make_store):
     store._get_session(a, 0)
     with pytest.raises(SessionError):
         store._get_session(b, 0)
+
+
+def test_backend_keys_lists_stored_sessions_only(session_dir):
+    a, _ = store_session(session_dir, {"a": 1})
+    b, _ = store_session(session_dir, {"b": 1})
+    store = SessionStore(Transaction({"SID": a}), session_dir)
+    store.get_session(0)  # a lockfile now sits beside a
+    open(session_path(session_dir, b) + ".0123456789abcdef.tmp", "wb").close()
+    assert sorted(store.backend.keys()) == sorted([a, b])
+    store.close()

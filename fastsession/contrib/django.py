@@ -157,15 +157,8 @@ class SessionStore(SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        directory = storage_path()
-        if not os.path.isdir(directory):
-            return
-        for shard in os.scandir(directory):
-            if not shard.is_dir(follow_symlinks=False):
-                continue
-            for entry in os.scandir(shard.path):
-                if path_safe(entry.name):  # not a .lock or .tmp
-                    cls(entry.name).load()  # load deletes an expired session
+        for key in backend().keys():
+            cls(key).load()  # load deletes an expired session
 
     # -- holding the lock for a whole request ---------------------------------
 
