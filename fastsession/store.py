@@ -43,7 +43,7 @@ class BaseStore:
 
     __slots__ = (
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
-        "_stored", "_mtime", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
+        "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
     )
 
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID") -> None:
@@ -54,7 +54,7 @@ class BaseStore:
         self._session: Optional[Session] = None
         self._handle: Any = None
         self._stored: Optional[bytes] = None  # the bytes in storage; None for a new id
-        self._mtime = 0.0
+        self._stamp = 0.0  # what the backend's load gave besides the data (files: mtime), for release
         self._retired: Any = None  # the old id's handle after regenerate_id, deleted at close
         self._doomed: Optional[List[Any]] = None  # handles held for expiry (made when needed)
         self._doomed_ids: Optional[List[str]] = None  # ids to expire at close, not locked yet
@@ -154,10 +154,10 @@ class BaseStore:
             if not create:
                 self.backend.release(handle)
                 return None
-            data, stored, mtime = {}, None, 0.0
+            data, stored, stamp = {}, None, 0.0
         else:
-            data, stored, mtime = loaded
-        return self._hold(self.session_class(session_id, data), handle, stored, mtime)
+            data, stored, stamp = loaded
+        return self._hold(self.session_class(session_id, data), handle, stored, stamp)
 
     def _get_session_identifier(self) -> str:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
@@ -239,8 +239,8 @@ class BaseStore:
         # A fresh 256-bit id names no stored session: lock it, skip the read.
         return self._hold(self.session_class(session_id), self.backend.open(session_id), None, 0.0)
 
-    def _hold(self, session: Session, handle: Any, stored: Optional[bytes], mtime: float) -> Session:
-        self._session, self._handle, self._stored, self._mtime = session, handle, stored, mtime
+    def _hold(self, session: Session, handle: Any, stored: Optional[bytes], stamp: float) -> Session:
+        self._session, self._handle, self._stored, self._stamp = session, handle, stored, stamp
         return session
 
     def _drop_current(self) -> None:
@@ -248,7 +248,7 @@ class BaseStore:
 
     def _commit_current(self) -> bool:
         """Write the session in hand if it changed and release it; True when a new id was stored."""
-        session, handle, stored, mtime = self._session, self._handle, self._stored, self._mtime
+        session, handle, stored, stamp = self._session, self._handle, self._stored, self._stamp
         if session is None:
             return False
         self._drop_current()
@@ -261,7 +261,7 @@ class BaseStore:
             self.backend.release(handle)
             return False
         if body == stored:
-            self.backend.release(handle, mtime)
+            self.backend.release(handle, stamp)
             return False
         self.backend.save(handle, body)
         return stored is None
@@ -272,13 +272,17 @@ class BaseStore:
 _backends: Dict[tuple, Any] = {}
 
 
-def shared_backend(backend_class: type, directory: str, *options: Any) -> Any:
-    """The backend ``backend_class(directory, *options)``, made once and then shared."""
-    key = (backend_class, directory, *options)
+def shared_backend(backend_class: type, where: Any, *options: Any) -> Any:
+    """The backend ``backend_class(where, *options)``, made once and then shared.
+
+    ``where`` is a directory (files) or a client (Redis).
+    """
+    key = (backend_class, where, *options)
     backend = _backends.get(key)
     if backend is None:
-        backend = backend_class(directory, *options)
-        if os.path.isabs(directory):  # a relative one may mean another folder after chdir
+        backend = backend_class(where, *options)
+        # A relative directory may mean another folder after a chdir: not shared.
+        if not isinstance(where, (str, bytes, os.PathLike)) or os.path.isabs(where):
             if len(_backends) >= 64:
                 _backends.clear()
             _backends[key] = backend

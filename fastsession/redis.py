@@ -1,0 +1,215 @@
+"""Redis: the same facade for apps on many hosts (``pip install fastsession[redis]``).
+
+``RedisSessionStore(trans, client, ...)`` is SessionStore with a Redis
+backend: one orjson value per session (``<prefix>{<id>}``, with a TTL of
+``max_age`` when set), and a lock ``<prefix>{<id>}:lock`` taken with
+``SET NX PX lock_ttl`` and a random token. Commit, release and delete are
+Lua scripts that act only while that token still holds the lock, so a holder
+whose lock expired and was taken by another never overwrites the new
+holder's data: it gets SessionError. Both keys share the hash tag ``{<id>}``,
+so the scripts work on Redis Cluster too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional, Tuple
+
+import orjson
+from redis.exceptions import RedisError
+
+from . import _kernels
+from .errors import LockTimeout, SessionError
+from .store import BaseStore, shared_backend
+
+logger = logging.getLogger("fastsession")
+
+FIRST_PAUSE = 0.0005  # one Redis round trip is ~50 µs on loopback
+MAX_PAUSE = 0.05
+
+# Lock, and in the same round trip read the data and its remaining TTL.
+ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}
+end
+return {0}
+"""
+# Write and unlock, only while the token still holds the lock.
+COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+else redis.call('SET', KEYS[2], ARGV[2]) end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+# Unlock without writing; refresh the data's TTL when asked.
+RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+DELETE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[1])
+return 1
+"""
+
+
+class RedisHandle:
+    """One opened session: its keys, the lock's token (None when not locking), what was read."""
+
+    __slots__ = ("key", "data_key", "lock_key", "token", "read")
+
+    def __init__(self, key: str, data_key: str, lock_key: str, token: Optional[str], read: Any) -> None:
+        self.key, self.data_key, self.lock_key, self.token, self.read = key, data_key, lock_key, token, read
+
+
+class RedisBackend:
+    """Sessions as Redis strings, locked with SET NX PX and a token."""
+
+    kernels = _kernels.ACTIVE
+
+    def __init__(self, client: Any, concurrent: Any = True, delay: float = 1.0, timeout: Optional[float] = None,
+                 lock_ttl: float = 30.0, max_age: Optional[float] = None, prefix: str = "fastsession:") -> None:
+        if delay <= 0 or lock_ttl <= 0:
+            raise ValueError("delay and lock_ttl must be positive")
+        self.client = client
+        self.concurrent = bool(concurrent)
+        self.delay = float(delay)
+        self.timeout = timeout
+        self.lock_ttl_ms = max(1, int(lock_ttl * 1000))
+        self.max_age = max_age
+        self.ttl_ms = str(max(1, int(max_age * 1000))) if max_age is not None else "0"
+        self.prefix = prefix
+        self._acquire = client.register_script(ACQUIRE)
+        self._commit = client.register_script(COMMIT)
+        self._release = client.register_script(RELEASE)
+        self._delete = client.register_script(DELETE)
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except RedisError as exc:
+            raise SessionError(f"Redis could not {what}: {exc}") from exc
+
+    def _keys(self, key: str) -> Tuple[str, str]:
+        if not self.kernels.is_valid_id(key):
+            raise ValueError(f"invalid session id {key!r}")
+        data_key = f"{self.prefix}{{{key}}}"
+        return data_key, data_key + ":lock"
+
+    def open(self, key: str) -> RedisHandle:
+        """Lock the session of ``key`` (when concurrent), polling while another holds it."""
+        data_key, lock_key = self._keys(key)
+        if not self.concurrent:
+            return RedisHandle(key, data_key, lock_key, None, None)
+        token = self.kernels.new_session_id()
+        keys, args = [lock_key, data_key], [token, self.lock_ttl_ms]
+        start = time.monotonic()
+        max_pause = min(self.delay, MAX_PAUSE)
+        pause = min(FIRST_PAUSE, max_pause)
+        while True:
+            reply = self._call("lock the session", self._acquire, keys=keys, args=args)
+            if reply[0] == 1:
+                return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
+            waited = time.monotonic() - start
+            if self.timeout is not None and waited >= self.timeout:
+                raise LockTimeout(f"session lock {lock_key!r} still held after {self.timeout} s")
+            if self.timeout is not None:
+                pause = min(pause, max(self.timeout - waited, 0.0))
+            time.sleep(pause)
+            pause = min(pause * 2, max_pause)
+
+    def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+        """(data, stored bytes, remaining TTL in ms) of the session; None when absent or corrupt."""
+        if handle.read is not None:
+            body, pttl = handle.read
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(handle.data_key).pttl(handle.data_key)
+            body, pttl = self._call("read the session", pipe.execute)
+        if body is None:
+            return None
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            data = exc
+        if type(data) is not dict:
+            logger.warning("fastsession: ignoring corrupt session %s: %s", handle.data_key, data)
+            return None
+        return data, body, float(pttl)
+
+    def save(self, handle: RedisHandle, body: bytes) -> None:
+        """Write ``body`` and release the lock; SessionError if the lock was lost meanwhile."""
+        if handle.token is None:
+            px = {"px": int(self.ttl_ms)} if self.ttl_ms != "0" else {}
+            self._call("write the session", self.client.set, handle.data_key, body, **px)
+            return
+        try:
+            written = self._call("write the session", self._commit,
+                                 keys=[handle.lock_key, handle.data_key], args=[handle.token, body, self.ttl_ms])
+        except SessionError:
+            self._forget_lock(handle)
+            raise
+        if not written:
+            raise SessionError(
+                f"session lock {handle.lock_key!r} expired and was taken by another holder: "
+                "this change was not written (raise lock_ttl above your slowest request)"
+            )
+
+    def release(self, handle: RedisHandle, stamp: float = 0.0) -> None:
+        """Release without writing; refresh the TTL when a quarter of max_age has passed."""
+        touch = "0"
+        if self.max_age is not None and stamp > 0 and int(self.ttl_ms) - stamp > int(self.ttl_ms) / 4:
+            touch = self.ttl_ms
+        if handle.token is None:
+            if touch != "0":
+                self._call("refresh the session", self.client.pexpire, handle.data_key, int(touch))
+            return
+        self._call("unlock the session", self._release, keys=[handle.lock_key, handle.data_key],
+                   args=[handle.token, touch])
+
+    def delete(self, handle: RedisHandle) -> None:
+        """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
+        if handle.token is None:
+            self._call("delete the session", self.client.delete, handle.data_key)
+            return
+        deleted = self._call("delete the session", self._delete,
+                             keys=[handle.lock_key, handle.data_key], args=[handle.token])
+        if not deleted:
+            raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
+
+    def _forget_lock(self, handle: RedisHandle) -> None:
+        # The commit failed (Redis went away?): try not to leave the lock to its TTL.
+        try:
+            self._release(keys=[handle.lock_key, handle.data_key], args=[handle.token, "0"])
+        except RedisError:
+            pass  # unreachable: the lock expires after lock_ttl
+
+
+class RedisSessionStore(BaseStore):
+    """SessionStore's facade on Redis: same methods, same Session, same errors."""
+
+    __slots__ = ("client", "concurrent", "delay")
+    backend_class = RedisBackend
+
+    def __init__(
+        self,
+        trans: Any,
+        client: Any,
+        session_cookie_name: str = "SID",
+        concurrent: Any = 1,
+        delay: float = 1,
+        *,
+        timeout: Optional[float] = None,
+        lock_ttl: float = 30.0,
+        max_age: Optional[float] = None,
+        prefix: str = "fastsession:",
+    ) -> None:
+        backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
+        BaseStore.__init__(self, trans, backend, session_cookie_name)
+        self.client = client
+        self.concurrent = concurrent
+        self.delay = delay

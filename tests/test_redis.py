@@ -1,0 +1,290 @@
+"""RedisSessionStore against a real redis-server."""
+
+import logging
+import os
+import re
+import time
+import uuid
+
+import pytest
+import redis
+
+from fastsession import LockTimeout, SerializationError, SessionError
+from fastsession.redis import RedisSessionStore
+
+from conftest import Transaction
+from helpers import fork_child, kill_and_reap, wait_for_byte, wait_ok
+from fastsession.bench.redis_server import RedisServer
+
+ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("FASTSESSION_REDIS_URL")
+    if url:  # CI's server
+        yield url
+        return
+    try:
+        server = RedisServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))  # never a silent skip: no Redis, no pass
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def client(redis_url):
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def prefix():
+    return f"test-{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def make(client, prefix):
+    made = []
+
+    def make_store(trans=None, **options):
+        options.setdefault("prefix", prefix)
+        store = RedisSessionStore(trans if trans is not None else Transaction(), client, **options)
+        made.append(store)
+        return store
+
+    yield make_store
+    for store in made:
+        store.rollback()
+
+
+def stored(make, data, **options):
+    trans = Transaction()
+    with make(trans, **options) as store:
+        store.get_session(True).update(data)
+    return trans.cookies["SID"]
+
+
+def load(make, session_id, **options):
+    with make(Transaction({"SID": session_id}), **options) as store:
+        session = store.get_session(False)
+        return None if session is None else dict(session)
+
+
+def our_keys(client, prefix):
+    return sorted(k.decode() for k in client.scan_iter(match=prefix + "*"))
+
+
+def test_round_trip_and_key_layout(make, client, prefix):
+    session_id = stored(make, {"user": "ann", "cart": [1, 2]})
+    assert ID.fullmatch(session_id)
+    assert load(make, session_id) == {"user": "ann", "cart": [1, 2]}
+    assert our_keys(client, prefix) == [f"{prefix}{{{session_id}}}"]  # no lock left
+    assert client.pttl(f"{prefix}{{{session_id}}}") == -1  # max_age=None: no TTL
+
+
+def test_max_age_sets_the_ttl_on_write(make, client, prefix):
+    session_id = stored(make, {"a": 1}, max_age=100)
+    assert 99_000 < client.pttl(f"{prefix}{{{session_id}}}") <= 100_000
+
+
+def test_unchanged_read_neither_writes_nor_touches_before_a_quarter_of_max_age(make, client, prefix):
+    session_id = stored(make, {"a": 1}, max_age=100)
+    key = f"{prefix}{{{session_id}}}"
+    client.pexpire(key, 90_000)  # as if written 10 s ago
+    assert load(make, session_id, max_age=100) == {"a": 1}
+    assert client.pttl(key) <= 90_000
+    client.pexpire(key, 60_000)  # 40 s ago: more than a quarter
+    load(make, session_id, max_age=100)
+    assert client.pttl(key) > 99_000
+
+
+@pytest.mark.parametrize("cookie", ["A" * 43, "../x", "", "A" * 42 + "\n", "{x}" * 15])
+def test_unknown_or_malformed_cookie_is_never_adopted(make, cookie, client, prefix):
+    trans = Transaction({"SID": cookie})
+    assert make(Transaction({"SID": cookie})).get_session(False) is None
+    with make(trans) as store:
+        session = store.get_session(True)
+        session["x"] = 1
+    assert session.session_id != cookie and ID.fullmatch(session.session_id)
+    assert our_keys(client, prefix) == [f"{prefix}{{{session.session_id}}}"]
+
+
+def test_new_empty_session_is_not_stored(make, client, prefix):
+    with make() as store:
+        store.get_session(True)
+    assert our_keys(client, prefix) == []
+
+
+def test_expire_session_deletes_data_and_cookie(make, client, prefix):
+    session_id = stored(make, {"a": 1})
+    trans = Transaction({"SID": session_id})
+    with make(trans) as store:
+        store.get_session(False)
+        store.expire_session()
+    assert our_keys(client, prefix) == []
+    assert trans.events == [("delete", "SID")]
+
+
+def test_regenerate_id_moves_the_data(make, client, prefix):
+    old = stored(make, {"cart": [1]})
+    trans = Transaction({"SID": old})
+    with make(trans) as store:
+        new = store.regenerate_id()
+    assert load(make, old) is None and load(make, new) == {"cart": [1]}
+    assert trans.cookies["SID"] == new
+
+
+def test_exception_rolls_back_and_unlocks(make, client, prefix):
+    session_id = stored(make, {"n": 1})
+    with pytest.raises(ZeroDivisionError):
+        with make(Transaction({"SID": session_id})) as store:
+            store.get_session(False)["n"] = 2
+            1 / 0
+    assert load(make, session_id, timeout=1) == {"n": 1}
+    assert our_keys(client, prefix) == [f"{prefix}{{{session_id}}}"]
+
+
+def test_unencodable_value_keeps_data_and_unlocks(make, client, prefix):
+    session_id = stored(make, {"n": 1})
+    store = make(Transaction({"SID": session_id}))
+    store.get_session(False)["n"] = object()
+    with pytest.raises(SerializationError, match="n"):
+        store.close()
+    assert load(make, session_id, timeout=1) == {"n": 1}
+
+
+def test_corrupt_value_counts_as_absent_and_is_logged(make, client, prefix, caplog):
+    session_id = stored(make, {"n": 1})
+    client.set(f"{prefix}{{{session_id}}}", b"\x80not json")
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        assert load(make, session_id) is None
+    assert any(r.name == "fastsession" for r in caplog.records)
+
+
+def test_timeout_raises_lock_timeout(make, prefix):
+    session_id = stored(make, {"n": 1})
+    holder = make(Transaction({"SID": session_id}))
+    holder.get_session(False)
+    with pytest.raises(LockTimeout):
+        make(Transaction({"SID": session_id}), timeout=0.2).get_session(False)
+    holder.close()
+
+
+def _increment(redis_url, prefix, session_id, times):
+    client = redis.Redis.from_url(redis_url)
+    for _ in range(times):
+        with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, delay=0.01) as store:
+            store.get_session(False)["n"] += 1
+
+
+def test_four_processes_lose_no_update(make, redis_url, prefix):
+    session_id = stored(make, {"n": 0})
+    children = [fork_child(lambda _: _increment(redis_url, prefix, session_id, 100)) for _ in range(4)]
+    for pid, _ in children:
+        wait_ok(pid)
+    assert load(make, session_id) == {"n": 400}
+
+
+def test_killed_holder_blocks_others_at_most_lock_ttl(make, redis_url, prefix):
+    session_id = stored(make, {"n": 7})
+
+    def holder(ready):
+        client = redis.Redis.from_url(redis_url)
+        store = RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, lock_ttl=0.5)
+        store.get_session(False)["n"] = 1000  # never committed
+        os.write(ready, b"L")
+        time.sleep(600)
+
+    pid, ready = fork_child(holder)
+    wait_for_byte(ready)
+    kill_and_reap(pid)
+    started = time.monotonic()
+    assert load(make, session_id, timeout=5) == {"n": 7}
+    assert time.monotonic() - started < 0.5 + 0.3
+
+
+def test_holder_whose_lock_expired_never_overwrites_the_next_holder(make, prefix):
+    session_id = stored(make, {"n": 1})
+    slow = make(Transaction({"SID": session_id}), lock_ttl=0.2)
+    slow.get_session(False)["n"] = 999
+    time.sleep(0.4)  # the lock expires mid-request
+    with make(Transaction({"SID": session_id}), timeout=1) as fast:
+        fast.get_session(False)["n"] = 2
+    with pytest.raises(SessionError, match="expired"):
+        slow.close()
+    assert load(make, session_id) == {"n": 2}
+
+
+def test_unreachable_redis_is_a_clear_error_never_an_empty_session():
+    client = redis.Redis(host="127.0.0.1", port=RedisServer().port, socket_connect_timeout=0.5)
+    store = RedisSessionStore(Transaction({"SID": "A" * 43}), client)
+    with pytest.raises(SessionError, match="Redis") as info:
+        store.get_session(True)
+    assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+
+
+def test_redis_stopped_in_the_middle_of_a_run():
+    server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+        trans = Transaction()
+        with RedisSessionStore(trans, client) as store:
+            store.get_session(True)["n"] = 1
+        store = RedisSessionStore(Transaction(dict(trans.cookies)), client)
+        store.get_session(False)["n"] = 2
+        server.stop()
+        with pytest.raises(SessionError):
+            store.close()  # the commit fails loudly
+        with pytest.raises(SessionError):
+            RedisSessionStore(Transaction(dict(trans.cookies)), client).get_session(True)
+        server.start()  # back, empty (persistence off): a fresh session, no stale lock in the way
+        with RedisSessionStore(Transaction(dict(trans.cookies)), client, timeout=1) as store:
+            assert store.get_session(True) == {}
+    finally:
+        server.stop()
+
+
+def test_failed_commit_leaves_no_lock_and_keeps_the_data(make, client, prefix):
+    session_id = stored(make, {"n": 1})
+    store = make(Transaction({"SID": session_id}))
+    store.get_session(False)["big"] = "x" * 5_000_000
+    used = client.info("memory")["used_memory"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 1_000_000)
+    try:
+        with pytest.raises(SessionError, match="OOM|memory"):
+            store.close()
+    finally:
+        client.config_set("maxmemory", 0)
+    assert our_keys(client, prefix) == [f"{prefix}{{{session_id}}}"]  # the lock is gone
+    assert load(make, session_id) == {"n": 1}
+
+
+def test_wsgi_middleware_on_redis(client, prefix):
+    from test_wsgi import call, counter_app, sid_from
+
+    from fastsession.wsgi import SessionMiddleware
+
+    app = SessionMiddleware(counter_app, client, store_factory=RedisSessionStore, prefix=prefix)
+    sid = sid_from(call(app)[1])
+    assert call(app, f"SID={sid}")[2] == b"2"
+
+
+def test_flask_interface_on_redis(client, prefix):
+    import flask
+
+    from fastsession.contrib.flask import FastSessionInterface
+
+    app = flask.Flask(__name__)
+    app.session_interface = FastSessionInterface(client, store_class=RedisSessionStore, prefix=prefix)
+
+    @app.route("/")
+    def count():
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return str(flask.session["n"])
+
+    web = app.test_client()
+    assert [web.get("/").data for _ in range(3)] == [b"1", b"2", b"3"]
