@@ -10,8 +10,8 @@ import tempfile
 
 import pytest
 
-from fastsession.bench import CONTENDERS_UNDER_CONTENTION
-from fastsession.bench.contenders import KERNELS, ROUND_TRIP, Missing, id_peers
+from fastsession.bench import UNDER_CONTENTION
+from fastsession.bench.contenders import FLASK, KERNELS, ROUND_TRIP, Missing, id_peers
 from fastsession.bench.measure import Broke, contend
 
 
@@ -58,9 +58,16 @@ def test_new_id(benchmark, name):
     benchmark(run, 1)
 
 
-@pytest.mark.parametrize("name", CONTENDERS_UNDER_CONTENTION)
+@pytest.mark.parametrize("name", FLASK)
+def test_flask_request(benchmark, tmp_path, name):
+    run = ops_or_skip(FLASK[name], str(tmp_path))["modify"]
+    benchmark.group = "one Flask request"
+    benchmark(run, 1)
+
+
+@pytest.mark.parametrize("name", UNDER_CONTENTION)
 def test_contention(benchmark, tmp_path, name):
-    ops = ops_or_skip(ROUND_TRIP[name], str(tmp_path))
+    ops = ops_or_skip(UNDER_CONTENTION[name], str(tmp_path))
     benchmark.group = "contention: 4 processes x 50 increments"
     ours = name.startswith("fastsession")
     try:

@@ -16,14 +16,15 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     done = bench("--json", cwd=tmp_path)
     results = json.loads(done.stdout)
     keys = [entry["key"] for entry in results["scenarios"]]
-    assert keys == ["ids", "modify", "read", "lock", "load", "commit"]
+    assert keys == ["ids", "modify", "read", "flask", "lock", "load", "commit"]
     modify = results["scenarios"][1]["places"]
     for figures in modify.values():
         assert figures["fastsession (compiled)"] > 0
     rows = results["contention"]["rows"]
     assert rows["fastsession (compiled)"]["lost"] == 0
     assert rows["fastsession (pure twins)"]["lost"] == 0
-    assert "[12/12]" in done.stderr  # progress was shown
+    assert rows["fastsession on Redis"]["lost"] == 0
+    assert "[13/13]" in done.stderr  # progress was shown
 
 
 def test_table_and_plot(tmp_path):

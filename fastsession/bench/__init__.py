@@ -14,27 +14,36 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
-from .contenders import KERNELS, ROUND_TRIP, Missing, id_peers
+from .contenders import FLASK, KERNELS, ROUND_TRIP, Missing, id_peers
 from .measure import Broke, contend, interleaved_medians
 
 BASELINE = "fastsession (compiled)"
 FLOOR = "C floor (same system calls)"
-CONTENDERS_UNDER_CONTENTION = [
-    "fastsession (compiled)",
-    "fastsession (pure twins)",
-    "Django file backend",
-    "Beaker file sessions",
-    "cachelib FileSystemCache",
-    "WebStack 2005 design",
-]
+# name -> factory(directory) giving "increment" and "counter"
+UNDER_CONTENTION = {
+    name: ROUND_TRIP[name]
+    for name in (
+        "fastsession (compiled)",
+        "fastsession (pure twins)",
+        "fastsession on Redis",
+        "Django file backend",
+        "Beaker file sessions",
+        "cachelib FileSystemCache",
+        "WebStack 2005 design",
+    )
+}
+UNDER_CONTENTION["Flask + fastsession on Redis"] = FLASK["fastsession on Redis"]
+UNDER_CONTENTION["Flask-Session, Redis backend"] = FLASK["Flask-Session, Redis backend"]
 
-# (key, title, factories, scenario name in the factories' output)
+# (key, title, factories, scenario name in the factories' output, every place or only the first)
 SCENARIOS = [
-    ("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)", ROUND_TRIP, "modify"),
-    ("read", "read-only round trip (load, no change)", ROUND_TRIP, "read"),
-    ("lock", "lock acquire + release", KERNELS, "lock"),
-    ("load", "read + decode a session file", KERNELS, "load"),
-    ("commit", "lock + encode + commit", KERNELS, "commit"),
+    ("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)",
+     ROUND_TRIP, "modify", True),
+    ("read", "read-only round trip (load, no change)", ROUND_TRIP, "read", True),
+    ("flask", "one Flask request (test client) to a view that counts visits", FLASK, "modify", False),
+    ("lock", "lock acquire + release", KERNELS, "lock", True),
+    ("load", "read + decode a session file", KERNELS, "load", True),
+    ("commit", "lock + encode + commit", KERNELS, "commit", True),
 ]
 
 
@@ -123,7 +132,8 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
     count = 100 if quick else 400
     places = filesystems()
     work = {name: tempfile.mkdtemp(prefix="fastsession-bench-", dir=path) for name, path in places.items()}
-    progress = Progress(1 + len(SCENARIOS) * len(places) + 1, quiet)
+    steps = sum(len(places) if every_place else 1 for *_, every_place in SCENARIOS)
+    progress = Progress(1 + steps + 1, quiet)
     results: Dict[str, Any] = {"machine": machine(places), "rounds": rounds, "scenarios": [], "missing": {}}
     missing: Dict[str, str] = results["missing"]
     try:
@@ -140,9 +150,9 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
             "key": "ids", "title": "new session id",
             "places": {"memory": interleaved_medians(ids, rounds * 2, progress=progress.tick)},
         })
-        for key, title, factories, scenario in SCENARIOS:
+        for key, title, factories, scenario, every_place in SCENARIOS:
             entry: Dict[str, Any] = {"key": key, "title": title, "places": {}}
-            for place, directory in work.items():
+            for place, directory in list(work.items())[: None if every_place else 1]:
                 progress.step(f"{key} ({place})")
                 folder = tempfile.mkdtemp(prefix=key + "-", dir=directory)
                 runners = build(factories, folder, scenario, missing)
@@ -152,9 +162,9 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
         place = "tmpfs" if "tmpfs" in work else "disk"
         folder = tempfile.mkdtemp(prefix="contention-", dir=work[place])
         rows = {}
-        for name in CONTENDERS_UNDER_CONTENTION:
+        for name, factory in UNDER_CONTENTION.items():
             try:
-                ops = ROUND_TRIP[name](tempfile.mkdtemp(dir=folder))
+                ops = factory(tempfile.mkdtemp(dir=folder))
             except Missing as exc:
                 missing[name] = str(exc)
                 continue

@@ -8,6 +8,7 @@ reported missing (``pip install fastsession[bench]``), never faked.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import time
@@ -20,6 +21,7 @@ from .._holder import holder_record
 from ..files import FileBackend
 from ..store import SessionStore
 from .floor import checked, load_floor
+from .redis_server import RedisServer
 from .webstack2005 import WebStack2005Store
 
 Runner = Callable[[int], float]
@@ -86,28 +88,61 @@ def twin_store(kind: str) -> type:
     return type(f"SessionStore_{kind}", (SessionStore,), {"backend_class": backend})
 
 
-def fastsession_ops(kind: str, directory: str) -> Dict[str, Callable]:
-    store_class = twin_store(kind)
+def facade_ops(store_class: type, where: object, **options: object) -> Dict[str, Callable]:
+    """Round trips through the public facade: a store per request, as a web app makes them."""
     jar = CookieJar()
-    with store_class(jar, directory) as store:
+    with store_class(jar, where, **options) as store:
         store.get_session(True).update(SESSION)
 
     def modify() -> None:
-        store = store_class(jar, directory)
+        store = store_class(jar, where, **options)
         session = store.get_session(True)
         session["visits"] += 1
         store.close()
 
     def read() -> None:
-        store = store_class(jar, directory)
+        store = store_class(jar, where, **options)
         store.get_session(True)["visits"]
         store.close()
 
     def counter() -> int:
-        with store_class(jar, directory) as store:
+        with store_class(jar, where, **options) as store:
             return store.get_session(False)["visits"]
 
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
+
+
+def fastsession_ops(kind: str, directory: str) -> Dict[str, Callable]:
+    return facade_ops(twin_store(kind), directory)
+
+
+_redis_client = None
+
+
+def redis_client() -> object:
+    """A client of FASTSESSION_REDIS_URL, or of a redis-server started for this run."""
+    global _redis_client
+    if _redis_client is None:
+        try:
+            import redis
+        except ImportError:
+            raise Missing("redis-py is not installed") from None
+        url = os.environ.get("FASTSESSION_REDIS_URL")
+        if not url:
+            try:
+                server = RedisServer().start()
+            except RuntimeError as exc:
+                raise Missing(str(exc)) from None
+            atexit.register(server.stop)
+            url = server.url
+        _redis_client = redis.Redis.from_url(url)
+    return _redis_client
+
+
+def redis_ops(directory: str) -> Dict[str, Callable]:
+    from ..redis import RedisSessionStore
+
+    return facade_ops(RedisSessionStore, redis_client(), prefix=f"bench-{secrets.token_hex(4)}:")
 
 
 def fastsession_kernels(kind: str, directory: str) -> Dict[str, Runner]:
@@ -331,6 +366,75 @@ def webstack_ops(directory: str, delay: float = 0.01) -> Dict[str, Callable]:
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
+def flask_ops(configure: Callable, directory: str) -> Dict[str, Callable]:
+    """One request through Flask's test client to a view that counts visits."""
+    try:
+        import flask
+    except ImportError:
+        raise Missing("Flask is not installed") from None
+    app = flask.Flask("fastsession-bench")
+    app.secret_key = "fastsession-benchmark"
+    configure(app, directory)
+
+    @app.route("/")
+    def visit() -> str:
+        flask.session["visits"] = flask.session.get("visits", 0) + 1
+        return "ok"
+
+    @app.route("/peek")
+    def peek() -> str:
+        return str(flask.session.get("visits", 0))
+
+    client = app.test_client()
+    client.get("/")
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = client.get_cookie(name).value
+
+    def increment() -> None:
+        web = app.test_client()  # a worker process's own client, on the shared session
+        web.set_cookie(name, cookie)
+        web.get("/")
+
+    def counter() -> int:
+        return int(client.get("/peek").data)
+
+    return {
+        "modify": repeat(lambda: client.get("/")),
+        "read": repeat(lambda: client.get("/peek")),
+        "increment": increment,
+        "counter": counter,
+    }
+
+
+def with_fastsession_files(app: object, directory: str) -> None:
+    from ..contrib.flask import FastSessionInterface
+
+    app.session_interface = FastSessionInterface(directory)
+
+
+def with_fastsession_redis(app: object, directory: str) -> None:
+    from ..contrib.flask import FastSessionInterface
+    from ..redis import RedisSessionStore
+
+    app.session_interface = FastSessionInterface(
+        redis_client(), store_class=RedisSessionStore, prefix=f"bench-{secrets.token_hex(4)}:"
+    )
+
+
+def with_flask_session_redis(app: object, directory: str) -> None:
+    try:
+        from flask_session import Session
+    except ImportError:
+        raise Missing("Flask-Session is not installed") from None
+    app.config.update(SESSION_TYPE="redis", SESSION_REDIS=redis_client(),
+                      SESSION_KEY_PREFIX=f"bench-fs-{secrets.token_hex(4)}:")
+    Session(app)
+
+
+def with_signed_cookie(app: object, directory: str) -> None:
+    pass  # Flask's default: the data itself, signed, in the cookie
+
+
 def filelock_ops(directory: str) -> Dict[str, Runner]:
     try:
         from filelock import FileLock
@@ -366,6 +470,7 @@ def id_peers() -> Dict[str, Runner]:
 ROUND_TRIP = {
     "fastsession (compiled)": lambda d: fastsession_ops("c", d),
     "fastsession (pure twins)": lambda d: fastsession_ops("py", d),
+    "fastsession on Redis": redis_ops,
     "C floor (same system calls)": floor_ops,
     "lean pure Python": lean_ops,
     "Django file backend": django_ops,
@@ -380,4 +485,11 @@ KERNELS = {
     "C floor (same system calls)": floor_ops,
     "lean pure Python": lean_ops,
     "filelock.FileLock": filelock_ops,
+}
+
+FLASK = {
+    "fastsession (compiled)": lambda d: flask_ops(with_fastsession_files, d),
+    "fastsession on Redis": lambda d: flask_ops(with_fastsession_redis, d),
+    "Flask-Session, Redis backend": lambda d: flask_ops(with_flask_session_redis, d),
+    "Flask signed cookie (default)": lambda d: flask_ops(with_signed_cookie, d),
 }
