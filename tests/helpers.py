@@ -62,3 +62,43 @@ def run_as_nobody():
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)
+
+
+def hold_until_killed(hold):
+    """A child that runs ``hold()`` (take a lock...), then waits to be killed; its pid once it holds."""
+
+    def body(ready):
+        hold()
+        os.write(ready, b"L")
+        time.sleep(600)
+
+    pid, ready = fork_child(body)
+    wait_for_byte(ready)
+    return pid
+
+
+def run_in_processes(work, count=4):
+    """Run ``work()`` in ``count`` forked processes at once; each must succeed."""
+    children = [fork_child(lambda _: work()) for _ in range(count)]
+    for pid, _ in children:
+        wait_ok(pid)
+
+
+def raises_at_once_as_nobody(action, exception, check=lambda exc: True):
+    """True when ``action()``, run in a child as uid 65534, raises ``exception`` within a second."""
+
+    def body(report):
+        run_as_nobody()
+        started = time.monotonic()
+        try:
+            action()
+        except exception as exc:
+            ok = check(exc) and time.monotonic() - started < 1
+            os.write(report, b"Y" if ok else b"N")
+        else:
+            os.write(report, b"N")
+
+    pid, report = fork_child(body)
+    answer = wait_for_byte(report)
+    wait_ok(pid)
+    return answer == b"Y"

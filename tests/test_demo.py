@@ -1,7 +1,6 @@
 """The demo, driven over HTTP by a real client against a real server process."""
 
 import http.cookiejar
-import os
 import re
 import subprocess
 import sys

@@ -4,7 +4,6 @@ import os
 import re
 import stat
 import tempfile
-import time
 
 import django
 import pytest
@@ -13,7 +12,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
 
 from conftest import session_files
-from helpers import fork_child, wait_ok
+from helpers import run_in_processes
 
 
 def count(request):
@@ -149,15 +148,13 @@ def test_four_processes_through_the_locking_middleware_lose_no_update(session_pa
     client.get("/count")
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
 
-    def worker(_):
+    def worker():
         own = Client()
         own.cookies[settings.SESSION_COOKIE_NAME] = cookie
         for _ in range(50):
             assert own.get("/count").status_code == 200
 
-    children = [fork_child(worker) for _ in range(4)]
-    for pid, _ in children:
-        wait_ok(pid)
+    run_in_processes(worker)
     assert client.get("/peek").content == b"201"
 
 

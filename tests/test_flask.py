@@ -9,7 +9,7 @@ import pytest
 from fastsession.contrib.flask import FastSessionInterface
 
 from conftest import session_files
-from helpers import fork_child, wait_ok
+from helpers import run_in_processes
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -185,15 +185,13 @@ def test_four_processes_through_the_test_client_lose_no_update(app, session_dir)
     client = app.test_client()
     cookie = set_cookies(client.get("/count"))[0].split(";")[0].split("=", 1)[1]
 
-    def worker(_):
+    def worker():
         own = app.test_client()
         own.set_cookie("session", cookie)
         for _ in range(50):
             assert own.get("/count").status_code == 200
 
-    children = [fork_child(worker) for _ in range(4)]
-    for pid, _ in children:
-        wait_ok(pid)
+    run_in_processes(worker)
     assert client.get("/peek").data == b"201"
 
 

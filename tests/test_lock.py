@@ -8,7 +8,15 @@ import pytest
 from fastsession import LockTimeout
 from fastsession._holder import BOOT, HOST, holder_record
 
-from helpers import fork_child, kill_and_reap, kill_leave_zombie, run_as_nobody, wait_for_byte, wait_ok
+from helpers import (
+    fork_child,
+    hold_until_killed,
+    kill_and_reap,
+    kill_leave_zombie,
+    raises_at_once_as_nobody,
+    wait_for_byte,
+    wait_ok,
+)
 
 
 @pytest.fixture
@@ -65,14 +73,7 @@ def test_timeout_zero_fails_at_once_on_a_held_lock(kernels, lock_path):
 
 
 def _hold_lock_forever(kernels, lock_path):
-    def body(ready):
-        kernels.lock.acquire(lock_path, holder_record(), 1.0, None, 30.0)
-        os.write(ready, b"L")
-        time.sleep(600)
-
-    pid, ready = fork_child(body)
-    wait_for_byte(ready)
-    return pid
+    return hold_until_killed(lambda: kernels.lock.acquire(lock_path, holder_record(), 1.0, None, 30.0))
 
 
 def test_lock_of_a_killed_holder_is_broken_within_a_fraction_of_a_second(kernels, lock_path):
@@ -164,21 +165,11 @@ def test_permission_error_raises_at_once_with_the_path(kernels, traversable_tmp)
     locked_dir = os.path.join(traversable_tmp, "ro")
     os.mkdir(locked_dir, 0o555)
     lock_path = os.fsencode(os.path.join(locked_dir, "s.lock"))
-
-    def body(report):
-        run_as_nobody()
-        started = time.monotonic()
-        try:
-            kernels.lock.acquire(lock_path, holder_record(), 1.0, None, 30.0)
-        except PermissionError as exc:
-            ok = os.fsdecode(exc.filename) == os.fsdecode(lock_path) and time.monotonic() - started < 1
-            os.write(report, b"Y" if ok else b"N")
-        else:
-            os.write(report, b"N")
-
-    pid, report = fork_child(body)
-    assert wait_for_byte(report) == b"Y"
-    wait_ok(pid)
+    assert raises_at_once_as_nobody(
+        lambda: kernels.lock.acquire(lock_path, holder_record(), 1.0, None, 30.0),
+        PermissionError,
+        lambda exc: os.fsdecode(exc.filename) == os.fsdecode(lock_path),
+    )
 
 
 def test_missing_directory_is_reported_not_waited_for(kernels, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from fastsession import SessionStore
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, kill_and_reap, wait_for_byte, wait_ok
+from helpers import fork_child, hold_until_killed, kill_and_reap, run_in_processes, wait_for_byte, wait_ok
 
 
 def increment(session_dir, session_id, times, **options):
@@ -31,9 +31,7 @@ def read_n(session_dir, session_id, **options):
 @pytest.mark.parametrize("workers, times", [(4, 150)])
 def test_four_processes_incrementing_one_session_lose_no_update(session_dir, workers, times):
     session_id, _ = store_session(session_dir, {"n": 0, "log": []})
-    children = [fork_child(lambda _: increment(session_dir, session_id, times, delay=0.01)) for _ in range(workers)]
-    for pid, _ in children:
-        wait_ok(pid)
+    run_in_processes(lambda: increment(session_dir, session_id, times, delay=0.01), workers)
     assert read_n(session_dir, session_id) == workers * times
     assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
 
@@ -41,15 +39,11 @@ def test_four_processes_incrementing_one_session_lose_no_update(session_dir, wor
 def test_killed_holder_blocks_others_well_under_a_second(session_dir):
     session_id, _ = store_session(session_dir, {"n": 7, "log": []})
 
-    def holder(ready):
-        with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
-            store.get_session(0)["n"] = 1000  # never committed
-            os.write(ready, b"L")
-            time.sleep(600)
+    def hold():
+        store = SessionStore(Transaction({"SID": session_id}), session_dir)
+        store.get_session(0)["n"] = 1000  # never committed
 
-    pid, ready = fork_child(holder)
-    wait_for_byte(ready)
-    kill_and_reap(pid)
+    kill_and_reap(hold_until_killed(hold))
     started = time.monotonic()
     assert read_n(session_dir, session_id) == 7
     assert time.monotonic() - started < 0.5

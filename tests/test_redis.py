@@ -13,7 +13,7 @@ from fastsession import LockTimeout, SerializationError, SessionError
 from fastsession.redis import RedisSessionStore
 
 from conftest import Transaction
-from helpers import fork_child, kill_and_reap, wait_for_byte, wait_ok
+from helpers import hold_until_killed, kill_and_reap, run_in_processes
 from fastsession.bench.redis_server import RedisServer
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -182,25 +182,19 @@ def _increment(redis_url, prefix, session_id, times):
 
 def test_four_processes_lose_no_update(make, redis_url, prefix):
     session_id = stored(make, {"n": 0})
-    children = [fork_child(lambda _: _increment(redis_url, prefix, session_id, 100)) for _ in range(4)]
-    for pid, _ in children:
-        wait_ok(pid)
+    run_in_processes(lambda: _increment(redis_url, prefix, session_id, 100))
     assert load(make, session_id) == {"n": 400}
 
 
 def test_killed_holder_blocks_others_at_most_lock_ttl(make, redis_url, prefix):
     session_id = stored(make, {"n": 7})
 
-    def holder(ready):
+    def hold():
         client = redis.Redis.from_url(redis_url)
         store = RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, lock_ttl=0.5)
         store.get_session(False)["n"] = 1000  # never committed
-        os.write(ready, b"L")
-        time.sleep(600)
 
-    pid, ready = fork_child(holder)
-    wait_for_byte(ready)
-    kill_and_reap(pid)
+    kill_and_reap(hold_until_killed(hold))
     started = time.monotonic()
     assert load(make, session_id, timeout=5) == {"n": 7}
     assert time.monotonic() - started < 0.5 + 0.3

@@ -10,7 +10,7 @@ import fastsession
 from fastsession import LockTimeout, SerializationError, Session, SessionError, SessionStore
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, wait_for_byte, wait_ok
+from helpers import fork_child, raises_at_once_as_nobody, wait_for_byte, wait_ok
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -517,23 +517,13 @@ def test_permission_denied_on_the_directory_raises_at_once(traversable_tmp):
     directory = os.path.join(traversable_tmp, "sessions")
     os.mkdir(directory, 0o555)
 
-    def body(report):
-        from helpers import run_as_nobody
+    def write_a_session():
+        with SessionStore(Transaction(), directory) as store:
+            store.get_session(1)["a"] = 1
 
-        run_as_nobody()
-        started = time.monotonic()
-        try:
-            with SessionStore(Transaction(), directory) as store:
-                store.get_session(1)["a"] = 1
-        except PermissionError as exc:
-            ok = str(directory) in os.fsdecode(exc.filename) and time.monotonic() - started < 1
-            os.write(report, b"Y" if ok else b"N")
-        else:
-            os.write(report, b"N")
-
-    pid, report = fork_child(body)
-    assert wait_for_byte(report) == b"Y"
-    wait_ok(pid)
+    assert raises_at_once_as_nobody(
+        write_a_session, PermissionError, lambda exc: directory in os.fsdecode(exc.filename)
+    )
     assert os.listdir(directory) == []
 
 

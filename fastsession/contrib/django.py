@@ -24,7 +24,6 @@ from typing import Any, Optional
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.utils import timezone
 
 from ..files import FileBackend
 from ..store import encode, shared_backend
