@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastsession demo|bench``."""
+"""Command line: ``python -m fastsession demo|bench|gc``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench.add_argument("--quick", action="store_true", help="fewer rounds: a rough table in seconds")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
+    gc = commands.add_parser("gc", help="remove expired sessions and stale lockfiles")
+    gc.add_argument("directory")
+    gc.add_argument("--max-age", type=float, metavar="SECONDS", help="remove sessions idle longer than this")
+    gc.add_argument("--stale-locks", action="store_true", help="remove only the stale lockfiles")
+    gc.add_argument("--stale-after", type=float, default=30.0, metavar="SECONDS",
+                    help="age at which another host's lock counts as stale (default 30)")
+    gc.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
+    gc.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.command == "gc":
+        return run_gc(parser, args)
     if args.command == "demo":
         from .demo import serve
 
@@ -27,6 +37,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     from . import bench as benchmark
 
     return benchmark.main(quick=args.quick, as_json=args.json, plot_path=args.plot)
+
+
+def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import time
+
+    from .gc import ProgressBar, collect, summary
+
+    if args.max_age is None and not args.stale_locks:
+        parser.error("gc needs --max-age SECONDS (or --stale-locks alone)")
+    show = sys.stderr.isatty() and not args.quiet
+    started = time.monotonic()
+    try:
+        counts = collect(args.directory, args.max_age, stale_after=args.stale_after, dry_run=args.dry_run,
+                         stale_locks_only=args.stale_locks and args.max_age is None,
+                         progress=ProgressBar() if show else None)
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"fastsession gc: {exc}\n")
+        return 2
+    print(summary(counts, time.monotonic() - started, args.dry_run))
+    return 1 if counts.errors else 0
 
 
 if __name__ == "__main__":

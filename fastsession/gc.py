@@ -1,0 +1,181 @@
+"""Garbage collection of a session directory: expired sessions, stale locks, leftovers.
+
+``collect(directory, max_age)`` streams the directory shard by shard
+(constant memory) and removes
+
+- sessions whose mtime is older than ``max_age``, each re-checked under the
+  session's own lock first, so a session that is in use or was written after
+  gc looked at it is never removed (safe to run from cron beside live traffic);
+- lockfiles that the lock rules call stale (dead holder, holder line never
+  written, another host's lock older than ``stale_after``);
+- temp files of unlocked commits (concurrent=0) whose writer died, once older
+  than ``stale_after``.
+
+With ``stale_locks_only`` it removes stale lockfiles and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, List, Optional
+
+from ._holder import break_if_stale, holder_record, is_stale
+from .errors import LockTimeout
+from .files import FileBackend
+
+
+@dataclass
+class Collected:
+    """What a collection saw and did."""
+
+    scanned: int = 0  # session files looked at
+    removed: int = 0  # expired sessions removed (or that would be, with dry_run)
+    kept: int = 0  # sessions still fresh, or busy
+    bytes_freed: int = 0
+    locks_removed: int = 0
+    temps_removed: int = 0
+    errors: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: float,
+                       dry_run: bool, done: Collected) -> None:
+    lock_path = path + b".lock"
+    try:
+        fd = backend.kernels.acquire(lock_path, holder_record(), 1.0, 0, backend.stale_after)
+    except LockTimeout:
+        done.kept += 1  # in use right now: by definition not expired
+        return
+    try:
+        status = os.stat(path, follow_symlinks=False)  # again, under the lock
+        if now - status.st_mtime <= max_age:
+            done.kept += 1  # written since we looked
+            return
+        if not dry_run:
+            os.unlink(path)
+        done.removed += 1
+        done.bytes_freed += status.st_size
+    except FileNotFoundError:
+        pass  # removed meanwhile (expired by a request)
+    finally:
+        backend.kernels.unlock(fd, lock_path)
+
+
+def collect(directory: str, max_age: Optional[float] = None, *, stale_after: float = 30.0,
+            dry_run: bool = False, stale_locks_only: bool = False,
+            progress: Optional[Callable[[int, int, Collected], None]] = None) -> Collected:
+    """Remove expired sessions and stale lockfiles from ``directory``; the counts.
+
+    ``progress(shards_done, shards_total, counts)`` is called after each shard.
+    """
+    if max_age is None and not stale_locks_only:
+        raise ValueError("max_age is required unless stale_locks_only")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(2, "no such session directory", directory)
+    backend = FileBackend(directory, True, 1.0, 0, stale_after)
+    done = Collected()
+    root = backend.directory
+    try:
+        shards = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
+    except OSError as exc:
+        done.errors.append(f"{os.fsdecode(root)}: {exc}")
+        return done
+    for number, shard in enumerate(shards, 1):
+        try:
+            with os.scandir(root + shard) as entries:
+                for entry in entries:
+                    _visit(backend, entry, max_age, stale_after, dry_run, stale_locks_only, done)
+        except OSError as exc:
+            done.errors.append(f"{os.fsdecode(root + shard)}: {exc}")
+        if progress is not None:
+            progress(number, len(shards), done)
+    return done
+
+
+def _visit(backend: FileBackend, entry: os.DirEntry, max_age: Optional[float], stale_after: float,
+           dry_run: bool, stale_locks_only: bool, done: Collected) -> None:
+    name = os.fsdecode(entry.name)
+    path = os.fsencode(entry.path)
+    try:
+        if name.endswith(".lock"):
+            if backend.check_key(name[: -len(".lock")]) and _stale(path, stale_after, dry_run):
+                done.locks_removed += 1
+        elif stale_locks_only:
+            return
+        elif name.endswith(".tmp"):
+            status = entry.stat(follow_symlinks=False)
+            if time.time() - status.st_mtime > stale_after:
+                if not dry_run:
+                    os.unlink(path)
+                done.temps_removed += 1
+                done.bytes_freed += status.st_size
+        elif backend.check_key(name):
+            done.scanned += 1
+            now = time.time()
+            if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                _remove_if_expired(backend, path, max_age, now, dry_run, done)
+            else:
+                done.kept += 1
+    except FileNotFoundError:
+        pass  # gone between listing and looking: a request got there first
+    except OSError as exc:
+        done.errors.append(f"{entry.path}: {exc}")
+
+
+def _stale(lock_path: bytes, stale_after: float, dry_run: bool) -> bool:
+    """Whether the lockfile is stale; removed too unless ``dry_run``."""
+    if dry_run:
+        try:
+            with open(lock_path, "rb") as f:
+                head = f.read(512)
+                age = time.time() - os.fstat(f.fileno()).st_mtime
+        except FileNotFoundError:
+            return False
+        return is_stale(head, age, stale_after)
+    try:
+        before = os.stat(lock_path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not break_if_stale(lock_path, stale_after):
+        return False
+    try:  # break_if_stale also says True when the lock was merely released meanwhile
+        return os.stat(lock_path, follow_symlinks=False).st_ino != before.st_ino
+    except FileNotFoundError:
+        return True
+
+
+class ProgressBar:
+    """A one-line progress bar with rate and ETA on stderr (when it is a terminal)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+
+    def __call__(self, done_shards: int, total: int, counts: Collected) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = counts.scanned / elapsed
+        eta = elapsed / done_shards * (total - done_shards)
+        width = 30
+        filled = width * done_shards // max(total, 1)
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done_shards}/{total} shards, "
+            f"{counts.scanned} sessions, {rate:,.0f}/s, ETA {eta:,.0f} s   "
+        )
+        self.stream.flush()
+        if done_shards == total:
+            self.stream.write("\n")
+
+
+def summary(counts: Collected, seconds: float, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    text = (
+        f"scanned {counts.scanned} sessions in {seconds:.1f} s: {verb} {counts.removed} expired, "
+        f"kept {counts.kept}; {verb} {counts.locks_removed} stale locks and {counts.temps_removed} "
+        f"leftover temp files; {counts.bytes_freed} bytes freed; {len(counts.errors)} errors"
+    )
+    return "\n".join([text] + [f"  error: {e}" for e in counts.errors])
