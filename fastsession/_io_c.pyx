@@ -68,7 +68,8 @@ def read_session(bytes path, bint want_mtime):
                 n = read_retry(fd, buf, CHUNK)
                 if n < 0:
                     err = errno
-            close(fd)
+            if close(fd) != 0 and not err:
+                err = errno
     if err:
         if fd < 0 and err == ENOENT:
             return None

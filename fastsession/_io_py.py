@@ -10,7 +10,9 @@ import os
 
 import orjson
 
+from . import _syscalls as sc
 from ._holder import MAGIC
+from ._syscalls import named
 from .errors import CorruptSession
 
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -40,22 +42,25 @@ def read_session(path: bytes, want_mtime: bool):
     that are not a session, OSError (naming the path) for anything else.
     """
     try:
-        fd = os.open(path, READ_FLAGS)
+        fd = sc.open(path, READ_FLAGS)
     except FileNotFoundError:
         return None
     try:
-        mtime = os.fstat(fd).st_mtime if want_mtime else 0.0
-        raw = os.read(fd, CHUNK)
-        if len(raw) == CHUNK:  # a short read of a regular file is its end
-            parts = [raw]
-            while True:
-                more = os.read(fd, 1 << 20)
-                if not more:
-                    break
-                parts.append(more)
-            raw = b"".join(parts)
-    finally:
-        os.close(fd)
+        try:
+            mtime = sc.fstat(fd).st_mtime if want_mtime else 0.0
+            raw = sc.read(fd, CHUNK)
+            if len(raw) == CHUNK:  # a short read of a regular file is its end
+                parts = [raw]
+                while True:
+                    more = sc.read(fd, 1 << 20)
+                    if not more:
+                        break
+                    parts.append(more)
+                raw = b"".join(parts)
+        finally:
+            sc.close(fd)
+    except OSError as exc:
+        raise named(exc, path) from None
     if raw[:1] == b"{":  # a plain JSON document, written without a holder line
         body = raw
     else:
@@ -69,20 +74,24 @@ def read_session(path: bytes, want_mtime: bool):
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[sc.write(fd, view) :]
 
 
 def _fsync_dir(path: bytes) -> None:
-    fd = os.open(os.path.dirname(path) or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    directory = os.path.dirname(path) or b"."
+    fd = sc.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            sc.fsync(fd)
+        finally:
+            sc.close(fd)
+    except OSError as exc:
+        raise named(exc, directory) from None
 
 
 def _discard(path: bytes) -> None:
     try:
-        os.unlink(path)
+        sc.unlink(path)
     except OSError:
         pass  # the error that brought us here is the one to report
 
@@ -92,15 +101,13 @@ def _fill_and_rename(fd: int, data: bytes, source: bytes, target: bytes, fsync: 
         try:
             _write_all(fd, data)
             if fsync:
-                os.fsync(fd)
+                sc.fsync(fd)
         finally:
-            os.close(fd)
-        os.rename(source, target)
+            sc.close(fd)
+        sc.rename(source, target)
     except OSError as exc:
         _discard(source)
-        if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, source) from exc
-        raise
+        raise named(exc, source) from None
     if fsync:
         _fsync_dir(target)
 
@@ -116,5 +123,5 @@ def commit_locked(fd: int, lock_path: bytes, path: bytes, body: bytes, fsync: bo
 
 def write_unlocked(temp_path: bytes, path: bytes, record: bytes, body: bytes, fsync: bool) -> None:
     """Write holder line and ``body`` to a new ``temp_path`` and rename it over the session."""
-    fd = os.open(temp_path, TEMP_FLAGS, 0o600)
+    fd = sc.open(temp_path, TEMP_FLAGS, 0o600)
     _fill_and_rename(fd, record + body, temp_path, path, fsync)

@@ -4,10 +4,13 @@ Whoever creates ``<session file>.lock`` owns the session. The file starts
 with the holder line, so a waiter can tell a dead holder from a live one.
 """
 
+import errno
 import os
 import time
 
+from . import _syscalls as sc
 from ._holder import break_if_stale
+from ._syscalls import named
 from .errors import LockTimeout
 
 LOCK_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -19,15 +22,19 @@ CHECK_HOLDER_AFTER = 0.002  # short waits never pay for reading the holder line
 def try_lock(lock_path: bytes, record: bytes) -> int:
     """The lockfile's descriptor, with ``record`` written; -1 when it exists (locked)."""
     try:
-        fd = os.open(lock_path, LOCK_FLAGS, 0o600)
+        fd = sc.open(lock_path, LOCK_FLAGS, 0o600)
     except FileExistsError:
         return -1
     try:
-        if os.write(fd, record) != len(record):
-            raise OSError(28, os.strerror(28), os.fsdecode(lock_path))  # ENOSPC
+        if sc.write(fd, record) != len(record):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), lock_path)
+    except OSError as exc:
+        sc.close(fd)
+        sc.unlink(lock_path)
+        raise named(exc, lock_path) from None
     except BaseException:
-        os.close(fd)
-        os.unlink(lock_path)
+        sc.close(fd)
+        sc.unlink(lock_path)
         raise
     return fd
 
@@ -64,5 +71,5 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
 
 def unlock(fd: int, lock_path: bytes) -> None:
     """Release without committing: the lockfile goes, the session file stays as it was."""
-    os.close(fd)
-    os.unlink(lock_path)
+    sc.close(fd)
+    sc.unlink(lock_path)
