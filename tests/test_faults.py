@@ -182,3 +182,33 @@ def test_no_descriptors_left_raises_emfile_not_a_wait(session_dir):
     assert not [f for f in session_files(session_dir) if f.endswith(".lock")]
     with SessionStore(Transaction({"SID": session_id}), session_dir, timeout=1) as store:
         assert store.get_session(0) == {"n": 1}
+
+
+def test_fsync_order_of_the_live_twin_seen_by_strace(session_dir, tmp_path):
+    """The compiled twin's system calls, as the kernel sees them: fsync(file), rename, fsync(dir)."""
+    import shutil
+    import sys
+
+    if shutil.which("strace") is None:
+        pytest.fail("strace is needed for this test: apt-get install -y strace")
+    session_id, _ = store_session(session_dir, {"n": 1})
+    script = tmp_path / "commit.py"
+    script.write_text(
+        "import sys\n"
+        "from fastsession import SessionStore\n"
+        "class T:\n"
+        "    value = sys.argv[2]\n"
+        "    def get_cookie(self, name): return self\n"
+        "    def set_cookie_value(self, name, value): pass\n"
+        "    def delete_cookie(self, name): pass\n"
+        "with SessionStore(T(), sys.argv[1], fsync=True) as store:\n"
+        "    store.get_session(0)['n'] = 2\n"
+    )
+    log = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-o", str(log), "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+                    sys.executable, str(script), session_dir, session_id], check=True, cwd="/")
+    calls = [line.split("(")[0].split()[-1] for line in log.read_text().splitlines() if "(" in line]
+    calls = [c for c in calls if c in ("fsync", "fdatasync", "rename", "renameat", "renameat2")]
+    renames = [i for i, c in enumerate(calls) if c.startswith("rename")]
+    assert len(renames) == 1, calls
+    assert "fsync" in calls[: renames[0]] and "fsync" in calls[renames[0] + 1 :], calls

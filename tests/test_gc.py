@@ -180,3 +180,35 @@ def test_gc_in_a_loop_beside_four_writers_loses_nothing(session_dir):
     assert removed == len(expired)
     assert [load(session_dir, sid) for sid in live] == [{"n": 160}] * len(live)
     assert all(load(session_dir, sid) is None for sid in expired)
+
+
+def test_session_written_after_gc_decided_is_kept(session_dir, monkeypatch):
+    import fastsession.gc as gc_module
+
+    session_id, _ = store_session(session_dir, {"a": 1})
+    path = path_of(session_dir, session_id)
+    age(path, 7200)
+
+    class WrittenMeanwhile(gc_module.FileBackend):
+        """A request commits between gc's look at the mtime and gc taking the lock."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            real = self.kernels
+
+            class Kernels:
+                def __getattr__(self, name):
+                    return getattr(real, name)
+
+                def acquire(self, *args):
+                    store_write = SessionStore(Transaction({"SID": session_id}), session_dir)
+                    store_write.get_session(0)["a"] = 2
+                    store_write.close()
+                    return real.acquire(*args)
+
+            self.kernels = Kernels()
+
+    monkeypatch.setattr(gc_module, "FileBackend", WrittenMeanwhile)
+    counts = collect(session_dir, 3600)
+    assert (counts.removed, counts.kept) == (0, 1)
+    assert load(session_dir, session_id) == {"a": 2}
