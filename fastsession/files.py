@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import _kernels
 from ._holder import holder_record
@@ -23,24 +23,18 @@ logger = logging.getLogger("fastsession")
 # (session file, its lockfile, the lock's descriptor); (path, b"", -1) when not locking
 Handle = Tuple[bytes, bytes, int]
 
-# Absolute session directories this process has made sure of: a store is
-# made per request, and makedirs would cost three system calls each time.
-_prepared: Dict[str, bytes] = {}
-
-
 def prepare_directory(directory: str) -> bytes:
     """Create ``directory`` (0700) if absent; its absolute path as bytes, ending in a slash."""
-    path = _prepared.get(directory)
-    if path is None:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        path = os.path.join(os.fsencode(os.path.abspath(directory)), b"")
-        if os.path.isabs(directory):  # a relative one may mean another folder after chdir
-            _prepared[directory] = path
-    return path
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.path.join(os.fsencode(os.path.abspath(directory)), b"")
 
 
 class FileBackend:
-    """Sessions as files, one per id, locked with O_EXCL lockfiles."""
+    """Sessions as files, one per id, locked with O_EXCL lockfiles.
+
+    Made once per configuration and shared by the stores of every request
+    (store.shared_backend), so its set-up (makedirs) is not paid per request.
+    """
 
     kernels = _kernels.ACTIVE  # a subclass may choose a twin explicitly
 
@@ -115,6 +109,7 @@ class FileBackend:
         return self.path(key), b"", -1
 
     def exists(self, handle: Handle) -> bool:
+        """Whether the session of ``handle`` is stored."""
         return os.path.exists(handle[0])
 
     def save(self, handle: Handle, body: bytes) -> None:
@@ -157,21 +152,23 @@ class FileBackend:
         if fd >= 0:
             self.kernels.unlock(fd, lock_path)
 
+    def shards(self) -> List[bytes]:
+        """The shard folders (at most 4096), sorted."""
+        with os.scandir(self.directory) as entries:
+            return sorted(os.fsencode(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+
     def keys(self) -> Iterator[str]:
         """Every stored session's key, streamed shard by shard (constant memory)."""
         try:
-            shards = os.scandir(self.directory)
+            shards = self.shards()
         except FileNotFoundError:
             return
-        with shards:
-            for shard in shards:
-                if not shard.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(shard.path) as entries:
-                    for entry in entries:
-                        name = os.fsdecode(entry.name)
-                        if self.check_key(name):  # not a .lock or .tmp
-                            yield name
+        for shard in shards:
+            with os.scandir(shard) as entries:
+                for entry in entries:
+                    name = os.fsdecode(entry.name)
+                    if self.check_key(name):  # not a .lock or .tmp
+                        yield name
 
     @staticmethod
     def _unlink(path: bytes) -> None:

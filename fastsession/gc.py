@@ -79,19 +79,18 @@ def collect(directory: str, max_age: Optional[float] = None, *, stale_after: flo
         raise FileNotFoundError(2, "no such session directory", directory)
     backend = FileBackend(directory, True, 1.0, 0, stale_after)
     done = Collected()
-    root = backend.directory
     try:
-        shards = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
+        shards = backend.shards()
     except OSError as exc:
-        done.errors.append(f"{os.fsdecode(root)}: {exc}")
+        done.errors.append(f"{directory}: {exc}")
         return done
     for number, shard in enumerate(shards, 1):
         try:
-            with os.scandir(root + shard) as entries:
+            with os.scandir(shard) as entries:
                 for entry in entries:
                     _visit(backend, entry, max_age, stale_after, dry_run, stale_locks_only, done)
         except OSError as exc:
-            done.errors.append(f"{os.fsdecode(root + shard)}: {exc}")
+            done.errors.append(f"{os.fsdecode(shard)}: {exc}")
         if progress is not None:
             progress(number, len(shards), done)
     return done

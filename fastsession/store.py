@@ -67,16 +67,13 @@ class BaseStore:
         """The session of this transaction; a new one with a fresh id when ``create``, else None."""
         if self._session is not None:
             return self._session
-        if self._closed:
-            raise SessionError("the session store is closed")
+        self._check_open()
         self.accessed = True
-        if not self._expired:
-            cookie = self.trans.get_cookie(self.session_cookie_name)
-            value = getattr(cookie, "value", None)
-            if self.backend.kernels.is_valid_id(value):
-                session = self._get_session(value, False)
-                if session is not None:
-                    return session
+        cookie_id = None if self._expired else self._cookie_id()
+        if cookie_id is not None:
+            session = self._get_session(cookie_id, False)
+            if session is not None:
+                return session
         if not create:
             return None
         session = self._new_session()
@@ -142,8 +139,7 @@ class BaseStore:
             raise SessionError(
                 "this store already holds another session; close() it before opening one more"
             )
-        if self._closed:
-            raise SessionError("the session store is closed")
+        self._check_open()
         handle = self.backend.open(session_id)
         try:
             loaded = self.backend.load(handle)
