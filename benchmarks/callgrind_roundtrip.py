@@ -14,30 +14,12 @@ import shutil
 import sys
 
 import fastsession
-
-
-class Cookie:
-    def __init__(self, value):
-        self.value = value
-
-
-class Jar:
-    def __init__(self):
-        self.cookies = {}
-
-    def get_cookie(self, name):
-        return Cookie(self.cookies[name]) if name in self.cookies else None
-
-    def set_cookie_value(self, name, value):
-        self.cookies[name] = value
-
-    def delete_cookie(self, name):
-        self.cookies.pop(name, None)
+from fastsession.bench.contenders import CookieJar
 
 
 def main(count: int, directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
-    jar = Jar()
+    jar = CookieJar()
     store = fastsession.SessionStore(jar, directory)
     store.get_session(1).update({"user_id": 48213, "cart": [1, 2, 3], "visits": 0})
     store.close()

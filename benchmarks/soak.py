@@ -27,20 +27,15 @@ import time
 import orjson
 
 from fastsession import SessionStore
+from fastsession.bench.contenders import CookieJar
 
 
-class Jar:
-    def __init__(self, value=None):
-        self.value = value
-
-    def get_cookie(self, name):
-        return self if self.value is not None else None
-
-    def set_cookie_value(self, name, value):
-        self.value = value
-
-    def delete_cookie(self, name):
-        self.value = None
+def Jar(session_id):
+    """A browser holding ``session_id`` as its cookie (none when None)."""
+    jar = CookieJar()
+    if session_id is not None:
+        jar.cookies["SID"] = session_id
+    return jar
 
 
 # -- worker ---------------------------------------------------------------------------
