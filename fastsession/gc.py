@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from ._holder import break_if_stale, holder_record, is_stale
@@ -38,9 +38,6 @@ class Collected:
     locks_removed: int = 0
     temps_removed: int = 0
     errors: List[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: float,
