@@ -6,7 +6,7 @@ only for the result (the body bytes and orjson's decoded dict).
 
 import os
 
-from libc.errno cimport EINTR, ENOENT, errno
+from libc.errno cimport EINTR, ELOOP, ENOENT, errno
 from libc.string cimport memchr, memcmp
 from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_RDONLY, O_WRONLY, open
 from posix.stat cimport fstat, struct_stat
@@ -18,7 +18,7 @@ from orjson import JSONDecodeError, loads
 
 from fastsession import _io_py
 from fastsession._holder import MAGIC
-from fastsession._io_py import decode_body, no_holder_line
+from fastsession._io_py import decode_body, no_holder_line, symlink_found
 
 cdef int READ_FLAGS = O_RDONLY | O_NOFOLLOW | O_CLOEXEC
 cdef int TEMP_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
@@ -47,7 +47,8 @@ def read_session(bytes path, bint want_mtime):
     """(data, body, mtime) of the session file; None when there is none.
 
     ``mtime`` is 0.0 unless ``want_mtime``. Raises CorruptSession for bytes
-    that are not a session, OSError (naming the path) for anything else.
+    that are not a session or a symlink in its place (never followed), OSError
+    (naming the path) for anything else.
     """
     cdef const char *cpath = path
     cdef char buf[CHUNK]
@@ -73,6 +74,8 @@ def read_session(bytes path, bint want_mtime):
     if err:
         if fd < 0 and err == ENOENT:
             return None
+        if fd < 0 and err == ELOOP:
+            raise symlink_found(path)
         raise_oserror(err, path)
     if n == CHUNK:  # a large session: the pure twin's loop reads the rest
         return _io_py.read_session(path, want_mtime)

@@ -6,6 +6,7 @@ newline ends the holder line. A file that is just a JSON object (written by
 another tool) reads as well.
 """
 
+import errno
 import os
 
 import orjson
@@ -18,6 +19,10 @@ from .errors import CorruptSession
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 16384  # most sessions fit: one read, no fstat
+
+
+def symlink_found(path) -> CorruptSession:
+    return CorruptSession(f"{os.fsdecode(path)}: a symbolic link where a session should be (not followed)")
 
 
 def no_holder_line(path) -> CorruptSession:
@@ -39,12 +44,17 @@ def read_session(path: bytes, want_mtime: bool):
     """(data, body, mtime) of the session file; None when there is none.
 
     ``mtime`` is 0.0 unless ``want_mtime``. Raises CorruptSession for bytes
-    that are not a session, OSError (naming the path) for anything else.
+    that are not a session or a symlink in its place (never followed), OSError
+    (naming the path) for anything else.
     """
     try:
         fd = sc.open(path, READ_FLAGS)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise symlink_found(path) from None
+        raise
     try:
         try:
             mtime = sc.fstat(fd).st_mtime if want_mtime else 0.0

@@ -39,6 +39,10 @@ class Collected:
     temps_removed: int = 0
     errors: List[str] = field(default_factory=list)
 
+    def __getitem__(self, name: str) -> object:
+        """The counts read as a mapping as well: ``counts["removed"]``."""
+        return getattr(self, name)
+
 
 def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: float,
                        dry_run: bool, done: Collected) -> None:

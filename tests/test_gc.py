@@ -47,6 +47,7 @@ def test_removes_expired_sessions_and_keeps_fresh_ones(session_dir, three):
     size = os.path.getsize(path_of(session_dir, old1)) + os.path.getsize(path_of(session_dir, old2))
     counts = collect(session_dir, 3600)
     assert (counts.scanned, counts.removed, counts.kept, counts.bytes_freed) == (3, 2, 1, size)
+    assert counts["removed"] == 2
     assert session_files(session_dir) == [os.path.join(fresh[:2], fresh)]
     assert counts.errors == []
 

@@ -488,15 +488,21 @@ def test_files_are_private_and_sharded(session_dir):
     assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
 
 
-def test_symlink_planted_as_a_session_is_not_followed(session_dir, tmp_path):
+def test_symlink_planted_as_a_session_is_never_followed(session_dir, tmp_path, caplog):
     session_id, _ = store_session(session_dir, {"a": 1})
     target = tmp_path / "secret"
     target.write_bytes(b'FSv1 h b 1 1\n{"secret":1}')
     os.unlink(session_path(session_dir, session_id))
     os.symlink(target, session_path(session_dir, session_id))
-    with pytest.raises(OSError):
-        load(session_dir, session_id)
-    assert target.read_bytes() == b'FSv1 h b 1 1\n{"secret":1}'
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        assert load(session_dir, session_id) is None  # absent, like any unusable session file
+    assert "symbolic link" in caplog.text
+    trans = Transaction({"SID": session_id})
+    with SessionStore(trans, session_dir) as store:
+        fresh = store.get_session(1)
+        fresh["mine"] = 1
+    assert fresh.session_id != session_id
+    assert target.read_bytes() == b'FSv1 h b 1 1\n{"secret":1}'  # never read, never written
 
 
 def test_concurrent_zero_takes_no_lock_and_commits_atomically(session_dir):
