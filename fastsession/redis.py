@@ -1,13 +1,13 @@
 """Redis: the same facade for apps on many hosts (``pip install fastsession[redis]``).
 
 ``RedisSessionStore(trans, client, ...)`` is SessionStore with a Redis
-backend: one orjson value per session (``<prefix>{<id>}``, with a TTL of
-``max_age`` when set), and a lock ``<prefix>{<id>}:lock`` taken with
+backend: one orjson value per session (``<prefix><id>``, with a TTL of
+``max_age`` when set), and a lock ``<prefix><id>:lock`` taken with
 ``SET NX PX lock_ttl`` and a random token. Commit, release and delete are
 Lua scripts that act only while that token still holds the lock, so a holder
 whose lock expired and was taken by another never overwrites the new
-holder's data: it gets SessionError. Both keys share the hash tag ``{<id>}``,
-so the scripts work on Redis Cluster too.
+holder's data: it gets SessionError. (The scripts touch both keys, so Redis
+Cluster, which would put them in different slots, is not supported.)
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class RedisBackend:
     def _keys(self, key: str) -> Tuple[str, str]:
         if not self.kernels.is_valid_id(key):
             raise ValueError(f"invalid session id {key!r}")
-        data_key = f"{self.prefix}{{{key}}}"
+        data_key = self.prefix + key
         return data_key, data_key + ":lock"
 
     def open(self, key: str) -> RedisHandle:

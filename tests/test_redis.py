@@ -81,18 +81,18 @@ def test_round_trip_and_key_layout(make, client, prefix):
     session_id = stored(make, {"user": "ann", "cart": [1, 2]})
     assert ID.fullmatch(session_id)
     assert load(make, session_id) == {"user": "ann", "cart": [1, 2]}
-    assert our_keys(client, prefix) == [f"{prefix}{{{session_id}}}"]  # no lock left
-    assert client.pttl(f"{prefix}{{{session_id}}}") == -1  # max_age=None: no TTL
+    assert our_keys(client, prefix) == [prefix + session_id]  # no lock left
+    assert client.pttl(prefix + session_id) == -1  # max_age=None: no TTL
 
 
 def test_max_age_sets_the_ttl_on_write(make, client, prefix):
     session_id = stored(make, {"a": 1}, max_age=100)
-    assert 99_000 < client.pttl(f"{prefix}{{{session_id}}}") <= 100_000
+    assert 99_000 < client.pttl(prefix + session_id) <= 100_000
 
 
 def test_unchanged_read_neither_writes_nor_touches_before_a_quarter_of_max_age(make, client, prefix):
     session_id = stored(make, {"a": 1}, max_age=100)
-    key = f"{prefix}{{{session_id}}}"
+    key = prefix + session_id
     client.pexpire(key, 90_000)  # as if written 10 s ago
     assert load(make, session_id, max_age=100) == {"a": 1}
     assert client.pttl(key) <= 90_000
@@ -109,7 +109,7 @@ def test_unknown_or_malformed_cookie_is_never_adopted(make, cookie, client, pref
         session = store.get_session(True)
         session["x"] = 1
     assert session.session_id != cookie and ID.fullmatch(session.session_id)
-    assert our_keys(client, prefix) == [f"{prefix}{{{session.session_id}}}"]
+    assert our_keys(client, prefix) == [prefix + session.session_id]
 
 
 def test_new_empty_session_is_not_stored(make, client, prefix):
@@ -144,7 +144,7 @@ def test_exception_rolls_back_and_unlocks(make, client, prefix):
             store.get_session(False)["n"] = 2
             1 / 0
     assert load(make, session_id, timeout=1) == {"n": 1}
-    assert our_keys(client, prefix) == [f"{prefix}{{{session_id}}}"]
+    assert our_keys(client, prefix) == [prefix + session_id]
 
 
 def test_unencodable_value_keeps_data_and_unlocks(make, client, prefix):
@@ -158,7 +158,7 @@ def test_unencodable_value_keeps_data_and_unlocks(make, client, prefix):
 
 def test_corrupt_value_counts_as_absent_and_is_logged(make, client, prefix, caplog):
     session_id = stored(make, {"n": 1})
-    client.set(f"{prefix}{{{session_id}}}", b"\x80not json")
+    client.set(prefix + session_id, b"\x80not json")
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert load(make, session_id) is None
     assert any(r.name == "fastsession" for r in caplog.records)
@@ -253,7 +253,7 @@ def test_failed_commit_leaves_no_lock_and_keeps_the_data(make, client, prefix):
             store.close()
     finally:
         client.config_set("maxmemory", 0)
-    assert our_keys(client, prefix) == [f"{prefix}{{{session_id}}}"]  # the lock is gone
+    assert our_keys(client, prefix) == [prefix + session_id]  # the lock is gone
     assert load(make, session_id) == {"n": 1}
 
 
