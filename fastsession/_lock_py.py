@@ -28,13 +28,11 @@ def try_lock(lock_path: bytes, record: bytes) -> int:
     try:
         if sc.write(fd, record) != len(record):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), lock_path)
-    except OSError as exc:
+    except BaseException as exc:
         sc.close(fd)
         sc.unlink(lock_path)
-        raise named(exc, lock_path) from None
-    except BaseException:
-        sc.close(fd)
-        sc.unlink(lock_path)
+        if isinstance(exc, OSError):
+            raise named(exc, lock_path) from None
         raise
     return fd
 

@@ -12,14 +12,13 @@ import subprocess
 
 import pytest
 
-from fastsession import SessionStore, _kernels, _syscalls
-from fastsession.files import FileBackend
+from fastsession import SessionStore, _syscalls
+from fastsession.bench.contenders import twin_store
 
 from conftest import Transaction, session_files, store_session
 from helpers import fork_child, wait_for_byte, wait_ok
 
-PureBackend = type("PureBackend", (FileBackend,), {"kernels": _kernels.twin("py")})
-PureStore = type("PureStore", (SessionStore,), {"backend_class": PureBackend})
+PureStore = twin_store("py")  # the injected faults go through the pure twins' seam
 CALLS = ["open", "read", "write", "fsync", "close", "rename", "unlink", "fstat"]
 ERRNOS = [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EMFILE]
 

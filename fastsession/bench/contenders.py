@@ -78,13 +78,17 @@ class CookieJar:
         self.cookies.pop(name, None)
 
 
-def twin_store(kind: str) -> type:
-    """SessionStore over one twin's kernels, whichever set the package chose."""
+def twin_kernels(kind: str) -> object:
+    """One twin's kernel set; Missing when the compiled one was not built."""
     try:
-        kernels = _kernels.twin(kind)
+        return _kernels.twin(kind)
     except ImportError as exc:
         raise Missing(f"compiled kernels not built ({exc})") from None
-    backend = type(f"FileBackend_{kind}", (FileBackend,), {"kernels": kernels})
+
+
+def twin_store(kind: str) -> type:
+    """SessionStore over one twin's kernels, whichever set the package chose."""
+    backend = type(f"FileBackend_{kind}", (FileBackend,), {"kernels": twin_kernels(kind)})
     return type(f"SessionStore_{kind}", (SessionStore,), {"backend_class": backend})
 
 
@@ -146,10 +150,7 @@ def redis_ops(directory: str) -> Dict[str, Callable]:
 
 
 def fastsession_kernels(kind: str, directory: str) -> Dict[str, Runner]:
-    try:
-        k = _kernels.twin(kind)
-    except ImportError as exc:
-        raise Missing(f"compiled kernels not built ({exc})") from None
+    k = twin_kernels(kind)
     path = os.fsencode(os.path.join(directory, f"kernel-{kind}"))
     lock = path + b".lock"
     record = holder_record()
