@@ -2,12 +2,19 @@
 
 Every lockfile starts with one line naming its holder::
 
-    FSv1 <host> <boot id> <pid> <process start time>\n
+    FSv1 <host>/<pid namespace> <boot id> <pid> <process start time>\n
 
 and, since the next version of a session is written into its lockfile and
 renamed over the session file, every session file starts with that line too.
 Readers skip it. This module is the slow path shared by both lock twins: it
 runs only while a session is locked by someone else.
+
+The PID namespace (the inode of ``/proc/self/ns/pid``) is part of the host
+field: two containers of one pod share hostname and boot id but not pids, so
+a pid means something only to a waiter in the holder's own namespace. A
+holder in another namespace is judged like one on another host (by age,
+``stale_after``), never "dead at once". Versions before the namespace was
+recorded read such a line as another host's too, which is the safe reading.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ def _read_small(path: str) -> bytes:
         return b""
 
 
-def _proc_stat(pid: int) -> tuple[bytes, bytes]:
+def _proc_stat(pid) -> tuple[bytes, bytes]:
     """(state, start time in clock ticks since boot) of a process; (b"", b"") when it is gone."""
     stat = _read_small(f"/proc/{pid}/stat")
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
@@ -38,10 +45,21 @@ def _proc_stat(pid: int) -> tuple[bytes, bytes]:
     return (fields[0], fields[19]) if len(fields) > 19 else (b"", b"")
 
 
+def _pid_namespace() -> bytes:
+    """The inode of this process's PID namespace; b"-" without a /proc of its own namespace."""
+    try:
+        # "pid:[4026531836]". /proc/self does not resolve when /proc belongs to
+        # another namespace (unshare --pid without --mount-proc): "-" then.
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return b"-"
+    return link[link.find("[") + 1 : -1].encode("ascii", "replace") or b"-"
+
+
 def _this_host() -> tuple[bytes, bytes]:
-    host = socket.gethostname().encode("ascii", "replace").replace(b" ", b"_") or b"-"
+    name = socket.gethostname().encode("ascii", "replace").replace(b" ", b"_").replace(b"/", b"_") or b"-"
     boot = _read_small("/proc/sys/kernel/random/boot_id").strip() or b"-"
-    return host, boot
+    return b"%s/%s" % (name, _pid_namespace()), boot
 
 
 HOST, BOOT = _this_host()
@@ -52,14 +70,16 @@ def holder_record() -> bytes:
     """This process's holder line (computed once per process, again after fork)."""
     global _record
     if not _record:
-        pid = os.getpid()
-        _record = b"%s%s %s %d %s\n" % (MAGIC, HOST, BOOT, pid, _proc_stat(pid)[1] or b"-")
+        # /proc/self, not /proc/<pid>: under a /proc of another namespace that
+        # pid names another process; /proc/self then fails and says "-".
+        _record = b"%s%s %s %d %s\n" % (MAGIC, HOST, BOOT, os.getpid(), _proc_stat("self")[1] or b"-")
     return _record
 
 
 def _forget_record() -> None:
-    global _record
+    global _record, HOST
     _record = b""
+    HOST = _this_host()[0]  # a child forked after unshare(CLONE_NEWPID) is in another namespace
 
 
 os.register_at_fork(after_in_child=_forget_record)
@@ -102,7 +122,8 @@ def break_if_stale(lock_path: bytes, stale_after: float) -> bool:
     same inode. A lock taken since then is a new inode and is never removed.
     """
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO in place of a lockfile must not hang the waiter.
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return True  # released meanwhile
     try:

@@ -8,21 +8,33 @@ another tool) reads as well.
 
 import errno
 import os
+import stat
 
 import orjson
 
 from . import _syscalls as sc
 from ._holder import MAGIC
+from ._lock_py import lock_lost, owns
 from ._syscalls import named
 from .errors import CorruptSession
 
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted in place of a session must not hang the request.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-CHUNK = 16384  # most sessions fit: one read, no fstat
+CHUNK = 16384  # most sessions fit: one read
+MAX_SESSION_BYTES = 16 << 20  # more is no session: a file that large counts as corrupt
 
 
 def symlink_found(path) -> CorruptSession:
     return CorruptSession(f"{os.fsdecode(path)}: a symbolic link where a session should be (not followed)")
+
+
+def not_a_file(path) -> CorruptSession:
+    return CorruptSession(f"{os.fsdecode(path)}: not a regular file (never read)")
+
+
+def too_large(path) -> CorruptSession:
+    return CorruptSession(f"{os.fsdecode(path)}: larger than {MAX_SESSION_BYTES} bytes")
 
 
 def no_holder_line(path) -> CorruptSession:
@@ -44,8 +56,10 @@ def read_session(path: bytes, want_mtime: bool):
     """(data, body, mtime) of the session file; None when there is none.
 
     ``mtime`` is 0.0 unless ``want_mtime``. Raises CorruptSession for bytes
-    that are not a session or a symlink in its place (never followed), OSError
-    (naming the path) for anything else.
+    that are not a session, for a symlink in its place (never followed), for
+    anything but a regular file (a FIFO, a device, a directory: opened
+    without blocking, never read) and for a file over MAX_SESSION_BYTES;
+    OSError (naming the path) for anything else.
     """
     try:
         fd = sc.open(path, READ_FLAGS)
@@ -57,20 +71,32 @@ def read_session(path: bytes, want_mtime: bool):
         raise
     try:
         try:
-            mtime = sc.fstat(fd).st_mtime if want_mtime else 0.0
+            status = sc.fstat(fd)  # the descriptor we read: no race with the path
+            if not stat.S_ISREG(status.st_mode):
+                raise not_a_file(path)
             raw = sc.read(fd, CHUNK)
             if len(raw) == CHUNK:  # a short read of a regular file is its end
                 parts = [raw]
-                while True:
+                size = len(raw)
+                while size <= MAX_SESSION_BYTES:
                     more = sc.read(fd, 1 << 20)
                     if not more:
                         break
                     parts.append(more)
+                    size += len(more)
+                if size > MAX_SESSION_BYTES:
+                    raise too_large(path)
                 raw = b"".join(parts)
         finally:
             sc.close(fd)
     except OSError as exc:
         raise named(exc, path) from None
+    data, body = parse(raw, path)
+    return data, body, status.st_mtime if want_mtime else 0.0
+
+
+def parse(raw: bytes, path):
+    """(data, body) of a session file's bytes: the holder line skipped, the JSON decoded."""
     if raw[:1] == b"{":  # a plain JSON document, written without a holder line
         body = raw
     else:
@@ -78,7 +104,7 @@ def read_session(path: bytes, want_mtime: bool):
         if end < 0 or not raw.startswith(MAGIC):
             raise no_holder_line(path)
         body = raw[end + 1 :]
-    return decode_body(body, path), body, mtime
+    return decode_body(body, path), body
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -106,17 +132,26 @@ def _discard(path: bytes) -> None:
         pass  # the error that brought us here is the one to report
 
 
-def _fill_and_rename(fd: int, data: bytes, source: bytes, target: bytes, fsync: bool) -> None:
+def _fill_and_rename(fd: int, data: bytes, source: bytes, target: bytes, fsync: bool, locked: bool) -> None:
+    mine = True
     try:
         try:
             _write_all(fd, data)
             if fsync:
                 sc.fsync(fd)
         finally:
-            sc.close(fd)
+            try:
+                # A lock broken meanwhile is another holder's file now: never
+                # rename it over the session, never remove it.
+                mine = not locked or owns(fd, source)
+            finally:
+                sc.close(fd)
+        if not mine:
+            raise lock_lost(source)
         sc.rename(source, target)
     except OSError as exc:
-        _discard(source)
+        if mine:
+            _discard(source)
         raise named(exc, source) from None
     if fsync:
         _fsync_dir(target)
@@ -127,11 +162,13 @@ def commit_locked(fd: int, lock_path: bytes, path: bytes, body: bytes, fsync: bo
 
     Commit and unlock in one step. On any error the lockfile is removed (the
     lock released), the session file is as it was, and OSError names the path.
+    A lock that was broken meanwhile raises SessionError: nothing is written,
+    the lockfile (another holder's now) is left alone.
     """
-    _fill_and_rename(fd, body, lock_path, path, fsync)
+    _fill_and_rename(fd, body, lock_path, path, fsync, True)
 
 
 def write_unlocked(temp_path: bytes, path: bytes, record: bytes, body: bytes, fsync: bool) -> None:
     """Write holder line and ``body`` to a new ``temp_path`` and rename it over the session."""
     fd = sc.open(temp_path, TEMP_FLAGS, 0o600)
-    _fill_and_rename(fd, record + body, temp_path, path, fsync)
+    _fill_and_rename(fd, record + body, temp_path, path, fsync, False)

@@ -12,7 +12,7 @@ from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_WRONLY, open
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, nanosleep, time_t, timespec
 from posix.unistd cimport close, unlink, write
 
-from fastsession._posix cimport O_NOFOLLOW, raise_oserror
+from fastsession._posix cimport O_NOFOLLOW, owns_fd, raise_oserror
 
 from fastsession._holder import break_if_stale
 from fastsession.errors import LockTimeout
@@ -96,11 +96,14 @@ def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_a
     cdef double limit = timeout if has_timeout else 0.0
     cdef double max_pause = min(delay, MAX_PAUSE)
     cdef double pause = min(FIRST_PAUSE, max_pause)
+    cdef bint timed_out
     while True:
         waited = monotonic() - start
-        if waited >= CHECK_HOLDER_AFTER and break_if_stale(lock_path, stale_after):
+        timed_out = has_timeout and waited >= limit
+        # A dead holder's lock is broken whatever the timeout, timeout=0 included.
+        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after):
             pause = min(FIRST_PAUSE, max_pause)
-        elif has_timeout and waited >= limit:
+        elif timed_out:
             raise LockTimeout(
                 f"session lock {os.fsdecode(lock_path)!r} still held after {timeout} s"
             )
@@ -115,12 +118,17 @@ def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_a
 
 
 def unlock(int fd, bytes lock_path):
-    """Release without committing: the lockfile goes, the session file stays as it was."""
+    """Release without committing: the lockfile goes, the session file stays as it was.
+
+    A lock that was broken meanwhile (and may be someone else's now) is left alone.
+    """
     cdef const char *path = lock_path
     cdef int err = 0
+    cdef bint mine
     with nogil:
+        mine = owns_fd(fd, path)
         close(fd)
-        if unlink(path) != 0:
+        if mine and unlink(path) != 0:
             err = errno
     if err:
         raise_oserror(err, lock_path)

@@ -11,7 +11,7 @@ import time
 from . import _syscalls as sc
 from ._holder import break_if_stale
 from ._syscalls import named
-from .errors import LockTimeout
+from .errors import LockTimeout, SessionError
 
 LOCK_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FIRST_PAUSE = 0.00005  # 50 µs: most critical sections are shorter than a millisecond
@@ -51,9 +51,11 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
     pause = min(FIRST_PAUSE, max_pause)
     while True:
         waited = time.monotonic() - start
-        if waited >= CHECK_HOLDER_AFTER and break_if_stale(lock_path, stale_after):
+        timed_out = timeout is not None and waited >= timeout
+        # A dead holder's lock is broken whatever the timeout, timeout=0 included.
+        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after):
             pause = min(FIRST_PAUSE, max_pause)
-        elif timeout is not None and waited >= timeout:
+        elif timed_out:
             raise LockTimeout(
                 f"session lock {os.fsdecode(lock_path)!r} still held after {timeout} s"
             )
@@ -67,7 +69,35 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
             return fd
 
 
+def owns(fd: int, lock_path: bytes) -> bool:
+    """Whether ``lock_path`` still names the lockfile open at ``fd`` (nobody broke the lock)."""
+    mine = sc.fstat(fd)
+    try:
+        now = sc.stat(lock_path)
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def lock_lost(lock_path: bytes) -> SessionError:
+    return SessionError(
+        f"session lock {os.fsdecode(lock_path)!r} was broken and may be another holder's now "
+        "(this holder outlived stale_after): nothing was written"
+    )
+
+
 def unlock(fd: int, lock_path: bytes) -> None:
-    """Release without committing: the lockfile goes, the session file stays as it was."""
-    sc.close(fd)
-    sc.unlink(lock_path)
+    """Release without committing: the lockfile goes, the session file stays as it was.
+
+    A lock that was broken meanwhile (and may be someone else's now) is left alone.
+    """
+    try:
+        try:
+            mine = owns(fd, lock_path)
+        finally:
+            sc.close(fd)
+    except OSError:
+        sc.unlink(lock_path)  # ownership unknown: release, as a lock must not outlive its holder
+        raise
+    if mine:
+        sc.unlink(lock_path)

@@ -14,6 +14,21 @@ cdef extern from "<fcntl.h>" nogil:
 cdef extern from "<stdio.h>" nogil:
     int rename(const char *oldpath, const char *newpath)
 
+from libc.errno cimport ENOENT, errno
+from posix.stat cimport fstat, lstat, struct_stat
+
+
+cdef inline bint owns_fd(int fd, const char *lock_path) noexcept nogil:
+    # Whether lock_path still names the file open at fd: false once the lock
+    # was broken (removed, maybe retaken by another holder). An error that
+    # proves nothing (not ENOENT) counts as owning: the caller acts as before.
+    cdef struct_stat mine, now
+    if fstat(fd, &mine) != 0:
+        return True
+    if lstat(lock_path, &now) != 0:
+        return errno != ENOENT
+    return now.st_ino == mine.st_ino and now.st_dev == mine.st_dev
+
 
 cdef inline int raise_oserror(int err, object path) except -1:
     # OSError(errno, ...) picks the subclass (FileExistsError, PermissionError,

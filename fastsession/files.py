@@ -16,6 +16,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import _kernels
 from ._holder import holder_record
+from ._lock_py import lock_lost, owns
 from .errors import CorruptSession
 
 logger = logging.getLogger("fastsession")
@@ -122,6 +123,7 @@ class FileBackend:
 
     def write(self, handle: Handle, body: bytes) -> None:
         """Replace the session's data through a temp file and rename, keeping any lock held."""
+        self._check_held(handle)
         path = handle[0]
         temp = b"%s.%s.tmp" % (path, secrets.token_hex(8).encode())
         try:
@@ -143,14 +145,27 @@ class FileBackend:
 
     def remove(self, handle: Handle) -> None:
         """Remove the session's data, keeping any lock held."""
+        self._check_held(handle)
         self._unlink(handle[0])
 
     def delete(self, handle: Handle) -> None:
         """Remove the session and release its lock."""
         path, lock_path, fd = handle
+        try:
+            self._check_held(handle)
+        except BaseException:
+            self.kernels.unlock(fd, lock_path)  # leaves the new holder's lock alone
+            raise
         self._unlink(path)
         if fd >= 0:
             self.kernels.unlock(fd, lock_path)
+
+    @staticmethod
+    def _check_held(handle: Handle) -> None:
+        """SessionError when the handle's lock was broken (this holder outlived stale_after)."""
+        _, lock_path, fd = handle
+        if fd >= 0 and not owns(fd, lock_path):
+            raise lock_lost(lock_path)
 
     def shards(self) -> List[bytes]:
         """The shard folders (at most 4096), sorted."""

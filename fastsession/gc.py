@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from ._holder import break_if_stale, holder_record, is_stale
+from ._lock_py import owns
 from .errors import LockTimeout
 from .files import FileBackend
 
@@ -54,8 +55,8 @@ def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: f
         return
     try:
         status = os.stat(path, follow_symlinks=False)  # again, under the lock
-        if now - status.st_mtime <= max_age:
-            done.kept += 1  # written since we looked
+        if now - status.st_mtime <= max_age or not owns(fd, lock_path):
+            done.kept += 1  # written since we looked, or our lock was broken meanwhile
             return
         if not dry_run:
             os.unlink(path)

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 
@@ -102,3 +104,24 @@ def raises_at_once_as_nobody(action, exception, check=lambda exc: True):
     answer = wait_for_byte(report)
     wait_ok(pid)
     return answer == b"Y"
+
+
+HOLD_IN_NEW_PID_NAMESPACE = """
+import os, sys, time
+import fastsession._lock_{twin} as lock
+from fastsession._holder import holder_record
+fd = lock.acquire({path!r}, holder_record(), 1.0, None, 30.0)
+sys.stdout.write("L"); sys.stdout.flush()
+time.sleep(600)
+"""
+
+
+def hold_in_new_pid_namespace(twin, lock_path):
+    """A live holder in a PID namespace of its own, as in a second container of one pod."""
+    child = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+         HOLD_IN_NEW_PID_NAMESPACE.format(twin=twin, path=lock_path)],
+        stdout=subprocess.PIPE, cwd="/",  # the installed package, not the source folder
+    )
+    assert child.stdout.read(1) == b"L", "unshare --pid failed (the tests run as root)"
+    return child

@@ -19,7 +19,7 @@ from conftest import Transaction, session_files, store_session
 from helpers import fork_child, wait_for_byte, wait_ok
 
 PureStore = twin_store("py")  # the injected faults go through the pure twins' seam
-CALLS = ["open", "read", "write", "fsync", "close", "rename", "unlink", "fstat"]
+CALLS = ["open", "read", "write", "fsync", "close", "rename", "unlink", "fstat", "stat"]
 ERRNOS = [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EMFILE]
 
 
@@ -29,7 +29,7 @@ class Recorder:
     def __init__(self, monkeypatch, fail_at=None, err=errno.EIO):
         self.trace, self.fail_at, self.err = [], fail_at, err
         for name in CALLS:
-            monkeypatch.setattr(_syscalls, name, self.wrap(name, getattr(os, name)))
+            monkeypatch.setattr(_syscalls, name, self.wrap(name, getattr(_syscalls, name)))
 
     def wrap(self, name, real):
         def call(*args, **kwargs):

@@ -13,7 +13,7 @@ from fastsession._holder import BOOT, HOST, holder_record
 from fastsession.gc import collect
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, hold_until_killed, kill_and_reap
+from helpers import fork_child, hold_in_new_pid_namespace, hold_until_killed, kill_and_reap
 
 
 def path_of(session_dir, session_id):
@@ -213,3 +213,25 @@ def test_session_written_after_gc_decided_is_kept(session_dir, monkeypatch):
     counts = collect(session_dir, 3600)
     assert (counts.removed, counts.kept) == (0, 1)
     assert load(session_dir, session_id) == {"a": 2}
+
+
+def test_expired_session_under_a_dead_holders_lock_goes_in_one_run(session_dir, three):
+    old1, old2, fresh = three
+    for sid in (old1, old2):
+        plant(session_dir, sid, b"FSv1 %s %s %d 1\n" % (HOST, BOOT, os.getpid()))  # pid reused: dead
+    counts = collect(session_dir, 3600)
+    assert counts.removed == 2  # gc waits for nobody (timeout=0), yet breaks a dead holder's lock
+    assert not os.path.exists(path_of(session_dir, old1)) and not os.path.exists(path_of(session_dir, old2))
+    assert load(session_dir, fresh) == {"c": 3}
+
+
+def test_gc_never_removes_a_live_lock_held_in_another_pid_namespace(session_dir):
+    sid, _ = store_session(session_dir, {"a": 1})
+    lock = path_of(session_dir, sid) + ".lock"
+    child = hold_in_new_pid_namespace("py", os.fsencode(lock))
+    try:
+        assert collect(session_dir, stale_locks_only=True).locks_removed == 0
+        assert os.path.exists(lock)
+    finally:
+        child.kill()
+        child.wait()

@@ -151,3 +151,53 @@ def test_twins_read_each_others_files(path):
     assert c.read_session(path, False) == py.read_session(path, False)
     c.write_unlocked(path + b".b.tmp", path, holder_record(), b'{"from":"c"}', False)
     assert c.read_session(path, True)[:2] == py.read_session(path, True)[:2]
+
+
+# -- what is not a regular file: never read, never blocks ------------------------------
+
+
+def read_in_a_child(kernels, path, seconds=5.0):
+    """What read_session gives in a forked child: b"C" for CorruptSession; b"" if it blocked."""
+    from helpers import fork_child, kill_and_reap
+
+    def body(report):
+        try:
+            kernels.io.read_session(path, True)
+        except CorruptSession:
+            os.write(report, b"C")
+        else:
+            os.write(report, b"R")
+
+    pid, report = fork_child(body)
+    import select
+
+    ready, _, _ = select.select([report], [], [], seconds)
+    answer = os.read(report, 1) if ready else b""
+    kill_and_reap(pid)
+    return answer
+
+
+def test_fifo_in_place_of_a_session_is_corrupt_not_a_hang(kernels, path):
+    os.mkfifo(path, 0o600)
+    assert read_in_a_child(kernels, path) == b"C"  # b"" would mean it blocked on open or read
+
+
+def test_device_node_in_place_of_a_session_is_corrupt_and_never_read(kernels, path):
+    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero: reads never end
+    assert read_in_a_child(kernels, path) == b"C"
+
+
+def test_directory_in_place_of_a_session_is_corrupt(kernels, path):
+    os.mkdir(path)
+    with pytest.raises(CorruptSession, match="not a regular file"):
+        kernels.io.read_session(path, False)
+
+
+def test_file_over_the_size_cap_is_corrupt(kernels, path):
+    from fastsession._io_py import MAX_SESSION_BYTES
+
+    with open(path, "wb") as f:
+        f.write(holder_record() + b'{"a":"')
+        f.truncate(MAX_SESSION_BYTES + 100)  # sparse: costs no disk
+    with pytest.raises(CorruptSession, match="larger than"):
+        kernels.io.read_session(path, False)

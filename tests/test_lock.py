@@ -10,6 +10,7 @@ from fastsession._holder import BOOT, HOST, holder_record
 
 from helpers import (
     fork_child,
+    hold_in_new_pid_namespace,
     hold_until_killed,
     kill_and_reap,
     kill_leave_zombie,
@@ -226,3 +227,75 @@ def test_breaking_stale_locks_is_race_free(kernels, lock_path, tmp_path):
         assert wait_for_byte(report, timeout=60) == b"0"  # no fresh lock was ever removed
         wait_ok(pid)
     assert counter.read_text() == "160"  # mutual exclusion held throughout
+
+
+# -- PID namespaces, broken locks, timeout=0 ---------------------------------------
+
+def test_live_holder_in_another_pid_namespace_is_never_broken(kernels, lock_path):
+    child = hold_in_new_pid_namespace(kernels.name, lock_path)
+    try:
+        record = open(lock_path, "rb").read()
+        assert record.split(b" ")[3] == b"1"  # pid 1 in its namespace: no such holder in ours
+        with pytest.raises(LockTimeout):
+            acquire(kernels, lock_path, timeout=0.5, stale_after=30)
+        assert open(lock_path, "rb").read() == record  # the live holder keeps its lock
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_holder_in_another_pid_namespace_is_judged_by_stale_after(kernels, lock_path):
+    other_namespace = HOST.split(b"/")[0] + b"/1"
+    plant_lock(lock_path, b"FSv1 %s %s %d 1\n" % (other_namespace, BOOT, os.getpid()))
+    with pytest.raises(LockTimeout):  # its pid means nothing here: never "dead at once"
+        acquire(kernels, lock_path, timeout=0.2, stale_after=30)
+    plant_lock(lock_path, b"FSv1 %s %s %d 1\n" % (other_namespace, BOOT, os.getpid()), age=31)
+    kernels.lock.unlock(acquire(kernels, lock_path, timeout=2, stale_after=30), lock_path)
+
+
+def test_holder_record_names_this_process_pid_namespace():
+    from fastsession._holder import holder_record as record
+
+    namespace = os.readlink("/proc/self/ns/pid")[len("pid:[") : -1].encode()
+    assert record().split(b" ")[1].endswith(b"/" + namespace)
+
+
+def test_timeout_zero_breaks_a_dead_holders_lock(kernels, lock_path):
+    plant_lock(lock_path, b"FSv1 %s %s %d 1\n" % (HOST, BOOT, os.getpid()))  # start time differs: dead
+    fd = acquire(kernels, lock_path, timeout=0)
+    kernels.lock.unlock(fd, lock_path)
+
+
+def break_and_retake(lock_path):
+    """What a waiter does to a lock it judged stale: remove it and take its own."""
+    os.unlink(lock_path)
+    with open(lock_path, "wb") as f:
+        f.write(b"FSv1 the-new-holder\n")
+
+
+def test_unlock_of_a_broken_lock_leaves_the_new_holders_lock(kernels, lock_path):
+    fd = acquire(kernels, lock_path)
+    break_and_retake(lock_path)
+    kernels.lock.unlock(fd, lock_path)
+    assert open(lock_path, "rb").read() == b"FSv1 the-new-holder\n"
+
+
+def test_unlock_after_the_lock_was_broken_and_not_retaken_is_quiet(kernels, lock_path):
+    fd = acquire(kernels, lock_path)
+    os.unlink(lock_path)
+    kernels.lock.unlock(fd, lock_path)
+    assert not os.path.exists(lock_path)
+
+
+def test_commit_of_a_broken_lock_raises_and_writes_nothing(kernels, tmp_path):
+    from fastsession import SessionError
+
+    path = os.fsencode(tmp_path / "s")
+    with open(path, "wb") as f:
+        f.write(b'{"theirs":1}')
+    fd = acquire(kernels, path + b".lock")
+    break_and_retake(path + b".lock")
+    with pytest.raises(SessionError, match="broken"):
+        kernels.io.commit_locked(fd, path + b".lock", path, b'{"late":1}', False)
+    assert open(path, "rb").read() == b'{"theirs":1}'  # the session as it was
+    assert open(path + b".lock", "rb").read() == b"FSv1 the-new-holder\n"  # the new holder's lock stays

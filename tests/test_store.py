@@ -1,3 +1,4 @@
+import json
 import logging
 import os
 import re
@@ -560,3 +561,63 @@ def test_backend_keys_lists_stored_sessions_only(session_dir):
     open(session_path(session_dir, b) + ".0123456789abcdef.tmp", "wb").close()
     assert sorted(store.backend.keys()) == sorted([a, b])
     store.close()
+
+
+# -- a holder that outlived its lock (broken after stale_after by another host) ------
+
+
+def break_and_retake(session_dir, session_id):
+    lock = session_path(session_dir, session_id) + ".lock"
+    os.unlink(lock)
+    with open(lock, "wb") as f:
+        f.write(b"FSv1 the-new-holder\n")
+    return lock
+
+
+def stored_data(session_dir, session_id):
+    """The session file's data, read without a store (which would wait for the lock)."""
+    with open(session_path(session_dir, session_id), "rb") as f:
+        return json.loads(f.read().partition(b"\n")[2])
+
+
+def test_late_holder_commit_raises_and_leaves_the_new_holders_lock_and_data(session_dir):
+    session_id, trans = store_session(session_dir, {"n": 1})
+    store = SessionStore(trans, session_dir)
+    store.get_session(False)["n"] = 99
+    lock = break_and_retake(session_dir, session_id)
+    with pytest.raises(SessionError, match="broken"):
+        store.close()
+    assert stored_data(session_dir, session_id)["n"] == 1  # nothing written
+    assert open(lock, "rb").read() == b"FSv1 the-new-holder\n"
+
+
+def test_late_holder_expiry_deletes_nothing(session_dir):
+    session_id, trans = store_session(session_dir, {"n": 1})
+    store = SessionStore(trans, session_dir)
+    store.get_session(False)
+    store.expire_session()
+    lock = break_and_retake(session_dir, session_id)
+    with pytest.raises(SessionError, match="broken"):
+        store.close()
+    assert stored_data(session_dir, session_id)["n"] == 1  # the new holder's session survives
+    assert open(lock, "rb").read() == b"FSv1 the-new-holder\n"
+
+
+def test_late_holder_rollback_leaves_the_new_holders_lock(session_dir):
+    session_id, trans = store_session(session_dir, {"n": 1})
+    store = SessionStore(trans, session_dir)
+    store.get_session(False)
+    lock = break_and_retake(session_dir, session_id)
+    store.rollback()
+    assert open(lock, "rb").read() == b"FSv1 the-new-holder\n"
+
+
+@pytest.mark.parametrize("plant", ["fifo", "directory"])
+def test_what_is_not_a_regular_file_counts_as_absent_and_is_logged(session_dir, caplog, plant):
+    session_id, _ = store_session(session_dir, {"a": 1})
+    path = session_path(session_dir, session_id)
+    os.unlink(path)
+    os.mkfifo(path) if plant == "fifo" else os.mkdir(path)
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        assert load(session_dir, session_id) is None  # never blocks, never raises
+    assert "not a regular file" in caplog.text
