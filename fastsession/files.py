@@ -11,23 +11,67 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import stat
 import time
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from . import _kernels
 from ._holder import holder_record
 from ._lock_py import lock_lost, owns
-from .errors import CorruptSession
+from .errors import CorruptSession, SessionError
 
 logger = logging.getLogger("fastsession")
 
 # (session file, its lockfile, the lock's descriptor); (path, b"", -1) when not locking
 Handle = Tuple[bytes, bytes, int]
 
-def prepare_directory(directory: str) -> bytes:
-    """Create ``directory`` (0700) if absent; its absolute path as bytes, ending in a slash."""
+def check_folder(path: bytes, what: str = "session directory", private: bool = False) -> None:
+    """SessionError naming ``path`` unless it is a real folder that no other user can write.
+
+    Refused: a symlink, a folder writable by group or others, one owned by
+    neither this user nor root. ``private`` (a default location in a shared
+    temp folder) also refuses root's and any group or other access at all:
+    a folder someone else made there is never reused.
+    """
+    status = os.lstat(path)
+    name = os.fsdecode(path)
+    uid = os.geteuid()
+    if stat.S_ISLNK(status.st_mode):
+        raise SessionError(f"{what} {name!r} is a symbolic link: refused (point at the real folder)")
+    if not stat.S_ISDIR(status.st_mode):
+        raise SessionError(f"{what} {name!r} is not a folder")
+    owners = (uid,) if private else (uid, 0)
+    if status.st_uid not in owners:
+        raise SessionError(
+            f"{what} {name!r} belongs to uid {status.st_uid}, not to this user (uid {uid})"
+            + ("" if private else " or root") + ": refused, another user could read or plant sessions there"
+        )
+    open_to = stat.S_IMODE(status.st_mode) & (0o077 if private else 0o022)
+    if open_to:
+        raise SessionError(
+            f"{what} {name!r} has mode {stat.S_IMODE(status.st_mode):o}, open to other users: "
+            f"refused (chmod {stat.S_IMODE(status.st_mode) & ~open_to:o} it, or choose another folder)"
+        )
+
+
+def prepare_directory(directory: str, private: bool = False) -> bytes:
+    """Create ``directory`` (0700) if absent and check it and its shards (check_folder).
+
+    Its absolute path as bytes, ending in a slash.
+    """
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(os.fsencode(os.path.abspath(directory)), b"")
+    path = os.fsencode(os.path.abspath(directory))
+    check_folder(path, private=private)
+    if stat.S_IMODE(os.stat(path).st_mode) & 0o005:
+        logger.warning(
+            "fastsession: other users may list the session directory %s, and session ids are "
+            "its file names: chmod 700 it", os.fsdecode(path),
+        )
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_symlink() or entry.is_dir(follow_symlinks=False):
+                check_folder(os.fsencode(entry.path), "session shard folder")
+    return os.path.join(path, b"")
 
 
 class FileBackend:
@@ -71,22 +115,28 @@ class FileBackend:
     def _make_shard(self, path: bytes) -> None:
         # The session directory itself may have been removed since it was prepared.
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        shard = os.path.dirname(path)
         try:
-            os.mkdir(os.path.dirname(path), 0o700)
-        except FileExistsError:
-            pass
+            os.mkdir(shard, 0o700)
+        except FileExistsError:  # made meanwhile: by another request, or planted
+            check_folder(shard, "session shard folder")
 
-    def open(self, key: str) -> Handle:
-        """Lock the session of ``key`` (when concurrent), waiting for its holder."""
+    def open(self, key: str, timeout: Any = ...) -> Handle:
+        """Lock the session of ``key`` (when concurrent), waiting for its holder.
+
+        ``timeout`` overrides the backend's for this call (0: do not wait).
+        """
         path = self.path(key)
         if not self.concurrent:
             return path, b"", -1
         lock_path = path + b".lock"
+        if timeout is ...:
+            timeout = self.timeout
         try:
-            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, self.timeout, self.stale_after)
+            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, timeout, self.stale_after)
         except FileNotFoundError:  # first session in this shard
             self._make_shard(path)
-            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, self.timeout, self.stale_after)
+            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, timeout, self.stale_after)
         return path, lock_path, fd
 
     def load(self, handle: Handle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:

@@ -4,6 +4,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 
 import django
 import pytest
@@ -62,15 +63,74 @@ def session_path(tmp_path):
         yield directory
 
 
-def test_default_storage_is_a_private_folder_inside_the_temp_directory():
+@pytest.fixture
+def own_tempdir(tmp_path, monkeypatch):
+    """tempfile.gettempdir() is a fresh folder, as /tmp on a new host."""
+    from fastsession.contrib import django as engine
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(engine, "_private_checked", set())
+    os.chmod(tmp_path, 0o1777)  # a shared temp folder, as /tmp is
+    return tmp_path
+
+
+def test_default_storage_is_a_private_per_user_folder_inside_the_temp_directory(own_tempdir):
     with override_settings(SESSION_FILE_PATH=None):
         store = SessionStore()
         store["a"] = 1
         store.save()
-        expected = os.path.join(tempfile.gettempdir(), "fastsession-django")
+        expected = os.path.join(tempfile.gettempdir(), f"fastsession-django-{os.geteuid()}")
         assert os.path.exists(os.path.join(expected, store.session_key[:2], store.session_key))
         assert stat.S_IMODE(os.stat(expected).st_mode) == 0o700
         store.delete()
+
+
+def plant_default_folder(own_tempdir, how):
+    planted = own_tempdir / f"fastsession-django-{os.geteuid()}"
+    if how == "symlink":
+        (own_tempdir / "elsewhere").mkdir(mode=0o700)
+        planted.symlink_to(own_tempdir / "elsewhere")
+        return planted
+    planted.mkdir()
+    (planted / "ab").mkdir()  # shard folders, ready for planted sessions
+    if how == "world-writable":
+        os.chmod(planted, 0o777)
+    elif how == "another user's":
+        os.chmod(planted, 0o700)
+        os.chown(planted, 65534, 65534)
+    return planted
+
+
+@pytest.mark.parametrize("how", ["world-writable", "another user's", "symlink"])
+def test_a_default_folder_someone_else_made_is_refused_naming_it(own_tempdir, how):
+    from fastsession import SessionError
+
+    planted = plant_default_folder(own_tempdir, how)
+    with override_settings(SESSION_FILE_PATH=None):
+        with pytest.raises(SessionError, match=re.escape(str(planted))):
+            SessionStore()
+
+
+@pytest.mark.parametrize("how", ["world-writable", "another user's", "symlink"])
+def test_a_session_file_path_others_can_write_or_a_symlink_is_refused(tmp_path, how):
+    from fastsession import SessionError
+
+    planted = plant_default_folder(tmp_path, how)
+    with override_settings(SESSION_FILE_PATH=str(planted)):
+        with pytest.raises(SessionError, match=re.escape(str(planted))):
+            SessionStore()
+
+
+def test_a_symlinked_shard_folder_is_refused(tmp_path):
+    from fastsession import SessionError
+
+    directory = tmp_path / "sessions"
+    directory.mkdir(mode=0o700)
+    (tmp_path / "elsewhere").mkdir()
+    (directory / "ab").symlink_to(tmp_path / "elsewhere")
+    with override_settings(SESSION_FILE_PATH=str(directory)):
+        with pytest.raises(SessionError, match="shard folder .*ab"):
+            SessionStore()
 
 
 def test_new_keys_are_fastsession_ids(session_path):
@@ -163,3 +223,253 @@ def test_plain_session_middleware_works_with_the_engine(session_path):
         client = Client()
         assert [client.get("/count").content for _ in range(2)] == [b"1", b"2"]
         assert not [f for f in session_files(session_path) if f.endswith(".lock")]
+
+
+# -- expiry: the same answers as Django's own file backend ------------------------------
+
+EXPIRIES = {
+    "0 (browser close)": 0,
+    "an int": 300,
+    "a negative int": -10,
+    "None": None,
+    "a future datetime": "future",
+    "a past datetime": "past",
+}
+
+
+def expiry_value(spec):
+    import datetime
+
+    from django.utils import timezone
+
+    if spec == "future":
+        return timezone.now() + datetime.timedelta(hours=1)
+    if spec == "past":
+        return timezone.now() - datetime.timedelta(hours=1)
+    return spec
+
+
+def survives_save_and_load(engine, spec):
+    store = engine()
+    store["a"] = 1
+    store.set_expiry(expiry_value(spec))
+    store.save()
+    again = engine(store.session_key)
+    return again.get("a") == 1, again.get_expire_at_browser_close()
+
+
+@pytest.mark.parametrize("spec", list(EXPIRIES.values()), ids=list(EXPIRIES))
+def test_load_after_save_agrees_with_djangos_file_backend(session_path, spec):
+    from django.contrib.sessions.backends.file import SessionStore as DjangoFileStore
+
+    assert survives_save_and_load(SessionStore, spec) == survives_save_and_load(DjangoFileStore, spec)
+
+
+def test_set_expiry_zero_keeps_the_session_on_the_next_requests(session_path):
+    store = SessionStore()
+    store["_auth_user_id"] = "1"
+    store.set_expiry(0)  # a login without "remember me"
+    store.save()
+    path = os.path.join(session_path, store.session_key[:2], store.session_key)
+    then = time.time() - 600
+    os.utime(path, (then, then))  # ten minutes later: still well within SESSION_COOKIE_AGE
+    assert SessionStore(store.session_key).get("_auth_user_id") == "1"
+
+
+def test_an_int_expiry_counts_from_the_last_save(session_path):
+    store = SessionStore()
+    store["a"] = 1
+    store.set_expiry(60)
+    store.save()
+    path = os.path.join(session_path, store.session_key[:2], store.session_key)
+    then = time.time() - 120
+    os.utime(path, (then, then))
+    assert SessionStore(store.session_key).get("a") is None  # as Django's db and cache backends say
+
+
+def refresh_after_first_read(monkeypatch, key):
+    """Make a request save a fresh version of ``key`` right after the next unlocked read of it."""
+    from fastsession.files import FileBackend
+
+    real_load = FileBackend.load
+    done = []
+
+    def load(self, handle, want_mtime=False):
+        loaded = real_load(self, handle, want_mtime)
+        if not done and handle[2] < 0:  # the unlocked read that decides "expired"
+            done.append(True)
+            fresh = SessionStore(key)
+            fresh._session_cache = {"a": "saved meanwhile", "_session_expiry": 3600}  # no load first
+            fresh.save()
+        return loaded
+
+    monkeypatch.setattr(FileBackend, "load", load)
+
+
+def expired_session(session_path):
+    store = SessionStore()
+    store["a"] = 1
+    store.set_expiry(-10)
+    store.save()
+    return store.session_key
+
+
+def test_load_of_an_expired_session_never_deletes_one_saved_meanwhile(session_path, monkeypatch):
+    key = expired_session(session_path)
+    refresh_after_first_read(monkeypatch, key)
+    assert SessionStore(key).load() == {}  # what it read was expired
+    monkeypatch.undo()
+    assert SessionStore(key).get("a") == "saved meanwhile"  # re-checked under the lock: kept
+
+
+def test_clearsessions_never_deletes_a_session_saved_meanwhile(session_path, monkeypatch):
+    key = expired_session(session_path)
+    refresh_after_first_read(monkeypatch, key)
+    management.call_command("clearsessions")
+    monkeypatch.undo()
+    assert SessionStore(key).get("a") == "saved meanwhile"
+
+
+def test_clearsessions_passes_over_a_session_in_use(session_path):
+    key = expired_session(session_path)
+    holder = SessionStore(key)
+    holder.lock()
+    try:
+        management.call_command("clearsessions")  # returns: does not wait for the request
+    finally:
+        holder.unlock()
+    assert SessionStore(key).exists(key)
+
+
+# -- the lock never outlives its request -------------------------------------------------
+
+
+def locks(session_path):
+    return [f for f in session_files(session_path) if f.endswith(".lock")]
+
+
+def test_cancelled_async_request_releases_the_lock(session_path):
+    import asyncio
+
+    from django.http import HttpResponse as Response
+    from django.test import AsyncRequestFactory
+
+    from fastsession.contrib.django import LockingSessionMiddleware
+
+    client = Client()
+    client.get("/count")
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    entered = asyncio.Event()
+
+    async def slow_view(request):
+        entered.set()
+        await asyncio.sleep(60)  # the client disconnects long before
+        return Response("late")
+
+    async def request_then_cancel():
+        middleware = LockingSessionMiddleware(slow_view)
+        request = AsyncRequestFactory().get("/slow")
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
+        task = asyncio.ensure_future(middleware(request))
+        await asyncio.wait_for(entered.wait(), 10)
+        assert len(locks(session_path)) == 1  # held while the view runs
+        task.cancel()  # what Django's ASGI handler does on http.disconnect
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(request_then_cancel())
+    assert locks(session_path) == []
+    with override_settings(FASTSESSION_LOCK_TIMEOUT=2):
+        assert client.get("/count").content == b"2"  # the user is served at once
+
+
+def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(session_path):
+    import asyncio
+
+    from django.test import AsyncRequestFactory
+
+    from fastsession.contrib.django import LockingSessionMiddleware
+
+    client = Client()
+    client.get("/count")
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    holder = SessionStore(cookie)
+    holder.lock()
+
+    async def view(request):
+        raise AssertionError("never reached")
+
+    async def wait_then_cancel():
+        middleware = LockingSessionMiddleware(view)
+        request = AsyncRequestFactory().get("/")
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
+        task = asyncio.ensure_future(middleware(request))
+        await asyncio.sleep(0.3)  # the worker thread is waiting for the holder
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        holder.unlock()  # now the worker thread gets the lock...
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if not locks(session_path):
+                return
+        raise AssertionError("the cancelled request kept the lock")  # ...and must let it go
+
+    asyncio.run(wait_then_cancel())
+
+
+def replace_session(request):
+    request.session = SessionStore()  # a view (or a library) swaps the session object
+    request.session["other"] = 1
+    return HttpResponse("replaced")
+
+
+urlpatterns.append(path("replace", replace_session))
+
+
+def test_a_view_that_replaces_request_session_strands_no_lock(session_path):
+    client = Client()
+    client.get("/count")
+    assert client.get("/replace").status_code == 200
+    assert locks(session_path) == []
+
+
+def logout_view(request):
+    from django.contrib.sessions.backends.base import SessionBase
+
+    assert isinstance(request.session, SessionBase)
+    request.session.flush()  # what django.contrib.auth.logout does
+    request.session["after"] = "logout"
+    return HttpResponse("bye")
+
+
+urlpatterns.append(path("logout", logout_view))
+
+
+def test_logout_while_the_middleware_holds_the_lock(session_path):
+    client = Client()
+    client.get("/count")
+    old = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert client.get("/logout").status_code == 200
+    new = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert new != old
+    assert not SessionStore(old).exists(old)  # the old session is gone
+    assert SessionStore(new)["after"] == "logout"
+    assert locks(session_path) == []
+
+
+@pytest.mark.parametrize("must_create", [False, True])
+def test_save_outside_the_middleware_releases_on_create_and_update_errors(session_path, must_create):
+    from django.contrib.sessions.backends.base import CreateError, UpdateError
+
+    store = SessionStore()
+    store["a"] = 1
+    store.save()
+    key = store.session_key
+    if not must_create:
+        os.unlink(os.path.join(session_path, key[:2], key))  # logged out elsewhere meanwhile
+    again = SessionStore(key)
+    again._session_cache = {"a": 2}
+    with pytest.raises(CreateError if must_create else UpdateError):
+        again.save(must_create=must_create)
+    assert locks(session_path) == []

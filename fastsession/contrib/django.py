@@ -7,25 +7,29 @@ updates between overlapping requests of one user, use
 ``fastsession.contrib.django.LockingSessionMiddleware`` instead of Django's
 ``SessionMiddleware``: it holds the session's lock for the whole request.
 
-Settings: ``SESSION_FILE_PATH`` (default: a private ``fastsession-django``
-folder in the temp directory), ``SESSION_COOKIE_AGE``, and
+Settings: ``SESSION_FILE_PATH`` (default: a private ``fastsession-django-<uid>``
+folder in the temp directory, refused if anyone else made it), ``SESSION_COOKIE_AGE``, and
 ``FASTSESSION_LOCK_TIMEOUT`` (seconds to wait for a session's lock; default
 None, wait as long as it takes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
+import weakref
 import re
 import tempfile
 from typing import Any, Optional
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
 
-from ..files import FileBackend
+from ..errors import LockTimeout
+from ..files import FileBackend, check_folder
 from ..store import encode, shared_backend
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
@@ -36,10 +40,25 @@ def path_safe(key: object) -> bool:
     return isinstance(key, str) and _PATH_SAFE.fullmatch(key) is not None
 
 
+_private_checked: set = set()
+
+
+def default_path() -> str:
+    """``<temp dir>/fastsession-django-<uid>``: this user's own, 0700, never one someone else made."""
+    path = os.path.join(tempfile.gettempdir(), f"fastsession-django-{os.geteuid()}")
+    if path not in _private_checked:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        check_folder(os.fsencode(path), "Django's default session folder (set SESSION_FILE_PATH to choose one)",
+                     private=True)
+        _private_checked.add(path)
+    return path
+
+
 def storage_path() -> str:
-    return getattr(settings, "SESSION_FILE_PATH", None) or os.path.join(
-        tempfile.gettempdir(), "fastsession-django"
-    )
+    return getattr(settings, "SESSION_FILE_PATH", None) or default_path()
 
 
 def backend() -> FileBackend:
@@ -67,11 +86,11 @@ class SessionStore(SessionBase):
     async def _aget_new_session_key(self) -> str:
         return self._get_new_session_key()
 
-    def _handle(self, key: str) -> tuple:
-        """The held lock's handle for ``key``, or a new lock on it."""
+    def _handle(self, key: str, timeout: Any = ...) -> tuple:
+        """The held lock's handle for ``key``, or a new lock on it (``timeout``: the backend's)."""
         if self._held is not None and self._held[0] == key:
             return self._held[1]
-        return self._backend.open(key)
+        return self._backend.open(key, timeout)
 
     def _is_held(self, handle: tuple) -> bool:
         return self._held is not None and self._held[1] is handle
@@ -92,20 +111,46 @@ class SessionStore(SessionBase):
             self._session_key = None  # an unknown key is never adopted, nor stored
             return {}
         data, _, mtime = loaded
-        if self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0:
-            self.delete(key)
+        if self._is_expired(data, mtime):
+            self._delete_if_expired(key)
             self._session_key = None
             return {}
         return data
+
+    def _delete_if_expired(self, key: str, wait: bool = True) -> None:
+        """Delete the session of ``key`` if, read again under its lock, it is still expired.
+
+        An unlocked read decided it looked expired; a request may have saved it
+        since. ``wait=False`` (clearsessions) passes over a session in use: in
+        use is not expired.
+        """
+        try:
+            handle = self._handle(key, None if wait else 0)
+        except LockTimeout:
+            return
+        held = self._is_held(handle)
+        try:
+            loaded = self._backend.load(handle, want_mtime=True)
+            if loaded is not None and self._is_expired(loaded[0], loaded[2]):
+                self._backend.remove(handle)
+        finally:
+            if not held:
+                self._backend.release(handle)
 
     def _expiry_date(self, data: dict, mtime: float) -> Any:
         modified = datetime.datetime.fromtimestamp(
             mtime, tz=datetime.timezone.utc if settings.USE_TZ else None
         )
         expiry = data.get("_session_expiry")
-        if isinstance(expiry, int):  # seconds, counted from the last save
+        # 0 (set_expiry(0): expire at browser close) and None mean "server-side
+        # age SESSION_COOKIE_AGE", as in Django's own backends; another int is
+        # seconds from the last save, as in Django's db and cache backends.
+        if isinstance(expiry, int) and expiry:
             return modified + datetime.timedelta(seconds=expiry)
         return expiry or modified + datetime.timedelta(seconds=self.get_session_cookie_age())
+
+    def _is_expired(self, data: dict, mtime: float) -> bool:
+        return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0
 
     def create(self) -> None:
         while True:
@@ -156,8 +201,12 @@ class SessionStore(SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        for key in backend().keys():
-            cls(key).load()  # load deletes an expired session
+        store = cls()
+        files = store._backend
+        for key in files.keys():
+            loaded = files.load(files.unlocked(key), want_mtime=True)
+            if loaded is not None and store._is_expired(loaded[0], loaded[2]):
+                store._delete_if_expired(key, wait=False)
 
     # -- holding the lock for a whole request ---------------------------------
 
@@ -178,21 +227,54 @@ class LockingSessionMiddleware(SessionMiddleware):
 
     Overlapping requests of one user then run one after the other, so none
     loses the other's update. The lock is released once the response is
-    saved, also when the view raised (Django turns that into a response
-    first), and for a streaming response only when it is closed.
+    saved, and whatever else happens: when the view raised, when the request
+    was cancelled (a client that disconnects under ASGI), when a view
+    replaced ``request.session``. A streaming response keeps it until it is
+    closed (or, failing that, garbage-collected).
     """
 
     def process_request(self, request: Any) -> None:
         super().process_request(request)
+        request._fastsession_locked = request.session  # the object to unlock, whatever replaces it
         request.session.lock()
 
     def process_response(self, request: Any, response: Any) -> Any:
-        session = getattr(request, "session", None)
         try:
             return super().process_response(request, response)
         finally:
-            if session is not None:
-                if getattr(response, "streaming", False):
-                    response._resource_closers.append(session.unlock)  # closed by the server
-                else:
-                    session.unlock()
+            locked = getattr(request, "_fastsession_locked", None)
+            if locked is not None and getattr(response, "streaming", False):
+                request._fastsession_locked = None  # released when the stream is closed, not now
+                response._resource_closers.append(locked.unlock)  # closed by the server
+                weakref.finalize(response, locked.unlock)  # a stream the server dropped unclosed
+
+    def __call__(self, request: Any) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        try:
+            return super().__call__(request)
+        finally:
+            release(request)
+
+    async def __acall__(self, request: Any) -> Any:
+        # The lock is taken in a worker thread, which cancellation cannot stop:
+        # a request cancelled meanwhile releases it once that thread is done.
+        locking = asyncio.ensure_future(sync_to_async(self.process_request, thread_sensitive=True)(request))
+        try:
+            await asyncio.shield(locking)
+        except asyncio.CancelledError:
+            locking.add_done_callback(lambda _: release(request))
+            raise
+        try:
+            response = await self.get_response(request)
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        finally:
+            release(request)  # nothing left after process_response; everything after a cancellation
+
+
+def release(request: Any) -> None:
+    """Unlock the session the middleware locked for ``request``, if it still holds it."""
+    locked = getattr(request, "_fastsession_locked", None)
+    if locked is not None:
+        request._fastsession_locked = None
+        locked.unlock()
