@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .store import SessionStore
+
+logger = logging.getLogger("fastsession")
 
 Headers = List[Tuple[str, str]]
 DELETED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
@@ -137,7 +140,13 @@ class SessionMiddleware:
 
 
 class ClosingResponse:
-    """The application's response; closes the store after it, rolls it back if it raises."""
+    """The application's response; closes the store after it, rolls it back if it raises.
+
+    A server that drops the response without calling ``close()`` (PEP 3333
+    says it must) would keep the session locked for the life of the process:
+    when the response is garbage-collected, the store is rolled back (lock
+    released, nothing written) and a warning names the session.
+    """
 
     def __init__(self, result: Iterable[bytes], store: Any) -> None:
         self.result = result
@@ -165,3 +174,12 @@ class ClosingResponse:
                 close()
         finally:
             self.store.close()
+
+    def __del__(self) -> None:
+        store = self.store
+        if not store.closed:
+            store.rollback()
+            logger.warning(
+                "fastsession: a WSGI response was dropped without close(); its session's lock "
+                "was released and its changes discarded (the server must call close())"
+            )

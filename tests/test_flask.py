@@ -210,3 +210,38 @@ def test_lock_is_released_at_teardown_when_save_session_never_runs(session_dir):
         client.get("/peek")
     assert not [f for f in session_files(session_dir) if f.endswith(".lock")]
     assert client.get("/count").data == b"2"
+
+
+READS = {
+    "in": lambda s: "user" in s,
+    "len": len,
+    "bool": bool,
+    "iter": list,
+    "keys": lambda s: s.keys(),
+    "values": lambda s: s.values(),
+    "items": lambda s: s.items(),
+    "get": lambda s: s.get("user"),
+}
+
+
+@pytest.mark.parametrize("read", list(READS.values()), ids=list(READS))
+def test_every_kind_of_read_marks_the_session_accessed(read):
+    from fastsession.contrib.flask import FlaskSession
+
+    session = FlaskSession("x" * 43, {"user": "ann"})
+    read(session)
+    assert session.accessed  # Flask before 3.1.3 sends Vary: Cookie only for an accessed session
+
+
+def test_a_view_that_only_tests_membership_gets_vary_cookie(tmp_path):
+    app = make_app(str(tmp_path / "s"))
+
+    @app.route("/member")
+    def member():
+        return "yes" if "n" in flask.session else "no"
+
+    client = app.test_client()
+    client.get("/count")
+    response = client.get("/member")
+    assert response.text == "yes"
+    assert "Cookie" in response.headers.get("Vary", "")

@@ -217,3 +217,23 @@ def test_webstack_style_code_with_the_wsgi_transaction(session_dir):
     sid = cookie.split(";")[0].split("=")[1]
     with SessionStore(WSGITransaction({"HTTP_COOKIE": f"SID={sid}"}), session_dir) as store:
         assert store.get_session(0) == {"user": "ann"}
+
+
+def test_response_dropped_without_close_releases_the_lock_and_warns(session_dir, counter, caplog):
+    import gc
+    import logging
+    from wsgiref.util import setup_testing_defaults
+
+    sid = sid_from(call(counter)[1])
+    environ = {"HTTP_COOKIE": f"SID={sid}"}
+    setup_testing_defaults(environ)
+    result = counter(environ, lambda status, headers, exc_info=None: None)
+    assert b"".join(result) == b"2"
+    lock = os.path.join(session_dir, sid[:2], sid + ".lock")
+    assert os.path.exists(lock)
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        del result, environ  # a server that forgets close() (a client gone mid-response)
+        gc.collect()
+    assert not os.path.exists(lock)  # the user is not locked out for the life of the worker
+    assert "without close()" in caplog.text
+    assert call(counter, f"SID={sid}")[2] == b"2"  # the dropped request's change was not written

@@ -34,7 +34,9 @@ class FlaskSession(Session, SessionMixin):
         self.regenerated = False
         self.store: Any = None
 
-    # Flask before 3.1.3 expects the session itself to note reads (for Vary: Cookie).
+    # Flask before 3.1.3 expects the session itself to note every read (for
+    # Vary: Cookie): a response that depends on the session in any way, even
+    # on ``"user" in session`` or ``len(session)``, varies by cookie.
     def __getitem__(self, key: str) -> Any:
         self.accessed = True
         return Session.__getitem__(self, key)
@@ -46,6 +48,30 @@ class FlaskSession(Session, SessionMixin):
     def setdefault(self, key: str, default: Any = None) -> Any:
         self.accessed = True
         return Session.setdefault(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return Session.__contains__(self, key)
+
+    def __len__(self) -> int:  # bool() too
+        self.accessed = True
+        return Session.__len__(self)
+
+    def __iter__(self) -> Any:
+        self.accessed = True
+        return Session.__iter__(self)
+
+    def keys(self) -> Any:
+        self.accessed = True
+        return Session.keys(self)
+
+    def values(self) -> Any:
+        self.accessed = True
+        return Session.values(self)
+
+    def items(self) -> Any:
+        self.accessed = True
+        return Session.items(self)
 
     def regenerate(self) -> None:
         """A fresh id for this session (call it after login); the old id is deleted."""
