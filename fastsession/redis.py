@@ -13,11 +13,12 @@ Cluster, which would put them in different slots, is not supported.)
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from . import _kernels
 from .errors import LockTimeout, SessionError
@@ -28,10 +29,17 @@ logger = logging.getLogger("fastsession")
 FIRST_PAUSE = 0.0005  # one Redis round trip is ~50 µs on loopback
 MAX_PAUSE = 0.05
 
-# Lock, and in the same round trip read the data and its remaining TTL.
+# Lock, and in the same round trip read the data and its remaining TTL. A
+# value of another type at the session's key fails the GET: the lock taken
+# a moment before goes too (a script is not rolled back by an error).
 ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}
+  local body = redis.pcall('GET', KEYS[2])
+  if type(body) == 'table' and body.err then
+    redis.call('DEL', KEYS[1])
+    return body
+  end
+  return {1, body, redis.call('PTTL', KEYS[2])}
 end
 return {0}
 """
@@ -55,6 +63,68 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2], KEYS[1])
 return 1
 """
+# Unlock only (what a request whose outcome is unknown leaves to the unlocker).
+UNLOCK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+# After Redis answers again, how long a token may still show up: a command sent
+# before a pause (a SET NX queued in the socket) runs as soon as Redis resumes.
+LATE_ARRIVAL = 1.0
+RETRY_EVERY = 0.1
+
+
+class Unlocker:
+    """Releases locks whose fate is unknown, in a background thread, as soon as Redis answers.
+
+    A request that timed out on a paused or unreachable Redis cannot know
+    whether its SET NX (or its commit) ran: the command may sit in the socket
+    and run when Redis resumes, leaving a lock that nobody would release for
+    ``lock_ttl``. The unlocker retries "delete the lock if it holds our
+    token" until that succeeds, or until Redis has answered for LATE_ARRIVAL
+    seconds without the token showing up, or until the lock expired anyway.
+    """
+
+    def __init__(self, client: Any, lock_ttl: float) -> None:
+        self.unlock = client.register_script(UNLOCK)
+        self.lock_ttl = lock_ttl
+        self.pending: Dict[Tuple[str, str], List[float]] = {}  # (lock key, token) -> [given, answered]
+        self.guard = threading.Lock()
+        self.thread: Optional[threading.Thread] = None
+
+    def add(self, lock_key: str, token: str) -> None:
+        with self.guard:
+            self.pending[(lock_key, token)] = [time.monotonic(), 0.0]
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="fastsession-redis-unlocker", daemon=True)
+                self.thread.start()
+
+    def run(self) -> None:
+        while True:
+            with self.guard:
+                if not self.pending:
+                    self.thread = None
+                    return
+                work = list(self.pending.items())
+            for (lock_key, token), (given, answered) in work:
+                if self.settled(lock_key, token, given, answered):
+                    with self.guard:
+                        self.pending.pop((lock_key, token), None)
+            time.sleep(RETRY_EVERY)
+
+    def settled(self, lock_key: str, token: str, given: float, answered: float) -> bool:
+        now = time.monotonic()
+        if now - given > self.lock_ttl:
+            return True  # expired by itself
+        try:
+            if self.unlock(keys=[lock_key], args=[token]):
+                return True
+        except RedisError:
+            return False  # still unreachable: try again
+        if not answered:
+            self.pending[(lock_key, token)][1] = answered = now
+        return now - answered > LATE_ARRIVAL
 
 
 class RedisHandle:
@@ -87,6 +157,7 @@ class RedisBackend:
         self._commit = client.register_script(COMMIT)
         self._release = client.register_script(RELEASE)
         self._delete = client.register_script(DELETE)
+        self.unlocker = Unlocker(client, lock_ttl)
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -111,7 +182,11 @@ class RedisBackend:
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
         while True:
-            reply = self._call("lock the session", self._acquire, keys=keys, args=args)
+            try:
+                reply = self._call("lock the session", self._acquire, keys=keys, args=args)
+            except SessionError as exc:
+                self._let_go(exc, lock_key, token)  # the SET NX may yet run: undo it then
+                raise
             if reply[0] == 1:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
@@ -150,8 +225,8 @@ class RedisBackend:
         try:
             written = self._call("write the session", self._commit,
                                  keys=[handle.lock_key, handle.data_key], args=[handle.token, body, self.ttl_ms])
-        except SessionError:
-            self._forget_lock(handle)
+        except SessionError as exc:
+            self._let_go(exc, handle.lock_key, handle.token)
             raise
         if not written:
             raise SessionError(
@@ -168,25 +243,36 @@ class RedisBackend:
             if touch != "0":
                 self._call("refresh the session", self.client.pexpire, handle.data_key, int(touch))
             return
-        self._call("unlock the session", self._release, keys=[handle.lock_key, handle.data_key],
-                   args=[handle.token, touch])
+        try:
+            self._call("unlock the session", self._release, keys=[handle.lock_key, handle.data_key],
+                       args=[handle.token, touch])
+        except SessionError as exc:
+            self._let_go(exc, handle.lock_key, handle.token)
+            raise
 
     def delete(self, handle: RedisHandle) -> None:
         """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
             self._call("delete the session", self.client.delete, handle.data_key)
             return
-        deleted = self._call("delete the session", self._delete,
-                             keys=[handle.lock_key, handle.data_key], args=[handle.token])
+        try:
+            deleted = self._call("delete the session", self._delete,
+                                 keys=[handle.lock_key, handle.data_key], args=[handle.token])
+        except SessionError as exc:
+            self._let_go(exc, handle.lock_key, handle.token)
+            raise
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
 
-    def _forget_lock(self, handle: RedisHandle) -> None:
-        # The commit failed (Redis went away?): try not to leave the lock to its TTL.
-        try:
-            self._release(keys=[handle.lock_key, handle.data_key], args=[handle.token, "0"])
+    def _let_go(self, error: SessionError, lock_key: str, token: str) -> None:
+        """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
+        if isinstance(error.__cause__, (ConnectionError, TimeoutError)):
+            self.unlocker.add(lock_key, token)  # unreachable or paused: as soon as it answers
+            return
+        try:  # Redis answered with an error (out of memory, ...): release now
+            self.unlocker.unlock(keys=[lock_key], args=[token])
         except RedisError:
-            pass  # unreachable: the lock expires after lock_ttl
+            self.unlocker.add(lock_key, token)
 
 
 class RedisSessionStore(BaseStore):

@@ -282,3 +282,42 @@ def test_flask_interface_on_redis(client, prefix):
 
     web = app.test_client()
     assert [web.get("/").data for _ in range(3)] == [b"1", b"2", b"3"]
+
+
+def test_a_paused_redis_leaves_no_lock_once_it_resumes():
+    import signal
+
+    server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        session_id = None
+        trans = Transaction()
+        with RedisSessionStore(trans, client) as store:
+            store.get_session(True)["n"] = 1
+        session_id = trans.cookies["SID"]
+        os.kill(server.process.pid, signal.SIGSTOP)  # Redis stops answering, mid-traffic
+        try:
+            paused_at = time.monotonic()
+            with pytest.raises(SessionError, match="Redis"):  # the request gives up...
+                RedisSessionStore(Transaction({"SID": session_id}), client).get_session(False)
+            time.sleep(max(0.0, 3.0 - (time.monotonic() - paused_at)))
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)  # ...and its queued SET NX runs now
+        resumed = time.monotonic()
+        with RedisSessionStore(Transaction({"SID": session_id}), client, timeout=10) as store:
+            assert store.get_session(False) == {"n": 1}
+        assert time.monotonic() - resumed < 2.0  # served at once, not after lock_ttl (30 s)
+        assert client.keys("fastsession:*:lock") == []
+    finally:
+        server.stop()
+
+
+def test_a_value_of_the_wrong_type_is_a_session_error_and_leaves_no_lock(make, client, prefix):
+    session_id = "W" * 43
+    client.rpush(prefix + session_id, "not", "a", "session")
+    for attempt in range(2):  # the second request is not kept waiting by a lock the first left
+        started = time.monotonic()
+        with pytest.raises(SessionError, match="WRONGTYPE"):
+            make(Transaction({"SID": session_id}), timeout=5).get_session(False)
+        assert time.monotonic() - started < 1
+        assert client.exists(prefix + session_id + ":lock") == 0
