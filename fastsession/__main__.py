@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastsession demo|bench|gc``."""
+"""Command line: ``fastsession demo|bench|gc`` (the installed console script), or ``python -m fastsession``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,21 @@ import sys
 from typing import List, Optional
 
 
+def positive(text: str) -> float:
+    """An argparse type: a number of seconds above zero."""
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastsession")
+    from . import __version__
+    from ._kernels import EXTENSIONS
+
+    parser = argparse.ArgumentParser(prog="fastsession", description="fastsession: demo, benchmark, gc")
+    parser.add_argument("--version", action="version",
+                        version=f"fastsession {__version__} ({'compiled' if EXTENSIONS else 'pure-Python'} kernels)")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="serve a WSGI app that keeps a visit counter")
     demo.add_argument("--host", default="127.0.0.1")
@@ -20,9 +33,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     bench.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
     gc = commands.add_parser("gc", help="remove expired sessions and stale lockfiles")
     gc.add_argument("directory")
-    gc.add_argument("--max-age", type=float, metavar="SECONDS", help="remove sessions idle longer than this")
+    gc.add_argument("--max-age", type=positive, metavar="SECONDS", help="remove sessions idle longer than this")
     gc.add_argument("--stale-locks", action="store_true", help="remove only the stale lockfiles")
-    gc.add_argument("--stale-after", type=float, default=30.0, metavar="SECONDS",
+    gc.add_argument("--stale-after", type=positive, default=30.0, metavar="SECONDS",
                     help="age at which another host's lock counts as stale (default 30)")
     gc.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
     gc.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -32,8 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "demo":
         from .demo import serve
 
-        serve(args.host, args.port, args.directory)
-        return 0
+        return serve(args.host, args.port, args.directory)
     from . import bench as benchmark
 
     return benchmark.main(quick=args.quick, as_json=args.json, plot_path=args.plot)

@@ -28,6 +28,26 @@ def twin(kind: str) -> SimpleNamespace:
     return SimpleNamespace(kind=kind, **functions)
 
 
+def why_pure(error: ImportError) -> str:
+    """The import warning: why the compiled kernels are missing, and what to do about it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.exists(os.path.join(here, "_ids_c.pyx")) and os.path.exists(
+        os.path.join(os.path.dirname(here), "pyproject.toml")
+    ):
+        return (
+            f"imported from the source folder {here}, where nothing is compiled (python -m run "
+            "from the checkout imports it instead of the installed package); using the slower "
+            "pure-Python twins. Run the installed command instead (pip install . && fastsession "
+            "demo), or run Python from another folder."
+        )
+    return (
+        f"compiled kernels unavailable ({error}): this install was built without a C compiler; "
+        "using the slower pure-Python twins. Install a C compiler and the Python headers, then "
+        "pip install --force-reinstall --no-binary fastsession fastsession (or pip install . again "
+        "from the checkout). Set FASTSESSION_NO_EXTENSIONS=1 to choose the pure twins quietly."
+    )
+
+
 NO_EXTENSIONS = bool(os.environ.get("FASTSESSION_NO_EXTENSIONS")) or (
     platform.python_implementation() != "CPython"
 )
@@ -37,15 +57,10 @@ if NO_EXTENSIONS:
 else:
     try:
         ACTIVE = twin("c")
-    except ImportError as exc:  # installed without a compiler: setup.py warned then
+    except ImportError as exc:  # installed without a compiler (pip hid the build's warning)
         import warnings
 
-        warnings.warn(
-            f"fastsession: compiled kernels unavailable ({exc}); using the slower "
-            "pure-Python twins. Set FASTSESSION_NO_EXTENSIONS=1 to choose them quietly.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"fastsession: {why_pure(exc)}", RuntimeWarning, stacklevel=2)
         ACTIVE = twin("py")
 
 EXTENSIONS = ACTIVE.kind == "c"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import html
 import os
 import sys
@@ -56,11 +57,24 @@ class QuietHandler(WSGIRequestHandler):
         sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, directory: str = "") -> None:
-    """Serve the demo until interrupted; port 0 picks a free one (the URL is printed)."""
-    directory = directory or os.path.join(tempfile.gettempdir(), "fastsession-demo")
+def serve(host: str = "127.0.0.1", port: int = 8000, directory: str = "") -> int:
+    """Serve the demo until interrupted; port 0 picks a free one (the URL is printed).
+
+    The exit status: 0 after Ctrl-C, 2 when the port cannot be had.
+    """
+    directory = directory or os.path.join(tempfile.gettempdir(), f"fastsession-demo-{os.geteuid()}")
     app = SessionMiddleware(visits_app, directory)
-    with make_server(host, port, app, ThreadingWSGIServer, QuietHandler) as server:
+    try:
+        server = make_server(host, port, app, ThreadingWSGIServer, QuietHandler)
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        sys.stderr.write(
+            f"fastsession demo: cannot listen on {host}:{port}: "
+            + ("another program is using that port" if busy else exc.strerror or str(exc))
+            + ". Choose another with --port N (--port 0 picks a free one).\n"
+        )
+        return 2
+    with server:
         url = f"http://{host}:{server.server_port}/"
         kernels = "compiled" if EXTENSIONS else "pure Python"
         print(f"fastsession demo on {url} (sessions in {directory}, {kernels} kernels)", flush=True)
@@ -68,3 +82,4 @@ def serve(host: str = "127.0.0.1", port: int = 8000, directory: str = "") -> Non
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+    return 0

@@ -48,6 +48,13 @@ class Collected:
 def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: float,
                        dry_run: bool, done: Collected) -> None:
     lock_path = path + b".lock"
+    if dry_run:  # taking the lock could break a stale one: only look
+        if os.path.lexists(lock_path) and not _stale(lock_path, backend.stale_after, True):
+            done.kept += 1
+        else:
+            done.removed += 1
+            done.bytes_freed += os.stat(path, follow_symlinks=False).st_size
+        return
     try:
         fd = backend.kernels.acquire(lock_path, holder_record(), 1.0, 0, backend.stale_after)
     except LockTimeout:
@@ -58,8 +65,7 @@ def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: f
         if now - status.st_mtime <= max_age or not owns(fd, lock_path):
             done.kept += 1  # written since we looked, or our lock was broken meanwhile
             return
-        if not dry_run:
-            os.unlink(path)
+        os.unlink(path)
         done.removed += 1
         done.bytes_freed += status.st_size
     except FileNotFoundError:
@@ -77,6 +83,8 @@ def collect(directory: str, max_age: Optional[float] = None, *, stale_after: flo
     """
     if max_age is None and not stale_locks_only:
         raise ValueError("max_age is required unless stale_locks_only")
+    if max_age is not None and not max_age > 0:
+        raise ValueError(f"max_age must be positive, not {max_age}: 0 or less would remove every session")
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such session directory", directory)
     backend = FileBackend(directory, True, 1.0, 0, stale_after)
@@ -173,10 +181,10 @@ class ProgressBar:
 
 
 def summary(counts: Collected, seconds: float, dry_run: bool) -> str:
-    verb = "would remove" if dry_run else "removed"
+    verb, freed = ("would remove", "would free") if dry_run else ("removed", "freed")
     text = (
         f"scanned {counts.scanned} sessions in {seconds:.1f} s: {verb} {counts.removed} expired, "
         f"kept {counts.kept}; {verb} {counts.locks_removed} stale locks and {counts.temps_removed} "
-        f"leftover temp files; {counts.bytes_freed} bytes freed; {len(counts.errors)} errors"
+        f"leftover temp files; {freed} {counts.bytes_freed} bytes; {len(counts.errors)} errors"
     )
     return "\n".join([text] + [f"  error: {e}" for e in counts.errors])

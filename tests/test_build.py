@@ -32,9 +32,10 @@ def test_environment_variable_forces_the_pure_twins():
 
 
 def test_twins_export_the_same_names():
-    from fastsession import _ids_c, _io_c, _lock_c
+    from conftest import compiled_twin
 
-    for compiled, pure in [(_ids_c, _ids_py), (_lock_c, _lock_py), (_io_c, _io_py)]:
+    for compiled, pure in [(compiled_twin("ids"), _ids_py), (compiled_twin("lock"), _lock_py),
+                           (compiled_twin("io"), _io_py)]:
         for name in [n for n in dir(compiled) if not n.startswith("_") and callable(getattr(compiled, n))]:
             if getattr(compiled, name).__module__ == compiled.__name__:
                 assert callable(getattr(pure, name, None)), f"{pure.__name__} lacks {name}"

@@ -139,9 +139,29 @@ def test_cli_prints_a_summary(session_dir, three):
 def test_cli_dry_run_and_usage_errors(session_dir, three, tmp_path):
     done = gc_command(session_dir, "--max-age", "3600", "--dry-run")
     assert "would remove 2 expired" in done.stdout
+    assert "would free" in done.stdout and "bytes freed" not in done.stdout
     assert len(session_files(session_dir)) == 3
     assert gc_command(session_dir).returncode == 2  # no --max-age
     assert gc_command(str(tmp_path / "absent"), "--max-age", "1").returncode == 2
+
+
+@pytest.mark.parametrize("age", ["-5", "0", "nan"])
+def test_cli_refuses_a_max_age_that_is_not_positive(session_dir, three, age):
+    done = gc_command(session_dir, "--max-age", age)
+    assert done.returncode == 2 and "positive" in done.stderr
+    assert len(session_files(session_dir)) == 3  # nothing wiped
+    with pytest.raises(ValueError, match="positive"):
+        collect(session_dir, float(age))
+
+
+def test_dry_run_removes_no_stale_lockfile(session_dir, three):
+    old1, _, _ = three
+    lock = plant(session_dir, old1, b"", 5)  # stale: its creator died before writing
+    for stale_locks_only in (False, True):
+        counts = collect(session_dir, None if stale_locks_only else 3600, dry_run=True,
+                         stale_locks_only=stale_locks_only)
+        assert counts.locks_removed == 1  # counted...
+        assert os.path.exists(lock)  # ...never removed
 
 
 def test_cli_shows_progress_with_rate_and_eta_on_a_terminal(session_dir, three):

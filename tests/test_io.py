@@ -144,9 +144,10 @@ def test_unlocked_write_refuses_an_existing_temp_name(kernels, path, tmp_path):
 
 
 def test_twins_read_each_others_files(path):
-    from fastsession import _io_c as c
+    from conftest import compiled_twin
     from fastsession import _io_py as py
 
+    c = compiled_twin("io")
     py.write_unlocked(path + b".a.tmp", path, holder_record(), b'{"from":"py"}', False)
     assert c.read_session(path, False) == py.read_session(path, False)
     c.write_unlocked(path + b".b.tmp", path, holder_record(), b'{"from":"c"}', False)

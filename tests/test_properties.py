@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastsession import SerializationError, SessionStore, _ids_c, _ids_py, _io_c, _io_py
+from fastsession import SerializationError, SessionStore, _ids_py, _io_py
 from fastsession._holder import holder_record
 from fastsession.errors import CorruptSession
 from fastsession.wsgi import WSGITransaction
 
-from conftest import Transaction, session_files
+from conftest import Transaction, compiled_twin, session_files
 
 settings.register_profile("fastsession", deadline=None, max_examples=150,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -106,7 +106,7 @@ def test_arbitrary_cookie_bytes_never_reach_a_path_nor_raise(directory, raw):
 
 @given(st.text(max_size=60) | st.text(alphabet="ABCabc019_-=./\n\x00é", min_size=40, max_size=46))
 def test_twins_agree_on_id_validation(value):
-    assert _ids_c.is_valid_id(value) is _ids_py.is_valid_id(value)
+    assert compiled_twin("ids").is_valid_id(value) is _ids_py.is_valid_id(value)
 
 
 def read_with(module, path):
@@ -122,14 +122,14 @@ def test_twins_read_any_bytes_alike(directory, content):
     path = os.path.join(directory, "differential").encode()
     with open(path, "wb") as f:
         f.write(content)
-    assert read_with(_io_c, path) == read_with(_io_py, path)
+    assert read_with(compiled_twin("io"), path) == read_with(_io_py, path)
 
 
 @given(st.dictionaries(st.text(), json_values, max_size=4))
 def test_twins_write_identical_files(directory, data):
     body = orjson.dumps(data)
     written = []
-    for module in (_io_c, _io_py):
+    for module in (compiled_twin("io"), _io_py):
         path = os.path.join(directory, f"written-{module.__name__}").encode()
         module.write_unlocked(path + b".tmp", path, holder_record(), body, False)
         with open(path, "rb") as f:

@@ -1,4 +1,4 @@
-"""``python -m fastsession bench``: fastsession side by side with its twins, its floor and its peers.
+"""``fastsession bench``: fastsession side by side with its twins, its floor and its peers.
 
 Every figure is a median of interleaved batches (see measure.py); every
 ratio is a contender's time over fastsession (compiled)'s, from the same run.
@@ -119,7 +119,7 @@ def build(factories: Dict[str, Callable], directory: str, scenario: str,
     for name, factory in factories.items():
         try:
             ops = factory(directory)
-        except Missing as exc:
+        except (Missing, ImportError) as exc:  # a peer not installed: "not measured"
             missing[name] = str(exc)
             continue
         if scenario in ops:
@@ -143,7 +143,7 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
         for name, factory in [(n, KERNELS[n]) for n in (BASELINE, "fastsession (pure twins)", FLOOR)]:
             try:
                 ids[name] = factory(any_place)["ids"]
-            except Missing as exc:
+            except (Missing, ImportError) as exc:
                 missing[name] = str(exc)
         ids.update(id_peers())
         results["scenarios"].append({
@@ -165,7 +165,7 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
         for name, factory in UNDER_CONTENTION.items():
             try:
                 ops = factory(tempfile.mkdtemp(dir=folder))
-            except Missing as exc:
+            except (Missing, ImportError) as exc:
                 missing[name] = str(exc)
                 continue
             try:
@@ -198,6 +198,8 @@ def format_table(results: Dict[str, Any]) -> str:
         names: List[str] = []
         for figures in entry["places"].values():
             names += [n for n in figures if n not in names]
+        if not names:
+            lines.append("  (no contender installed: see \"not measured\")")
         for name in names:
             row = f"  {name:34s}"
             for place in places:
@@ -260,7 +262,7 @@ def main(quick: bool = False, as_json: bool = False, plot_path: Optional[str] = 
             sys.stderr.write("--plot needs matplotlib: pip install matplotlib\n")
             return 2
     results = run(quick=quick)
-    results["command"] = " ".join(["python -m fastsession bench"] + sys.argv[2:])
+    results["command"] = " ".join(["fastsession bench"] + sys.argv[2:])
     if as_json:
         print(json.dumps(results, indent=2))
     else:

@@ -32,6 +32,8 @@ def interleaved_medians(runners: Dict[str, Runner], rounds: int, target: float =
     sizes = {name: batch_size(run, target) for name, run in runners.items()}
     samples: Dict[str, List[float]] = {name: [] for name in runners}
     names = list(runners)
+    if not names:  # every contender of this scenario is "not measured"
+        return {}
     for round_ in range(rounds):
         shift = round_ % len(names)  # no contender is always first after a pause
         for name in names[shift:] + names[:shift]:

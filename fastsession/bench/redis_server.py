@@ -5,8 +5,6 @@ import socket
 import subprocess
 import time
 
-import redis
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -21,6 +19,8 @@ class RedisServer:
         self.process = None
 
     def start(self) -> "RedisServer":
+        import redis  # here, not at import: the bench runs without redis-py too
+
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
