@@ -54,6 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import time
 
+    from .errors import SessionError
     from .gc import ProgressBar, collect, summary
 
     if args.max_age is None and not args.stale_locks:
@@ -64,7 +65,7 @@ def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         counts = collect(args.directory, args.max_age, stale_after=args.stale_after, dry_run=args.dry_run,
                          stale_locks_only=args.stale_locks and args.max_age is None,
                          progress=ProgressBar() if show else None)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, SessionError) as exc:  # no such folder, or one that is refused
         sys.stderr.write(f"fastsession gc: {exc}\n")
         return 2
     print(summary(counts, time.monotonic() - started, args.dry_run))

@@ -473,3 +473,21 @@ def test_save_outside_the_middleware_releases_on_create_and_update_errors(sessio
     with pytest.raises(CreateError if must_create else UpdateError):
         again.save(must_create=must_create)
     assert locks(session_path) == []
+
+
+def test_fastsession_lock_timeout_bounds_the_wait(session_path):
+    from fastsession import LockTimeout
+
+    client = Client()
+    client.get("/count")
+    holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+    holder.lock()
+    try:
+        with override_settings(FASTSESSION_LOCK_TIMEOUT=0.3):
+            started = time.monotonic()
+            with pytest.raises(LockTimeout):
+                client.get("/count")
+            assert time.monotonic() - started < 2
+    finally:
+        holder.unlock()
+    assert client.get("/count").content == b"2"
