@@ -25,6 +25,7 @@ logger = logging.getLogger("fastsession")
 # (session file, its lockfile, the lock's descriptor); (path, b"", -1) when not locking
 Handle = Tuple[bytes, bytes, int]
 
+
 def check_folder(path: bytes, what: str = "session directory", private: bool = False) -> None:
     """SessionError naming ``path`` unless it is a real folder that no other user can write.
 
@@ -54,14 +55,30 @@ def check_folder(path: bytes, what: str = "session directory", private: bool = F
         )
 
 
-def prepare_directory(directory: str, private: bool = False) -> bytes:
-    """Create ``directory`` (0700) if absent and check it and its shards (check_folder).
+# Folders checked by this process: a relative directory makes a backend per
+# request (store.shared_backend), which must not rescan its shards each time.
+_checked: set = set()
 
-    Its absolute path as bytes, ending in a slash.
+
+def prepare_directory(directory: str) -> bytes:
+    """Create ``directory`` (0700) if absent and check it and its shards (check_tree).
+
+    Its absolute path as bytes, ending in a slash. The check runs once per
+    process and folder.
     """
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.fsencode(os.path.abspath(directory))
-    check_folder(path, private=private)
+    if path not in _checked:
+        check_tree(path)
+        if len(_checked) >= 1024:
+            _checked.clear()
+        _checked.add(path)
+    return os.path.join(path, b"")
+
+
+def check_tree(path: bytes) -> None:
+    """check_folder of a session directory and of every shard folder in it."""
+    check_folder(path)
     if stat.S_IMODE(os.stat(path).st_mode) & 0o005:
         logger.warning(
             "fastsession: other users may list the session directory %s, and session ids are "
@@ -71,7 +88,6 @@ def prepare_directory(directory: str, private: bool = False) -> bytes:
         for entry in entries:
             if entry.is_symlink() or entry.is_dir(follow_symlinks=False):
                 check_folder(os.fsencode(entry.path), "session shard folder")
-    return os.path.join(path, b"")
 
 
 class FileBackend:

@@ -25,7 +25,7 @@ from typing import Callable, List, Optional
 from ._holder import break_if_stale, holder_record, is_stale
 from ._lock_py import owns
 from .errors import LockTimeout
-from .files import FileBackend
+from .files import FileBackend, check_tree
 
 
 @dataclass
@@ -87,6 +87,7 @@ def collect(directory: str, max_age: Optional[float] = None, *, stale_after: flo
         raise ValueError(f"max_age must be positive, not {max_age}: 0 or less would remove every session")
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such session directory", directory)
+    check_tree(os.fsencode(os.path.abspath(directory)))  # again: gc may run long after the app started
     backend = FileBackend(directory, True, 1.0, 0, stale_after)
     done = Collected()
     try:

@@ -129,3 +129,47 @@ def test_threads_of_one_process_lose_no_update(session_dir):
         thread.join()
     assert errors == []
     assert read_n(session_dir, session_id) == 400
+
+
+INCREMENTS = """
+import sys, time
+from fastsession import SessionStore
+
+class Cookie:
+    def __init__(self, value): self.value = value
+
+class Trans:
+    def get_cookie(self, name): return Cookie({session_id!r})
+    def set_cookie_value(self, name, value): raise AssertionError("the session was lost")
+    def delete_cookie(self, name): pass
+
+failed = 0
+for _ in range({times}):
+    try:
+        with SessionStore(Trans(), {directory!r}, timeout=10) as store:
+            session = store.get_session(0)
+            if session is None:
+                raise AssertionError("the session was lost")
+            value = session["n"]
+            time.sleep(0.005)  # a request's work, with the lock held
+            session["n"] = value + 1
+    except Exception as exc:
+        failed += 1
+print(failed)
+"""
+
+
+def test_two_containers_sharing_a_volume_lose_no_update(session_dir):
+    # Two workers, one in a PID namespace of its own (a second container of one
+    # pod: same hostname and boot id, other pids), incrementing one session.
+    import subprocess
+    import sys
+
+    session_id, _ = store_session(session_dir, {"n": 0})
+    script = INCREMENTS.format(session_id=session_id, times=100, directory=session_dir)
+    commands = [[sys.executable, "-c", script],
+                ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script]]
+    workers = [subprocess.Popen(c, cwd="/", stdout=subprocess.PIPE, text=True) for c in commands]
+    failed = [int(w.communicate(timeout=120)[0]) for w in workers]
+    assert failed == [0, 0]
+    assert read_n(session_dir, session_id) == 200
