@@ -348,36 +348,48 @@ def locks(session_path):
     return [f for f in session_files(session_path) if f.endswith(".lock")]
 
 
-def test_cancelled_async_request_releases_the_lock(session_path):
+def cancel_a_request(view, cookie, cancel_when, then=None):
+    """Run one async request through the middleware, cancel it once ``cancel_when()`` is done.
+
+    ``then()`` runs after, on the same event loop (a server's loop lives on).
+    """
     import asyncio
 
-    from django.http import HttpResponse as Response
     from django.test import AsyncRequestFactory
 
     from fastsession.contrib.django import LockingSessionMiddleware
 
+    async def request_then_cancel():
+        request = AsyncRequestFactory().get("/")
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
+        task = asyncio.ensure_future(LockingSessionMiddleware(view)(request))
+        await cancel_when()
+        task.cancel()  # what Django's ASGI handler does on http.disconnect
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if then is not None:
+            await then()
+
+    asyncio.run(request_then_cancel())
+
+
+def test_cancelled_async_request_releases_the_lock(session_path):
+    import asyncio
+
     client = Client()
     client.get("/count")
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
     entered = asyncio.Event()
 
     async def slow_view(request):
         entered.set()
         await asyncio.sleep(60)  # the client disconnects long before
-        return Response("late")
+        return HttpResponse("late")
 
-    async def request_then_cancel():
-        middleware = LockingSessionMiddleware(slow_view)
-        request = AsyncRequestFactory().get("/slow")
-        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
-        task = asyncio.ensure_future(middleware(request))
+    async def view_running():
         await asyncio.wait_for(entered.wait(), 10)
         assert len(locks(session_path)) == 1  # held while the view runs
-        task.cancel()  # what Django's ASGI handler does on http.disconnect
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
-    asyncio.run(request_then_cancel())
+    cancel_a_request(slow_view, client.cookies[settings.SESSION_COOKIE_NAME].value, view_running)
     assert locks(session_path) == []
     with override_settings(FASTSESSION_LOCK_TIMEOUT=2):
         assert client.get("/count").content == b"2"  # the user is served at once
@@ -385,10 +397,6 @@ def test_cancelled_async_request_releases_the_lock(session_path):
 
 def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(session_path):
     import asyncio
-
-    from django.test import AsyncRequestFactory
-
-    from fastsession.contrib.django import LockingSessionMiddleware
 
     client = Client()
     client.get("/count")
@@ -399,23 +407,18 @@ def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(session_pat
     async def view(request):
         raise AssertionError("never reached")
 
-    async def wait_then_cancel():
-        middleware = LockingSessionMiddleware(view)
-        request = AsyncRequestFactory().get("/")
-        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
-        task = asyncio.ensure_future(middleware(request))
-        await asyncio.sleep(0.3)  # the worker thread is waiting for the holder
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async def waiting_for_the_holder():
+        await asyncio.sleep(0.3)  # the worker thread is waiting for the lock
+
+    async def holder_done():
         holder.unlock()  # now the worker thread gets the lock...
-        for _ in range(200):
+        for _ in range(500):
             await asyncio.sleep(0.01)
             if not locks(session_path):
                 return
         raise AssertionError("the cancelled request kept the lock")  # ...and must let it go
 
-    asyncio.run(wait_then_cancel())
+    cancel_a_request(view, cookie, waiting_for_the_holder, holder_done)
 
 
 def replace_session(request):

@@ -185,7 +185,8 @@ def test_app_raising_while_streaming_is_rolled_back(session_dir, counter):
     assert call(counter, f"SID={sid}")[2] == b"2"
 
 
-def test_session_is_committed_only_when_the_response_is_closed(session_dir, counter):
+def second_visit_sent_not_closed(session_dir, counter):
+    """(id, the response, its lockfile) of a user's second request, its body sent, not yet closed."""
     from wsgiref.util import setup_testing_defaults
 
     sid = sid_from(call(counter)[1])
@@ -193,7 +194,11 @@ def test_session_is_committed_only_when_the_response_is_closed(session_dir, coun
     setup_testing_defaults(environ)
     result = counter(environ, lambda status, headers, exc_info=None: None)
     assert b"".join(result) == b"2"
-    lock = os.path.join(session_dir, sid[:2], sid + ".lock")
+    return sid, result, os.path.join(session_dir, sid[:2], sid + ".lock")
+
+
+def test_session_is_committed_only_when_the_response_is_closed(session_dir, counter):
+    sid, result, lock = second_visit_sent_not_closed(session_dir, counter)
     assert os.path.exists(lock)  # still held while the server sends the body
     result.close()
     assert not os.path.exists(lock)
@@ -222,17 +227,11 @@ def test_webstack_style_code_with_the_wsgi_transaction(session_dir):
 def test_response_dropped_without_close_releases_the_lock_and_warns(session_dir, counter, caplog):
     import gc
     import logging
-    from wsgiref.util import setup_testing_defaults
 
-    sid = sid_from(call(counter)[1])
-    environ = {"HTTP_COOKIE": f"SID={sid}"}
-    setup_testing_defaults(environ)
-    result = counter(environ, lambda status, headers, exc_info=None: None)
-    assert b"".join(result) == b"2"
-    lock = os.path.join(session_dir, sid[:2], sid + ".lock")
+    sid, result, lock = second_visit_sent_not_closed(session_dir, counter)
     assert os.path.exists(lock)
     with caplog.at_level(logging.WARNING, logger="fastsession"):
-        del result, environ  # a server that forgets close() (a client gone mid-response)
+        del result  # a server that forgets close() (a client gone mid-response)
         gc.collect()
     assert not os.path.exists(lock)  # the user is not locked out for the life of the worker
     assert "without close()" in caplog.text
