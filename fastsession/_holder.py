@@ -48,18 +48,22 @@ def _proc_stat(pid) -> tuple[bytes, bytes]:
 def _pid_namespace() -> bytes:
     """The inode of this process's PID namespace; b"-" without a /proc of its own namespace."""
     try:
-        # "pid:[4026531836]". /proc/self does not resolve when /proc belongs to
-        # another namespace (unshare --pid without --mount-proc): "-" then.
-        link = os.readlink("/proc/self/ns/pid")
+        # /proc/self does not resolve when /proc belongs to another namespace
+        # (unshare --pid without --mount-proc): "-" then.
+        return b"%d" % os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return b"-"
-    return link[link.find("[") + 1 : -1].encode("ascii", "replace") or b"-"
+
+
+def host_field(hostname: str, namespace: bytes) -> bytes:
+    """The holder line's host field: one token, with no space and no "/" but the one before the namespace."""
+    name = hostname.encode("ascii", "replace").replace(b" ", b"_").replace(b"/", b"_")
+    return b"%s/%s" % (name or b"-", namespace)
 
 
 def _this_host() -> tuple[bytes, bytes]:
-    name = socket.gethostname().encode("ascii", "replace").replace(b" ", b"_").replace(b"/", b"_") or b"-"
     boot = _read_small("/proc/sys/kernel/random/boot_id").strip() or b"-"
-    return b"%s/%s" % (name, _pid_namespace()), boot
+    return host_field(socket.gethostname(), _pid_namespace()), boot
 
 
 HOST, BOOT = _this_host()
@@ -114,8 +118,14 @@ def is_stale(head: bytes, age: float, stale_after: float) -> bool:
     return not _holder_alive(int(pid), start)
 
 
-def break_if_stale(lock_path: bytes, stale_after: float) -> bool:
-    """Remove the lockfile if its holder is gone; True when the caller should retry at once.
+# What break_if_stale found.
+BROKEN = "broken"  # a stale lock, removed by this call (with dry_run: that would be)
+GONE = "gone"  # released, or broken by another waiter, meanwhile: try to lock again
+HELD = "held"  # a live holder's lock
+
+
+def break_if_stale(lock_path: bytes, stale_after: float, dry_run: bool = False) -> str:
+    """Remove the lockfile if its holder is gone: BROKEN, GONE or HELD.
 
     Race-free among breakers: they serialise on flock() of the stale inode, and
     the one that gets it removes the path only while the path still names that
@@ -125,24 +135,24 @@ def break_if_stale(lock_path: bytes, stale_after: float) -> bool:
         # O_NONBLOCK: a FIFO in place of a lockfile must not hang the waiter.
         fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        return True  # released meanwhile
+        return GONE
     try:
         seen = os.fstat(fd)
-        head = os.read(fd, 512)
-        if not is_stale(head, time.time() - seen.st_mtime, stale_after):
-            return False
+        if not is_stale(os.read(fd, 512), time.time() - seen.st_mtime, stale_after):
+            return HELD
+        if dry_run:
+            return BROKEN
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            now = os.stat(lock_path, follow_symlinks=False)
+            now = os.lstat(lock_path)
         except FileNotFoundError:
-            return True
+            return GONE
         if (now.st_ino, now.st_dev) != (seen.st_ino, seen.st_dev):
-            return True  # another breaker won, or the lock was released and retaken
+            return GONE  # another breaker won, or the lock was released and retaken
         try:
             os.unlink(lock_path)
         except FileNotFoundError:
-            pass
-        return True
+            return GONE
+        return BROKEN
     finally:
         os.close(fd)
-

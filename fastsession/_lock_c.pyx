@@ -14,7 +14,7 @@ from posix.unistd cimport close, unlink, write
 
 from fastsession._posix cimport O_NOFOLLOW, owns_fd, raise_oserror
 
-from fastsession._holder import break_if_stale
+from fastsession._holder import HELD, break_if_stale
 from fastsession.errors import LockTimeout
 
 cdef int LOCK_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
@@ -101,7 +101,7 @@ def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_a
         waited = monotonic() - start
         timed_out = has_timeout and waited >= limit
         # A dead holder's lock is broken whatever the timeout, timeout=0 included.
-        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after):
+        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after) != HELD:
             pause = min(FIRST_PAUSE, max_pause)
         elif timed_out:
             raise LockTimeout(

@@ -9,7 +9,7 @@ import os
 import time
 
 from . import _syscalls as sc
-from ._holder import break_if_stale
+from ._holder import HELD, break_if_stale
 from ._syscalls import named
 from .errors import LockTimeout, SessionError
 
@@ -53,7 +53,7 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
         waited = time.monotonic() - start
         timed_out = timeout is not None and waited >= timeout
         # A dead holder's lock is broken whatever the timeout, timeout=0 included.
-        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after):
+        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after) != HELD:
             pause = min(FIRST_PAUSE, max_pause)
         elif timed_out:
             raise LockTimeout(

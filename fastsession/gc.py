@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from ._holder import break_if_stale, holder_record, is_stale
+from ._holder import BROKEN, HELD, break_if_stale, holder_record
 from ._lock_py import owns
 from .errors import LockTimeout
 from .files import FileBackend, check_tree
@@ -49,8 +49,8 @@ def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: f
                        dry_run: bool, done: Collected) -> None:
     lock_path = path + b".lock"
     if dry_run:  # taking the lock could break a stale one: only look
-        if os.path.lexists(lock_path) and not _stale(lock_path, backend.stale_after, True):
-            done.kept += 1
+        if break_if_stale(lock_path, backend.stale_after, True) == HELD:
+            done.kept += 1  # in use right now: by definition not expired
         else:
             done.removed += 1
             done.bytes_freed += os.stat(path, follow_symlinks=False).st_size
@@ -139,24 +139,7 @@ def _visit(backend: FileBackend, entry: os.DirEntry, max_age: Optional[float], s
 
 def _stale(lock_path: bytes, stale_after: float, dry_run: bool) -> bool:
     """Whether the lockfile is stale; removed too unless ``dry_run``."""
-    if dry_run:
-        try:
-            with open(lock_path, "rb") as f:
-                head = f.read(512)
-                age = time.time() - os.fstat(f.fileno()).st_mtime
-        except FileNotFoundError:
-            return False
-        return is_stale(head, age, stale_after)
-    try:
-        before = os.stat(lock_path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    if not break_if_stale(lock_path, stale_after):
-        return False
-    try:  # break_if_stale also says True when the lock was merely released meanwhile
-        return os.stat(lock_path, follow_symlinks=False).st_ino != before.st_ino
-    except FileNotFoundError:
-        return True
+    return break_if_stale(lock_path, stale_after, dry_run) == BROKEN
 
 
 class ProgressBar:

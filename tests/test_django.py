@@ -494,3 +494,62 @@ def test_fastsession_lock_timeout_bounds_the_wait(session_path):
     finally:
         holder.unlock()
     assert client.get("/count").content == b"2"
+
+
+# -- mutants the first mutation run left (tools/mutation.sh) -----------------------------------
+
+
+def test_a_default_folder_open_to_the_group_is_refused(own_tempdir):
+    from fastsession import SessionError
+
+    planted = own_tempdir / f"fastsession-django-{os.geteuid()}"
+    planted.mkdir(mode=0o750)  # this user's, not writable by others, but readable by a group
+    with override_settings(SESSION_FILE_PATH=None):
+        with pytest.raises(SessionError, match="Django's default session folder .*SESSION_FILE_PATH"):
+            SessionStore()
+
+
+def expire_meanwhile(session_path):
+    store = SessionStore()
+    store["a"] = 1
+    store.set_expiry(-10)
+    store.save()
+    return store.session_key
+
+
+def test_loading_an_expired_session_waits_for_its_holder_then_deletes_it(session_path):
+    import threading
+
+    key = expire_meanwhile(session_path)
+    holder = SessionStore(key)
+    holder.lock()
+    threading.Timer(0.3, holder.unlock).start()
+    assert SessionStore(key).load() == {}
+    assert not os.path.exists(os.path.join(session_path, key[:2], key))  # deleted once the holder left
+    assert locks(session_path) == []
+
+
+def test_loading_an_expired_session_under_the_middlewares_lock_keeps_that_lock(session_path):
+    key = expire_meanwhile(session_path)
+    store = SessionStore(key)
+    store.lock()
+    assert store.load() == {}
+    assert len(locks(session_path)) == 1  # still held: released by the middleware, at the end
+    store.unlock()
+    assert locks(session_path) == []
+
+
+def test_clearsessions_skips_a_busy_session_at_once_and_survives_a_corrupt_one(session_path):
+    key = expire_meanwhile(session_path)
+    other = expire_meanwhile(session_path)
+    with open(os.path.join(session_path, other[:2], other), "wb") as f:
+        f.write(b"not a session")
+    holder = SessionStore(key)
+    holder.lock()
+    try:
+        started = time.monotonic()
+        management.call_command("clearsessions")
+        assert time.monotonic() - started < 0.9  # passed over, not waited for
+    finally:
+        holder.unlock()
+    assert SessionStore(key).exists(key)

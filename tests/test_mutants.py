@@ -2,6 +2,7 @@
 passed the whole suite before (see tools/mutation.sh)."""
 
 import errno
+import re
 import os
 import stat
 import subprocess
@@ -223,3 +224,378 @@ def test_a_short_write_of_the_holder_line_is_enospc_and_leaves_no_lock(tmp_path,
         _lock_py.try_lock(lock, holder_record())
     assert info.value.errno == errno.ENOSPC and os.fsdecode(info.value.filename) == os.fsdecode(lock)
     assert not os.path.exists(lock)
+
+
+# -- the holder line's fields ----------------------------------------------------------------
+
+
+def test_host_field_is_one_token_with_the_namespace_after_the_only_slash():
+    from fastsession._holder import host_field
+
+    assert host_field("web 1/a", b"4026531836") == b"web_1_a/4026531836"
+    assert host_field("héte", b"7") == b"h?te/7"
+    assert host_field("", b"7") == b"-/7"
+
+
+def test_this_host_names_the_hostname_namespace_and_boot_id():
+    import socket
+
+    from fastsession._holder import _this_host
+
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    boot = open("/proc/sys/kernel/random/boot_id", "rb").read().strip()
+    assert _this_host() == (b"%s/%d" % (socket.gethostname().encode(), namespace), boot)
+    assert (HOST, BOOT) == _this_host()
+
+
+NO_PROC = """
+import os, sys
+from fastsession._holder import _pid_namespace, _proc_stat, _read_small, _this_host, holder_record
+assert not os.path.exists("/proc/self"), "/proc is still mounted"
+line = holder_record()
+print(line.decode().strip())
+print(_pid_namespace().decode(), _this_host()[1].decode(), _proc_stat(os.getpid()), _read_small("/proc/1/stat"))
+"""
+
+
+def test_without_proc_the_holder_line_says_so():
+    # A container without /proc: namespace, boot id and start time are unknown ("-").
+    script = f"umount -l /proc && exec {sys.executable} -c '{NO_PROC}'"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          cwd="/", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    line, probes = done.stdout.splitlines()
+    magic, host, boot, pid, start = line.split(" ")
+    assert (magic, host.endswith("/-"), boot, pid.isdigit(), start) == ("FSv1", True, "-", True, "-")
+    assert probes == "- - (b'', b'') b''"
+
+
+def test_proc_stat_reads_a_command_name_with_parentheses_and_spaces():
+    from fastsession._holder import _proc_stat
+
+    def renamed(ready):
+        with open("/proc/self/comm", "w") as f:
+            f.write("a) b (c")  # what the kernel shows between the parentheses
+        os.write(ready, b"R")
+        time.sleep(60)
+
+    pid, ready = fork_child(renamed)
+    wait_for_byte(ready)
+    try:
+        fields = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()
+        assert _proc_stat(pid) == (fields[0], fields[19])
+        assert _holder_alive(pid, fields[19]) is True
+    finally:
+        kill_and_reap(pid)
+
+
+def test_holder_line_is_computed_again_in_a_forked_child():
+    from fastsession import _holder
+
+    holder_record()  # the parent's, cached
+
+    def child(report):
+        os.write(report, holder_record() + _holder.HOST + b"\n")
+        time.sleep(60)
+
+    pid, report = fork_child(child)
+    try:
+        record, host = os.read(report, 512).split(b"\n")[:2]
+        start = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[19]
+    finally:
+        kill_and_reap(pid)
+    assert record.split(b" ") == [b"FSv1", HOST, BOOT, b"%d" % pid, start]  # the child's own
+    assert host == HOST
+
+
+def test_a_zombie_or_dying_holder_is_dead():
+    pid, _ = fork_child(lambda _: None)
+    time.sleep(0.2)  # exited, not reaped: a zombie
+    try:
+        start = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[19]
+        assert _holder_alive(pid, start) is False
+    finally:
+        os.waitpid(pid, 0)
+
+
+def test_is_stale_reads_only_the_first_line():
+    line = b"FSv1 %s %s %d %s\n" % (HOST, BOOT, os.getpid(), holder_record().split(b" ")[4].strip())
+    assert is_stale(line + b'{"a":1}\nmore\n', 3600, 30) is False  # this process: alive
+    assert is_stale(b"FSv1  %s %s 1 1\n" % (HOST, BOOT), 0.5, 30) is False  # two spaces: malformed
+
+
+@pytest.mark.parametrize("age, stale", [(0.9, False), (1.1, True)])
+def test_unreadable_grace_is_one_second(age, stale):
+    assert is_stale(b"", age, 30) is stale
+
+
+# -- break_if_stale ------------------------------------------------------------------------
+
+
+def test_break_if_stale_says_what_it_found(tmp_path):
+    from fastsession._holder import BROKEN, GONE, HELD, break_if_stale
+
+    lock = os.fsencode(tmp_path / "s.lock")
+    assert break_if_stale(lock, 30) == GONE  # nothing there: lock again
+    with open(lock, "wb") as f:
+        f.write(holder_record())
+    assert break_if_stale(lock, 30) == HELD and os.path.exists(lock)
+    with open(lock, "wb") as f:
+        f.write(b"FSv1 %s %s %d 1\n" % (HOST, BOOT, os.getpid()))  # dead
+    assert break_if_stale(lock, 30, dry_run=True) == BROKEN and os.path.exists(lock)
+    assert break_if_stale(lock, 30) == BROKEN and not os.path.exists(lock)
+
+
+def test_break_if_stale_never_follows_a_symlinked_lock(tmp_path):
+    from fastsession._holder import break_if_stale
+
+    target = tmp_path / "target"
+    target.write_bytes(b"")
+    os.symlink(target, tmp_path / "s.lock")
+    with pytest.raises(OSError) as info:
+        break_if_stale(os.fsencode(tmp_path / "s.lock"), 30)
+    assert info.value.errno == errno.ELOOP and target.exists()
+
+
+def test_a_fifo_in_place_of_a_lockfile_does_not_hang_the_waiter(kernels, tmp_path):
+    lock = os.fsencode(tmp_path / "s.lock")
+    os.mkfifo(lock)
+    then = time.time() - 5
+    os.utime(lock, (then, then))
+
+    def body(report):
+        fd = kernels.lock.acquire(lock, holder_record(), 0.01, 5.0, 30.0)
+        os.write(report, b"L")
+
+    pid, report = fork_child(body)
+    import select
+
+    ready, _, _ = select.select([report], [], [], 5)
+    if not ready:
+        kill_and_reap(pid)
+        raise AssertionError("the waiter hung on the FIFO")
+    wait_ok(pid)
+
+
+# -- gc, counted exactly -------------------------------------------------------------------
+
+
+def aged(path, seconds):
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def plant_lock(session_dir, session_id, content, seconds=0.0):
+    lock = path_of(session_dir, session_id) + ".lock"
+    with open(lock, "wb") as f:
+        f.write(content)
+    if seconds:
+        aged(lock, seconds)
+    return lock
+
+
+@pytest.fixture
+def four(session_dir):
+    """Four sessions: fresh; expired; expired under a live lock; expired under a dead holder's."""
+    ids = [store_session(session_dir, {"i": i})[0] for i in range(4)]
+    for sid in ids[1:]:
+        aged(path_of(session_dir, sid), 7200)
+    plant_lock(session_dir, ids[2], holder_record())  # this process: alive
+    plant_lock(session_dir, ids[3], b"FSv1 %s %s %d 1\n" % (HOST, BOOT, os.getpid()))  # dead
+    return ids
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_gc_counts_exactly(session_dir, four, dry_run):
+    from fastsession.gc import collect
+
+    size = os.path.getsize(path_of(session_dir, four[1]))
+    calls = []
+    started = time.monotonic()
+    counts = collect(session_dir, 3600, dry_run=dry_run, progress=lambda *a: calls.append(a))
+    assert time.monotonic() - started < 0.9  # a busy session is passed over, not waited for
+    assert (counts.scanned, counts.removed, counts.kept) == (4, 2, 2)
+    assert counts.bytes_freed == 2 * size
+    assert counts.errors == []
+    if dry_run:
+        assert counts.locks_removed == 1  # the dead holder's, counted, left in place
+    shards = len([e for e in os.scandir(session_dir) if e.is_dir()])
+    assert [(a[0], a[1]) for a in calls] == [(n, shards) for n in range(1, shards + 1)]
+    assert all(a[2] is counts for a in calls)
+    left = [os.path.exists(path_of(session_dir, sid)) for sid in four]
+    assert left == ([True] * 4 if dry_run else [True, False, True, False])
+
+
+def test_gc_stale_after_reaches_the_lock_it_takes(session_dir, four):
+    from fastsession.gc import collect
+
+    plant_lock(session_dir, four[2], b"FSv1 elsewhere/1 boot 1 1\n", 10)  # another host's, 10 s old
+    assert collect(session_dir, 3600, stale_after=30).kept == 2
+    assert collect(session_dir, 3600, stale_after=5).removed == 1  # now stale: broken, session removed
+    assert not os.path.exists(path_of(session_dir, four[2]))
+
+
+def test_gc_default_stale_after_is_thirty_seconds(session_dir, four):
+    from fastsession.gc import collect
+
+    lock = plant_lock(session_dir, four[2], b"FSv1 elsewhere/1 boot 1 1\n", 30.5)
+    collect(session_dir, stale_locks_only=True)
+    assert not os.path.exists(lock)
+
+
+def test_gc_temp_files_count_their_bytes(session_dir):
+    from fastsession.gc import collect
+
+    sid, _ = store_session(session_dir, {"a": 1})
+    temp = path_of(session_dir, sid) + ".0123456789abcdef.tmp"
+    with open(temp, "wb") as f:
+        f.write(b"x" * 100)
+    aged(temp, 120)
+    counts = collect(session_dir, 3600)
+    assert (counts.temps_removed, counts.bytes_freed) == (1, 100)
+
+
+def test_gc_removes_an_expired_symlink_never_its_target(session_dir, tmp_path):
+    from fastsession.gc import collect
+
+    sid, _ = store_session(session_dir, {"a": 1})
+    target = tmp_path / "fresh-target"
+    target.write_bytes(b"{}")
+    os.unlink(path_of(session_dir, sid))
+    os.symlink(target, path_of(session_dir, sid))
+    aged(path_of(session_dir, sid), 7200)  # the link is old, its target is fresh
+    counts = collect(session_dir, 3600)
+    assert counts.removed == 1 and counts.bytes_freed == len(os.fsencode(str(target)))  # the link's own size
+    assert not os.path.lexists(path_of(session_dir, sid)) and target.exists()
+
+
+def test_gc_usage_errors_say_what_is_wrong(tmp_path, session_dir):
+    from fastsession.gc import collect
+
+    os.makedirs(session_dir, 0o700)
+    with pytest.raises(ValueError, match="max_age is required unless stale_locks_only"):
+        collect(session_dir)
+    with pytest.raises(ValueError, match="max_age must be positive"):
+        collect(session_dir, 0)
+    assert collect(session_dir, 0.5).errors == []  # a fraction of a second is a positive age
+    with pytest.raises(FileNotFoundError) as info:
+        collect(str(tmp_path / "absent"), 60)
+    assert (info.value.errno, info.value.filename) == (errno.ENOENT, str(tmp_path / "absent"))
+    assert "no such session directory" in str(info.value)
+
+
+def test_gc_reports_an_unreadable_shard_and_goes_on(traversable_tmp):
+    from fastsession.gc import collect
+
+    directory = os.path.join(traversable_tmp, "sessions")
+    os.chmod(traversable_tmp, 0o1777)
+
+    def body(report):
+        run_as_nobody()
+        ids = [store_session(directory, {"i": i})[0] for i in range(3)]
+        shard = os.path.join(directory, ids[0][:2])
+        os.chmod(shard, 0)
+        counts = collect(directory, 3600)
+        shards = {sid[:2] for sid in ids}
+        ok = counts.errors and counts.errors[0].startswith(shard + ": ") and "Permission denied" in counts.errors[0]
+        ok = ok and counts.scanned == len([s for s in ids if s[:2] != ids[0][:2]]) and len(shards) >= 1
+        os.write(report, b"Y" if ok else b"N")
+
+    pid, report = fork_child(body)
+    assert wait_for_byte(report) == b"Y"
+    wait_ok(pid)
+
+
+def test_progress_bar_and_summary_text():
+    import io
+
+    from fastsession.gc import Collected, ProgressBar, summary
+
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    counts = Collected(scanned=10)
+    bar(1, 2, counts)
+    bar(2, 2, counts)
+    shown = out.getvalue()
+    assert shown.startswith("\r[" + "#" * 15 + "." * 15 + "] 1/2 shards, 10 sessions, ")
+    assert "\r[" + "#" * 30 + "] 2/2 shards, 10 sessions, " in shown and shown.endswith("   \n")
+    assert re.search(r"10 sessions, [\d,]+/s, ETA \d+ s", shown)
+    counts = Collected(scanned=3, removed=1, kept=2, bytes_freed=50, locks_removed=4, temps_removed=5,
+                       errors=["x: boom"])
+    assert summary(counts, 1.25, False) == (
+        "scanned 3 sessions in 1.2 s: removed 1 expired, kept 2; removed 4 stale locks and 5 "
+        "leftover temp files; freed 50 bytes; 1 errors\n  error: x: boom")
+    assert summary(counts, 1.25, True).startswith("scanned 3 sessions in 1.2 s: would remove 1 expired")
+    assert "would free 50 bytes" in summary(counts, 1.25, True)
+
+
+# -- the facade ----------------------------------------------------------------------------
+
+
+def test_a_store_holding_one_session_refuses_another_by_name(session_dir):
+    a, _ = store_session(session_dir, {"a": 1})
+    b, _ = store_session(session_dir, {"b": 1})
+    with SessionStore(Transaction({"SID": a}), session_dir) as store:
+        store.get_session(0)
+        with pytest.raises(SessionError, match="already holds another session; close"):
+            store._get_session(b, False)
+
+
+def test_rollback_closes_the_store_for_good(session_dir):
+    sid, _ = store_session(session_dir, {"n": 1})
+    store = SessionStore(Transaction({"SID": sid}), session_dir)
+    store.get_session(0)["n"] = 2
+    store.rollback()
+    assert store.closed
+    store.close()  # nothing left to commit
+    assert load(session_dir, sid) == {"n": 1}
+    with pytest.raises(SessionError, match="closed"):
+        store.get_session(0)
+
+
+def test_regenerate_id_without_a_cookie_starts_a_session(session_dir):
+    trans = Transaction()
+    with SessionStore(trans, session_dir) as store:
+        new_id = store.regenerate_id()
+        store.get_session(0)["user"] = "ann"
+    assert trans.cookies["SID"] == new_id and load(session_dir, new_id) == {"user": "ann"}
+
+
+def test_expiry_with_a_failed_commit_still_deletes_the_cookie(session_dir):
+    sid, trans = store_session(session_dir, {"n": 1})
+    store = SessionStore(trans, session_dir)
+    store.expire_session()
+    store.get_session(True)["bad"] = object()  # the fresh session cannot be stored
+    with pytest.raises(SerializationError):
+        store.close()
+    assert ("delete", "SID") in trans.events and load(session_dir, sid) is None
+
+
+def test_expiry_then_an_empty_new_session_deletes_the_cookie(session_dir):
+    sid, trans = store_session(session_dir, {"n": 1})
+    with SessionStore(trans, session_dir) as store:
+        store.expire_session()
+        store.get_session(True)  # nothing put in it: not stored
+    assert trans.events[-1] == ("delete", "SID")
+
+
+def test_default_store_waits_thirty_seconds_for_another_hosts_lock_and_does_not_fsync(session_dir, monkeypatch):
+    sid, _ = store_session(session_dir, {"n": 1})
+    lock = path_of(session_dir, sid) + ".lock"
+    with open(lock, "wb") as f:
+        f.write(b"FSv1 elsewhere/1 boot 1 1\n")
+    aged(lock, 30.5)
+    PureStore = twin_store("py")
+    synced = []
+    monkeypatch.setattr(_syscalls, "fsync", lambda fd: synced.append(fd))
+    with PureStore(Transaction({"SID": sid}), session_dir, timeout=2) as store:
+        store.get_session(0)["n"] = 2  # the lock was stale after the default 30 s
+    assert load(session_dir, sid) == {"n": 2} and synced == []
+
+
+def test_a_broken_lock_says_why_and_what_was_kept(tmp_path):
+    from fastsession._lock_py import lock_lost
+
+    message = str(lock_lost(b"/s/x.lock"))
+    assert "'/s/x.lock' was broken" in message
+    assert message.endswith("(this holder outlived stale_after): nothing was written")
