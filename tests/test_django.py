@@ -505,7 +505,7 @@ def test_a_default_folder_open_to_the_group_is_refused(own_tempdir):
     planted = own_tempdir / f"fastsession-django-{os.geteuid()}"
     planted.mkdir(mode=0o750)  # this user's, not writable by others, but readable by a group
     with override_settings(SESSION_FILE_PATH=None):
-        with pytest.raises(SessionError, match="Django's default session folder .*SESSION_FILE_PATH"):
+        with pytest.raises(SessionError, match="^Django's default session folder .*SESSION_FILE_PATH"):
             SessionStore()
 
 
