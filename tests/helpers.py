@@ -125,3 +125,24 @@ def hold_in_new_pid_namespace(twin, lock_path):
     )
     assert child.stdout.read(1) == b"L", "unshare --pid failed (the tests run as root)"
     return child
+
+
+def session_path(session_dir, session_id):
+    """Where the files backend keeps a session: its shard, then its id."""
+    return os.path.join(session_dir, session_id[:2], session_id)
+
+
+def age(path, seconds):
+    """Set the mtime of ``path`` (not of a symlink's target) ``seconds`` into the past."""
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def plant_lock(session_dir, session_id, content, seconds=0.0):
+    """A lockfile holding ``content`` beside a session, ``seconds`` old; its path."""
+    lock = session_path(session_dir, session_id) + ".lock"
+    with open(lock, "wb") as f:
+        f.write(content)
+    if seconds:
+        age(lock, seconds)
+    return lock

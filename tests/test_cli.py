@@ -1,6 +1,5 @@
 """The command line a newcomer copies: the installed ``fastsession`` console script."""
 
-import errno
 import json
 import os
 import re
@@ -9,7 +8,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 
 import fastsession
 

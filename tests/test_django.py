@@ -509,18 +509,10 @@ def test_a_default_folder_open_to_the_group_is_refused(own_tempdir):
             SessionStore()
 
 
-def expire_meanwhile(session_path):
-    store = SessionStore()
-    store["a"] = 1
-    store.set_expiry(-10)
-    store.save()
-    return store.session_key
-
-
 def test_loading_an_expired_session_waits_for_its_holder_then_deletes_it(session_path):
     import threading
 
-    key = expire_meanwhile(session_path)
+    key = expired_session(session_path)
     holder = SessionStore(key)
     holder.lock()
     threading.Timer(0.3, holder.unlock).start()
@@ -530,7 +522,7 @@ def test_loading_an_expired_session_waits_for_its_holder_then_deletes_it(session
 
 
 def test_loading_an_expired_session_under_the_middlewares_lock_keeps_that_lock(session_path):
-    key = expire_meanwhile(session_path)
+    key = expired_session(session_path)
     store = SessionStore(key)
     store.lock()
     assert store.load() == {}
@@ -540,8 +532,8 @@ def test_loading_an_expired_session_under_the_middlewares_lock_keeps_that_lock(s
 
 
 def test_clearsessions_skips_a_busy_session_at_once_and_survives_a_corrupt_one(session_path):
-    key = expire_meanwhile(session_path)
-    other = expire_meanwhile(session_path)
+    key = expired_session(session_path)
+    other = expired_session(session_path)
     with open(os.path.join(session_path, other[:2], other), "wb") as f:
         f.write(b"not a session")
     holder = SessionStore(key)

@@ -4,7 +4,6 @@ import os
 import pty
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,16 +12,9 @@ from fastsession._holder import BOOT, HOST, holder_record
 from fastsession.gc import collect
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, hold_in_new_pid_namespace, hold_until_killed, kill_and_reap
-
-
-def path_of(session_dir, session_id):
-    return os.path.join(session_dir, session_id[:2], session_id)
-
-
-def age(path, seconds):
-    then = time.time() - seconds
-    os.utime(path, (then, then))
+from helpers import age, fork_child, hold_in_new_pid_namespace, hold_until_killed, kill_and_reap
+from helpers import plant_lock as plant
+from helpers import session_path as path_of
 
 
 def load(session_dir, session_id):
@@ -69,15 +61,6 @@ def test_expired_session_in_use_is_never_removed(session_dir, three):
         assert counts.removed == 1
     finally:
         kill_and_reap(pid)
-
-
-def plant(session_dir, session_id, content, seconds=0.0):
-    lock = path_of(session_dir, session_id) + ".lock"
-    with open(lock, "wb") as f:
-        f.write(content)
-    if seconds:
-        age(lock, seconds)
-    return lock
 
 
 def test_stale_lockfiles_are_removed_live_ones_kept(session_dir):

@@ -17,11 +17,8 @@ from fastsession.bench.contenders import twin_store
 from fastsession.files import FileBackend
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, kill_and_reap, run_as_nobody, wait_for_byte, wait_ok
-
-
-def path_of(session_dir, session_id):
-    return os.path.join(session_dir, session_id[:2], session_id)
+from helpers import age, fork_child, kill_and_reap, plant_lock, run_as_nobody, wait_for_byte, wait_ok
+from helpers import session_path as path_of
 
 
 def load(session_dir, session_id):
@@ -364,7 +361,7 @@ def test_a_fifo_in_place_of_a_lockfile_does_not_hang_the_waiter(kernels, tmp_pat
     os.utime(lock, (then, then))
 
     def body(report):
-        fd = kernels.lock.acquire(lock, holder_record(), 0.01, 5.0, 30.0)
+        kernels.lock.acquire(lock, holder_record(), 0.01, 5.0, 30.0)  # the FIFO was broken: locked
         os.write(report, b"L")
 
     pid, report = fork_child(body)
@@ -380,26 +377,12 @@ def test_a_fifo_in_place_of_a_lockfile_does_not_hang_the_waiter(kernels, tmp_pat
 # -- gc, counted exactly -------------------------------------------------------------------
 
 
-def aged(path, seconds):
-    then = time.time() - seconds
-    os.utime(path, (then, then), follow_symlinks=False)
-
-
-def plant_lock(session_dir, session_id, content, seconds=0.0):
-    lock = path_of(session_dir, session_id) + ".lock"
-    with open(lock, "wb") as f:
-        f.write(content)
-    if seconds:
-        aged(lock, seconds)
-    return lock
-
-
 @pytest.fixture
 def four(session_dir):
     """Four sessions: fresh; expired; expired under a live lock; expired under a dead holder's."""
     ids = [store_session(session_dir, {"i": i})[0] for i in range(4)]
     for sid in ids[1:]:
-        aged(path_of(session_dir, sid), 7200)
+        age(path_of(session_dir, sid), 7200)
     plant_lock(session_dir, ids[2], holder_record())  # this process: alive
     plant_lock(session_dir, ids[3], b"FSv1 %s %s %d 1\n" % (HOST, BOOT, os.getpid()))  # dead
     return ids
@@ -450,7 +433,7 @@ def test_gc_temp_files_count_their_bytes(session_dir):
     temp = path_of(session_dir, sid) + ".0123456789abcdef.tmp"
     with open(temp, "wb") as f:
         f.write(b"x" * 100)
-    aged(temp, 120)
+    age(temp, 120)
     counts = collect(session_dir, 3600)
     assert (counts.temps_removed, counts.bytes_freed) == (1, 100)
 
@@ -463,7 +446,7 @@ def test_gc_removes_an_expired_symlink_never_its_target(session_dir, tmp_path):
     target.write_bytes(b"{}")
     os.unlink(path_of(session_dir, sid))
     os.symlink(target, path_of(session_dir, sid))
-    aged(path_of(session_dir, sid), 7200)  # the link is old, its target is fresh
+    age(path_of(session_dir, sid), 7200)  # the link is old, its target is fresh
     counts = collect(session_dir, 3600)
     assert counts.removed == 1 and counts.bytes_freed == len(os.fsencode(str(target)))  # the link's own size
     assert not os.path.lexists(path_of(session_dir, sid)) and target.exists()
@@ -586,7 +569,7 @@ def test_default_store_waits_thirty_seconds_for_another_hosts_lock_and_does_not_
     lock = path_of(session_dir, sid) + ".lock"
     with open(lock, "wb") as f:
         f.write(b"FSv1 elsewhere/1 boot 1 1\n")
-    aged(lock, 30.5)
+    age(lock, 30.5)
     PureStore = twin_store("py")
     synced = []
     monkeypatch.setattr(_syscalls, "fsync", lambda fd: synced.append(fd))
@@ -624,14 +607,14 @@ def test_gc_counts_add_up_over_many_sessions_temps_and_busy_ones(session_dir):
 
     ids = [store_session(session_dir, {"i": i})[0] for i in range(6)]
     for sid in ids:
-        aged(path_of(session_dir, sid), 7200)
+        age(path_of(session_dir, sid), 7200)
     for sid in ids[:3]:
         plant_lock(session_dir, sid, holder_record())  # busy: kept
     for n, sid in enumerate(ids[3:5]):
         temp = path_of(session_dir, sid) + ".%016x.tmp" % n
         with open(temp, "wb") as f:
             f.write(b"t" * 10)
-        aged(temp, 120)
+        age(temp, 120)
     size = os.path.getsize(path_of(session_dir, ids[5]))
     for dry_run in (True, False):
         counts = collect(session_dir, 3600, dry_run=dry_run)
