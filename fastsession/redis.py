@@ -182,11 +182,8 @@ class RedisBackend:
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
         while True:
-            try:
-                reply = self._call("lock the session", self._acquire, keys=keys, args=args)
-            except SessionError as exc:
-                self._let_go(exc, lock_key, token)  # the SET NX may yet run: undo it then
-                raise
+            # On failure the SET NX may yet run (a paused Redis): undone then.
+            reply = self._call_holding("lock the session", self._acquire, lock_key, token, keys=keys, args=args)
             if reply[0] == 1:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
@@ -222,12 +219,8 @@ class RedisBackend:
             px = {"px": int(self.ttl_ms)} if self.ttl_ms != "0" else {}
             self._call("write the session", self.client.set, handle.data_key, body, **px)
             return
-        try:
-            written = self._call("write the session", self._commit,
-                                 keys=[handle.lock_key, handle.data_key], args=[handle.token, body, self.ttl_ms])
-        except SessionError as exc:
-            self._let_go(exc, handle.lock_key, handle.token)
-            raise
+        written = self._call_holding("write the session", self._commit, handle.lock_key, handle.token,
+                                     keys=[handle.lock_key, handle.data_key], args=[handle.token, body, self.ttl_ms])
         if not written:
             raise SessionError(
                 f"session lock {handle.lock_key!r} expired and was taken by another holder: "
@@ -243,26 +236,26 @@ class RedisBackend:
             if touch != "0":
                 self._call("refresh the session", self.client.pexpire, handle.data_key, int(touch))
             return
-        try:
-            self._call("unlock the session", self._release, keys=[handle.lock_key, handle.data_key],
-                       args=[handle.token, touch])
-        except SessionError as exc:
-            self._let_go(exc, handle.lock_key, handle.token)
-            raise
+        self._call_holding("unlock the session", self._release, handle.lock_key, handle.token,
+                           keys=[handle.lock_key, handle.data_key], args=[handle.token, touch])
 
     def delete(self, handle: RedisHandle) -> None:
         """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
             self._call("delete the session", self.client.delete, handle.data_key)
             return
-        try:
-            deleted = self._call("delete the session", self._delete,
-                                 keys=[handle.lock_key, handle.data_key], args=[handle.token])
-        except SessionError as exc:
-            self._let_go(exc, handle.lock_key, handle.token)
-            raise
+        deleted = self._call_holding("delete the session", self._delete, handle.lock_key, handle.token,
+                                     keys=[handle.lock_key, handle.data_key], args=[handle.token])
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
+
+    def _call_holding(self, what: str, function: Any, lock_key: str, token: str, **kwargs: Any) -> Any:
+        """_call for a script run under our token: if it fails, the lock does not outlive us."""
+        try:
+            return self._call(what, function, **kwargs)
+        except SessionError as exc:
+            self._let_go(exc, lock_key, token)
+            raise
 
     def _let_go(self, error: SessionError, lock_key: str, token: str) -> None:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""

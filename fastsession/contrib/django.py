@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import weakref
 import re
 import tempfile
+import weakref
 from typing import Any, Optional
 
 from asgiref.sync import sync_to_async
