@@ -1,1 +1,0 @@
-../fastsession/bench/floor.c
