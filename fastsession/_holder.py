@@ -37,7 +37,7 @@ def _read_small(path: str) -> bytes:
         return b""
 
 
-def _proc_stat(pid) -> tuple[bytes, bytes]:
+def _proc_stat(pid: "int | str") -> tuple[bytes, bytes]:
     """(state, start time in clock ticks since boot) of a process; (b"", b"") when it is gone."""
     stat = _read_small(f"/proc/{pid}/stat")
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
@@ -83,7 +83,8 @@ def holder_record() -> bytes:
 def _forget_record() -> None:
     global _record, HOST
     _record = b""
-    HOST = _this_host()[0]  # a child forked after unshare(CLONE_NEWPID) is in another namespace
+    # A child forked after unshare(CLONE_NEWPID) is in another namespace (same host, same boot).
+    HOST = host_field(socket.gethostname(), _pid_namespace())
 
 
 os.register_at_fork(after_in_child=_forget_record)

@@ -70,14 +70,11 @@ def prepare_directory(directory: str) -> bytes:
     path = os.fsencode(os.path.abspath(directory))
     if path not in _checked:
         check_tree(path)
-        if len(_checked) >= 1024:
-            _checked.clear()
-        _checked.add(path)
     return os.path.join(path, b"")
 
 
 def check_tree(path: bytes) -> None:
-    """check_folder of a session directory and of every shard folder in it."""
+    """check_folder of a session directory and of every shard folder in it; remembered as checked."""
     check_folder(path)
     if stat.S_IMODE(os.stat(path).st_mode) & 0o005:
         logger.warning(
@@ -88,6 +85,9 @@ def check_tree(path: bytes) -> None:
         for entry in entries:
             if entry.is_symlink() or entry.is_dir(follow_symlinks=False):
                 check_folder(os.fsencode(entry.path), "session shard folder")
+    if len(_checked) >= 1024:
+        _checked.clear()
+    _checked.add(path)
 
 
 class FileBackend:

@@ -87,7 +87,8 @@ def collect(directory: str, max_age: Optional[float] = None, *, stale_after: flo
         raise ValueError(f"max_age must be positive, not {max_age}: 0 or less would remove every session")
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such session directory", directory)
-    check_tree(os.fsencode(os.path.abspath(directory)))  # again: gc may run long after the app started
+    # Again even if this process checked it before: gc may run long after the app started.
+    check_tree(os.fsencode(os.path.abspath(directory)))
     backend = FileBackend(directory, True, 1.0, 0, stale_after)
     done = Collected()
     try:

@@ -113,16 +113,21 @@ class Progress:
             sys.stderr.write("\n")
 
 
+def made(name: str, factory: Callable, where: str, missing: Dict[str, str]) -> Optional[Dict[str, Any]]:
+    """``factory(where)``; None, with the reason in ``missing``, when that contender cannot run here."""
+    try:
+        return factory(where)
+    except (Missing, ImportError) as exc:  # a peer not installed: "not measured"
+        missing[name] = str(exc)
+        return None
+
+
 def build(factories: Dict[str, Callable], directory: str, scenario: str,
           missing: Dict[str, str]) -> Dict[str, Any]:
     runners = {}
     for name, factory in factories.items():
-        try:
-            ops = factory(directory)
-        except (Missing, ImportError) as exc:  # a peer not installed: "not measured"
-            missing[name] = str(exc)
-            continue
-        if scenario in ops:
+        ops = made(name, factory, directory, missing)
+        if ops is not None and scenario in ops:
             runners[name] = ops[scenario]
     return runners
 
@@ -140,11 +145,10 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
         progress.step("session ids")
         any_place = next(iter(work.values()))
         ids = {}
-        for name, factory in [(n, KERNELS[n]) for n in (BASELINE, "fastsession (pure twins)", FLOOR)]:
-            try:
-                ids[name] = factory(any_place)["ids"]
-            except (Missing, ImportError) as exc:
-                missing[name] = str(exc)
+        for name in (BASELINE, "fastsession (pure twins)", FLOOR):
+            ops = made(name, KERNELS[name], any_place, missing)
+            if ops is not None:
+                ids[name] = ops["ids"]
         ids.update(id_peers())
         results["scenarios"].append({
             "key": "ids", "title": "new session id",
@@ -163,10 +167,8 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
         folder = tempfile.mkdtemp(prefix="contention-", dir=work[place])
         rows = {}
         for name, factory in UNDER_CONTENTION.items():
-            try:
-                ops = factory(tempfile.mkdtemp(dir=folder))
-            except (Missing, ImportError) as exc:
-                missing[name] = str(exc)
+            ops = made(name, factory, tempfile.mkdtemp(dir=folder), missing)
+            if ops is None:
                 continue
             try:
                 alone, together, lost = contend(ops["increment"], ops["counter"], 4, count)
