@@ -46,6 +46,22 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
     fd = try_lock(lock_path, record)
     if fd >= 0:
         return fd
+    for pause in lock_waits(lock_path, delay, timeout, stale_after):
+        if pause:
+            time.sleep(pause)
+        fd = try_lock(lock_path, record)
+        if fd >= 0:
+            return fd
+    raise AssertionError("lock_waits never ends")  # pragma: no cover
+
+
+def lock_waits(lock_path: bytes, delay: float, timeout, stale_after: float):
+    """The pauses a waiter takes between tries of a taken lock (``acquire``'s schedule).
+
+    Endless; raises LockTimeout once ``timeout`` has passed. Breaks the lock
+    (and yields 0, try again now) when its holder is gone. The async stores
+    sleep on their event loop where acquire sleeps in its thread.
+    """
     start = time.monotonic()
     max_pause = min(delay, MAX_PAUSE)
     pause = min(FIRST_PAUSE, max_pause)
@@ -55,6 +71,7 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
         # A dead holder's lock is broken whatever the timeout, timeout=0 included.
         if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after) != HELD:
             pause = min(FIRST_PAUSE, max_pause)
+            yield 0.0
         elif timed_out:
             raise LockTimeout(
                 f"session lock {os.fsdecode(lock_path)!r} still held after {timeout} s"
@@ -62,11 +79,8 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
         else:
             if timeout is not None:
                 pause = min(pause, max(timeout - waited, 0.0))
-            time.sleep(pause)
+            yield pause
             pause = min(pause * 2, max_pause)
-        fd = try_lock(lock_path, record)
-        if fd >= 0:
-            return fd
 
 
 def owns(fd: int, lock_path: bytes) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from . import _kernels
 from ._holder import holder_record
-from ._lock_py import lock_lost, owns
+from ._lock_py import lock_lost, lock_waits, owns
 from .errors import CorruptSession, SessionError
 
 logger = logging.getLogger("fastsession")
@@ -142,18 +142,29 @@ class FileBackend:
 
         ``timeout`` overrides the backend's for this call (0: do not wait).
         """
+        if timeout is ...:
+            timeout = self.timeout
+        return self._lock(key, self.kernels.acquire, self.delay, timeout, self.stale_after)
+
+    def try_open(self, key: str) -> Optional[Handle]:
+        """``open`` without waiting: None when another holds the lock (then ``waits(key)``)."""
+        return self._lock(key, self.kernels.try_lock)
+
+    def waits(self, key: str) -> Iterator[float]:
+        """The pauses between tries of a taken lock (lock_waits): breaks a stale one, raises LockTimeout."""
+        return lock_waits(self.path(key) + b".lock", self.delay, self.timeout, self.stale_after)
+
+    def _lock(self, key: str, take: Callable[..., int], *waiting: Any) -> Optional[Handle]:
         path = self.path(key)
         if not self.concurrent:
             return path, b"", -1
         lock_path = path + b".lock"
-        if timeout is ...:
-            timeout = self.timeout
         try:
-            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, timeout, self.stale_after)
+            fd = take(lock_path, holder_record(), *waiting)
         except FileNotFoundError:  # first session in this shard
             self._make_shard(path)
-            fd = self.kernels.acquire(lock_path, holder_record(), self.delay, timeout, self.stale_after)
-        return path, lock_path, fd
+            fd = take(lock_path, holder_record(), *waiting)
+        return (path, lock_path, fd) if fd >= 0 else None
 
     def load(self, handle: Handle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
         """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired.

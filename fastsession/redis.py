@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Generator, List, Optional, Tuple
 
 import orjson
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
@@ -69,62 +69,32 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 """
+# Reads and writes without a lock (concurrent=0), as scripts too: every call
+# the backend makes is one named script, so the sync and async drivers are
+# one line each.
+READ = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"""
+WRITE = """
+if ARGV[2] ~= '0' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+TOUCH = """
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
+DROP = """
+return redis.call('DEL', KEYS[1])
+"""
+SCRIPTS = {
+    "acquire": ACQUIRE, "commit": COMMIT, "release": RELEASE, "delete": DELETE, "unlock": UNLOCK,
+    "read": READ, "write": WRITE, "touch": TOUCH, "drop": DROP,
+}
+
 # After Redis answers again, how long a token may still show up: a command sent
 # before a pause (a SET NX queued in the socket) runs as soon as Redis resumes.
 LATE_ARRIVAL = 1.0
 RETRY_EVERY = 0.1
-
-
-class Unlocker:
-    """Releases locks whose fate is unknown, in a background thread, as soon as Redis answers.
-
-    A request that timed out on a paused or unreachable Redis cannot know
-    whether its SET NX (or its commit) ran: the command may sit in the socket
-    and run when Redis resumes, leaving a lock that nobody would release for
-    ``lock_ttl``. The unlocker retries "delete the lock if it holds our
-    token" until that succeeds, or until Redis has answered for LATE_ARRIVAL
-    seconds without the token showing up, or until the lock expired anyway.
-    """
-
-    def __init__(self, client: Any, lock_ttl: float) -> None:
-        self.unlock = client.register_script(UNLOCK)
-        self.lock_ttl = lock_ttl
-        self.pending: Dict[Tuple[str, str], List[float]] = {}  # (lock key, token) -> [given, answered]
-        self.guard = threading.Lock()
-        self.thread: Optional[threading.Thread] = None
-
-    def add(self, lock_key: str, token: str) -> None:
-        with self.guard:
-            self.pending[(lock_key, token)] = [time.monotonic(), 0.0]
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self.run, name="fastsession-redis-unlocker", daemon=True)
-                self.thread.start()
-
-    def run(self) -> None:
-        while True:
-            with self.guard:
-                if not self.pending:
-                    self.thread = None
-                    return
-                work = list(self.pending.items())
-            for (lock_key, token), (given, answered) in work:
-                if self.settled(lock_key, token, given, answered):
-                    with self.guard:
-                        self.pending.pop((lock_key, token), None)
-            time.sleep(RETRY_EVERY)
-
-    def settled(self, lock_key: str, token: str, given: float, answered: float) -> bool:
-        now = time.monotonic()
-        if now - given > self.lock_ttl:
-            return True  # expired by itself
-        try:
-            if self.unlock(keys=[lock_key], args=[token]):
-                return True
-        except RedisError:
-            return False  # still unreachable: try again
-        if not answered:
-            self.pending[(lock_key, token)][1] = answered = now
-        return now - answered > LATE_ARRIVAL
 
 
 class RedisHandle:
@@ -136,34 +106,32 @@ class RedisHandle:
         self.key, self.data_key, self.lock_key, self.token, self.read = key, data_key, lock_key, token, read
 
 
-class RedisBackend:
-    """Sessions as Redis strings, locked with SET NX PX and a token."""
+# A Redis routine below is a generator: it yields a script call
+# (name, keys, args), and is sent the reply or has the RedisError thrown in,
+# or yields a float, a pause to sleep. RedisBackend drives it with redis-py's
+# sync client; fastsession.aio's AsyncRedisBackend with redis.asyncio.
+RedisSteps = Generator[Any, Any, Any]
+
+
+class RedisCore:
+    """What the Redis backend sends and what the replies mean, free of I/O (shared by sync and async)."""
 
     kernels = _kernels.ACTIVE
 
-    def __init__(self, client: Any, concurrent: Any = True, delay: float = 1.0, timeout: Optional[float] = None,
+    def __init__(self, concurrent: Any = True, delay: float = 1.0, timeout: Optional[float] = None,
                  lock_ttl: float = 30.0, max_age: Optional[float] = None, prefix: str = "fastsession:") -> None:
         if delay <= 0 or lock_ttl <= 0:
             raise ValueError("delay and lock_ttl must be positive")
-        self.client = client
         self.concurrent = bool(concurrent)
         self.delay = float(delay)
         self.timeout = timeout
+        self.lock_ttl = float(lock_ttl)
         self.lock_ttl_ms = max(1, int(lock_ttl * 1000))
         self.max_age = max_age
         self.ttl_ms = str(max(1, int(max_age * 1000))) if max_age is not None else "0"
         self.prefix = prefix
-        self._acquire = client.register_script(ACQUIRE)
-        self._commit = client.register_script(COMMIT)
-        self._release = client.register_script(RELEASE)
-        self._delete = client.register_script(DELETE)
-        self.unlocker = Unlocker(client, lock_ttl)
-
-    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except RedisError as exc:
-            raise SessionError(f"Redis could not {what}: {exc}") from exc
+        # Tokens whose fate is unknown (see _sweep): (lock key, token) -> [given, first answered]
+        self.pending: Dict[Tuple[str, str], List[float]] = {}
 
     def _keys(self, key: str) -> Tuple[str, str]:
         if not self.kernels.is_valid_id(key):
@@ -171,7 +139,20 @@ class RedisBackend:
         data_key = self.prefix + key
         return data_key, data_key + ":lock"
 
-    def open(self, key: str) -> RedisHandle:
+    def _script(self, what: str, name: str, keys: List[str], args: List[Any], token: Optional[str] = None) -> RedisSteps:
+        """One script call; a RedisError becomes SessionError, and a lock held with ``token`` is let go."""
+        try:
+            return (yield name, keys, args)
+        except RedisError as exc:
+            if token is not None:
+                yield from self._let_go(exc, keys[0], token)
+            raise SessionError(f"Redis could not {what}: {exc}") from exc
+        except BaseException:  # cancelled or interrupted mid-call: the script may yet run
+            if token is not None:
+                self.hand_over(keys[0], token)
+            raise
+
+    def _open(self, key: str) -> RedisSteps:
         """Lock the session of ``key`` (when concurrent), polling while another holds it."""
         data_key, lock_key = self._keys(key)
         if not self.concurrent:
@@ -183,7 +164,7 @@ class RedisBackend:
         pause = min(FIRST_PAUSE, max_pause)
         while True:
             # On failure the SET NX may yet run (a paused Redis): undone then.
-            reply = self._call_holding("lock the session", self._acquire, lock_key, token, keys=keys, args=args)
+            reply = yield from self._script("lock the session", "acquire", keys, args, token)
             if reply[0] == 1:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
@@ -191,17 +172,15 @@ class RedisBackend:
                 raise LockTimeout(f"session lock {lock_key!r} still held after {self.timeout} s")
             if self.timeout is not None:
                 pause = min(pause, max(self.timeout - waited, 0.0))
-            time.sleep(pause)
+            yield float(pause)
             pause = min(pause * 2, max_pause)
 
-    def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+    def _load(self, handle: RedisHandle, want_mtime: bool = False) -> RedisSteps:
         """(data, stored bytes, remaining TTL in ms) of the session; None when absent or corrupt."""
         if handle.read is not None:
             body, pttl = handle.read
         else:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(handle.data_key).pttl(handle.data_key)
-            body, pttl = self._call("read the session", pipe.execute)
+            body, pttl = yield from self._script("read the session", "read", [handle.data_key], [])
         if body is None:
             return None
         try:
@@ -213,59 +192,141 @@ class RedisBackend:
             return None
         return data, body, float(pttl)
 
-    def save(self, handle: RedisHandle, body: bytes) -> None:
+    def _save(self, handle: RedisHandle, body: bytes) -> RedisSteps:
         """Write ``body`` and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
-            px = {"px": int(self.ttl_ms)} if self.ttl_ms != "0" else {}
-            self._call("write the session", self.client.set, handle.data_key, body, **px)
+            yield from self._script("write the session", "write", [handle.data_key], [body, self.ttl_ms])
             return
-        written = self._call_holding("write the session", self._commit, handle.lock_key, handle.token,
-                                     keys=[handle.lock_key, handle.data_key], args=[handle.token, body, self.ttl_ms])
+        written = yield from self._script("write the session", "commit", [handle.lock_key, handle.data_key],
+                                          [handle.token, body, self.ttl_ms], handle.token)
         if not written:
             raise SessionError(
                 f"session lock {handle.lock_key!r} expired and was taken by another holder: "
                 "this change was not written (raise lock_ttl above your slowest request)"
             )
 
-    def release(self, handle: RedisHandle, stamp: float = 0.0) -> None:
+    def _release(self, handle: RedisHandle, stamp: float = 0.0) -> RedisSteps:
         """Release without writing; refresh the TTL when a quarter of max_age has passed."""
         touch = "0"
         if self.max_age is not None and stamp > 0 and int(self.ttl_ms) - stamp > int(self.ttl_ms) / 4:
             touch = self.ttl_ms
         if handle.token is None:
             if touch != "0":
-                self._call("refresh the session", self.client.pexpire, handle.data_key, int(touch))
+                yield from self._script("refresh the session", "touch", [handle.data_key], [touch])
             return
-        self._call_holding("unlock the session", self._release, handle.lock_key, handle.token,
-                           keys=[handle.lock_key, handle.data_key], args=[handle.token, touch])
+        yield from self._script("unlock the session", "release", [handle.lock_key, handle.data_key],
+                                [handle.token, touch], handle.token)
 
-    def delete(self, handle: RedisHandle) -> None:
+    def _delete(self, handle: RedisHandle) -> RedisSteps:
         """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
-            self._call("delete the session", self.client.delete, handle.data_key)
+            yield from self._script("delete the session", "drop", [handle.data_key], [])
             return
-        deleted = self._call_holding("delete the session", self._delete, handle.lock_key, handle.token,
-                                     keys=[handle.lock_key, handle.data_key], args=[handle.token])
+        deleted = yield from self._script("delete the session", "delete", [handle.lock_key, handle.data_key],
+                                          [handle.token], handle.token)
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
 
-    def _call_holding(self, what: str, function: Any, lock_key: str, token: str, **kwargs: Any) -> Any:
-        """_call for a script run under our token: if it fails, the lock does not outlive us."""
-        try:
-            return self._call(what, function, **kwargs)
-        except SessionError as exc:
-            self._let_go(exc, lock_key, token)
-            raise
-
-    def _let_go(self, error: SessionError, lock_key: str, token: str) -> None:
+    def _let_go(self, error: RedisError, lock_key: str, token: str) -> RedisSteps:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
-        if isinstance(error.__cause__, (ConnectionError, TimeoutError)):
-            self.unlocker.add(lock_key, token)  # unreachable or paused: as soon as it answers
-            return
-        try:  # Redis answered with an error (out of memory, ...): release now
-            self.unlocker.unlock(keys=[lock_key], args=[token])
-        except RedisError:
-            self.unlocker.add(lock_key, token)
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            try:  # Redis answered with an error (out of memory, ...): release now
+                yield "unlock", [lock_key], [token]
+                return
+            except RedisError:
+                pass
+        self.hand_over(lock_key, token)  # unreachable or paused: as soon as it answers
+
+    def hand_over(self, lock_key: str, token: str) -> None:
+        """Leave a token whose fate is unknown to the sweeper, which releases it once Redis answers."""
+        self.pending[(lock_key, token)] = [time.monotonic(), 0.0]
+        self._start_sweeper()
+
+    def _start_sweeper(self) -> None:  # the driver's: a thread, or a task on the event loop
+        raise NotImplementedError
+
+    def _sweep(self) -> RedisSteps:
+        """Release locks whose fate is unknown, as soon as Redis answers.
+
+        A request that timed out on a paused or unreachable Redis cannot know
+        whether its SET NX (or its commit) ran: the command may sit in the socket
+        and run when Redis resumes, leaving a lock that nobody would release for
+        ``lock_ttl``. The sweep retries "delete the lock if it holds our token"
+        until that succeeds, or until Redis has answered for LATE_ARRIVAL seconds
+        without the token showing up, or until the lock expired anyway.
+        """
+        while self.pending:
+            for (lock_key, token), times in list(self.pending.items()):
+                try:
+                    settled = (yield "unlock", [lock_key], [token]) == 1
+                except RedisError:
+                    settled = False  # still unreachable: try again
+                else:
+                    times[1] = times[1] or time.monotonic()
+                now = time.monotonic()
+                settled = settled or now - times[0] > self.lock_ttl  # expired by itself
+                if settled or (times[1] and now - times[1] > LATE_ARRIVAL):
+                    self.pending.pop((lock_key, token), None)
+            yield float(RETRY_EVERY)
+
+
+class RedisBackend(RedisCore):
+    """Sessions as Redis strings, locked with SET NX PX and a token (redis-py's sync client)."""
+
+    def __init__(self, client: Any, *options: Any) -> None:
+        RedisCore.__init__(self, *options)
+        self.client = client
+        self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        self.guard = threading.Lock()  # one sweeper thread at a time
+        self.sweeper: Optional[threading.Thread] = None
+
+    def _run(self, steps: RedisSteps) -> Any:
+        """Make a routine's calls on the sync client; its result."""
+        reply: Any = None
+        error: Optional[RedisError] = None
+        while True:
+            try:
+                step = steps.send(reply) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            if type(step) is float:
+                time.sleep(step)
+                continue
+            try:
+                reply = self.scripts[step[0]](keys=step[1], args=step[2])
+            except RedisError as exc:
+                error = exc
+
+    def open(self, key: str) -> RedisHandle:
+        return self._run(self._open(key))
+
+    def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+        return self._run(self._load(handle))
+
+    def save(self, handle: RedisHandle, body: bytes) -> None:
+        self._run(self._save(handle, body))
+
+    def release(self, handle: RedisHandle, stamp: float = 0.0) -> None:
+        self._run(self._release(handle, stamp))
+
+    def delete(self, handle: RedisHandle) -> None:
+        self._run(self._delete(handle))
+
+    def _start_sweeper(self) -> None:
+        with self.guard:
+            if self.sweeper is None:
+                self.sweeper = threading.Thread(target=self._run_sweep, name="fastsession-redis-unlocker",
+                                                daemon=True)
+                self.sweeper.start()
+
+    def _run_sweep(self) -> None:
+        while True:
+            self._run(self._sweep())
+            with self.guard:  # a token handed over meanwhile is swept by this thread
+                if not self.pending:
+                    self.sweeper = None
+                    return
 
 
 class RedisSessionStore(BaseStore):

@@ -9,7 +9,7 @@ backend with five calls: open (lock), load, save, release, delete.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Generator, List, Optional, Tuple
 
 import orjson
 
@@ -36,8 +36,36 @@ def encode(session: Session) -> bytes:
         raise SerializationError(f"session cannot be stored: {exc}") from exc
 
 
-class BaseStore:
-    """Everything of the facade that does not depend on where sessions are stored."""
+# The core asks its face for one backend call at a time: it yields
+# (method name, *arguments) and is sent the result, or has the error thrown
+# in. The sync face (run) calls the backend at once; the async face
+# (fastsession.aio) awaits it. One core, so a fix lands in both.
+OPEN, LOAD, SAVE, RELEASE, DELETE = "open", "load", "save", "release", "delete"
+
+Steps = Generator[Tuple[Any, ...], Any, Any]
+
+
+def run(backend: Any, steps: Steps) -> Any:
+    """Carry out a core routine's backend calls one after another; its result."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = getattr(backend, call[0])(*call[1:])
+            except BaseException as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as done:
+        return done.value
+
+
+class StoreCore:
+    """The facade's logic, free of I/O: what a request's store decides, and which backend calls it needs.
+
+    Its ``_do_*`` routines are generators of backend calls (see ``run``);
+    the faces (BaseStore here, fastsession.aio's stores) drive them.
+    """
 
     session_class = Session  # what get_session returns (adapters use a subclass)
 
@@ -49,7 +77,7 @@ class BaseStore:
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID") -> None:
         self.trans = trans
         self.session_cookie_name = session_cookie_name
-        self.backend = backend
+        self.backend = backend  # what the face's calls go to; its .kernels give ids
         self.accessed = False  # get_session or expire_session was called: responses vary by cookie
         self._session: Optional[Session] = None
         self._handle: Any = None
@@ -61,22 +89,17 @@ class BaseStore:
         self._expired = False
         self._closed = False
 
-    # -- WebStack's documented methods ---------------------------------
-
-    def get_session(self, create: Any) -> Optional[Session]:
-        """The session of this transaction; a new one with a fresh id when ``create``, else None."""
-        if self._session is not None:
-            return self._session
+    def _do_get_session(self, create: Any) -> Steps:
         self._check_open()
         self.accessed = True
         cookie_id = None if self._expired else self._cookie_id()
         if cookie_id is not None:
-            session = self._get_session(cookie_id, False)
+            session = yield from self._do_load(cookie_id, False)
             if session is not None:
                 return session
         if not create:
             return None
-        session = self._new_session()
+        session = yield from self._do_new_session()
         self.trans.set_cookie_value(self.session_cookie_name, session.session_id)
         return session
 
@@ -93,45 +116,41 @@ class BaseStore:
         if cookie_id is not None:
             self._doomed_ids = (self._doomed_ids or []) + [cookie_id]
 
-    def close(self) -> None:
-        """Commit: write back if changed, release the lock, carry out a pending expiry."""
+    def _do_close(self) -> Steps:
         if self._closed:
             return
         self._closed = True
-        backend = self.backend
         stored_new = False
         error: Optional[BaseException] = None
         try:
-            stored_new = self._commit_current()
+            stored_new = yield from self._do_commit_current()
         except BaseException as exc:  # re-raised below, once nothing is left locked
             error = exc
         if self._retired is not None:
             retired, self._retired = self._retired, None
             # Only once the new id holds the data may the old one go.
-            (backend.release if error else backend.delete)(retired)
+            yield (RELEASE if error else DELETE), retired
         doomed, self._doomed = self._doomed or (), None
         for handle in doomed:
-            backend.delete(handle)
+            yield DELETE, handle
         doomed_ids, self._doomed_ids = self._doomed_ids or (), None
         for session_id in doomed_ids:
-            self._expire_session(session_id)
+            yield from self._do_expire(session_id)
         if self._expired and not stored_new:
             self.trans.delete_cookie(self.session_cookie_name)
         if error is not None:
             raise error
 
-    def _expire_session(self, session_id: str) -> None:
-        """Delete that session now, waiting (when concurrent) for whoever is editing it."""
+    def _do_expire(self, session_id: str) -> Steps:
         current = self._session
         if current is not None and current.session_id == session_id:
             handle = self._handle  # held by this very store: waiting for it would deadlock
             self._drop_current()
         else:
-            handle = self.backend.open(session_id)
-        self.backend.delete(handle)
+            handle = yield OPEN, session_id
+        yield DELETE, handle
 
-    def _get_session(self, session_id: str, create: Any) -> Optional[Session]:
-        """Lock (when concurrent) and load that session; None if absent and not ``create``."""
+    def _do_load(self, session_id: str, create: Any) -> Steps:
         current = self._session
         if current is not None:
             if current.session_id == session_id:
@@ -140,15 +159,15 @@ class BaseStore:
                 "this store already holds another session; close() it before opening one more"
             )
         self._check_open()
-        handle = self.backend.open(session_id)
+        handle = yield OPEN, session_id
         try:
-            loaded = self.backend.load(handle)
+            loaded = yield LOAD, handle
         except BaseException:
-            self.backend.release(handle)
+            yield RELEASE, handle
             raise
         if loaded is None:
             if not create:
-                self.backend.release(handle)
+                yield RELEASE, handle
                 return None
             data, stored, stamp = {}, None, 0.0
         else:
@@ -159,25 +178,22 @@ class BaseStore:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
         return self.backend.kernels.new_session_id()
 
-    # -- beyond 2005 ----------------------------------------------------
-
-    def regenerate_id(self) -> str:
-        """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
-        session = self.get_session(True)
-        assert session is not None
+    def _do_regenerate_id(self) -> Steps:
+        session = self._session
+        if session is None:
+            session = yield from self._do_get_session(True)
         new_id = self._get_session_identifier()
-        new_handle = self.backend.open(new_id)
+        new_handle = yield OPEN, new_id
         if self._stored is not None:
             self._retired = self._handle
         else:  # never stored: nothing to delete
-            self.backend.release(self._handle)
+            yield RELEASE, self._handle
         session.session_id = new_id
         self._hold(session, new_handle, None, 0.0)
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return new_id
 
-    def rollback(self) -> None:
-        """Release every lock and write nothing (what ``with`` does on an exception)."""
+    def _do_rollback(self) -> Steps:
         if self._closed:
             return
         self._closed = True
@@ -186,37 +202,29 @@ class BaseStore:
         held += self._doomed or ()
         self._drop_current()
         self._retired = self._doomed = self._doomed_ids = None
-        for handle in held:
-            self.backend.release(handle)
+        error: Optional[BaseException] = None
+        for handle in held:  # every lock goes, even when releasing one fails
+            try:
+                yield RELEASE, handle
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     @property
     def closed(self) -> bool:
         """Whether close() or rollback() has run."""
         return self._closed
 
-    def response_cookie(self) -> Optional[str]:
-        """For adapters, as response headers go out: what the session cookie must become.
-
-        The id the client must now hold, "" when its cookie must be deleted, or
-        None when it stays as it is. A new session that is still empty is
-        dropped here: it is not stored and gets no cookie.
-        """
+    def _do_response_cookie(self) -> Steps:
         session = self._session
         if session is not None and self._stored is None:
             if session or self._retired is not None:
                 return session.session_id
-            self.backend.release(self._handle)
+            handle = self._handle
             self._drop_current()
+            yield RELEASE, handle
         return "" if self._expired else None
-
-    def __enter__(self) -> "BaseStore":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.rollback()
 
     # -- internals ------------------------------------------------------
 
@@ -230,10 +238,11 @@ class BaseStore:
         value = getattr(cookie, "value", None)
         return value if self.backend.kernels.is_valid_id(value) else None
 
-    def _new_session(self) -> Session:
+    def _do_new_session(self) -> Steps:
         session_id = self._get_session_identifier()
         # A fresh 256-bit id names no stored session: lock it, skip the read.
-        return self._hold(self.session_class(session_id), self.backend.open(session_id), None, 0.0)
+        handle = yield OPEN, session_id
+        return self._hold(self.session_class(session_id), handle, None, 0.0)
 
     def _hold(self, session: Session, handle: Any, stored: Optional[bytes], stamp: float) -> Session:
         self._session, self._handle, self._stored, self._stamp = session, handle, stored, stamp
@@ -242,7 +251,7 @@ class BaseStore:
     def _drop_current(self) -> None:
         self._session = self._handle = self._stored = None
 
-    def _commit_current(self) -> bool:
+    def _do_commit_current(self) -> Steps:
         """Write the session in hand if it changed and release it; True when a new id was stored."""
         session, handle, stored, stamp = self._session, self._handle, self._stored, self._stamp
         if session is None:
@@ -251,16 +260,71 @@ class BaseStore:
         try:
             body = encode(session)
         except SerializationError:
-            self.backend.release(handle)
+            yield RELEASE, handle
             raise
         if stored is None and not session:  # new and empty: bots must not fill the disk
-            self.backend.release(handle)
+            yield RELEASE, handle
             return False
         if body == stored:
-            self.backend.release(handle, stamp)
+            yield RELEASE, handle, stamp
             return False
-        self.backend.save(handle, body)
+        yield SAVE, handle, body
         return stored is None
+
+
+class BaseStore(StoreCore):
+    """The sync face of the facade, over a backend whose calls return when done."""
+
+    __slots__ = ()
+
+    # -- WebStack's documented methods ---------------------------------
+
+    def get_session(self, create: Any) -> Optional[Session]:
+        """The session of this transaction; a new one with a fresh id when ``create``, else None."""
+        session = self._session
+        if session is not None:
+            return session
+        return run(self.backend, self._do_get_session(create))
+
+    def close(self) -> None:
+        """Commit: write back if changed, release the lock, carry out a pending expiry."""
+        run(self.backend, self._do_close())
+
+    def _expire_session(self, session_id: str) -> None:
+        """Delete that session now, waiting (when concurrent) for whoever is editing it."""
+        run(self.backend, self._do_expire(session_id))
+
+    def _get_session(self, session_id: str, create: Any) -> Optional[Session]:
+        """Lock (when concurrent) and load that session; None if absent and not ``create``."""
+        return run(self.backend, self._do_load(session_id, create))
+
+    # -- beyond 2005 ----------------------------------------------------
+
+    def regenerate_id(self) -> str:
+        """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
+        return run(self.backend, self._do_regenerate_id())
+
+    def rollback(self) -> None:
+        """Release every lock and write nothing (what ``with`` does on an exception)."""
+        run(self.backend, self._do_rollback())
+
+    def response_cookie(self) -> Optional[str]:
+        """For adapters, as response headers go out: what the session cookie must become.
+
+        The id the client must now hold, "" when its cookie must be deleted, or
+        None when it stays as it is. A new session that is still empty is
+        dropped here: it is not stored and gets no cookie.
+        """
+        return run(self.backend, self._do_response_cookie())
+
+    def __enter__(self) -> "BaseStore":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.rollback()
 
 
 # Backends are configuration only: one per (class, directory, options), shared by
