@@ -74,6 +74,12 @@ class WSGITransaction:
         return [("Set-Cookie", value) for value in self.outgoing.values()]
 
 
+def vary_with_cookie(value: str) -> str:
+    """A Vary header's value with ``Cookie`` among its tokens (unless it is there, or ``*``)."""
+    tokens = [token.strip().lower() for token in value.split(",")]
+    return value if "cookie" in tokens or "*" in tokens else f"{value}, Cookie"
+
+
 def add_vary_cookie(headers: Iterable[Tuple[str, str]]) -> Headers:
     """``headers`` with ``Cookie`` in their Vary header (added when there is none)."""
     out: Headers = []
@@ -81,9 +87,7 @@ def add_vary_cookie(headers: Iterable[Tuple[str, str]]) -> Headers:
     for key, value in headers:
         if key.lower() == "vary":
             found = True
-            tokens = [token.strip().lower() for token in value.split(",")]
-            if "cookie" not in tokens and "*" not in tokens:
-                value = f"{value}, Cookie"
+            value = vary_with_cookie(value)
         out.append((key, value))
     if not found:
         out.append(("Vary", "Cookie"))

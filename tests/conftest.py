@@ -107,3 +107,20 @@ def traversable_tmp():
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server: CI's (FASTSESSION_REDIS_URL), or one started for this run."""
+    url = os.environ.get("FASTSESSION_REDIS_URL")
+    if url:  # CI's server
+        yield url
+        return
+    from fastsession.bench.redis_server import RedisServer
+
+    try:
+        server = RedisServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))  # never a silent skip: no Redis, no pass
+    yield server.url
+    server.stop()

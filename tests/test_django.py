@@ -421,6 +421,54 @@ def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(session_pat
     cancel_a_request(view, cookie, waiting_for_the_holder, holder_done)
 
 
+def test_async_requests_wait_for_the_lock_on_the_event_loop_not_in_a_thread(session_path, monkeypatch):
+    import asyncio
+    import threading
+
+    from fastsession.files import FileBackend
+
+    client = Client()
+    client.get("/count")
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    holder = SessionStore(cookie)
+    holder.lock()
+    tried_in, blocking_opens = set(), []
+    try_open, open_ = FileBackend.try_open, FileBackend.open
+
+    def recording_try_open(self, key):
+        tried_in.add(threading.get_ident())
+        return try_open(self, key)
+
+    def recording_open(self, *args):
+        blocking_opens.append(threading.get_ident())
+        return open_(self, *args)
+
+    monkeypatch.setattr(FileBackend, "try_open", recording_try_open)
+    monkeypatch.setattr(FileBackend, "open", recording_open)
+
+    async def view(request):
+        return HttpResponse(str(await request.session.aget("n")))
+
+    async def go():
+        from django.test import AsyncRequestFactory
+
+        from fastsession.contrib.django import LockingSessionMiddleware
+
+        request = AsyncRequestFactory().get("/")
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
+        waiter = asyncio.ensure_future(LockingSessionMiddleware(view)(request))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()  # waiting, and the loop runs: this coroutine did
+        holder.unlock()
+        response = await asyncio.wait_for(waiter, 5)
+        return response.content, threading.get_ident()
+
+    content, loop_thread = asyncio.run(go())
+    assert content == b"1"
+    assert tried_in == {loop_thread} and blocking_opens == []  # every try on the loop; no thread sat waiting
+    assert locks(session_path) == []
+
+
 def replace_session(request):
     request.session = SessionStore()  # a view (or a library) swaps the session object
     request.session["other"] = 1
@@ -545,3 +593,49 @@ def test_clearsessions_skips_a_busy_session_at_once_and_survives_a_corrupt_one(s
     finally:
         holder.unlock()
     assert SessionStore(key).exists(key)
+
+
+# -- the engine's async API, through Django's async request path -------------------------
+
+
+async def alogin(request):
+    await request.session.acycle_key()  # as django.contrib.auth.alogin does
+    await request.session.aset("user", "ann")
+    await request.session.aset_expiry(300)
+    return HttpResponse(str(await request.session.aget_expiry_age()))
+
+
+async def awhoami(request):
+    user = await request.session.aget("user")
+    keys = sorted(await request.session.akeys())
+    return HttpResponse(f"{user} {keys}")
+
+
+async def alogout(request):
+    await request.session.aflush()
+    return HttpResponse("bye")
+
+
+urlpatterns += [path("alogin", alogin), path("awhoami", awhoami), path("alogout", alogout)]
+
+
+def test_the_async_session_api_under_djangos_async_handler(session_path):
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def go():
+        client = AsyncClient()
+        await client.get("/count")
+        before = client.cookies[settings.SESSION_COOKIE_NAME].value
+        assert (await client.get("/alogin")).content == b"300"
+        after = client.cookies[settings.SESSION_COOKIE_NAME].value
+        assert after != before  # a fresh key at login; the old one is gone
+        assert not SessionStore().exists(before) and SessionStore().exists(after)
+        assert (await client.get("/awhoami")).content == b"ann ['_session_expiry', 'n', 'user']"
+        assert (await client.get("/alogout")).content == b"bye"
+        assert not SessionStore().exists(after)
+        assert (await client.get("/awhoami")).content == b"None []"
+
+    asyncio.run(go())
+    assert locks(session_path) == []

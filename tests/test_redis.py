@@ -19,20 +19,6 @@ from fastsession.bench.redis_server import RedisServer
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-@pytest.fixture(scope="session")
-def redis_url():
-    url = os.environ.get("FASTSESSION_REDIS_URL")
-    if url:  # CI's server
-        yield url
-        return
-    try:
-        server = RedisServer().start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # never a silent skip: no Redis, no pass
-    yield server.url
-    server.stop()
-
-
 @pytest.fixture
 def client(redis_url):
     c = redis.Redis.from_url(redis_url)

@@ -15,7 +15,6 @@ None, wait as long as it takes).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import os
 import re
@@ -28,9 +27,10 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
 
+from ..aio import async_files
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
-from ..store import encode, shared_backend
+from ..store import RELEASE, encode, shared_backend
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
@@ -216,10 +216,22 @@ class SessionStore(SessionBase):
         if self._held is None and path_safe(key):
             self._held = (key, self._backend.open(key))
 
+    async def alock(self) -> None:
+        """lock(), waiting on the event loop: no thread sits waiting for another request's lock."""
+        key = self._session_key
+        if self._held is None and path_safe(key):
+            self._held = (key, await async_files(self._backend).open(key))
+
     def unlock(self) -> None:
         if self._held is not None:
             held, self._held = self._held[1], None
             self._backend.release(held)
+
+    async def aunlock(self) -> None:
+        """unlock(), from the event loop: a request of this process waiting for the lock is woken at once."""
+        if self._held is not None:
+            held, self._held = self._held[1], None
+            await async_files(self._backend).call((RELEASE, held))
 
 
 class LockingSessionMiddleware(SessionMiddleware):
@@ -234,9 +246,12 @@ class LockingSessionMiddleware(SessionMiddleware):
     """
 
     def process_request(self, request: Any) -> None:
+        self._start(request)
+        request.session.lock()
+
+    def _start(self, request: Any) -> None:
         super().process_request(request)
         request._fastsession_locked = request.session  # the object to unlock, whatever replaces it
-        request.session.lock()
 
     def process_response(self, request: Any, response: Any) -> Any:
         try:
@@ -257,19 +272,19 @@ class LockingSessionMiddleware(SessionMiddleware):
             release(request)
 
     async def __acall__(self, request: Any) -> Any:
-        # The lock is taken in a worker thread, which cancellation cannot stop:
-        # a request cancelled meanwhile releases it once that thread is done.
-        locking = asyncio.ensure_future(sync_to_async(self.process_request, thread_sensitive=True)(request))
+        # The lock is waited for on the event loop, never in a thread: in
+        # Django's one thread-sensitive executor a waiting request would stall
+        # every other sync part of the server, the lock's holder included.
+        self._start(request)  # no I/O: the session loads lazily
         try:
-            await asyncio.shield(locking)
-        except asyncio.CancelledError:
-            locking.add_done_callback(lambda _: release(request))
-            raise
-        try:
+            await request.session.alock()
             response = await self.get_response(request)
             return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
         finally:
-            release(request)  # nothing left after process_response; everything after a cancellation
+            locked = getattr(request, "_fastsession_locked", None)
+            if locked is not None:  # nothing left after process_response; everything after a cancellation
+                request._fastsession_locked = None
+                await locked.aunlock()
 
 
 def release(request: Any) -> None:

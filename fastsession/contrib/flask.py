@@ -16,62 +16,22 @@ from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from flask.signals import request_tearing_down
 
-from ..session import Session
+from ..session import TrackedSession
 from ..store import SessionStore
 
 STORE_KEY = "fastsession.store"
 
 
-class FlaskSession(Session, SessionMixin):
+class FlaskSession(TrackedSession, SessionMixin):
     """fastsession's Session with Flask's session attributes (permanent, new, accessed)."""
 
     modified = False  # changes are found by comparing encoded bytes, not by this flag
 
     def __init__(self, session_id: Optional[str] = None, data: Any = (), new: bool = False) -> None:
-        Session.__init__(self, session_id, data)
+        TrackedSession.__init__(self, session_id, data)
         self.new = new
-        self.accessed = False
         self.regenerated = False
         self.store: Any = None
-
-    # Flask before 3.1.3 expects the session itself to note every read (for
-    # Vary: Cookie): a response that depends on the session in any way, even
-    # on ``"user" in session`` or ``len(session)``, varies by cookie.
-    def __getitem__(self, key: str) -> Any:
-        self.accessed = True
-        return Session.__getitem__(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.accessed = True
-        return Session.get(self, key, default)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self.accessed = True
-        return Session.setdefault(self, key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self.accessed = True
-        return Session.__contains__(self, key)
-
-    def __len__(self) -> int:  # bool() too
-        self.accessed = True
-        return Session.__len__(self)
-
-    def __iter__(self) -> Any:
-        self.accessed = True
-        return Session.__iter__(self)
-
-    def keys(self) -> Any:
-        self.accessed = True
-        return Session.keys(self)
-
-    def values(self) -> Any:
-        self.accessed = True
-        return Session.values(self)
-
-    def items(self) -> Any:
-        self.accessed = True
-        return Session.items(self)
 
     def regenerate(self) -> None:
         """A fresh id for this session (call it after login); the old id is deleted."""

@@ -1,0 +1,297 @@
+"""The async face: the same stores for asyncio apps (ASGI, Starlette, FastAPI, Django's async path).
+
+``AsyncSessionStore`` and ``AsyncRedisSessionStore`` drive the very core the
+sync stores drive (``store.StoreCore``): the same decisions, the same
+sessions on disk and in Redis, so a sync and an async process share a
+directory and exclude each other. Only the I/O differs:
+
+- Files: a system call on a local disk costs microseconds and a hop to a
+  thread tens of them, so calls run inline on the event loop. A call that
+  blocks the loop longer than ``SLOW_CALL`` (a slow or network disk) sends
+  this backend's calls to a worker thread for the next ``OFFLOAD_FOR``
+  seconds. A taken lock is never waited for in a thread: the waiter tries
+  again between ``asyncio.sleep`` pauses, so the holder and every other
+  request on the loop run meanwhile.
+- Redis: ``redis.asyncio``, with the sync backend's scripts and logic
+  (``redis.RedisCore``).
+
+Cancellation (a client that disconnects, ``asyncio.wait_for``) is safe at
+every await: a lock taken meanwhile is released, and ``close()`` and
+``rollback()`` run to their end even when cancelled, twice or more, before
+re-raising the cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Awaitable, Callable, Deque, Dict, Optional
+
+from .files import FileBackend
+from .session import Session
+from .store import LOAD, OPEN, StoreCore, Steps, run, shared_backend
+
+logger = logging.getLogger("fastsession")
+
+# Measured on tmpfs and on this project's ext4 (README, "Async"): a lock, a
+# read or a commit takes 5-400 µs inline; a thread hop adds 30-80 µs.
+SLOW_CALL = 0.001
+OFFLOAD_FOR = 5.0
+
+
+async def arun(backend: Any, steps: Steps, make: Optional[Callable[[tuple], Awaitable[Any]]] = None) -> Any:
+    """``store.run`` for the async face: each backend call is awaited (``make``: backend.call)."""
+    make = make or backend.call
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = await make(call)
+            except BaseException as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as done:
+        return done.value
+
+
+async def to_completion(work: Awaitable[Any]) -> Any:
+    """Await ``work`` to its end even when the caller is cancelled meanwhile, then re-raise that."""
+    future = asyncio.ensure_future(work)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not future.done()
+    if cancelled:
+        future.add_done_callback(_log_unseen)
+        raise asyncio.CancelledError
+    return future.result()
+
+
+def _set_done(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _log_unseen(future: "asyncio.Future[Any]") -> None:
+    """The error of cleanup whose caller was cancelled: nobody else will see it."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("fastsession: cleanup after a cancelled request failed", exc_info=future.exception())
+
+
+class AsyncFiles:
+    """A FileBackend driven from an event loop: inline while it is fast, in a thread when it is not."""
+
+    def __init__(self, files: FileBackend) -> None:
+        self.files = files
+        self.kernels = files.kernels
+        self.offloaded_until = 0.0  # monotonic time until which calls go to a thread
+        # Waiters of this process for a lockfile, first come first woken: a
+        # release made here wakes the next at once instead of at its next poll.
+        self.waiters: Dict[bytes, Deque["asyncio.Future[None]"]] = {}
+
+    def offloaded(self) -> bool:
+        return self.offloaded_until > 0.0 and time.monotonic() < self.offloaded_until
+
+    async def call(self, step: tuple) -> Any:
+        name = step[0]
+        if name == OPEN:
+            return await self.open(step[1])
+        try:
+            return await self.blocking(getattr(self.files, name), *step[1:])
+        finally:
+            if self.waiters and name != LOAD:
+                self._wake(step[1][1])
+
+    async def call_inline(self, step: tuple) -> Any:
+        """``call``, but never in a thread (cleanup begun inline stays inline)."""
+        name = step[0]
+        if name == OPEN:
+            return await self.open(step[1])
+        try:
+            return self.inline(getattr(self.files, name), *step[1:])
+        finally:
+            if self.waiters and name != LOAD:
+                self._wake(step[1][1])
+
+    async def blocking(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)``: inline, or in a worker thread while this backend is offloaded."""
+        if not self.offloaded():
+            return self.inline(function, *args)
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+    def inline(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` on the event loop, timed: a slow one offloads the calls after it."""
+        started = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            took = time.perf_counter() - started
+            if took > SLOW_CALL:
+                self._offload(took)
+
+    def _offload(self, took: float) -> None:
+        if not self.offloaded():
+            logger.info("fastsession: a session file call blocked the event loop %.1f ms; "
+                        "calls go to a thread for %.0f s", took * 1000, OFFLOAD_FOR)
+        self.offloaded_until = time.monotonic() + OFFLOAD_FOR
+
+    async def open(self, key: str) -> Any:
+        """Lock the session of ``key``, waiting on the event loop (never in a thread) while another holds it."""
+        handle = await self._try_open(key)
+        if handle is not None:
+            return handle
+        waits = self.files.waits(key)
+        lock_path = self.files.path(key) + b".lock"
+        while True:
+            pause = await self.blocking(next, waits)  # breaks a stale lock, raises LockTimeout
+            if pause:
+                await self._pause(lock_path, pause)
+            handle = await self._try_open(key)
+            if handle is not None:
+                return handle
+
+    async def _pause(self, lock_path: bytes, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a holder in this process releases ``lock_path`` meanwhile."""
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        timer = loop.call_later(seconds, _set_done, woken)
+        queue = self.waiters.setdefault(lock_path, collections.deque())
+        queue.append(woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            try:
+                queue.remove(woken)
+            except ValueError:  # woken: _wake took it off
+                pass
+            if not queue and self.waiters.get(lock_path) is queue:
+                del self.waiters[lock_path]
+
+    def _wake(self, lock_path: bytes) -> None:
+        queue = self.waiters.get(lock_path)
+        while queue:
+            woken = queue.popleft()
+            if not woken.done():
+                woken.set_result(None)
+                return
+
+    async def _try_open(self, key: str) -> Any:
+        if not self.offloaded():
+            return await self.blocking(self.files.try_open, key)
+        future = asyncio.get_running_loop().run_in_executor(None, self.files.try_open, key)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread may yet take the lock: it goes as soon as it is had.
+            future.add_done_callback(self._release_taken)
+            raise
+
+    def _release_taken(self, future: "asyncio.Future[Any]") -> None:
+        if not future.cancelled() and future.exception() is None and future.result() is not None:
+            self.files.release(future.result())
+
+    async def finish(self, steps: Steps) -> Any:
+        """Drive cleanup (close, rollback) to its end whatever cancellation the caller meets."""
+        if not self.offloaded():
+            # Inline calls never yield to the loop, so nothing can cancel them
+            # midway; only a wait for another holder's lock (expiring a session
+            # not opened) can be cancelled, and it holds nothing then.
+            return await arun(self, steps, self.call_inline)
+        return await to_completion(asyncio.get_running_loop().run_in_executor(None, run, self.files, steps))
+
+
+class AsyncBaseStore(StoreCore):
+    """The async face of the facade: every method that may touch storage is awaited."""
+
+    __slots__ = ()
+
+    async def get_session(self, create: Any) -> Optional[Session]:
+        """The session of this transaction; a new one with a fresh id when ``create``, else None."""
+        session = self._session
+        if session is not None:
+            return session
+        return await arun(self.backend, self._do_get_session(create))
+
+    async def expire_session(self) -> None:
+        """Mark the session named by the cookie (and the one in hand) for removal at close()."""
+        StoreCore.expire_session(self)
+
+    async def close(self) -> None:
+        """Commit: write back if changed, release the lock, carry out a pending expiry."""
+        if not self._closed:
+            await self.backend.finish(self._do_close())
+
+    async def rollback(self) -> None:
+        """Release every lock and write nothing."""
+        if not self._closed:
+            await self.backend.finish(self._do_rollback())
+
+    async def regenerate_id(self) -> str:
+        """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
+        return await arun(self.backend, self._do_regenerate_id())
+
+    async def response_cookie(self) -> Optional[str]:
+        """What the session cookie must become as response headers go out (see BaseStore.response_cookie)."""
+        return await self.backend.finish(self._do_response_cookie())
+
+    async def _expire_session(self, session_id: str) -> None:
+        """Delete that session now, waiting (when concurrent) for whoever is editing it."""
+        await arun(self.backend, self._do_expire(session_id))
+
+    async def _get_session(self, session_id: str, create: Any) -> Optional[Session]:
+        """Lock (when concurrent) and load that session; None if absent and not ``create``."""
+        return await arun(self.backend, self._do_load(session_id, create))
+
+    async def __aenter__(self) -> "AsyncBaseStore":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+        else:
+            await self.rollback()
+
+
+def async_files(files: FileBackend) -> AsyncFiles:
+    """The AsyncFiles of a FileBackend, one per backend (its offload state is the backend's)."""
+    return shared_backend(AsyncFiles, files)
+
+
+class AsyncSessionStore(AsyncBaseStore):
+    """SessionStore for asyncio: the same sessions on disk, awaited."""
+
+    __slots__ = ("session_directory", "concurrent", "delay")
+
+    def __init__(
+        self,
+        trans: Any,
+        session_directory: str,
+        session_cookie_name: str = "SID",
+        concurrent: Any = 1,
+        delay: float = 1,
+        *,
+        timeout: Optional[float] = None,
+        stale_after: float = 30.0,
+        max_age: Optional[float] = None,
+        fsync: bool = False,
+    ) -> None:
+        files = shared_backend(FileBackend, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync)
+        AsyncBaseStore.__init__(self, trans, async_files(files), session_cookie_name)
+        self.session_directory = session_directory
+        self.concurrent = concurrent
+        self.delay = delay
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis store needs redis-py; importing this module must not.
+    if name in ("AsyncRedisSessionStore", "AsyncRedisBackend"):
+        from . import aio_redis
+
+        return getattr(aio_redis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,211 @@
+"""ASGI: ``SessionMiddleware``, a drop-in for Starlette's, with the data on the server and a lock per user.
+
+Starlette and FastAPI::
+
+    from fastsession.asgi import SessionMiddleware
+    app.add_middleware(SessionMiddleware, session_directory="/var/lib/app/sessions")
+
+``request.session`` works unchanged (``scope["session"]``); the request's
+store is ``scope["fastsession.store"]`` (``await ...regenerate_id()`` after a
+login, ``await ...expire_session()``). A user's session is locked from the
+start of the request to the end of its response, so overlapping requests of
+one user never lose an update; it is committed just before the response's
+last body chunk goes out, so a client that has the whole response has its
+session stored. The app raising, its task being cancelled, or the client
+disconnecting (``http.disconnect`` seen by the app) roll it back: nothing
+written, the lock released.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
+
+from .aio import AsyncSessionStore
+from .session import TrackedSession
+from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
+
+logger = logging.getLogger("fastsession")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ASGISession(TrackedSession):
+    """``scope["session"]``: a Session that notes reads (for ``Vary: Cookie``)."""
+
+
+class ASGITransaction:
+    """WebStack's transaction protocol for an ASGI scope; collects the Set-Cookie header values."""
+
+    __slots__ = ("scope", "attributes", "outgoing", "_incoming")
+
+    def __init__(self, scope: Scope, attributes: Tuple[str, str]) -> None:
+        self.scope = scope
+        self.attributes = attributes  # (to set a cookie, to delete it): "; path=/; httponly; ..."
+        self.outgoing: Dict[str, bytes] = {}  # cookie name -> Set-Cookie value
+        self._incoming: Optional[Dict[str, str]] = None
+
+    def get_cookie(self, name: str) -> Optional[Cookie]:
+        if self._incoming is None:
+            header = "; ".join(value.decode("latin-1") for key, value in self.scope["headers"] if key == b"cookie")
+            self._incoming = parse_cookie_header(header)
+        value = self._incoming.get(name)
+        return None if value is None else Cookie(name, value)
+
+    def set_cookie_value(self, name: str, value: str) -> None:
+        self.outgoing[name] = f"{name}={value}{self.attributes[0]}".encode("latin-1")
+
+    def delete_cookie(self, name: str) -> None:
+        self.outgoing[name] = f"{name}={self.attributes[1]}".encode("latin-1")
+
+
+class SessionMiddleware:
+    """Starlette's ``SessionMiddleware`` keywords, fastsession's store underneath.
+
+    ``session_directory`` (files) or ``redis`` (a ``redis.asyncio`` client)
+    says where sessions live. ``max_age`` is the cookie's lifetime and the
+    session's idle lifetime on the server (None: a browser-session cookie,
+    and no server-side expiry). Other keywords go to the store:
+    ``timeout``, ``stale_after``, ``fsync``, ``concurrent``, ``delay`` (files);
+    ``lock_ttl``, ``prefix``, ``timeout`` (Redis).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        session_directory: Optional[str] = None,
+        *,
+        redis: Any = None,
+        session_cookie: str = "session",
+        max_age: Optional[int] = 14 * 24 * 60 * 60,
+        path: str = "/",
+        same_site: str = "lax",
+        https_only: bool = False,
+        domain: Optional[str] = None,
+        **options: Any,
+    ) -> None:
+        if (session_directory is None) == (redis is None):
+            raise TypeError("SessionMiddleware needs exactly one of session_directory= or redis=")
+        self.app = app
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        if redis is not None:
+            from .aio_redis import AsyncRedisSessionStore
+
+            store_class: type = AsyncRedisSessionStore
+            self.where: Any = redis
+        else:
+            store_class, self.where = AsyncSessionStore, session_directory
+        # The store hands out ASGISession objects; storage stays the store's.
+        self.store_class = type(f"ASGI{store_class.__name__}", (store_class,), {"session_class": ASGISession})
+        self.options = dict(options, max_age=max_age)
+        self.peek_options = dict(self.options, concurrent=0)  # websockets read, never lock
+        flags = f"; httponly; samesite={same_site}" + ("; secure" if https_only else "")
+        flags += f"; domain={domain}" if domain is not None else ""
+        lifetime = f"; Max-Age={max_age}" if max_age is not None else ""
+        self.attributes = (f"; path={path}{lifetime}{flags}", f"; path={path}; {DELETED}{flags}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:  # lifespan, and whatever comes next
+            await self.app(scope, receive, send)
+
+    async def _open(self, scope: Scope, options: Dict[str, Any]) -> Tuple[Any, ASGITransaction, ASGISession]:
+        trans = ASGITransaction(scope, self.attributes)
+        store = self.store_class(trans, self.where, self.session_cookie, **options)
+        try:
+            session = await store.get_session(False)  # a stored session, locked; None without one
+        except BaseException:
+            await store.rollback()
+            raise
+        if session is None:
+            session = ASGISession(None)  # gets an id, a lock and a cookie only if something is stored
+        scope["fastsession.store"] = store
+        scope["session"] = session
+        return store, trans, session
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        store, trans, session = await self._open(scope, self.options)
+        disconnected = False
+
+        async def receive_noting_disconnect() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
+        async def send_committing(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                message["headers"] = await self._headers(store, trans, session, message.get("headers", ()))
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                await self._finish(store, session, disconnected)  # stored before the client has it all
+            await send(message)
+
+        try:
+            await self.app(scope, receive_noting_disconnect, send_committing)
+        except BaseException:
+            await store.rollback()
+            raise
+        await self._finish(store, session, disconnected)
+
+    async def _headers(self, store: Any, trans: ASGITransaction, session: ASGISession,
+                       headers: Any) -> List[Tuple[bytes, bytes]]:
+        """The response's headers with the session's Set-Cookie and Vary."""
+        if session.session_id is None:
+            if dict.__len__(session):  # new, and the app stored something: it gets an id now
+                stored = await store.get_session(True)
+                stored.update(session)
+                session.session_id = stored.session_id
+        elif not dict.__len__(session) and not store.closed:
+            await store.expire_session()  # emptied: the record and the cookie go
+        cookie = await store.response_cookie()
+        name = self.session_cookie
+        if cookie is None and session.accessed and self.max_age is not None and dict.__len__(session):
+            cookie = session.session_id  # sliding expiry: the browser's copy is renewed like the server's
+        if cookie == "":
+            trans.delete_cookie(name)
+        elif cookie is not None:
+            trans.set_cookie_value(name, cookie)
+        out = list(headers)
+        if trans.outgoing or session.accessed or store._expired:
+            out = [(key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary"
+                    else value) for key, value in out]
+            if not any(key.lower() == b"vary" for key, _ in out):
+                out.append((b"vary", b"Cookie"))
+            out.extend((b"set-cookie", value) for value in trans.outgoing.values())
+        return out
+
+    @staticmethod
+    async def _finish(store: Any, session: ASGISession, disconnected: bool) -> None:
+        """Commit (or, for a client gone, roll back) once; later changes to a new session are noted."""
+        if store.closed:
+            return
+        stored = store._session
+        if stored is not None and stored is not session:  # a new session adopted at response start
+            dict.clear(stored)
+            stored.update(session)
+        elif stored is None and session.session_id is None and dict.__len__(session):
+            logger.warning("fastsession: a new session was filled after the response headers went out; "
+                           "it could get no cookie and was not stored")
+        if disconnected:
+            await store.rollback()
+        else:
+            await store.close()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A websocket lives for minutes: it reads the session and never locks or writes it.
+        store, _, _ = await self._open(scope, self.peek_options)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await store.rollback()

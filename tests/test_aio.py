@@ -1,0 +1,390 @@
+"""fastsession.aio.AsyncSessionStore: the sync store's contract, awaited, on the same files."""
+
+import asyncio
+import os
+import time
+
+import pytest
+
+import fastsession
+from fastsession import LockTimeout, SerializationError, SessionError
+from fastsession.aio import AsyncSessionStore, async_files
+from fastsession.files import FileBackend
+from fastsession.store import shared_backend
+
+from conftest import Transaction, session_files, store_session
+from helpers import fork_child, hold_until_killed, kill_and_reap, session_path, wait_for_byte, wait_ok
+
+
+def run(coroutine, timeout=30):
+    """Run ``coroutine`` on a new event loop; a hang fails the test instead of stalling the suite."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def locks(directory):
+    return [f for f in session_files(directory) if f.endswith(".lock")]
+
+
+def backend_of(session_dir):
+    return async_files(shared_backend(FileBackend, session_dir, 1, 1, None, 30.0, None, False))
+
+
+def test_round_trip_and_a_sync_store_reads_what_the_async_one_wrote(session_dir):
+    trans = Transaction()
+
+    async def write():
+        async with AsyncSessionStore(trans, session_dir) as store:
+            session = await store.get_session(True)
+            session["cart"] = [1, 2]
+            return session.session_id
+
+    sid = run(write())
+    assert trans.cookies["SID"] == sid
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False) == {"cart": [1, 2]}
+        store.get_session(False)["cart"].append(3)
+
+    async def read():
+        async with AsyncSessionStore(Transaction(trans.cookies), session_dir) as store:
+            return dict(await store.get_session(False))
+
+    assert run(read()) == {"cart": [1, 2, 3]}
+    assert locks(session_dir) == []
+
+
+def test_no_cookie_without_create_is_none_and_an_unknown_id_is_never_adopted(session_dir):
+    planted = "A" * 43
+
+    async def go():
+        store = AsyncSessionStore(Transaction({"SID": planted}), session_dir)
+        assert await store.get_session(False) is None
+        session = await store.get_session(True)
+        assert session.session_id != planted
+        session["x"] = 1
+        await store.close()
+        return store.trans
+
+    trans = run(go())
+    assert trans.cookies["SID"] != planted
+    assert not os.path.exists(session_path(session_dir, planted))
+
+
+def test_an_empty_new_session_is_not_stored(session_dir):
+    async def go():
+        async with AsyncSessionStore(Transaction(), session_dir) as store:
+            await store.get_session(True)
+            return await store.response_cookie()
+
+    assert run(go()) is None
+    assert session_files(session_dir) == []
+
+
+def test_expire_regenerate_and_rollback(session_dir):
+    sid, trans = store_session(session_dir, {"user": "ann"})
+
+    async def regenerate():
+        async with AsyncSessionStore(trans, session_dir) as store:
+            await store.get_session(False)
+            return await store.regenerate_id()
+
+    new_id = run(regenerate())
+    assert new_id != sid and trans.cookies["SID"] == new_id
+    assert not os.path.exists(session_path(session_dir, sid))
+
+    async def change_then_fail():
+        async with AsyncSessionStore(trans, session_dir) as store:
+            (await store.get_session(False))["user"] = "mallory"
+            raise RuntimeError("view failed")
+
+    with pytest.raises(RuntimeError):
+        run(change_then_fail())
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False) == {"user": "ann"}  # rolled back
+
+    async def expire():
+        async with AsyncSessionStore(trans, session_dir) as store:
+            await store.expire_session()
+
+    run(expire())
+    assert ("delete", "SID") in trans.events
+    assert session_files(session_dir) == []
+
+
+def test_an_unencodable_value_raises_at_close_keeps_the_data_and_releases(session_dir):
+    sid, trans = store_session(session_dir, {"n": 1})
+
+    async def go():
+        store = AsyncSessionStore(trans, session_dir)
+        (await store.get_session(False))["n"] = object()
+        await store.close()
+
+    with pytest.raises(SerializationError, match="'n'"):
+        run(go())
+    assert locks(session_dir) == []
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False) == {"n": 1}
+
+
+async def increment(session_dir, cookies, pause):
+    async with AsyncSessionStore(Transaction(cookies), session_dir) as store:
+        session = await store.get_session(False)
+        seen = session["n"]
+        await asyncio.sleep(pause)  # the view awaits something (a query) with the lock held
+        session["n"] = seen + 1
+
+
+def test_a_hundred_concurrent_increments_in_one_event_loop_lose_nothing(session_dir):
+    # Waiters wait on the loop: if one blocked it, the holder could never finish (timeout).
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    async def go():
+        await asyncio.gather(*(increment(session_dir, trans.cookies, 0.001) for _ in range(100)))
+
+    run(go())
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 100
+    assert locks(session_dir) == []
+
+
+def test_a_waiter_lets_the_rest_of_the_loop_run(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+    ticks = []
+
+    async def ticker(stop):
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    async def go():
+        stop = asyncio.Event()
+        tick = asyncio.ensure_future(ticker(stop))
+        holder = AsyncSessionStore(Transaction(trans.cookies), session_dir)
+        await holder.get_session(False)
+        waiter = asyncio.ensure_future(increment(session_dir, trans.cookies, 0))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # still waiting for the holder...
+        count = len(ticks)
+        await holder.close()  # ...which ran meanwhile, as did the ticker
+        await waiter
+        stop.set()
+        await tick
+        return count
+
+    assert run(go()) >= 20  # the ticker went on while the waiter waited (0.3 s / 5 ms = 60)
+
+
+def test_sync_and_async_processes_exclude_each_other(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    def sync_worker():
+        for _ in range(50):
+            with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+                session = store.get_session(False)
+                seen = session["n"]
+                time.sleep(0.001)
+                session["n"] = seen + 1
+
+    def async_worker():
+        async def go():
+            await asyncio.gather(*(increment(session_dir, trans.cookies, 0.001) for _ in range(50)))
+
+        run(go(), timeout=60)
+
+    children = [fork_child(lambda _: sync_worker()), fork_child(lambda _: async_worker())]
+    for pid, _ in children:
+        wait_ok(pid)
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 100
+
+
+def test_a_lock_held_by_a_dead_process_is_broken(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    def hold():
+        fastsession.SessionStore(Transaction(trans.cookies), session_dir).get_session(False)
+
+    kill_and_reap(hold_until_killed(hold))
+    assert locks(session_dir)
+    run(increment(session_dir, trans.cookies, 0), timeout=5)
+    assert locks(session_dir) == []
+
+
+def test_timeout_raises_lock_timeout_and_leaves_the_holders_lock(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    async def go():
+        holder = AsyncSessionStore(Transaction(trans.cookies), session_dir)
+        await holder.get_session(False)
+        try:
+            with pytest.raises(LockTimeout):
+                await AsyncSessionStore(Transaction(trans.cookies), session_dir, timeout=0.05).get_session(False)
+            assert len(locks(session_dir)) == 1
+        finally:
+            await holder.rollback()
+
+    run(go())
+    assert locks(session_dir) == []
+
+
+def test_cancelled_while_waiting_takes_no_lock(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    async def go():
+        holder = AsyncSessionStore(Transaction(trans.cookies), session_dir)
+        await holder.get_session(False)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(increment(session_dir, trans.cookies, 0), 0.1)
+        await holder.close()
+
+    run(go())
+    assert locks(session_dir) == []
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 0
+
+
+def test_cancelled_request_releases_its_lock_and_writes_nothing(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    async def view():
+        async with AsyncSessionStore(Transaction(trans.cookies), session_dir) as store:
+            (await store.get_session(False))["n"] = 99
+            await asyncio.sleep(30)  # the client disconnects meanwhile
+
+    async def go():
+        task = asyncio.ensure_future(view())
+        await asyncio.sleep(0.05)
+        assert locks(session_dir)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(go())
+    assert locks(session_dir) == []
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 0
+
+
+@pytest.fixture
+def slow_disk(monkeypatch):
+    """Every commit and release of the files backend takes 20 ms (a network disk, say)."""
+    save, release = FileBackend.save, FileBackend.release
+
+    def slowly(real):
+        def call(*args):
+            time.sleep(0.02)
+            return real(*args)
+
+        return call
+
+    monkeypatch.setattr(FileBackend, "save", slowly(save))
+    monkeypatch.setattr(FileBackend, "release", slowly(release))
+
+
+def test_a_slow_disk_moves_calls_off_the_event_loop(session_dir, slow_disk):
+    sid, trans = store_session(session_dir, {"n": 0})
+    io = backend_of(session_dir)
+    io.offloaded_until = 0.0
+
+    async def go():
+        await increment(session_dir, trans.cookies, 0)  # one slow commit, inline
+        assert io.offloaded()
+        gaps = []
+
+        async def ticker():
+            last = time.monotonic()
+            for _ in range(40):
+                await asyncio.sleep(0.001)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        await asyncio.gather(ticker(), *(increment(session_dir, trans.cookies, 0) for _ in range(3)))
+        return max(gaps)
+
+    try:
+        longest = run(go())
+    finally:
+        io.offloaded_until = 0.0
+    assert longest < 0.015  # the 20 ms calls ran in a thread, not on the loop
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 4
+
+
+def test_close_in_a_thread_finishes_through_two_cancellations(session_dir, slow_disk):
+    sid, trans = store_session(session_dir, {"n": 0})
+    io = backend_of(session_dir)
+
+    async def go():
+        store = AsyncSessionStore(Transaction(trans.cookies), session_dir)
+        (await store.get_session(False))["n"] = 1
+        io.offloaded_until = time.monotonic() + 60  # calls go to a thread
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0.005)
+        closing.cancel()
+        await asyncio.sleep(0.001)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert locks(session_dir) == []  # the cancellation came out only once the cleanup was done
+
+    try:
+        run(go())
+    finally:
+        io.offloaded_until = 0.0
+    assert locks(session_dir) == []
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 1  # the commit was under way: it completed
+
+
+def test_a_lock_taken_in_a_thread_after_cancellation_is_released(session_dir, monkeypatch):
+    sid, trans = store_session(session_dir, {"n": 0})
+    io = backend_of(session_dir)
+    try_open = FileBackend.try_open
+
+    def slow_try_open(self, key):
+        time.sleep(0.05)
+        return try_open(self, key)
+
+    monkeypatch.setattr(FileBackend, "try_open", slow_try_open)
+
+    async def go():
+        io.offloaded_until = time.monotonic() + 60
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(AsyncSessionStore(Transaction(trans.cookies), session_dir).get_session(False), 0.01)
+        await asyncio.sleep(0.2)  # the thread took the lock after the cancellation...
+
+    try:
+        run(go())
+    finally:
+        io.offloaded_until = 0.0
+    assert locks(session_dir) == []  # ...and let it go
+
+
+def test_a_store_holds_one_session(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    async def go():
+        async with AsyncSessionStore(trans, session_dir) as store:
+            await store.get_session(False)
+            assert await store._get_session(sid, False) is await store.get_session(False)
+            with pytest.raises(SessionError, match="another session"):
+                await store._get_session("B" * 43, True)
+
+    run(go())
+
+
+def test_holder_in_another_process_is_waited_for(session_dir):
+    sid, trans = store_session(session_dir, {"n": 0})
+
+    def body(ready):
+        with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+            store.get_session(False)["n"] = 1
+            os.write(ready, b"L")
+            time.sleep(0.3)
+
+    pid, ready = fork_child(body)
+    wait_for_byte(ready)
+    run(increment(session_dir, trans.cookies, 0))
+    wait_ok(pid)
+    with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
+        assert store.get_session(False)["n"] == 2

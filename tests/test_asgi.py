@@ -1,0 +1,282 @@
+"""fastsession.asgi.SessionMiddleware under Starlette and FastAPI (in-process ASGI, real files and Redis)."""
+
+import asyncio
+import contextlib
+import re
+import uuid
+
+import httpx
+import pytest
+import redis
+import redis.asyncio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+
+from fastsession.asgi import SessionMiddleware
+
+from conftest import session_files
+from helpers import session_path
+
+ID = r"[A-Za-z0-9_-]{43}"
+
+
+async def count(request):
+    request.session["n"] = request.session.get("n", 0) + 1
+    await asyncio.sleep(0.002)  # a query, with the session held
+    return PlainTextResponse(str(request.session["n"]))
+
+
+async def plain(request):
+    return PlainTextResponse("no session here", headers={"Vary": "Accept-Encoding"})
+
+
+async def peek(request):
+    return PlainTextResponse(str(request.session.get("n", 0)))
+
+
+async def logout(request):
+    request.session.clear()
+    return PlainTextResponse("bye")
+
+
+async def login(request):
+    await request.scope["fastsession.store"].regenerate_id()
+    request.session["user"] = "ann"
+    return PlainTextResponse("hi")
+
+
+async def fail(request):
+    request.session["n"] = 1000
+    raise RuntimeError("the view failed")
+
+
+async def stream(request):
+    request.session["n"] = 1000
+
+    async def chunks():
+        for _ in range(300):
+            yield b"."
+            await asyncio.sleep(0.01)
+
+    return StreamingResponse(chunks())
+
+
+async def socket(websocket):
+    await websocket.accept()
+    await websocket.send_text(str(websocket.session.get("n")))
+    await websocket.close()
+
+
+ROUTES = [Route("/", count), Route("/plain", plain), Route("/peek", peek), Route("/logout", logout),
+          Route("/login", login), Route("/fail", fail), Route("/stream", stream), WebSocketRoute("/ws", socket)]
+
+
+def starlette_app(**options):
+    return Starlette(routes=ROUTES, middleware=[Middleware(SessionMiddleware, **options)])
+
+
+@pytest.fixture
+def app(session_dir):
+    return starlette_app(session_directory=session_dir)
+
+
+def locks(directory):
+    return [f for f in session_files(directory) if f.endswith(".lock")]
+
+
+def session_cookie(response):
+    found = re.search(r"session=([^;]*)", response.headers.get("set-cookie", ""))
+    return found and found.group(1)
+
+
+def test_counts_and_sets_starlettes_cookie(app, session_dir):
+    with TestClient(app) as client:
+        first = client.get("/")
+        assert first.text == "1"
+        assert re.fullmatch(f"session={ID}; path=/; Max-Age=1209600; httponly; samesite=lax",
+                            first.headers["set-cookie"])
+        assert first.headers["vary"] == "Cookie"
+        assert [client.get("/").text for _ in range(3)] == ["2", "3", "4"]
+    assert session_files(session_dir) == [session_path("", session_cookie(first))]
+
+
+def test_cookie_options_follow_starlettes_names(session_dir):
+    app = starlette_app(session_directory=session_dir, session_cookie="sid", max_age=60, path="/app",
+                        same_site="strict", https_only=True, domain="example.com")
+    with TestClient(app, base_url="https://example.com") as client:
+        cookie = client.get("/").headers["set-cookie"]
+    assert re.fullmatch(f"sid={ID}; path=/app; Max-Age=60; httponly; samesite=strict; secure; domain=example.com",
+                        cookie)
+
+
+def test_a_response_that_never_touched_the_session_gets_no_cookie_and_no_vary(app, session_dir):
+    with TestClient(app) as client:
+        response = client.get("/plain")
+        assert "set-cookie" not in response.headers
+        assert response.headers["vary"] == "Accept-Encoding"
+        client.get("/")
+        after = client.get("/plain")  # a session exists, but this page does not read it
+        assert "set-cookie" not in after.headers and after.headers["vary"] == "Accept-Encoding"
+        read = client.get("/peek")  # this one reads it: it varies, and renews the cookie (sliding max_age)
+        assert read.headers["vary"] == "Cookie" and session_cookie(read)
+
+
+def test_a_new_session_left_empty_is_not_stored_and_gets_no_cookie(app, session_dir):
+    with TestClient(app) as client:
+        response = client.get("/peek")
+    assert response.text == "0" and "set-cookie" not in response.headers
+    assert session_files(session_dir) == []
+
+
+def test_an_unknown_id_is_never_adopted(app, session_dir):
+    planted = "A" * 43
+    with TestClient(app, cookies={"session": planted}) as client:
+        response = client.get("/")
+    assert response.text == "1"
+    assert session_cookie(response) != planted
+    assert session_files(session_dir) == [session_path("", session_cookie(response))]
+
+
+def test_a_cleared_session_deletes_the_record_and_the_cookie(app, session_dir):
+    with TestClient(app) as client:
+        client.get("/")
+        response = client.get("/logout")
+        assert response.headers["set-cookie"].startswith("session=; path=/; Max-Age=0")
+        assert client.get("/peek").text == "0"
+    assert session_files(session_dir) == []
+
+
+def test_regenerate_id_through_the_scopes_store(app, session_dir):
+    with TestClient(app) as client:
+        old = session_cookie(client.get("/"))
+        new = session_cookie(client.get("/login"))
+        assert new != old and re.fullmatch(ID, new)
+        assert client.get("/peek").text == "1"  # the data moved with it
+    assert session_files(session_dir) == [session_path("", new)]
+
+
+def test_an_app_that_raises_writes_nothing_and_leaves_no_lock(app, session_dir):
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.get("/")
+        assert client.get("/fail").status_code == 500
+        assert client.get("/peek").text == "1"
+    assert locks(session_dir) == []
+
+
+async def call_asgi(app, path, cookie, disconnect_after):
+    """One GET through the ASGI app whose client disconnects ``disconnect_after`` seconds in."""
+    sent = []
+    requested = False
+
+    async def receive():
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(disconnect_after)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())],
+             "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    return sent
+
+
+def test_a_client_that_disconnects_mid_response_rolls_back_and_leaves_no_lock(app, session_dir):
+    with TestClient(app) as client:
+        cookie = session_cookie(client.get("/"))
+    sent = asyncio.run(call_asgi(app, "/stream", cookie, 0.1))
+    assert sent[-1].get("more_body") is True  # the response never completed...
+    assert locks(session_dir) == []  # ...the lock went with the client
+    with TestClient(app, cookies={"session": cookie}) as client:
+        assert client.get("/peek").text == "1"  # and the view's change was not written
+
+
+def test_overlapping_requests_of_one_user_lose_no_update(app, session_dir):
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            cookie = session_cookie(await client.get("/"))
+            await asyncio.gather(*(client.get("/", cookies={"session": cookie}) for _ in range(40)))
+            return (await client.get("/peek", cookies={"session": cookie})).text
+
+    assert asyncio.run(go()) == "41"
+    assert locks(session_dir) == []
+
+
+def test_lifespan_passes_through(session_dir):
+    events = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        events.append("started")
+        yield
+        events.append("stopped")
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan,
+                    middleware=[Middleware(SessionMiddleware, session_directory=session_dir)])
+    with TestClient(app) as client:
+        assert client.get("/").text == "1"
+    assert events == ["started", "stopped"]
+
+
+def test_a_websocket_reads_the_session_and_holds_no_lock(app, session_dir):
+    with TestClient(app) as client:
+        client.get("/")
+        client.get("/")
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_text() == "2"
+            assert locks(session_dir) == []
+    with TestClient(app) as anonymous, anonymous.websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "None"
+
+
+def test_fastapi_two_line_swap(session_dir):
+    from fastapi import FastAPI, Request
+
+    api = FastAPI()
+    api.add_middleware(SessionMiddleware, session_directory=session_dir)
+
+    @api.get("/")
+    async def visit(request: Request):
+        request.session["n"] = request.session.get("n", 0) + 1
+        return {"n": request.session["n"]}
+
+    with TestClient(api) as client:
+        assert [client.get("/").json()["n"] for _ in range(3)] == [1, 2, 3]
+
+
+def test_the_middleware_needs_one_place_to_keep_sessions(session_dir):
+    with pytest.raises(TypeError, match="exactly one"):
+        SessionMiddleware(starlette_app, None)
+    with pytest.raises(TypeError, match="exactly one"):
+        SessionMiddleware(starlette_app, session_dir, redis=object())
+
+
+def test_on_redis(redis_url):
+    prefix = f"test-asgi-{uuid.uuid4().hex[:8]}:"
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        app = starlette_app(redis=client, prefix=prefix)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as web:
+            cookie = session_cookie(await web.get("/"))
+            await asyncio.gather(*(web.get("/", cookies={"session": cookie}) for _ in range(20)))
+            seen = (await web.get("/peek", cookies={"session": cookie})).text
+        await client.aclose()
+        return cookie, seen
+
+    cookie, seen = asyncio.run(go())
+    assert seen == "21"
+    sync = redis.Redis.from_url(redis_url)
+    assert sorted(k.decode() for k in sync.scan_iter(match=prefix + "*")) == [prefix + cookie]
+    assert 1_209_000_000 < sync.pttl(prefix + cookie) <= 1_209_600_000  # max_age: the server's expiry too
