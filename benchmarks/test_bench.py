@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 from fastsession.bench import UNDER_CONTENTION
+from fastsession.bench.asgi import ASGI
 from fastsession.bench.contenders import FLASK, KERNELS, ROUND_TRIP, Missing, id_peers
 from fastsession.bench.measure import Broke, contend
 
@@ -69,7 +70,7 @@ def test_flask_request(benchmark, tmp_path, name):
 def test_contention(benchmark, tmp_path, name):
     ops = ops_or_skip(UNDER_CONTENTION[name], str(tmp_path))
     benchmark.group = "contention: 4 processes x 50 increments"
-    ours = name.startswith("fastsession")
+    ours = "fastsession" in name
     try:
         alone, together, lost = benchmark.pedantic(
             contend, args=(ops["increment"], ops["counter"], 4, 50), rounds=1, iterations=1
@@ -82,3 +83,10 @@ def test_contention(benchmark, tmp_path, name):
     benchmark.extra_info.update(ops_alone=alone, ops_together=together, lost_updates=lost)
     if ours:
         assert lost == 0  # the promise, not a timing: no update is ever lost
+
+
+@pytest.mark.parametrize("name", ASGI)
+def test_asgi_request(benchmark, tmp_path, name):
+    run = ops_or_skip(ASGI[name], str(tmp_path))["modify"]
+    benchmark.group = "one ASGI request through Starlette (in-process)"
+    benchmark(run, 1)

@@ -6,12 +6,13 @@ sessions on disk and in Redis, so a sync and an async process share a
 directory and exclude each other. Only the I/O differs:
 
 - Files: a system call on a local disk costs microseconds and a hop to a
-  thread tens of them, so calls run inline on the event loop. A call that
-  blocks the loop longer than ``SLOW_CALL`` (a slow or network disk) sends
-  this backend's calls to a worker thread for the next ``OFFLOAD_FOR``
-  seconds. A taken lock is never waited for in a thread: the waiter tries
-  again between ``asyncio.sleep`` pauses, so the holder and every other
-  request on the loop run meanwhile.
+  thread tens of them, so calls run inline on the event loop. When
+  ``SLOW_STREAK`` calls in a row block the loop longer than ``SLOW_CALL``
+  (a slow or network disk), this backend's calls go to a worker thread for
+  the next ``OFFLOAD_FOR`` seconds. A taken lock is never waited for in a
+  thread: the waiter tries again between pauses on the loop (woken at once
+  when a request of this process releases it), so the holder and every
+  other request on the loop run meanwhile.
 - Redis: ``redis.asyncio``, with the sync backend's scripts and logic
   (``redis.RedisCore``).
 
@@ -36,19 +37,32 @@ from .store import LOAD, OPEN, StoreCore, Steps, run, shared_backend
 logger = logging.getLogger("fastsession")
 
 # Measured on tmpfs and on this project's ext4 (README, "Async"): a lock, a
-# read or a commit takes 5-400 µs inline; a thread hop adds 30-80 µs.
+# read or a commit takes 5-400 µs inline; a thread hop adds 30-80 µs. One
+# slow call is a hiccup (the process was preempted); SLOW_STREAK in a row is
+# a slow disk.
 SLOW_CALL = 0.001
-OFFLOAD_FOR = 5.0
+SLOW_STREAK = 3
+OFFLOAD_FOR = 10.0
 
 
-async def arun(backend: Any, steps: Steps, make: Optional[Callable[[tuple], Awaitable[Any]]] = None) -> Any:
-    """``store.run`` for the async face: each backend call is awaited (``make``: backend.call)."""
-    make = make or backend.call
+# What a backend's ``now`` answers for a call it cannot make at once: the
+# driver then awaits ``backend.call`` (a taken lock, a thread, a Redis reply).
+PENDING: Any = object()
+
+
+async def arun(backend: Any, steps: Steps, now: Optional[Callable[[tuple], Any]] = None, first: Any = None) -> Any:
+    """``store.run`` for the async face: each call made at once when the backend can, else awaited.
+
+    ``first``: the first call, when the caller already took it from ``steps``.
+    """
+    now = now or backend.now
     try:
-        call = next(steps)
+        call = next(steps) if first is None else first
         while True:
             try:
-                result = await make(call)
+                result = now(call)
+                if result is PENDING:
+                    result = await backend.call(call)
             except BaseException as exc:
                 call = steps.throw(exc)
             else:
@@ -90,6 +104,7 @@ class AsyncFiles:
         self.files = files
         self.kernels = files.kernels
         self.offloaded_until = 0.0  # monotonic time until which calls go to a thread
+        self.slow_calls = 0  # slow inline calls in a row
         # Waiters of this process for a lockfile, first come first woken: a
         # release made here wakes the next at once instead of at its next poll.
         self.waiters: Dict[bytes, Deque["asyncio.Future[None]"]] = {}
@@ -97,23 +112,32 @@ class AsyncFiles:
     def offloaded(self) -> bool:
         return self.offloaded_until > 0.0 and time.monotonic() < self.offloaded_until
 
-    async def call(self, step: tuple) -> Any:
+    def now(self, step: tuple) -> Any:
+        """The call made at once, on the loop (PENDING while offloaded, or for a lock someone holds)."""
+        if self.offloaded_until and self.offloaded():
+            return PENDING
+        return self.now_inline(step)
+
+    def now_inline(self, step: tuple) -> Any:
+        """``now``, offloaded or not (cleanup begun inline stays inline: nothing can cancel it midway)."""
         name = step[0]
-        if name == OPEN:
-            return await self.open(step[1])
+        started = time.perf_counter()
         try:
-            return await self.blocking(getattr(self.files, name), *step[1:])
+            if name == OPEN:
+                return self.files.try_open(step[1]) or PENDING
+            return getattr(self.files, name)(*step[1:])
         finally:
-            if self.waiters and name != LOAD:
+            self._note(time.perf_counter() - started)
+            if self.waiters and name != LOAD and name != OPEN:
                 self._wake(step[1][1])
 
-    async def call_inline(self, step: tuple) -> Any:
-        """``call``, but never in a thread (cleanup begun inline stays inline)."""
+    async def call(self, step: tuple) -> Any:
+        """A call ``now`` could not make: a lock to wait for, or a call for a worker thread."""
         name = step[0]
         if name == OPEN:
-            return await self.open(step[1])
+            return await self.open(step[1], tried=not self.offloaded())
         try:
-            return self.inline(getattr(self.files, name), *step[1:])
+            return await self.blocking(getattr(self.files, name), *step[1:])
         finally:
             if self.waiters and name != LOAD:
                 self._wake(step[1][1])
@@ -130,21 +154,29 @@ class AsyncFiles:
         try:
             return function(*args)
         finally:
-            took = time.perf_counter() - started
-            if took > SLOW_CALL:
-                self._offload(took)
+            self._note(time.perf_counter() - started)
 
-    def _offload(self, took: float) -> None:
-        if not self.offloaded():
-            logger.info("fastsession: a session file call blocked the event loop %.1f ms; "
-                        "calls go to a thread for %.0f s", took * 1000, OFFLOAD_FOR)
-        self.offloaded_until = time.monotonic() + OFFLOAD_FOR
+    def _note(self, took: float) -> None:
+        """Count a slow inline call; SLOW_STREAK of them in a row send calls to a thread for a while."""
+        if took <= SLOW_CALL:
+            self.slow_calls = 0
+            return
+        self.slow_calls += 1
+        if self.slow_calls >= SLOW_STREAK:
+            self.slow_calls = 0
+            logger.info("fastsession: session file calls blocked the event loop %d times in a row (the last "
+                        "%.1f ms); they go to a thread for %.0f s", SLOW_STREAK, took * 1000, OFFLOAD_FOR)
+            self.offloaded_until = time.monotonic() + OFFLOAD_FOR
 
-    async def open(self, key: str) -> Any:
-        """Lock the session of ``key``, waiting on the event loop (never in a thread) while another holds it."""
-        handle = await self._try_open(key)
-        if handle is not None:
-            return handle
+    async def open(self, key: str, tried: bool = False) -> Any:
+        """Lock the session of ``key``, waiting on the event loop (never in a thread) while another holds it.
+
+        ``tried``: a first try just found it taken.
+        """
+        if not tried:
+            handle = await self._try_open(key)
+            if handle is not None:
+                return handle
         waits = self.files.waits(key)
         lock_path = self.files.path(key) + b".lock"
         while True:
@@ -202,7 +234,7 @@ class AsyncFiles:
             # Inline calls never yield to the loop, so nothing can cancel them
             # midway; only a wait for another holder's lock (expiring a session
             # not opened) can be cancelled, and it holds nothing then.
-            return await arun(self, steps, self.call_inline)
+            return await arun(self, steps, self.now_inline)
         return await to_completion(asyncio.get_running_loop().run_in_executor(None, run, self.files, steps))
 
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from redis.exceptions import RedisError
 
-from .aio import AsyncBaseStore, arun, to_completion
+from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from .redis import SCRIPTS, RedisCore, RedisSteps
 from .store import DELETE, LOAD, OPEN, RELEASE, SAVE, Steps, shared_backend
 
@@ -45,12 +45,20 @@ class AsyncRedisBackend(RedisCore):
             except (RedisError, asyncio.CancelledError) as exc:
                 error = exc  # a cancelled call may yet run: the routine lets its lock go
 
+    @staticmethod
+    def now(step: tuple) -> Any:
+        return PENDING  # every call is a round trip: awaited
+
     async def call(self, step: tuple) -> Any:
         return await self._run(self.routines[step[0]](*step[1:]))
 
     async def finish(self, steps: Steps) -> Any:
         """Drive cleanup (close, rollback) to its end whatever cancellation the caller meets."""
-        return await to_completion(arun(self, steps))
+        try:
+            first = next(steps)
+        except StopIteration as done:  # nothing to send: no task needed
+            return done.value
+        return await to_completion(arun(self, steps, first=first))
 
     def _start_sweeper(self) -> None:
         loop = asyncio.get_running_loop()

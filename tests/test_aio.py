@@ -264,20 +264,19 @@ def test_cancelled_request_releases_its_lock_and_writes_nothing(session_dir):
         assert store.get_session(False)["n"] == 0
 
 
+def slowly(real, seconds=0.02):
+    def call(*args):
+        time.sleep(seconds)
+        return real(*args)
+
+    return call
+
+
 @pytest.fixture
 def slow_disk(monkeypatch):
-    """Every commit and release of the files backend takes 20 ms (a network disk, say)."""
-    save, release = FileBackend.save, FileBackend.release
-
-    def slowly(real):
-        def call(*args):
-            time.sleep(0.02)
-            return real(*args)
-
-        return call
-
-    monkeypatch.setattr(FileBackend, "save", slowly(save))
-    monkeypatch.setattr(FileBackend, "release", slowly(release))
+    """Every lock, read, commit and release of the files backend takes 20 ms (a network disk, say)."""
+    for name in ("try_open", "load", "save", "release"):
+        monkeypatch.setattr(FileBackend, name, slowly(getattr(FileBackend, name)))
 
 
 def test_a_slow_disk_moves_calls_off_the_event_loop(session_dir, slow_disk):
@@ -286,7 +285,7 @@ def test_a_slow_disk_moves_calls_off_the_event_loop(session_dir, slow_disk):
     io.offloaded_until = 0.0
 
     async def go():
-        await increment(session_dir, trans.cookies, 0)  # one slow commit, inline
+        await increment(session_dir, trans.cookies, 0)  # three slow calls in a row, inline
         assert io.offloaded()
         gaps = []
 
@@ -308,6 +307,20 @@ def test_a_slow_disk_moves_calls_off_the_event_loop(session_dir, slow_disk):
     assert longest < 0.015  # the 20 ms calls ran in a thread, not on the loop
     with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
         assert store.get_session(False)["n"] == 4
+
+
+def test_one_slow_call_among_fast_ones_keeps_calls_inline(session_dir, monkeypatch):
+    sid, trans = store_session(session_dir, {"n": 0})
+    io = backend_of(session_dir)
+    io.offloaded_until = 0.0
+    monkeypatch.setattr(FileBackend, "save", slowly(FileBackend.save))  # one slow call per request
+
+    async def go():
+        for _ in range(3):
+            await increment(session_dir, trans.cookies, 0)
+        return io.offloaded()
+
+    assert run(go()) is False  # a preempted process is no slow disk
 
 
 def test_close_in_a_thread_finishes_through_two_cancellations(session_dir, slow_disk):

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
+from .asgi import ASGI
 from .contenders import FLASK, KERNELS, ROUND_TRIP, Missing, id_peers
 from .measure import Broke, contend, interleaved_medians
 
@@ -34,6 +35,10 @@ UNDER_CONTENTION = {
 }
 UNDER_CONTENTION["Flask + fastsession on Redis"] = FLASK["fastsession on Redis"]
 UNDER_CONTENTION["Flask-Session, Redis backend"] = FLASK["Flask-Session, Redis backend"]
+UNDER_CONTENTION["Starlette + fastsession (files)"] = ASGI["fastsession (compiled)"]
+UNDER_CONTENTION["Starlette + fastsession on Redis"] = ASGI["fastsession on Redis"]
+UNDER_CONTENTION["Starlette signed cookie"] = ASGI["Starlette signed cookie (default)"]
+UNDER_CONTENTION["Starlette + starsessions on Redis"] = ASGI["starsessions on Redis (no lock)"]
 
 # (key, title, factories, scenario name in the factories' output, every place or only the first)
 SCENARIOS = [
@@ -41,6 +46,8 @@ SCENARIOS = [
      ROUND_TRIP, "modify", True),
     ("read", "read-only round trip (load, no change)", ROUND_TRIP, "read", True),
     ("flask", "one Flask request (test client) to a view that counts visits", FLASK, "modify", False),
+    ("asgi", "one ASGI request through Starlette (in-process, no sockets) to a view that counts visits",
+     ASGI, "modify", False),
     ("lock", "lock acquire + release", KERNELS, "lock", True),
     ("load", "read + decode a session file", KERNELS, "load", True),
     ("commit", "lock + encode + commit", KERNELS, "commit", True),

@@ -120,17 +120,14 @@ def fastsession_ops(kind: str, directory: str) -> Dict[str, Callable]:
     return facade_ops(twin_store(kind), directory)
 
 
+_redis_url = None
 _redis_client = None
 
 
-def redis_client() -> object:
-    """A client of FASTSESSION_REDIS_URL, or of a redis-server started for this run."""
-    global _redis_client
-    if _redis_client is None:
-        try:
-            import redis
-        except ImportError:
-            raise Missing("redis-py is not installed") from None
+def redis_url() -> str:
+    """FASTSESSION_REDIS_URL, or the URL of a redis-server started for this run."""
+    global _redis_url
+    if _redis_url is None:
         url = os.environ.get("FASTSESSION_REDIS_URL")
         if not url:
             try:
@@ -139,7 +136,19 @@ def redis_client() -> object:
                 raise Missing(str(exc)) from None
             atexit.register(server.stop)
             url = server.url
-        _redis_client = redis.Redis.from_url(url)
+        _redis_url = url
+    return _redis_url
+
+
+def redis_client() -> object:
+    """A client of redis_url()."""
+    global _redis_client
+    if _redis_client is None:
+        try:
+            import redis
+        except ImportError:
+            raise Missing("redis-py is not installed") from None
+        _redis_client = redis.Redis.from_url(redis_url())
     return _redis_client
 
 

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
 
-from ..aio import async_files
+from ..aio import PENDING, async_files
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..store import RELEASE, encode, shared_backend
@@ -231,7 +231,9 @@ class SessionStore(SessionBase):
         """unlock(), from the event loop: a request of this process waiting for the lock is woken at once."""
         if self._held is not None:
             held, self._held = self._held[1], None
-            await async_files(self._backend).call((RELEASE, held))
+            io = async_files(self._backend)
+            if io.now((RELEASE, held)) is PENDING:
+                await io.call((RELEASE, held))
 
 
 class LockingSessionMiddleware(SessionMiddleware):

@@ -1,0 +1,152 @@
+"""The bench's ASGI contenders: one request through a Starlette app, in-process (no sockets).
+
+Each contender is the same app (a view that counts visits) behind another
+session middleware. A process keeps one event loop and one app (a
+``redis.asyncio`` client belongs to the loop it first ran on), so a forked
+contention worker builds its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import time
+from typing import Any, Callable, Dict, List
+
+from .contenders import Missing, Runner, redis_url
+
+COOKIE = re.compile(rb"^session=([^;]*)")
+
+
+def starlette_ops(middleware: Callable[[], List[Any]]) -> Dict[str, Callable]:
+    """One in-process ASGI request to Starlette behind ``middleware()``: modify, increment, counter."""
+    try:
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+    except ImportError:
+        raise Missing("Starlette is not installed") from None
+
+    async def visit(request: Any) -> Any:
+        if "session" in request.scope:
+            request.session["visits"] = request.session.get("visits", 0) + 1
+        return PlainTextResponse("ok")
+
+    async def peek(request: Any) -> Any:
+        return PlainTextResponse(str(request.session.get("visits", 0)))
+
+    routes = [Route("/", visit), Route("/peek", peek)]
+    made: Dict[int, Any] = {}  # pid -> (loop, app)
+    jar: Dict[str, bytes] = {}
+
+    def here() -> Any:
+        pid = os.getpid()
+        if pid not in made:
+            loop = asyncio.new_event_loop()
+            made.clear()
+            made[pid] = loop, Starlette(routes=routes, middleware=middleware())
+        return made[pid]
+
+    async def get(app: Any, path: str) -> bytes:
+        headers = [(b"host", b"bench")]
+        if "cookie" in jar:
+            headers.append((b"cookie", b"session=" + jar["cookie"]))
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("bench", 80)}
+        body: List[bytes] = []
+
+        async def receive() -> Dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                for key, value in message["headers"]:
+                    found = COOKIE.match(value) if key == b"set-cookie" else None
+                    if found:
+                        jar["cookie"] = found.group(1)  # as a browser keeps it
+            else:
+                body.append(message.get("body", b""))
+
+        await app(scope, receive, send)
+        return b"".join(body)
+
+    def request(path: str) -> bytes:
+        loop, app = here()
+        return loop.run_until_complete(get(app, path))
+
+    def modify(k: int) -> float:
+        loop, app = here()
+
+        async def many() -> float:
+            start = time.perf_counter()
+            for _ in range(k):
+                await get(app, "/")
+            return time.perf_counter() - start
+
+        return loop.run_until_complete(many())
+
+    request("/")  # the session exists from here on
+    return {"modify": modify, "increment": lambda: request("/"), "counter": lambda: int(request("/peek") or 0)}
+
+
+def with_fastsession_files(directory: str) -> Callable[[], List[Any]]:
+    from starlette.middleware import Middleware
+
+    from ..asgi import SessionMiddleware
+
+    return lambda: [Middleware(SessionMiddleware, session_directory=directory)]
+
+
+def with_fastsession_redis(directory: str) -> Callable[[], List[Any]]:
+    import redis.asyncio
+    from starlette.middleware import Middleware
+
+    from ..asgi import SessionMiddleware
+
+    url, prefix = redis_url(), f"bench-asgi-{secrets.token_hex(4)}:"
+    return lambda: [Middleware(SessionMiddleware, redis=redis.asyncio.Redis.from_url(url), prefix=prefix)]
+
+
+def with_signed_cookie(directory: str) -> Callable[[], List[Any]]:
+    try:
+        import itsdangerous  # noqa: F401  (Starlette's SessionMiddleware needs it)
+    except ImportError:
+        raise Missing("itsdangerous is not installed (Starlette's signed-cookie sessions need it)") from None
+    from starlette.middleware import Middleware
+    from starlette.middleware.sessions import SessionMiddleware
+
+    return lambda: [Middleware(SessionMiddleware, secret_key="fastsession-benchmark-" + "k" * 32)]
+
+
+def with_starsessions_redis(directory: str) -> Callable[[], List[Any]]:
+    try:
+        from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+        from starsessions.stores.redis import RedisStore
+    except ImportError:
+        raise Missing("starsessions is not installed") from None
+    from starlette.middleware import Middleware
+
+    url, prefix = redis_url(), f"bench-starsessions-{secrets.token_hex(4)}:"
+    return lambda: [Middleware(SessionMiddleware, store=RedisStore(url, prefix=prefix), lifetime=3600,
+                               cookie_https_only=False), Middleware(SessionAutoloadMiddleware)]
+
+
+def without_sessions(directory: str) -> Callable[[], List[Any]]:
+    return lambda: []
+
+
+def asgi(configure: Callable[[str], Callable[[], List[Any]]]) -> Callable[[str], Dict[str, Runner]]:
+    return lambda directory: starlette_ops(configure(directory))
+
+
+# name -> factory(directory); the first is what every ratio is taken against.
+ASGI = {
+    "fastsession (compiled)": asgi(with_fastsession_files),
+    "fastsession on Redis": asgi(with_fastsession_redis),
+    "Starlette signed cookie (default)": asgi(with_signed_cookie),
+    "starsessions on Redis (no lock)": asgi(with_starsessions_redis),
+    "Starlette, no session middleware": asgi(without_sessions),
+}
