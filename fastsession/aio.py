@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, Deque, Dict, Optional
 
 from .files import FileBackend
 from .session import Session
-from .store import LOAD, OPEN, StoreCore, Steps, run, shared_backend
+from .store import OPEN, OPEN_LOAD, StoreCore, Steps, run, shared_backend
 
 logger = logging.getLogger("fastsession")
 
@@ -123,23 +123,29 @@ class AsyncFiles:
         name = step[0]
         started = time.perf_counter()
         try:
-            if name == OPEN:
-                return self.files.try_open(step[1]) or PENDING
+            if name == OPEN or name == OPEN_LOAD:
+                handle = self.files.try_open(step[1])
+                if handle is None:
+                    return PENDING
+                return handle if name == OPEN else (handle, self.files.load_or_release(handle))
             return getattr(self.files, name)(*step[1:])
         finally:
             self._note(time.perf_counter() - started)
-            if self.waiters and name != LOAD and name != OPEN:
+            if self.waiters and name != OPEN and name != OPEN_LOAD:
                 self._wake(step[1][1])
 
     async def call(self, step: tuple) -> Any:
         """A call ``now`` could not make: a lock to wait for, or a call for a worker thread."""
         name = step[0]
-        if name == OPEN:
-            return await self.open(step[1], tried=not self.offloaded())
+        if name == OPEN or name == OPEN_LOAD:
+            handle = await self.open(step[1], tried=not self.offloaded())
+            if name == OPEN:
+                return handle
+            return handle, await self.blocking(self.files.load_or_release, handle)
         try:
             return await self.blocking(getattr(self.files, name), *step[1:])
         finally:
-            if self.waiters and name != LOAD:
+            if self.waiters:
                 self._wake(step[1][1])
 
     async def blocking(self, function: Callable[..., Any], *args: Any) -> Any:

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from .redis import SCRIPTS, RedisCore, RedisSteps
-from .store import DELETE, LOAD, OPEN, RELEASE, SAVE, Steps, shared_backend
+from .store import DELETE, OPEN, OPEN_LOAD, RELEASE, SAVE, Steps, shared_backend
 
 
 class AsyncRedisBackend(RedisCore):
@@ -23,7 +23,7 @@ class AsyncRedisBackend(RedisCore):
         RedisCore.__init__(self, *options)
         self.client = client
         self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
-        self.routines = {OPEN: self._open, LOAD: self._load, SAVE: self._save, RELEASE: self._release,
+        self.routines = {OPEN: self._open, OPEN_LOAD: self._open_load, SAVE: self._save, RELEASE: self._release,
                          DELETE: self._delete}
         self.sweeper: Optional["asyncio.Task[None]"] = None
 

@@ -146,6 +146,19 @@ class FileBackend:
             timeout = self.timeout
         return self._lock(key, self.kernels.acquire, self.delay, timeout, self.stale_after)
 
+    def open_load(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
+        """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails."""
+        handle = self.open(key)
+        return handle, self.load_or_release(handle)
+
+    def load_or_release(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
+        """``load``, releasing the lock when it raises."""
+        try:
+            return self.load(handle)
+        except BaseException:
+            self.release(handle)
+            raise
+
     def try_open(self, key: str) -> Optional[Handle]:
         """``open`` without waiting: None when another holds the lock (then ``waits(key)``)."""
         return self._lock(key, self.kernels.try_lock)

@@ -175,6 +175,15 @@ class RedisCore:
             yield float(pause)
             pause = min(pause * 2, max_pause)
 
+    def _open_load(self, key: str) -> RedisSteps:
+        """_open then _load; the lock is released if the read fails."""
+        handle = yield from self._open(key)
+        try:
+            return handle, (yield from self._load(handle))
+        except BaseException:
+            yield from self._release(handle)
+            raise
+
     def _load(self, handle: RedisHandle, want_mtime: bool = False) -> RedisSteps:
         """(data, stored bytes, remaining TTL in ms) of the session; None when absent or corrupt."""
         if handle.read is not None:
@@ -300,6 +309,9 @@ class RedisBackend(RedisCore):
 
     def open(self, key: str) -> RedisHandle:
         return self._run(self._open(key))
+
+    def open_load(self, key: str) -> Tuple[RedisHandle, Optional[Tuple[dict, bytes, float]]]:
+        return self._run(self._open_load(key))
 
     def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
         return self._run(self._load(handle))

@@ -40,7 +40,8 @@ def encode(session: Session) -> bytes:
 # (method name, *arguments) and is sent the result, or has the error thrown
 # in. The sync face (run) calls the backend at once; the async face
 # (fastsession.aio) awaits it. One core, so a fix lands in both.
-OPEN, LOAD, SAVE, RELEASE, DELETE = "open", "load", "save", "release", "delete"
+# OPEN_LOAD is OPEN then LOAD in one call (the lock released if the read fails).
+OPEN, OPEN_LOAD, SAVE, RELEASE, DELETE = "open", "open_load", "save", "release", "delete"
 
 Steps = Generator[Tuple[Any, ...], Any, Any]
 
@@ -92,16 +93,7 @@ class StoreCore:
     def _do_get_session(self, create: Any) -> Steps:
         self._check_open()
         self.accessed = True
-        cookie_id = None if self._expired else self._cookie_id()
-        if cookie_id is not None:
-            session = yield from self._do_load(cookie_id, False)
-            if session is not None:
-                return session
-        if not create:
-            return None
-        session = yield from self._do_new_session()
-        self.trans.set_cookie_value(self.session_cookie_name, session.session_id)
-        return session
+        return self._do_open(None if self._expired else self._cookie_id(), create, True)
 
     def expire_session(self) -> None:
         """Mark the session named by the cookie (and the one in hand) for removal at close()."""
@@ -120,12 +112,12 @@ class StoreCore:
         if self._closed:
             return
         self._closed = True
-        stored_new = False
-        error: Optional[BaseException] = None
-        try:
-            stored_new = yield from self._do_commit_current()
-        except BaseException as exc:  # re-raised below, once nothing is left locked
-            error = exc
+        call, stored_new, error = self._commit_plan()
+        if call is not None:
+            try:
+                yield call
+            except BaseException as exc:  # re-raised below, once nothing is left locked
+                stored_new, error = False, exc
         if self._retired is not None:
             retired, self._retired = self._retired, None
             # Only once the new id holds the data may the old one go.
@@ -154,25 +146,36 @@ class StoreCore:
         current = self._session
         if current is not None:
             if current.session_id == session_id:
-                return current
+                return _done(current)
             raise SessionError(
                 "this store already holds another session; close() it before opening one more"
             )
         self._check_open()
-        handle = yield OPEN, session_id
-        try:
-            loaded = yield LOAD, handle
-        except BaseException:
+        return self._do_open(session_id, create, False)
+
+    def _do_open(self, session_id: Optional[str], create: Any, fresh: bool) -> Steps:
+        """Lock and load the session of ``session_id``; None when absent (or no id) and not ``create``.
+
+        Absent with ``create``: a session under a fresh id when ``fresh``
+        (get_session: an unknown id is never adopted), else an empty one under
+        ``session_id`` (_get_session).
+        """
+        if session_id is not None:
+            handle, loaded = yield OPEN_LOAD, session_id
+            if loaded is not None:
+                data, stored, stamp = loaded
+                return self._hold(self.session_class(session_id, data), handle, stored, stamp)
+            if create and not fresh:
+                return self._hold(self.session_class(session_id, {}), handle, None, 0.0)
             yield RELEASE, handle
-            raise
-        if loaded is None:
-            if not create:
-                yield RELEASE, handle
-                return None
-            data, stored, stamp = {}, None, 0.0
-        else:
-            data, stored, stamp = loaded
-        return self._hold(self.session_class(session_id, data), handle, stored, stamp)
+        if not create:
+            return None
+        new_id = self._get_session_identifier()
+        # A fresh 256-bit id names no stored session: lock it, skip the read.
+        handle = yield OPEN, new_id
+        session = self._hold(self.session_class(new_id), handle, None, 0.0)
+        self.trans.set_cookie_value(self.session_cookie_name, new_id)
+        return session
 
     def _get_session_identifier(self) -> str:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
@@ -238,12 +241,6 @@ class StoreCore:
         value = getattr(cookie, "value", None)
         return value if self.backend.kernels.is_valid_id(value) else None
 
-    def _do_new_session(self) -> Steps:
-        session_id = self._get_session_identifier()
-        # A fresh 256-bit id names no stored session: lock it, skip the read.
-        handle = yield OPEN, session_id
-        return self._hold(self.session_class(session_id), handle, None, 0.0)
-
     def _hold(self, session: Session, handle: Any, stored: Optional[bytes], stamp: float) -> Session:
         self._session, self._handle, self._stored, self._stamp = session, handle, stored, stamp
         return session
@@ -251,25 +248,31 @@ class StoreCore:
     def _drop_current(self) -> None:
         self._session = self._handle = self._stored = None
 
-    def _do_commit_current(self) -> Steps:
-        """Write the session in hand if it changed and release it; True when a new id was stored."""
+    def _commit_plan(self) -> Tuple[Optional[Tuple[Any, ...]], bool, Optional[BaseException]]:
+        """How the session in hand ends: (the one backend call, whether a new id gets stored, an error to raise).
+
+        The write if it changed, else the release; for a value that cannot be
+        encoded, the release and the SerializationError.
+        """
         session, handle, stored, stamp = self._session, self._handle, self._stored, self._stamp
         if session is None:
-            return False
+            return None, False, None
         self._drop_current()
         try:
             body = encode(session)
-        except SerializationError:
-            yield RELEASE, handle
-            raise
+        except SerializationError as exc:
+            return (RELEASE, handle), False, exc
         if stored is None and not session:  # new and empty: bots must not fill the disk
-            yield RELEASE, handle
-            return False
+            return (RELEASE, handle), False, None
         if body == stored:
-            yield RELEASE, handle, stamp
-            return False
-        yield SAVE, handle, body
-        return stored is None
+            return (RELEASE, handle, stamp), False, None
+        return (SAVE, handle, body), stored is None, None
+
+
+def _done(value: Any) -> Steps:
+    """Steps that make no call and give ``value``."""
+    return value
+    yield  # a generator
 
 
 class BaseStore(StoreCore):
