@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable, Deque, Dict, Optional
 
 from .files import FileBackend
 from .session import Session
-from .store import OPEN, OPEN_LOAD, StoreCore, Steps, run, shared_backend
+from .store import OPEN, OPEN_LOAD, OnFiles, StoreCore, Steps, run, shared_backend
 
 logger = logging.getLogger("fastsession")
 
@@ -56,17 +56,19 @@ async def arun(backend: Any, steps: Steps, now: Optional[Callable[[tuple], Any]]
     ``first``: the first call, when the caller already took it from ``steps``.
     """
     now = now or backend.now
+    call = first
     try:
-        call = next(steps) if first is None else first
+        if call is None:
+            call = next(steps)
         while True:
             try:
                 result = now(call)
-                if result is PENDING:
+                if result is PENDING:  # a wait, a thread, a round trip
                     result = await backend.call(call)
-            except BaseException as exc:
+            except BaseException as exc:  # the routine's to handle: release, re-raise
                 call = steps.throw(exc)
-            else:
-                call = steps.send(result)
+                continue
+            call = steps.send(result)
     except StopIteration as done:
         return done.value
 
@@ -301,29 +303,11 @@ def async_files(files: FileBackend) -> AsyncFiles:
     return shared_backend(AsyncFiles, files)
 
 
-class AsyncSessionStore(AsyncBaseStore):
-    """SessionStore for asyncio: the same sessions on disk, awaited."""
+class AsyncSessionStore(AsyncBaseStore, OnFiles):
+    """SessionStore for asyncio: the same sessions on disk, awaited (the same constructor)."""
 
-    __slots__ = ("session_directory", "concurrent", "delay")
-
-    def __init__(
-        self,
-        trans: Any,
-        session_directory: str,
-        session_cookie_name: str = "SID",
-        concurrent: Any = 1,
-        delay: float = 1,
-        *,
-        timeout: Optional[float] = None,
-        stale_after: float = 30.0,
-        max_age: Optional[float] = None,
-        fsync: bool = False,
-    ) -> None:
-        files = shared_backend(FileBackend, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync)
-        AsyncBaseStore.__init__(self, trans, async_files(files), session_cookie_name)
-        self.session_directory = session_directory
-        self.concurrent = concurrent
-        self.delay = delay
+    __slots__ = ()
+    face_backend = staticmethod(async_files)
 
 
 def __getattr__(name: str) -> Any:

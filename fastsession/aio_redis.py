@@ -9,11 +9,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Optional
 
-from redis.exceptions import RedisError
-
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .redis import SCRIPTS, RedisCore, RedisSteps
-from .store import DELETE, OPEN, OPEN_LOAD, RELEASE, SAVE, Steps, shared_backend
+from .redis import SCRIPTS, SLEEP, OnRedis, RedisCore, RedisSteps
+from .store import DELETE, OPEN, OPEN_LOAD, RELEASE, SAVE, Steps
+
+
+class AsyncScripts:
+    """The Redis routines' calls, on a ``redis.asyncio`` client: every one awaited."""
+
+    def __init__(self, client: Any) -> None:
+        self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+
+    @staticmethod
+    def now(step: tuple) -> Any:
+        return PENDING
+
+    async def call(self, step: tuple) -> Any:
+        if step[0] == SLEEP:
+            return await asyncio.sleep(step[1])
+        return await self.scripts[step[1]](keys=step[2], args=step[3])
 
 
 class AsyncRedisBackend(RedisCore):
@@ -22,28 +36,14 @@ class AsyncRedisBackend(RedisCore):
     def __init__(self, client: Any, *options: Any) -> None:
         RedisCore.__init__(self, *options)
         self.client = client
-        self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        self.caller = AsyncScripts(client)
         self.routines = {OPEN: self._open, OPEN_LOAD: self._open_load, SAVE: self._save, RELEASE: self._release,
                          DELETE: self._delete}
         self.sweeper: Optional["asyncio.Task[None]"] = None
 
     async def _run(self, steps: RedisSteps) -> Any:
-        """Make a routine's calls on the async client; its result."""
-        reply: Any = None
-        error: Optional[BaseException] = None
-        while True:
-            try:
-                step = steps.send(reply) if error is None else steps.throw(error)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            try:
-                if type(step) is float:
-                    await asyncio.sleep(step)
-                else:
-                    reply = await self.scripts[step[0]](keys=step[1], args=step[2])
-            except (RedisError, asyncio.CancelledError) as exc:
-                error = exc  # a cancelled call may yet run: the routine lets its lock go
+        """Make a routine's calls on the async client (a cancelled call may yet run: the routine lets its lock go)."""
+        return await arun(self.caller, steps)
 
     @staticmethod
     def now(step: tuple) -> Any:
@@ -67,26 +67,8 @@ class AsyncRedisBackend(RedisCore):
             self.sweeper = loop.create_task(self._run(self._sweep()))
 
 
-class AsyncRedisSessionStore(AsyncBaseStore):
+class AsyncRedisSessionStore(AsyncBaseStore, OnRedis):
     """RedisSessionStore for asyncio, on a ``redis.asyncio`` client: the same sessions, awaited."""
 
-    __slots__ = ("client", "concurrent", "delay")
-
-    def __init__(
-        self,
-        trans: Any,
-        client: Any,
-        session_cookie_name: str = "SID",
-        concurrent: Any = 1,
-        delay: float = 1,
-        *,
-        timeout: Optional[float] = None,
-        lock_ttl: float = 30.0,
-        max_age: Optional[float] = None,
-        prefix: str = "fastsession:",
-    ) -> None:
-        backend = shared_backend(AsyncRedisBackend, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        AsyncBaseStore.__init__(self, trans, backend, session_cookie_name)
-        self.client = client
-        self.concurrent = concurrent
-        self.delay = delay
+    __slots__ = ()
+    backend_class = AsyncRedisBackend

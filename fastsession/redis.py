@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from . import _kernels
 from .errors import LockTimeout, SessionError
-from .store import BaseStore, shared_backend
+from .store import BaseStore, StoreCore, run, shared_backend
 
 logger = logging.getLogger("fastsession")
 
@@ -106,10 +106,12 @@ class RedisHandle:
         self.key, self.data_key, self.lock_key, self.token, self.read = key, data_key, lock_key, token, read
 
 
-# A Redis routine below is a generator: it yields a script call
-# (name, keys, args), and is sent the reply or has the RedisError thrown in,
-# or yields a float, a pause to sleep. RedisBackend drives it with redis-py's
-# sync client; fastsession.aio's AsyncRedisBackend with redis.asyncio.
+# A Redis routine below is a generator, driven like the store's core
+# (store.run, aio.arun): it yields (SCRIPT, name, keys, args) and is sent the
+# reply or has the error thrown in, or yields (SLEEP, seconds). RedisBackend
+# makes those calls with redis-py's sync client; aio_redis's AsyncScripts
+# with redis.asyncio.
+SCRIPT, SLEEP = "script", "sleep"
 RedisSteps = Generator[Any, Any, Any]
 
 
@@ -142,7 +144,7 @@ class RedisCore:
     def _script(self, what: str, name: str, keys: List[str], args: List[Any], token: Optional[str] = None) -> RedisSteps:
         """One script call; a RedisError becomes SessionError, and a lock held with ``token`` is let go."""
         try:
-            return (yield name, keys, args)
+            return (yield SCRIPT, name, keys, args)
         except RedisError as exc:
             if token is not None:
                 yield from self._let_go(exc, keys[0], token)
@@ -172,7 +174,7 @@ class RedisCore:
                 raise LockTimeout(f"session lock {lock_key!r} still held after {self.timeout} s")
             if self.timeout is not None:
                 pause = min(pause, max(self.timeout - waited, 0.0))
-            yield float(pause)
+            yield SLEEP, pause
             pause = min(pause * 2, max_pause)
 
     def _open_load(self, key: str) -> RedisSteps:
@@ -240,7 +242,7 @@ class RedisCore:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
         if not isinstance(error, (ConnectionError, TimeoutError)):
             try:  # Redis answered with an error (out of memory, ...): release now
-                yield "unlock", [lock_key], [token]
+                yield SCRIPT, "unlock", [lock_key], [token]
                 return
             except RedisError:
                 pass
@@ -267,7 +269,7 @@ class RedisCore:
         while self.pending:
             for (lock_key, token), times in list(self.pending.items()):
                 try:
-                    settled = (yield "unlock", [lock_key], [token]) == 1
+                    settled = (yield SCRIPT, "unlock", [lock_key], [token]) == 1
                 except RedisError:
                     settled = False  # still unreachable: try again
                 else:
@@ -276,7 +278,7 @@ class RedisCore:
                 settled = settled or now - times[0] > self.lock_ttl  # expired by itself
                 if settled or (times[1] and now - times[1] > LATE_ARRIVAL):
                     self.pending.pop((lock_key, token), None)
-            yield float(RETRY_EVERY)
+            yield SLEEP, RETRY_EVERY
 
 
 class RedisBackend(RedisCore):
@@ -291,21 +293,12 @@ class RedisBackend(RedisCore):
 
     def _run(self, steps: RedisSteps) -> Any:
         """Make a routine's calls on the sync client; its result."""
-        reply: Any = None
-        error: Optional[RedisError] = None
-        while True:
-            try:
-                step = steps.send(reply) if error is None else steps.throw(error)
-            except StopIteration as done:
-                return done.value
-            reply, error = None, None
-            if type(step) is float:
-                time.sleep(step)
-                continue
-            try:
-                reply = self.scripts[step[0]](keys=step[1], args=step[2])
-            except RedisError as exc:
-                error = exc
+        return run(self, steps)
+
+    def script(self, name: str, keys: List[str], args: List[Any]) -> Any:
+        return self.scripts[name](keys=keys, args=args)
+
+    sleep = staticmethod(time.sleep)
 
     def open(self, key: str) -> RedisHandle:
         return self._run(self._open(key))
@@ -341,11 +334,11 @@ class RedisBackend(RedisCore):
                     return
 
 
-class RedisSessionStore(BaseStore):
-    """SessionStore's facade on Redis: same methods, same Session, same errors."""
+class OnRedis(StoreCore):
+    """The constructor of a store on Redis, for both faces (RedisSessionStore, aio.AsyncRedisSessionStore)."""
 
     __slots__ = ("client", "concurrent", "delay")
-    backend_class = RedisBackend
+    backend_class: type = RedisBackend
 
     def __init__(
         self,
@@ -361,7 +354,13 @@ class RedisSessionStore(BaseStore):
         prefix: str = "fastsession:",
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        BaseStore.__init__(self, trans, backend, session_cookie_name)
+        StoreCore.__init__(self, trans, backend, session_cookie_name)
         self.client = client
         self.concurrent = concurrent
         self.delay = delay
+
+
+class RedisSessionStore(BaseStore, OnRedis):
+    """SessionStore's facade on Redis: same methods, same Session, same errors."""
+
+    __slots__ = ()

@@ -352,8 +352,12 @@ def shared_backend(backend_class: type, where: Any, *options: Any) -> Any:
     return backend
 
 
-class SessionStore(BaseStore):
-    """WebStack's SessionStore on files: one file per session, O_EXCL lockfiles, atomic commits."""
+class OnFiles(StoreCore):
+    """The constructor of a store on files, WebStack's signature, for both faces.
+
+    SessionStore and aio.AsyncSessionStore are this with their face's methods;
+    the async face wraps the backend (``face_backend``).
+    """
 
     __slots__ = ("session_directory", "concurrent", "delay")
     backend_class = FileBackend
@@ -374,7 +378,17 @@ class SessionStore(BaseStore):
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
-        BaseStore.__init__(self, trans, backend, session_cookie_name)
+        StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name)
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay
+
+    @staticmethod
+    def face_backend(backend: Any) -> Any:
+        return backend
+
+
+class SessionStore(BaseStore, OnFiles):
+    """WebStack's SessionStore on files: one file per session, O_EXCL lockfiles, atomic commits."""
+
+    __slots__ = ()
