@@ -16,7 +16,7 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     done = bench("--json", cwd=tmp_path)
     results = json.loads(done.stdout)
     keys = [entry["key"] for entry in results["scenarios"]]
-    assert keys == ["ids", "modify", "read", "flask", "lock", "load", "commit"]
+    assert keys == ["ids", "modify", "read", "flask", "asgi", "lock", "load", "commit"]
     modify = results["scenarios"][1]["places"]
     for figures in modify.values():
         assert figures["fastsession (compiled)"] > 0
@@ -24,7 +24,10 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     assert rows["fastsession (compiled)"]["lost"] == 0
     assert rows["fastsession (pure twins)"]["lost"] == 0
     assert rows["fastsession on Redis"]["lost"] == 0
-    assert "[13/13]" in done.stderr  # progress was shown
+    assert rows["Starlette + fastsession (files)"]["lost"] == rows["Starlette + fastsession on Redis"]["lost"] == 0
+    asgi = results["scenarios"][4]["places"]["tmpfs"]
+    assert asgi["fastsession (compiled)"] > 0 and asgi["Starlette signed cookie (default)"] > 0
+    assert "[14/14]" in done.stderr  # progress was shown
 
 
 def test_table_and_plot(tmp_path):

@@ -143,7 +143,14 @@ class AsyncFiles:
             handle = await self.open(step[1], tried=not self.offloaded())
             if name == OPEN:
                 return handle
-            return handle, await self.blocking(self.files.load_or_release, handle)
+            if not self.offloaded():
+                return handle, self.inline(self.files.load_or_release, handle)
+            future = asyncio.get_running_loop().run_in_executor(None, self.files.load_or_release, handle)
+            try:
+                return handle, await asyncio.shield(future)
+            except asyncio.CancelledError:  # the lock is ours: it goes once the thread's read is done
+                future.add_done_callback(lambda done: done.cancelled() or done.exception() or self.files.release(handle))
+                raise
         try:
             return await self.blocking(getattr(self.files, name), *step[1:])
         finally:

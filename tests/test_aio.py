@@ -374,6 +374,24 @@ def test_a_lock_taken_in_a_thread_after_cancellation_is_released(session_dir, mo
     assert locks(session_dir) == []  # ...and let it go
 
 
+def test_cancelled_while_its_session_is_read_in_a_thread_releases_the_lock(session_dir, monkeypatch):
+    sid, trans = store_session(session_dir, {"n": 0})
+    io = backend_of(session_dir)
+    monkeypatch.setattr(FileBackend, "load", slowly(FileBackend.load, 0.1))
+
+    async def go():
+        io.offloaded_until = time.monotonic() + 60
+        with pytest.raises(asyncio.TimeoutError):  # cancelled with the lock taken, mid-read
+            await asyncio.wait_for(AsyncSessionStore(Transaction(trans.cookies), session_dir).get_session(False), 0.05)
+        await asyncio.sleep(0.3)
+
+    try:
+        run(go())
+    finally:
+        io.offloaded_until = 0.0
+    assert locks(session_dir) == []
+
+
 def test_a_store_holds_one_session(session_dir):
     sid, trans = store_session(session_dir, {"n": 0})
 
