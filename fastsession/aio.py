@@ -145,12 +145,8 @@ class AsyncFiles:
                 return handle
             if not self.offloaded():
                 return handle, self.inline(self.files.load_or_release, handle)
-            future = asyncio.get_running_loop().run_in_executor(None, self.files.load_or_release, handle)
-            try:
-                return handle, await asyncio.shield(future)
-            except asyncio.CancelledError:  # the lock is ours: it goes once the thread's read is done
-                future.add_done_callback(lambda done: done.cancelled() or done.exception() or self.files.release(handle))
-                raise
+            return handle, await self._in_thread(self.files.load_or_release, handle,
+                                                 undo=lambda _: self.files.release(handle))
         try:
             return await self.blocking(getattr(self.files, name), *step[1:])
         finally:
@@ -230,18 +226,23 @@ class AsyncFiles:
 
     async def _try_open(self, key: str) -> Any:
         if not self.offloaded():
-            return await self.blocking(self.files.try_open, key)
-        future = asyncio.get_running_loop().run_in_executor(None, self.files.try_open, key)
+            return self.inline(self.files.try_open, key)
+        return await self._in_thread(self.files.try_open, key,
+                                     undo=lambda handle: handle is not None and self.files.release(handle))
+
+    @staticmethod
+    async def _in_thread(function: Callable[..., Any], *args: Any, undo: Callable[[Any], Any]) -> Any:
+        """``function(*args)`` in a worker thread; cancelled meanwhile, ``undo(its result)`` once it is done.
+
+        (A lock the thread takes or holds after the cancellation must not outlive it.)
+        """
+        future = asyncio.get_running_loop().run_in_executor(None, function, *args)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            # The thread may yet take the lock: it goes as soon as it is had.
-            future.add_done_callback(self._release_taken)
+            future.add_done_callback(lambda done: done.cancelled() or done.exception() is not None
+                                     or undo(done.result()))
             raise
-
-    def _release_taken(self, future: "asyncio.Future[Any]") -> None:
-        if not future.cancelled() and future.exception() is None and future.result() is not None:
-            self.files.release(future.result())
 
     async def finish(self, steps: Steps) -> Any:
         """Drive cleanup (close, rollback) to its end whatever cancellation the caller meets."""
