@@ -177,7 +177,7 @@ class SessionMiddleware:
         elif cookie is not None:
             trans.set_cookie_value(name, cookie)
         out = list(headers)
-        if trans.outgoing or session.accessed or store._expired:
+        if trans.outgoing or session.accessed:
             out = [(key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary"
                     else value) for key, value in out]
             if not any(key.lower() == b"vary" for key, _ in out):
