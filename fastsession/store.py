@@ -3,7 +3,9 @@
 The store is one request's view of one user's session: it reads the cookie
 through the transaction, locks and loads the session, and at ``close()``
 writes it back if its encoded bytes changed. Storage (files, Redis) is a
-backend with five calls: open (lock), load, save, release, delete.
+backend with five calls: open (lock), open_load (lock and read), save,
+release, delete. The logic is StoreCore's, free of I/O; BaseStore is its
+sync face, fastsession.aio's stores its async one.
 """
 
 from __future__ import annotations
