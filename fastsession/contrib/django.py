@@ -274,9 +274,10 @@ class LockingSessionMiddleware(SessionMiddleware):
             release(request)
 
     async def __acall__(self, request: Any) -> Any:
-        # The lock is waited for on the event loop, never in a thread: in
-        # Django's one thread-sensitive executor a waiting request would stall
-        # every other sync part of the server, the lock's holder included.
+        # The lock is waited for on the event loop, never in a thread: a
+        # waiting request holds no thread (and, where one thread-sensitive
+        # executor is shared by requests, stalls no other sync code), and a
+        # cancelled one has taken nothing.
         self._start(request)  # no I/O: the session loads lazily
         try:
             await request.session.alock()
