@@ -10,14 +10,15 @@ import asyncio
 from typing import Any, Optional
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .redis import SCRIPTS, SLEEP, OnRedis, RedisCore, RedisSteps
-from .store import DELETE, OPEN, OPEN_LOAD, RELEASE, SAVE, Steps
+from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps
+from .store import DELETE, OPEN, OPEN_LOAD, PEEK, RELEASE, SAVE, Steps
 
 
 class AsyncScripts:
     """The Redis routines' calls, on a ``redis.asyncio`` client: every one awaited."""
 
     def __init__(self, client: Any) -> None:
+        self.client = client
         self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
 
     @staticmethod
@@ -27,6 +28,8 @@ class AsyncScripts:
     async def call(self, step: tuple) -> Any:
         if step[0] == SLEEP:
             return await asyncio.sleep(step[1])
+        if step[0] == WAIT:
+            return await self.client.blpop([step[1]], timeout=step[2])
         return await self.scripts[step[1]](keys=step[2], args=step[3])
 
 
@@ -38,7 +41,7 @@ class AsyncRedisBackend(RedisCore):
         self.client = client
         self.caller = AsyncScripts(client)
         self.routines = {OPEN: self._open, OPEN_LOAD: self._open_load, SAVE: self._save, RELEASE: self._release,
-                         DELETE: self._delete}
+                         DELETE: self._delete, PEEK: self._peek}
         self.sweeper: Optional["asyncio.Task[None]"] = None
 
     async def _run(self, steps: RedisSteps) -> Any:

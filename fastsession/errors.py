@@ -6,7 +6,15 @@ class SessionError(Exception):
 
 
 class LockTimeout(SessionError):
-    """The session's lock was not acquired within the store's ``timeout``."""
+    """The session's lock was not acquired within the store's ``timeout``.
+
+    ``holder``: who held it then (``host``, ``pid``, ``age`` in seconds,
+    ``alive``), as far as is known; adapters answer 503 and log it.
+    """
+
+    def __init__(self, message: str, holder: "dict | None" = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {"host": None, "pid": None, "age": None, "alive": None}
 
 
 class SerializationError(SessionError, TypeError):
@@ -15,3 +23,14 @@ class SerializationError(SessionError, TypeError):
 
 class CorruptSession(SessionError, ValueError):
     """A stored session that cannot be decoded; the store treats it as absent."""
+
+
+class SessionConflict(SessionError):
+    """An optimistic commit (``locking="commit"``) met a key changed meanwhile to another value.
+
+    ``keys`` names them; nothing was written.
+    """
+
+    def __init__(self, message: str, keys: "tuple[str, ...]" = ()) -> None:
+        super().__init__(message)
+        self.keys = keys

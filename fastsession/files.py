@@ -179,10 +179,17 @@ class FileBackend:
             fd = take(lock_path, holder_record(), *waiting)
         return (path, lock_path, fd) if fd >= 0 else None
 
+    def peek(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
+        """Read without a lock: (a handle holding nothing, what ``load`` gives)."""
+        handle = self.unlocked(key)
+        return handle, self.load(handle)
+
     def load(self, handle: Handle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
         """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired.
 
-        mtime is 0.0 unless ``want_mtime`` or max_age needs it.
+        mtime is 0.0 unless ``want_mtime`` or max_age needs it. An expired
+        session is removed, but only by a holder of its lock: without one, a
+        commit made meanwhile could be what gets removed.
         """
         max_age = self.max_age
         try:
@@ -191,7 +198,8 @@ class FileBackend:
             logger.warning("fastsession: ignoring corrupt session file: %s", exc)
             return None
         if max_age is not None and loaded is not None and time.time() - loaded[2] > max_age:
-            self._unlink(handle[0])  # expired: nobody may have it again
+            if handle[2] >= 0 or not self.concurrent:
+                self._unlink(handle[0])  # expired: nobody may have it again
             return None
         return loaded
 

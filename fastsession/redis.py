@@ -21,7 +21,9 @@ import orjson
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from . import _kernels
+from ._holder import MAGIC, describe, holder_record, summary
 from .errors import LockTimeout, SessionError
+from .merge import Resolver
 from .store import BaseStore, StoreCore, run, shared_backend
 
 logger = logging.getLogger("fastsession")
@@ -29,9 +31,22 @@ logger = logging.getLogger("fastsession")
 FIRST_PAUSE = 0.0005  # one Redis round trip is ~50 µs on loopback
 MAX_PAUSE = 0.05
 
+# Wake-ups: a waiter whose SET NX failed marks the session ``:waiting`` (for
+# WAITING_MS) and blocks on ``:wake`` (BLPOP) for its pause; every script that
+# ends a lock pushes one token there while someone waits, so one waiter wakes
+# at once instead of at its next poll. The list holds at most one token.
+WAITING_MS = 1000
+WAKE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('RPUSH', KEYS[4], 1)
+  redis.call('LTRIM', KEYS[4], 0, 0)
+  redis.call('PEXPIRE', KEYS[4], %d)
+end
+""" % WAITING_MS
 # Lock, and in the same round trip read the data and its remaining TTL. A
 # value of another type at the session's key fails the GET: the lock taken
 # a moment before goes too (a script is not rolled back by an error).
+# KEYS: lock, data, waiting.
 ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local body = redis.pcall('GET', KEYS[2])
@@ -41,14 +56,18 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   end
   return {1, body, redis.call('PTTL', KEYS[2])}
 end
+redis.call('SET', KEYS[3], 1, 'PX', %d)
 return {0}
-"""
-# Write and unlock, only while the token still holds the lock.
+""" % WAITING_MS
+# The scripts that end a lock act only while the token still holds it.
+# KEYS: lock, data, waiting, wake.
+# Write and unlock.
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else redis.call('SET', KEYS[2], ARGV[2]) end
 redis.call('DEL', KEYS[1])
+""" + WAKE + """
 return 1
 """
 # Unlock without writing; refresh the data's TTL when asked.
@@ -56,17 +75,20 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 redis.call('DEL', KEYS[1])
+""" + WAKE + """
 return 1
 """
 DELETE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2], KEYS[1])
+""" + WAKE + """
 return 1
 """
 # Unlock only (what a request whose outcome is unknown leaves to the unlocker).
 UNLOCK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+""" + WAKE + """
 return 1
 """
 # Reads and writes without a lock (concurrent=0), as scripts too: every call
@@ -108,10 +130,32 @@ class RedisHandle:
 
 # A Redis routine below is a generator, driven like the store's core
 # (store.run, aio.arun): it yields (SCRIPT, name, keys, args) and is sent the
-# reply or has the error thrown in, or yields (SLEEP, seconds). RedisBackend
-# makes those calls with redis-py's sync client; aio_redis's AsyncScripts
-# with redis.asyncio.
-SCRIPT, SLEEP = "script", "sleep"
+# reply or has the error thrown in, or yields (SLEEP, seconds), or (WAIT, key,
+# seconds): BLPOP. RedisBackend makes those calls with redis-py's sync
+# client; aio_redis's AsyncScripts with redis.asyncio.
+SCRIPT, SLEEP, WAIT = "script", "sleep", "wait"
+MIN_WAIT = 0.001  # BLPOP's timeout counts in ms; 0 would mean "forever"
+
+
+def lock_keys(lock_key: str) -> List[str]:
+    """The keys a script that ends a lock touches, from the lock's key: lock, data, waiting, wake."""
+    data_key = lock_key[: -len(":lock")]
+    return [lock_key, data_key, data_key + ":waiting", data_key + ":wake"]
+
+
+def holder_token(kernels: Any) -> str:
+    """A lock's value: a random token, then who holds it (the lockfiles' holder line, for logs and errors)."""
+    return kernels.new_session_id() + " " + holder_record()[len(MAGIC):-1].decode("ascii", "replace")
+
+
+def describe_lock(value: Any, pttl: int, lock_ttl: float) -> Optional[dict]:
+    """_holder.describe of a lock's value and remaining TTL; None when there is no lock."""
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    identity = text.partition(" ")[2].encode("ascii", "replace")
+    age = max(lock_ttl - max(pttl, 0) / 1000.0, 0.0)
+    return describe(MAGIC + identity + b"\n", age)
 RedisSteps = Generator[Any, Any, Any]
 
 
@@ -159,8 +203,8 @@ class RedisCore:
         data_key, lock_key = self._keys(key)
         if not self.concurrent:
             return RedisHandle(key, data_key, lock_key, None, None)
-        token = self.kernels.new_session_id()
-        keys, args = [lock_key, data_key], [token, self.lock_ttl_ms]
+        token = holder_token(self.kernels)
+        keys, args = [lock_key, data_key, data_key + ":waiting"], [token, self.lock_ttl_ms]
         start = time.monotonic()
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
@@ -171,10 +215,16 @@ class RedisCore:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
             if self.timeout is not None and waited >= self.timeout:
-                raise LockTimeout(f"session lock {lock_key!r} still held after {self.timeout} s")
+                value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
+                holder = describe_lock(value, pttl, self.lock_ttl)
+                raise LockTimeout(f"session lock {lock_key!r} still held after {self.timeout} s"
+                                  + (f" ({summary(holder)})" if holder else ""), holder)
             if self.timeout is not None:
                 pause = min(pause, max(self.timeout - waited, 0.0))
-            yield SLEEP, pause
+            try:  # until the holder's release pushes a wake-up, or the pause is over
+                yield WAIT, data_key + ":wake", max(pause, MIN_WAIT)
+            except RedisError as exc:
+                raise SessionError(f"Redis could not wait for the session's lock: {exc}") from exc
             pause = min(pause * 2, max_pause)
 
     def _open_load(self, key: str) -> RedisSteps:
@@ -185,6 +235,12 @@ class RedisCore:
         except BaseException:
             yield from self._release(handle)
             raise
+
+    def _peek(self, key: str) -> RedisSteps:
+        """Read without a lock: (a handle holding nothing, what _load gives)."""
+        data_key, lock_key = self._keys(key)
+        handle = RedisHandle(key, data_key, lock_key, None, None)
+        return handle, (yield from self._load(handle))
 
     def _load(self, handle: RedisHandle, want_mtime: bool = False) -> RedisSteps:
         """(data, stored bytes, remaining TTL in ms) of the session; None when absent or corrupt."""
@@ -208,7 +264,7 @@ class RedisCore:
         if handle.token is None:
             yield from self._script("write the session", "write", [handle.data_key], [body, self.ttl_ms])
             return
-        written = yield from self._script("write the session", "commit", [handle.lock_key, handle.data_key],
+        written = yield from self._script("write the session", "commit", lock_keys(handle.lock_key),
                                           [handle.token, body, self.ttl_ms], handle.token)
         if not written:
             raise SessionError(
@@ -225,7 +281,7 @@ class RedisCore:
             if touch != "0":
                 yield from self._script("refresh the session", "touch", [handle.data_key], [touch])
             return
-        yield from self._script("unlock the session", "release", [handle.lock_key, handle.data_key],
+        yield from self._script("unlock the session", "release", lock_keys(handle.lock_key),
                                 [handle.token, touch], handle.token)
 
     def _delete(self, handle: RedisHandle) -> RedisSteps:
@@ -233,7 +289,7 @@ class RedisCore:
         if handle.token is None:
             yield from self._script("delete the session", "drop", [handle.data_key], [])
             return
-        deleted = yield from self._script("delete the session", "delete", [handle.lock_key, handle.data_key],
+        deleted = yield from self._script("delete the session", "delete", lock_keys(handle.lock_key),
                                           [handle.token], handle.token)
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
@@ -242,7 +298,7 @@ class RedisCore:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
         if not isinstance(error, (ConnectionError, TimeoutError)):
             try:  # Redis answered with an error (out of memory, ...): release now
-                yield SCRIPT, "unlock", [lock_key], [token]
+                yield SCRIPT, "unlock", lock_keys(lock_key), [token]
                 return
             except RedisError:
                 pass
@@ -269,7 +325,7 @@ class RedisCore:
         while self.pending:
             for (lock_key, token), times in list(self.pending.items()):
                 try:
-                    settled = (yield SCRIPT, "unlock", [lock_key], [token]) == 1
+                    settled = (yield SCRIPT, "unlock", lock_keys(lock_key), [token]) == 1
                 except RedisError:
                     settled = False  # still unreachable: try again
                 else:
@@ -300,6 +356,9 @@ class RedisBackend(RedisCore):
 
     sleep = staticmethod(time.sleep)
 
+    def wait(self, key: str, seconds: float) -> Any:
+        return self.client.blpop([key], timeout=seconds)
+
     def open(self, key: str) -> RedisHandle:
         return self._run(self._open(key))
 
@@ -308,6 +367,9 @@ class RedisBackend(RedisCore):
 
     def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
         return self._run(self._load(handle))
+
+    def peek(self, key: str) -> Tuple[RedisHandle, Optional[Tuple[dict, bytes, float]]]:
+        return self._run(self._peek(key))
 
     def save(self, handle: RedisHandle, body: bytes) -> None:
         self._run(self._save(handle, body))
@@ -352,9 +414,11 @@ class OnRedis(StoreCore):
         lock_ttl: float = 30.0,
         max_age: Optional[float] = None,
         prefix: str = "fastsession:",
+        locking: str = "request",
+        on_conflict: Resolver = "raise",
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        StoreCore.__init__(self, trans, backend, session_cookie_name)
+        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict)
         self.client = client
         self.concurrent = concurrent
         self.delay = delay

@@ -4,12 +4,20 @@ The store is one request's view of one user's session: it reads the cookie
 through the transaction, locks and loads the session, and at ``close()``
 writes it back if its encoded bytes changed. Storage (files, Redis) is a
 backend with five calls: open (lock), open_load (lock and read), save,
-release, delete. The logic is StoreCore's, free of I/O; BaseStore is its
-sync face, fastsession.aio's stores its async one.
+release, delete, and peek (read without a lock, for ``locking="commit"``).
+The logic is StoreCore's, free of I/O; BaseStore is its sync face,
+fastsession.aio's stores its async one.
+
+Locking: ``"request"`` (the default) holds the session's lock from
+get_session to close, so overlapping requests of one user run one after the
+other. ``"commit"`` reads without a lock; at close, an unchanged session is
+left alone (no lock at all), a changed one is written under the lock if the
+stored version is still the one read, else merged per key (fastsession.merge).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, Generator, List, Optional, Tuple
 
@@ -17,7 +25,10 @@ import orjson
 
 from .errors import SerializationError, SessionError
 from .files import FileBackend
+from .merge import Resolver, check_on_conflict, merge
 from .session import Session
+
+logger = logging.getLogger("fastsession")
 
 
 def encode(session: Session) -> bytes:
@@ -43,7 +54,9 @@ def encode(session: Session) -> bytes:
 # in. The sync face (run) calls the backend at once; the async face
 # (fastsession.aio) awaits it. One core, so a fix lands in both.
 # OPEN_LOAD is OPEN then LOAD in one call (the lock released if the read fails).
-OPEN, OPEN_LOAD, SAVE, RELEASE, DELETE = "open", "open_load", "save", "release", "delete"
+# PEEK reads without a lock: (a handle holding nothing, what load gives).
+OPEN, OPEN_LOAD, SAVE, RELEASE, DELETE, PEEK = "open", "open_load", "save", "release", "delete", "peek"
+LOCKING = ("request", "commit")
 
 Steps = Generator[Tuple[Any, ...], Any, Any]
 
@@ -75,9 +88,19 @@ class StoreCore:
     __slots__ = (
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
         "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
+        "locking", "on_conflict", "_optimistic", "_cookie_after",
     )
 
-    def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID") -> None:
+    def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID",
+                 locking: str = "request", on_conflict: Resolver = "raise") -> None:
+        if locking != "request" or on_conflict != "raise":  # (the defaults cost no check per request)
+            if locking not in LOCKING:
+                raise ValueError(f"locking must be one of {LOCKING}, not {locking!r}")
+            check_on_conflict(on_conflict)
+        self.locking = locking
+        self.on_conflict = on_conflict
+        self._optimistic = locking == "commit"  # this request reads without a lock
+        # _cookie_after, set once closed: what response_cookie answers then
         self.trans = trans
         self.session_cookie_name = session_cookie_name
         self.backend = backend  # what the face's calls go to; its .kernels give ids
@@ -86,7 +109,7 @@ class StoreCore:
         self._handle: Any = None
         self._stored: Optional[bytes] = None  # the bytes in storage; None for a new id
         self._stamp = 0.0  # what the backend's load gave besides the data (files: mtime), for release
-        self._retired: Any = None  # the old id's handle after regenerate_id, deleted at close
+        self._retired: Any = None  # after regenerate_id, the old id's handle (optimistic: its id), deleted at close
         self._doomed: Optional[List[Any]] = None  # handles held for expiry (made when needed)
         self._doomed_ids: Optional[List[str]] = None  # ids to expire at close, not locked yet
         self._expired = False
@@ -102,8 +125,12 @@ class StoreCore:
         self._check_open()
         self.accessed = True
         self._expired = True
-        if self._session is not None:
-            self._doomed = (self._doomed or []) + [self._handle]
+        session = self._session
+        if session is not None:
+            if self._optimistic:  # nothing held: locked at close, like an id from the cookie
+                self._doomed_ids = (self._doomed_ids or []) + [session.session_id]
+            else:
+                self._doomed = (self._doomed or []) + [self._handle]
             self._drop_current()
             return
         cookie_id = self._cookie_id()
@@ -114,32 +141,81 @@ class StoreCore:
         if self._closed:
             return
         self._closed = True
-        call, stored_new, error = self._commit_plan()
-        if call is not None:
+        session = self._session
+        if self._optimistic:
+            stored_new, error = False, None
             try:
-                yield call
+                stored_new = yield from self._do_commit_optimistic()
             except BaseException as exc:  # re-raised below, once nothing is left locked
-                stored_new, error = False, exc
+                error = exc
+        else:
+            call, stored_new, error = self._commit_plan()
+            if call is not None:
+                try:
+                    yield call
+                except BaseException as exc:  # re-raised below, once nothing is left locked
+                    stored_new, error = False, exc
         if self._retired is not None:
             retired, self._retired = self._retired, None
             # Only once the new id holds the data may the old one go.
-            yield (RELEASE if error else DELETE), retired
+            if not self._optimistic:
+                yield (RELEASE if error else DELETE), retired
+            elif error is None:
+                yield from self._do_expire(retired)
         doomed, self._doomed = self._doomed or (), None
         for handle in doomed:
             yield DELETE, handle
         doomed_ids, self._doomed_ids = self._doomed_ids or (), None
         for session_id in doomed_ids:
             yield from self._do_expire(session_id)
+        self._cookie_after = session.session_id if stored_new else "" if self._expired else None
         if self._expired and not stored_new:
             self.trans.delete_cookie(self.session_cookie_name)
         if error is not None:
             raise error
+
+    def _do_commit_optimistic(self) -> Steps:
+        """close()'s commit for a session read without a lock; whether a new id got stored.
+
+        Unchanged: no lock (a touch when max_age asks). Changed: lock, read
+        again; written if the stored version is still the one read, else the
+        merge of both is (or SessionConflict, nothing written). A session
+        deleted meanwhile (a logout elsewhere, expiry) is not brought back.
+        """
+        session, handle, stored, stamp = self._session, self._handle, self._stored, self._stamp
+        if session is None:
+            return False
+        self._drop_current()
+        body = encode(session)
+        if stored is None and not session:  # new and empty: bots must not fill the disk
+            return False
+        if body == stored:
+            yield RELEASE, handle, stamp
+            return False
+        handle, loaded = yield OPEN_LOAD, session.session_id
+        current = loaded[1] if loaded is not None else None
+        if current != stored:
+            try:
+                if current is None:
+                    logger.info("fastsession: session %s… was deleted while a request changed it; "
+                                "it stays deleted", session.session_id[:6])
+                    yield RELEASE, handle
+                    return False
+                base = orjson.loads(stored) if stored is not None else {}
+                body = encode(merge(base, session, loaded[0], self.on_conflict))
+            except BaseException:
+                yield RELEASE, handle
+                raise
+        yield SAVE, handle, body
+        return stored is None
 
     def _do_expire(self, session_id: str) -> Steps:
         current = self._session
         if current is not None and current.session_id == session_id:
             handle = self._handle  # held by this very store: waiting for it would deadlock
             self._drop_current()
+            if self._optimistic:  # read without a lock: it is locked like any other
+                handle = yield OPEN, session_id
         else:
             handle = yield OPEN, session_id
         yield DELETE, handle
@@ -162,19 +238,22 @@ class StoreCore:
         (get_session: an unknown id is never adopted), else an empty one under
         ``session_id`` (_get_session).
         """
+        optimistic = self._optimistic
         if session_id is not None:
-            handle, loaded = yield OPEN_LOAD, session_id
+            handle, loaded = yield (PEEK if optimistic else OPEN_LOAD), session_id
             if loaded is not None:
                 data, stored, stamp = loaded
                 return self._hold(self.session_class(session_id, data), handle, stored, stamp)
             if create and not fresh:
                 return self._hold(self.session_class(session_id, {}), handle, None, 0.0)
-            yield RELEASE, handle
+            if not optimistic:
+                yield RELEASE, handle
         if not create:
             return None
         new_id = self._get_session_identifier()
-        # A fresh 256-bit id names no stored session: lock it, skip the read.
-        handle = yield OPEN, new_id
+        # A fresh 256-bit id names no stored session: lock it (optimistic: at
+        # commit), skip the read.
+        handle = None if optimistic else (yield OPEN, new_id)
         session = self._hold(self.session_class(new_id), handle, None, 0.0)
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return session
@@ -188,11 +267,16 @@ class StoreCore:
         if session is None:
             session = yield from self._do_get_session(True)
         new_id = self._get_session_identifier()
-        new_handle = yield OPEN, new_id
-        if self._stored is not None:
-            self._retired = self._handle
-        else:  # never stored: nothing to delete
-            yield RELEASE, self._handle
+        if self._optimistic:  # nothing held: the old id is locked and deleted once the new one is stored
+            new_handle = None
+            if self._stored is not None:
+                self._retired = session.session_id
+        else:
+            new_handle = yield OPEN, new_id
+            if self._stored is not None:
+                self._retired = self._handle
+            else:  # never stored: nothing to delete
+                yield RELEASE, self._handle
         session.session_id = new_id
         self._hold(session, new_handle, None, 0.0)
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
@@ -202,8 +286,9 @@ class StoreCore:
         if self._closed:
             return
         self._closed = True
-        held = [self._handle] if self._session is not None else []
-        held += [self._retired] if self._retired is not None else []
+        self._cookie_after = "" if self._expired else None
+        held = [] if self._optimistic else [self._handle] if self._session is not None else []
+        held += [self._retired] if self._retired is not None and not self._optimistic else []
         held += self._doomed or ()
         self._drop_current()
         self._retired = self._doomed = self._doomed_ids = None
@@ -222,14 +307,28 @@ class StoreCore:
         return self._closed
 
     def _do_response_cookie(self) -> Steps:
+        if self._closed:  # closed early (the view released it): what close() decided
+            return self._cookie_after
         session = self._session
         if session is not None and self._stored is None:
             if session or self._retired is not None:
                 return session.session_id
             handle = self._handle
             self._drop_current()
-            yield RELEASE, handle
+            if not self._optimistic:
+                yield RELEASE, handle
         return "" if self._expired else None
+
+    def read_only(self) -> None:
+        """Take no lock for this request (call it before get_session).
+
+        The session is read without a lock; if the request changes it after
+        all, the change is committed as with ``locking="commit"`` (merged with
+        what was stored meanwhile), never lost.
+        """
+        if self._session is not None and not self._optimistic:
+            raise SessionError("read_only() comes before get_session(): the session is locked already")
+        self._optimistic = True
 
     # -- internals ------------------------------------------------------
 
@@ -376,11 +475,13 @@ class OnFiles(StoreCore):
         stale_after: float = 30.0,
         max_age: Optional[float] = None,
         fsync: bool = False,
+        locking: str = "request",
+        on_conflict: Resolver = "raise",
     ) -> None:
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
-        StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name)
+        StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name, locking, on_conflict)
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay
