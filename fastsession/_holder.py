@@ -23,6 +23,7 @@ import fcntl
 import os
 import socket
 import time
+from typing import Optional
 
 MAGIC = b"FSv1 "
 # A lockfile whose creator died before writing its holder line.
@@ -117,6 +118,44 @@ def is_stale(head: bytes, age: float, stale_after: float) -> bool:
     if boot != BOOT:  # this host rebooted since: every holder then is gone
         return True
     return not _holder_alive(int(pid), start)
+
+
+def describe(head: bytes, age: float) -> dict:
+    """Who holds a lock whose file starts with ``head`` and is ``age`` seconds old, for logs and errors.
+
+    ``host``, ``pid`` (None when unreadable), ``age`` in seconds, and
+    ``alive``: True or False for a holder in this host's PID namespace, None
+    where that cannot be known (another host or namespace, no holder line).
+    """
+    fields = head.partition(b"\n")[0].split(b" ")
+    if not head.startswith(MAGIC) or len(fields) != 5 or not fields[3].isdigit():
+        return {"host": None, "pid": None, "age": round(age, 3), "alive": None}
+    _, host, boot, pid, start = fields
+    name = host.rpartition(b"/")[0].decode("ascii", "replace")
+    alive = _holder_alive(int(pid), start) if host == HOST and boot == BOOT else None
+    return {"host": name, "pid": int(pid), "age": round(age, 3), "alive": alive}
+
+
+def summary(holder: dict) -> str:
+    """``describe``'s answer in words: "pid 42 on web-1, alive, locked 3.2 s ago"."""
+    if holder["pid"] is None:
+        return f"holder unknown, locked {holder['age']:.1f} s ago"
+    state = {True: "alive", False: "dead", None: "liveness unknown"}[holder["alive"]]
+    return f"pid {holder['pid']} on {holder['host']}, {state}, locked {holder['age']:.1f} s ago"
+
+
+def holder_of(lock_path: bytes) -> Optional[dict]:
+    """``describe`` of a lockfile; None when it is gone."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return describe(os.read(fd, 512), time.time() - os.fstat(fd).st_mtime)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 # What break_if_stale found.

@@ -1,26 +1,19 @@
 """O_EXCL lockfiles, compiled twin of ``_lock_py``.
 
 Creating the lockfile and writing its holder line is one nogil call; only a
-lock that is already taken drops into Python (the holder check in _holder).
+lock that is already taken drops into Python (the waiting in _lock_py, which
+both twins share).
 """
 
-import os
-
-from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport EEXIST, EINTR, ENOENT, ENOSPC, errno
+from libc.errno cimport EEXIST, EINTR, ENOSPC, errno
 from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_WRONLY, open
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, nanosleep, time_t, timespec
 from posix.unistd cimport close, unlink, write
 
 from fastsession._posix cimport O_NOFOLLOW, owns_fd, raise_oserror
 
-from fastsession._holder import HELD, break_if_stale
-from fastsession.errors import LockTimeout
+from fastsession._lock_py import wait_to_lock
 
 cdef int LOCK_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
-cdef double FIRST_PAUSE = 0.00005
-cdef double MAX_PAUSE = 0.05
-cdef double CHECK_HOLDER_AFTER = 0.002
 
 
 cdef int create_lockfile(const char *path, const char *record, Py_ssize_t size, int *err) noexcept nogil:
@@ -65,24 +58,8 @@ def try_lock(bytes lock_path, bytes record):
     return lock_once(lock_path, record)
 
 
-cdef double monotonic() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-cdef int sleep_for(double seconds) except -1:
-    cdef timespec ts
-    ts.tv_sec = <time_t>seconds
-    ts.tv_nsec = <long>((seconds - <double>ts.tv_sec) * 1e9)
-    with nogil:
-        nanosleep(&ts, NULL)
-    PyErr_CheckSignals()  # a Ctrl-C while waiting must not wait for the lock
-    return 0
-
-
 def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_after):
-    """Lock, polling while locked: pauses start at 50 µs and double up to min(delay, 50 ms).
+    """Lock, waiting while locked (the shared ``_lock_py.wait_to_lock``: woken when released, else polling).
 
     Raises LockTimeout after ``timeout`` seconds (None: never), OSError at once
     for any error but EEXIST, and breaks the lock when its holder is gone.
@@ -90,31 +67,7 @@ def acquire(bytes lock_path, bytes record, double delay, timeout, double stale_a
     cdef int fd = lock_once(lock_path, record)
     if fd >= 0:
         return fd
-    cdef double start = monotonic()
-    cdef double waited
-    cdef bint has_timeout = timeout is not None
-    cdef double limit = timeout if has_timeout else 0.0
-    cdef double max_pause = min(delay, MAX_PAUSE)
-    cdef double pause = min(FIRST_PAUSE, max_pause)
-    cdef bint timed_out
-    while True:
-        waited = monotonic() - start
-        timed_out = has_timeout and waited >= limit
-        # A dead holder's lock is broken whatever the timeout, timeout=0 included.
-        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after) != HELD:
-            pause = min(FIRST_PAUSE, max_pause)
-        elif timed_out:
-            raise LockTimeout(
-                f"session lock {os.fsdecode(lock_path)!r} still held after {timeout} s"
-            )
-        else:
-            if has_timeout:
-                pause = min(pause, max(limit - waited, 0.0))
-            sleep_for(pause)
-            pause = min(pause * 2, max_pause)
-        fd = lock_once(lock_path, record)
-        if fd >= 0:
-            return fd
+    return wait_to_lock(lock_path, record, delay, timeout, stale_after, try_lock)
 
 
 def unlock(int fd, bytes lock_path):

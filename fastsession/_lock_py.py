@@ -9,7 +9,8 @@ import os
 import time
 
 from . import _syscalls as sc
-from ._holder import HELD, break_if_stale
+from . import _wake
+from ._holder import HELD, break_if_stale, holder_of, summary
 from ._syscalls import named
 from .errors import LockTimeout, SessionError
 
@@ -17,6 +18,7 @@ LOCK_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FIRST_PAUSE = 0.00005  # 50 µs: most critical sections are shorter than a millisecond
 MAX_PAUSE = 0.05  # a waiter sees a released lock within 50 ms whatever `delay` is
 CHECK_HOLDER_AFTER = 0.002  # short waits never pay for reading the holder line
+CHECK_HOLDER_EVERY = 0.1  # then now and then: a dead holder's lock is broken within this much
 
 
 def try_lock(lock_path: bytes, record: bytes) -> int:
@@ -38,7 +40,7 @@ def try_lock(lock_path: bytes, record: bytes) -> int:
 
 
 def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after: float) -> int:
-    """Lock, polling while locked: pauses start at 50 µs and double up to min(delay, 50 ms).
+    """Lock, waiting while locked (``wait_to_lock``).
 
     Raises LockTimeout after ``timeout`` seconds (None: never), OSError at once
     for any error but EEXIST, and breaks the lock when its holder is gone.
@@ -46,12 +48,29 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
     fd = try_lock(lock_path, record)
     if fd >= 0:
         return fd
-    for pause in lock_waits(lock_path, delay, timeout, stale_after):
-        if pause:
-            time.sleep(pause)
-        fd = try_lock(lock_path, record)
-        if fd >= 0:
-            return fd
+    return wait_to_lock(lock_path, record, delay, timeout, stale_after, try_lock)
+
+
+def wait_to_lock(lock_path: bytes, record: bytes, delay: float, timeout, stale_after: float, take) -> int:
+    """A taken lock's waiting, shared by both twins: woken when the lockfile goes, else polling.
+
+    ``take`` is the twin's try_lock. Polls follow lock_waits (50 µs doubling
+    up to min(delay, 50 ms)); a release on this host ends the pause at once.
+    """
+    subscription = _wake.subscribe(lock_path)
+    try:
+        for pause in lock_waits(lock_path, delay, timeout, stale_after):
+            if pause:
+                if subscription is not None:
+                    subscription.wait(pause)
+                else:
+                    time.sleep(pause)
+            fd = take(lock_path, record)
+            if fd >= 0:
+                return fd
+    finally:
+        if subscription is not None:
+            subscription.close()
     raise AssertionError("lock_waits never ends")  # pragma: no cover
 
 
@@ -65,16 +84,23 @@ def lock_waits(lock_path: bytes, delay: float, timeout, stale_after: float):
     start = time.monotonic()
     max_pause = min(delay, MAX_PAUSE)
     pause = min(FIRST_PAUSE, max_pause)
+    check_at = CHECK_HOLDER_AFTER
     while True:
         waited = time.monotonic() - start
         timed_out = timeout is not None and waited >= timeout
         # A dead holder's lock is broken whatever the timeout, timeout=0 included.
-        if (waited >= CHECK_HOLDER_AFTER or timed_out) and break_if_stale(lock_path, stale_after) != HELD:
+        checking = waited >= check_at or timed_out
+        if checking:
+            check_at = waited + CHECK_HOLDER_EVERY
+        if checking and break_if_stale(lock_path, stale_after) != HELD:
             pause = min(FIRST_PAUSE, max_pause)
             yield 0.0
         elif timed_out:
+            holder = holder_of(lock_path)
             raise LockTimeout(
                 f"session lock {os.fsdecode(lock_path)!r} still held after {timeout} s"
+                + (f" ({summary(holder)})" if holder else ""),
+                holder,
             )
         else:
             if timeout is not None:

@@ -11,8 +11,8 @@ directory and exclude each other. Only the I/O differs:
   (a slow or network disk), this backend's calls go to a worker thread for
   the next ``OFFLOAD_FOR`` seconds. A taken lock is never waited for in a
   thread: the waiter tries again between pauses on the loop (woken at once
-  when a request of this process releases it), so the holder and every
-  other request on the loop run meanwhile.
+  when the lock is released, by this process or another: fastsession._wake),
+  so the holder and every other request on the loop run meanwhile.
 - Redis: ``redis.asyncio``, with the sync backend's scripts and logic
   (``redis.RedisCore``).
 
@@ -30,9 +30,10 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Deque, Dict, Optional
 
+from . import _wake
 from .files import FileBackend
 from .session import Session
-from .store import OPEN, OPEN_LOAD, OnFiles, StoreCore, Steps, run, shared_backend
+from .store import DELETE, OPEN, OPEN_LOAD, RELEASE, SAVE, OnFiles, StoreCore, Steps, run, shared_backend
 
 logger = logging.getLogger("fastsession")
 
@@ -48,6 +49,9 @@ OFFLOAD_FOR = 10.0
 # What a backend's ``now`` answers for a call it cannot make at once: the
 # driver then awaits ``backend.call`` (a taken lock, a thread, a Redis reply).
 PENDING: Any = object()
+
+# The calls that end a lock (their first argument is its handle): they wake this process's next waiter.
+UNLOCKING = (SAVE, RELEASE, DELETE)
 
 
 async def arun(backend: Any, steps: Steps, now: Optional[Callable[[tuple], Any]] = None, first: Any = None) -> Any:
@@ -133,7 +137,7 @@ class AsyncFiles:
             return getattr(self.files, name)(*step[1:])
         finally:
             self._note(time.perf_counter() - started)
-            if self.waiters and name != OPEN and name != OPEN_LOAD:
+            if self.waiters and name in UNLOCKING:
                 self._wake(step[1][1])
 
     async def call(self, step: tuple) -> Any:
@@ -150,7 +154,7 @@ class AsyncFiles:
         try:
             return await self.blocking(getattr(self.files, name), *step[1:])
         finally:
-            if self.waiters:
+            if self.waiters and name in UNLOCKING:
                 self._wake(step[1][1])
 
     async def blocking(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -190,13 +194,20 @@ class AsyncFiles:
                 return handle
         waits = self.files.waits(key)
         lock_path = self.files.path(key) + b".lock"
-        while True:
-            pause = await self.blocking(next, waits)  # breaks a stale lock, raises LockTimeout
-            if pause:
-                await self._pause(lock_path, pause)
-            handle = await self._try_open(key)
-            if handle is not None:
-                return handle
+        loop = asyncio.get_running_loop()
+        # A release by another process wakes this waiter too (its thread calls back into the loop).
+        subscription = _wake.subscribe(lock_path, lambda: loop.call_soon_threadsafe(self._wake, lock_path))
+        try:
+            while True:
+                pause = await self.blocking(next, waits)  # breaks a stale lock, raises LockTimeout
+                if pause:
+                    await self._pause(lock_path, pause)
+                handle = await self._try_open(key)
+                if handle is not None:
+                    return handle
+        finally:
+            if subscription is not None:
+                subscription.close()
 
     async def _pause(self, lock_path: bytes, seconds: float) -> None:
         """Sleep ``seconds``, or less if a holder in this process releases ``lock_path`` meanwhile."""

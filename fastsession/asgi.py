@@ -22,6 +22,8 @@ import logging
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
 from .aio import AsyncSessionStore
+from .busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
+from .errors import LockTimeout
 from .session import TrackedSession
 from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
 
@@ -63,6 +65,26 @@ class ASGITransaction:
         self.outgoing[name] = f"{name}={self.attributes[1]}".encode("latin-1")
 
 
+async def adopt(store: Any, session: ASGISession) -> None:
+    """Hand ``scope["session"]``'s state to the store: a new one filled gets an id, one emptied is expired."""
+    if session.session_id is None:
+        if dict.__len__(session):  # new, and the app stored something: it gets an id now
+            stored = await store.get_session(True)
+            stored.update(session)
+            session.session_id = stored.session_id
+    elif not dict.__len__(session):
+        await store.expire_session()  # emptied: the record and the cookie go
+
+
+class EarlyClose:
+    """A store whose ``close()`` the app may call early: ``scope["session"]`` is stored as it is then."""
+
+    async def close(self) -> None:
+        if not self.closed:
+            await adopt(self, self.trans.scope["session"])
+        await super().close()  # type: ignore[misc]
+
+
 class SessionMiddleware:
     """Starlette's ``SessionMiddleware`` keywords, fastsession's store underneath.
 
@@ -71,7 +93,12 @@ class SessionMiddleware:
     session's idle lifetime on the server (None: a browser-session cookie,
     and no server-side expiry). Other keywords go to the store:
     ``timeout``, ``stale_after``, ``fsync``, ``concurrent``, ``delay`` (files);
-    ``lock_ttl``, ``prefix``, ``timeout`` (Redis).
+    ``lock_ttl``, ``prefix``, ``timeout`` (Redis); ``locking``, ``on_conflict``
+    (both). ``timeout`` defaults to 10 s: a request whose session stays locked
+    that long is answered 503 with Retry-After. ``read_only(scope)``, when
+    given and true, makes that request take no lock. The app may ``await
+    scope["fastsession.store"].close()`` to store the session and release the
+    lock early.
     """
 
     def __init__(
@@ -86,6 +113,7 @@ class SessionMiddleware:
         same_site: str = "lax",
         https_only: bool = False,
         domain: Optional[str] = None,
+        read_only: Optional[Callable[[Scope], bool]] = None,
         **options: Any,
     ) -> None:
         if (session_directory is None) == (redis is None):
@@ -101,8 +129,10 @@ class SessionMiddleware:
         else:
             store_class, self.where = AsyncSessionStore, session_directory
         # The store hands out ASGISession objects; storage stays the store's.
-        self.store_class = type(f"ASGI{store_class.__name__}", (store_class,), {"session_class": ASGISession})
-        self.options = dict(options, max_age=max_age)
+        self.store_class = type(f"ASGI{store_class.__name__}", (EarlyClose, store_class),
+                                {"session_class": ASGISession})
+        self.read_only = read_only
+        self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options, max_age=max_age)
         self.peek_options = dict(self.options, concurrent=0)  # websockets read, never lock
         flags = f"; httponly; samesite={same_site}" + ("; secure" if https_only else "")
         flags += f"; domain={domain}" if domain is not None else ""
@@ -121,6 +151,8 @@ class SessionMiddleware:
     async def _open(self, scope: Scope, options: Dict[str, Any]) -> Tuple[Any, ASGITransaction, ASGISession]:
         trans = ASGITransaction(scope, self.attributes)
         store = self.store_class(trans, self.where, self.session_cookie, **options)
+        if self.read_only is not None and self.read_only(scope):
+            store.read_only()
         try:
             session = await store.get_session(False)  # a stored session, locked; None without one
         except BaseException:
@@ -133,7 +165,16 @@ class SessionMiddleware:
         return store, trans, session
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        store, trans, session = await self._open(scope, self.options)
+        try:
+            store, trans, session = await self._open(scope, self.options)
+        except LockTimeout as exc:
+            answered_busy(exc)
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"retry-after", RETRY_AFTER.encode()),
+                                    (b"content-length", str(len(BODY)).encode())]})
+            await send({"type": "http.response.body", "body": BODY})
+            return
         disconnected = False
 
         async def receive_noting_disconnect() -> Message:
@@ -161,13 +202,8 @@ class SessionMiddleware:
     async def _headers(self, store: Any, trans: ASGITransaction, session: ASGISession,
                        headers: Any) -> List[Tuple[bytes, bytes]]:
         """The response's headers with the session's Set-Cookie and Vary."""
-        if session.session_id is None:
-            if dict.__len__(session):  # new, and the app stored something: it gets an id now
-                stored = await store.get_session(True)
-                stored.update(session)
-                session.session_id = stored.session_id
-        elif not dict.__len__(session) and not store.closed:
-            await store.expire_session()  # emptied: the record and the cookie go
+        if not store.closed:
+            await adopt(store, session)
         cookie = await store.response_cookie()
         name = self.session_cookie
         if cookie is None and session.accessed and self.max_age is not None and dict.__len__(session):

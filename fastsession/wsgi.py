@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from .busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, STATUS, answered_busy
+from .errors import LockTimeout
 from .store import SessionStore
 
 logger = logging.getLogger("fastsession")
@@ -98,9 +100,14 @@ class SessionMiddleware:
     """Gives each request ``environ["fastsession.store"]``, a SessionStore.
 
     The store is closed (committed) when the response is done and rolled back
-    when the application raises. ``secure=True`` marks the cookie Secure; the
-    other options are SessionStore's (session_cookie_name, concurrent, delay,
-    timeout, stale_after, max_age, fsync).
+    when the application raises; the app may ``close()`` it early (write now,
+    release the lock, carry on). ``secure=True`` marks the cookie Secure;
+    ``read_only(environ)``, when given and true, makes that request take no
+    lock (``store.read_only()``). The other options are SessionStore's
+    (session_cookie_name, concurrent, delay, timeout, stale_after, max_age,
+    fsync, locking, on_conflict); ``timeout`` defaults to 10 s here, and a
+    request whose session stays locked that long is answered 503 with
+    Retry-After.
     """
 
     def __init__(
@@ -110,20 +117,27 @@ class SessionMiddleware:
         *,
         secure: bool = False,
         store_factory: Callable[..., Any] = SessionStore,
+        read_only: Optional[Callable[[Dict[str, Any]], bool]] = None,
         **options: Any,
     ) -> None:
         self.app = app
         self.session_directory = session_directory
         self.secure = secure
         self.store_factory = store_factory
-        self.options = options
+        self.read_only = read_only
+        self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         trans = WSGITransaction(environ, secure=self.secure)
         store = self.store_factory(trans, self.session_directory, **self.options)
+        if self.read_only is not None and self.read_only(environ):
+            store.read_only()
         environ["fastsession.store"] = store
+        started = False
 
         def session_start_response(status: str, headers: Headers, exc_info: Any = None) -> Any:
+            nonlocal started
+            started = True
             if store.accessed:
                 name = store.session_cookie_name
                 cookie = store.response_cookie()
@@ -137,6 +151,14 @@ class SessionMiddleware:
 
         try:
             result = self.app(environ, session_start_response)
+        except LockTimeout as exc:
+            store.rollback()
+            if started:
+                raise
+            answered_busy(exc)
+            start_response(STATUS, [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", RETRY_AFTER),
+                                    ("Content-Length", str(len(BODY)))])
+            return [BODY]
         except BaseException:
             store.rollback()
             raise

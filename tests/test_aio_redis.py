@@ -44,7 +44,11 @@ def load(sync_client, prefix, session_id):
 
 
 def our_keys(sync_client, prefix):
-    return sorted(k.decode() for k in sync_client.scan_iter(match=prefix + "*"))
+    """The prefix's keys, but the short-lived wake-up marks of a contended lock (each with a TTL of at most 1 s)."""
+    keys = sorted(k.decode() for k in sync_client.scan_iter(match=prefix + "*"))
+    marks = [k for k in keys if k.endswith((":waiting", ":wake"))]
+    assert all(0 < sync_client.pttl(k) <= 1000 or sync_client.pttl(k) == -2 for k in marks)
+    return [k for k in keys if k not in marks]
 
 
 async def increment(client, prefix, session_id, pause=0.0, **options):

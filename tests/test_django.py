@@ -35,7 +35,17 @@ def peek(request):
     return HttpResponse(str(request.session.get("n")))
 
 
-urlpatterns = [path("count", count), path("boom", boom), path("stream", stream), path("peek", peek)]
+def early(request):
+    request.session["n"] = request.session.get("n", 0) + 1
+    request.session.release()
+    other = SessionStore(request.session.session_key)
+    other.lock()  # not held by this request any more
+    other.unlock()
+    return HttpResponse(str(other.load()["n"]))
+
+
+urlpatterns = [path("count", count), path("boom", boom), path("stream", stream), path("peek", peek),
+               path("early", early)]
 
 if not settings.configured:
     settings.configure(
@@ -526,9 +536,7 @@ def test_save_outside_the_middleware_releases_on_create_and_update_errors(sessio
     assert locks(session_path) == []
 
 
-def test_fastsession_lock_timeout_bounds_the_wait(session_path):
-    from fastsession import LockTimeout
-
+def test_fastsession_lock_timeout_bounds_the_wait_and_answers_503(session_path):
     client = Client()
     client.get("/count")
     holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
@@ -536,9 +544,9 @@ def test_fastsession_lock_timeout_bounds_the_wait(session_path):
     try:
         with override_settings(FASTSESSION_LOCK_TIMEOUT=0.3):
             started = time.monotonic()
-            with pytest.raises(LockTimeout):
-                client.get("/count")
+            busy = client.get("/count")
             assert time.monotonic() - started < 2
+        assert busy.status_code == 503 and busy["Retry-After"] == "1"
     finally:
         holder.unlock()
     assert client.get("/count").content == b"2"
@@ -639,3 +647,56 @@ def test_the_async_session_api_under_djangos_async_handler(session_path):
 
     asyncio.run(go())
     assert locks(session_path) == []
+
+
+# -- locking="commit", early release, read-only requests (issue: locks that don't queue readers) ------------
+
+
+def test_release_saves_now_unlocks_and_the_new_session_still_gets_its_cookie(session_path):
+    client = Client()
+    assert client.get("/early").content == b"1"
+    assert settings.SESSION_COOKIE_NAME in client.cookies
+    assert client.get("/early").content == b"2"
+    assert client.get("/count").content == b"3"
+    assert locks(session_path) == []
+
+
+def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(session_path):
+    client = Client()
+    client.get("/count")
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with override_settings(FASTSESSION_LOCKING="commit"):
+        holder = SessionStore(key)
+        holder.lock()
+        try:
+            assert client.get("/peek").content == b"1"  # read while another holds the lock: no wait
+        finally:
+            holder.unlock()
+        overlapping = SessionStore(key)
+        overlapping["other"] = "kept"  # loaded now, saved after the next request saved
+        assert client.get("/count").content == b"2"
+        overlapping.save()
+        assert SessionStore(key).load() == {"n": 2, "other": "kept"}
+        clash = SessionStore(key)
+        clash["n"] = 10
+        assert client.get("/count").content == b"3"
+        from fastsession.errors import SessionConflict
+
+        with pytest.raises(SessionConflict, match="'n'"):
+            clash.save()
+        assert SessionStore(key).load() == {"n": 3, "other": "kept"}
+    assert locks(session_path) == []
+
+
+def test_a_read_only_request_takes_no_lock(session_path):
+    client = Client()
+    client.get("/count")
+    holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+    holder.lock()
+    try:
+        with override_settings(FASTSESSION_READ_ONLY=lambda request: request.path == "/peek",
+                               FASTSESSION_LOCK_TIMEOUT=0.05):
+            assert client.get("/peek").content == b"1"
+            assert client.get("/count").status_code == 503
+    finally:
+        holder.unlock()

@@ -8,9 +8,16 @@ updates between overlapping requests of one user, use
 ``SessionMiddleware``: it holds the session's lock for the whole request.
 
 Settings: ``SESSION_FILE_PATH`` (default: a private ``fastsession-django-<uid>``
-folder in the temp directory, refused if anyone else made it), ``SESSION_COOKIE_AGE``, and
-``FASTSESSION_LOCK_TIMEOUT`` (seconds to wait for a session's lock; default
-None, wait as long as it takes).
+folder in the temp directory, refused if anyone else made it), ``SESSION_COOKIE_AGE``,
+``FASTSESSION_LOCK_TIMEOUT`` (seconds to wait for a session's lock, default
+10; the middleware answers 503 with Retry-After after that),
+``FASTSESSION_LOCKING`` (``"request"``, the default: the middleware holds the
+lock for the whole request; ``"commit"``: no lock while the view runs, a save
+merges per key with what was stored meanwhile), ``FASTSESSION_ON_CONFLICT``
+(for ``"commit"``: ``"raise"``, ``"ours"``, ``"theirs"`` or a callable), and
+``FASTSESSION_READ_ONLY`` (a function of the request: true, and the
+middleware takes no lock for it). ``request.session.release()`` saves now and
+releases the lock; the view carries on.
 """
 
 from __future__ import annotations
@@ -22,15 +29,19 @@ import tempfile
 import weakref
 from typing import Any, Optional
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import HttpResponse
 
 from ..aio import PENDING, async_files
+from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
-from ..store import RELEASE, encode, shared_backend
+from ..merge import check_on_conflict, merge
+from ..store import LOCKING, RELEASE, encode, shared_backend
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
@@ -62,8 +73,22 @@ def storage_path() -> str:
 
 
 def backend() -> FileBackend:
-    timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", None)
+    timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", ADAPTER_TIMEOUT)
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
+
+
+def locking() -> str:
+    value = getattr(settings, "FASTSESSION_LOCKING", "request")
+    if value not in LOCKING:
+        raise ValueError(f"FASTSESSION_LOCKING must be one of {LOCKING}, not {value!r}")
+    return value
+
+
+def busy(exc: LockTimeout) -> HttpResponse:
+    answered_busy(exc)
+    response = HttpResponse(BODY, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = RETRY_AFTER
+    return response
 
 
 class SessionStore(SessionBase):
@@ -73,6 +98,8 @@ class SessionStore(SessionBase):
         super().__init__(session_key)
         self._backend = backend()
         self._held: Optional[tuple] = None  # (key, handle) while LockingSessionMiddleware holds it
+        self._base: Optional[bytes] = None  # the bytes load() read: what a "commit" save merges against
+        self._released: Optional[tuple] = None  # (key, bytes) that release() saved
 
     # -- keys -----------------------------------------------------------------
 
@@ -110,7 +137,7 @@ class SessionStore(SessionBase):
         if loaded is None:
             self._session_key = None  # an unknown key is never adopted, nor stored
             return {}
-        data, _, mtime = loaded
+        data, self._base, mtime = loaded
         if self._is_expired(data, mtime):
             self._delete_if_expired(key)
             self._session_key = None
@@ -165,18 +192,24 @@ class SessionStore(SessionBase):
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
-        body = encode(self._get_session(no_load=must_create))
+        data = self._get_session(no_load=must_create)
+        body = encode(data)
         key = self.session_key
+        if self._released is not None and self._released == (key, body):
+            return  # saved by release() already
         if not path_safe(key):
             raise UpdateError  # a key Django accepts but no file may be named after
         handle = self._handle(key)
         held = self._is_held(handle)
         try:
-            exists = self._backend.exists(handle)
-            if must_create and exists:
-                raise CreateError
-            if not must_create and not exists:
-                raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
+            if not held and not must_create and locking() == "commit":
+                body = self._merged(handle, data, body)
+            else:
+                exists = self._backend.exists(handle)
+                if must_create and exists:
+                    raise CreateError
+                if not must_create and not exists:
+                    raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
         except BaseException:
             if not held:
                 self._backend.release(handle)
@@ -185,6 +218,26 @@ class SessionStore(SessionBase):
             self._backend.write(handle, body)  # the lock stays until the request ends
         else:
             self._backend.save(handle, body)
+
+    def _merged(self, handle: tuple, data: dict, body: bytes) -> bytes:
+        """Under the lock: ``body``, or the merge of this request's changes into what is stored now."""
+        loaded = self._backend.load(handle)
+        if loaded is None:
+            raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
+        if loaded[1] == self._base:
+            return body
+        on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
+        base = {} if self._base is None else orjson.loads(self._base)
+        return encode(merge(base, data, loaded[0], on_conflict))
+
+    def release(self) -> None:
+        """Save now (if changed) and release the lock: the view carries on without holding the session."""
+        if self.modified and not self.is_empty():
+            self.save()
+            self._released = (self.session_key, encode(self._get_session()))
+        held, self._held = self._held, None
+        if held is not None:
+            self._backend.release(held[1])
 
     def delete(self, session_key: Optional[str] = None) -> None:
         if session_key is None:
@@ -247,9 +300,20 @@ class LockingSessionMiddleware(SessionMiddleware):
     closed (or, failing that, garbage-collected).
     """
 
-    def process_request(self, request: Any) -> None:
+    def process_request(self, request: Any) -> Any:
         self._start(request)
-        request.session.lock()
+        if self._locks(request):
+            try:
+                request.session.lock()
+            except LockTimeout as exc:
+                return busy(exc)
+        return None
+
+    @staticmethod
+    def _locks(request: Any) -> bool:
+        """Whether this request holds its session's lock while the view runs."""
+        read_only = getattr(settings, "FASTSESSION_READ_ONLY", None)
+        return locking() == "request" and not (read_only is not None and read_only(request))
 
     def _start(self, request: Any) -> None:
         super().process_request(request)
@@ -280,7 +344,11 @@ class LockingSessionMiddleware(SessionMiddleware):
         # cancelled one has taken nothing.
         self._start(request)  # no I/O: the session loads lazily
         try:
-            await request.session.alock()
+            if self._locks(request):
+                try:
+                    await request.session.alock()
+                except LockTimeout as exc:
+                    return busy(exc)
             response = await self.get_response(request)
             return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
         finally:

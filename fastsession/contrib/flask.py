@@ -2,20 +2,27 @@
 
 The cookie carries only the session's opaque id; the data lives in the
 store. Options are SessionStore's (concurrent, delay, timeout, stale_after,
-max_age, fsync); cookies follow Flask's SESSION_COOKIE_* settings and, for
-permanent sessions, PERMANENT_SESSION_LIFETIME. With locking on (the
-default, ``concurrent=1``) the session's lock is held from open_session to
-save_session, and released at teardown whatever happened.
+max_age, fsync, locking, on_conflict; ``timeout`` defaults to 10 s here);
+cookies follow Flask's SESSION_COOKIE_* settings and, for permanent
+sessions, PERMANENT_SESSION_LIFETIME. With locking on (the default,
+``concurrent=1``, ``locking="request"``) the session's lock is held from
+open_session to save_session, and released at teardown whatever happened;
+``session.release()`` ends it early. ``read_only(request)``, when given and
+true, makes a request take no lock. A session still locked after
+``timeout`` answers 503 with Retry-After when the view touches it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from flask.signals import request_tearing_down
+from werkzeug.exceptions import ServiceUnavailable
 
+from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy
+from ..errors import LockTimeout
 from ..session import TrackedSession
 from ..store import SessionStore
 
@@ -31,6 +38,7 @@ class FlaskSession(TrackedSession, SessionMixin):
         TrackedSession.__init__(self, session_id, data)
         self.new = new
         self.regenerated = False
+        self.released: Optional[str] = None  # what release() did, for save_session's cookie
         self.store: Any = None
 
     def regenerate(self) -> None:
@@ -38,6 +46,54 @@ class FlaskSession(TrackedSession, SessionMixin):
         if not self.new:
             self.store.regenerate_id()
             self.regenerated = True
+
+    def release(self) -> None:
+        """Store the session now and release its lock; the view carries on (PHP's session_write_close).
+
+        Changes made after this are not stored.
+        """
+        store = self.store
+        if store is not None and not store.closed:
+            try:
+                self.released = commit(store, self)
+            except BaseException:
+                store.rollback()
+                raise
+
+
+class BusySession(FlaskSession):
+    """The session of a request whose session stayed locked: any use of it answers 503."""
+
+    def __init__(self, error: LockTimeout) -> None:
+        FlaskSession.__init__(self, new=True)
+        self.error = error
+
+    def _busy(self, *args: Any, **kwargs: Any) -> Any:
+        raise ServiceUnavailable(retry_after=int(RETRY_AFTER))
+
+
+for _name in ("__getitem__", "get", "setdefault", "__contains__", "__len__", "__iter__", "keys", "values", "items",
+              "__setitem__", "__delitem__", "update", "pop", "popitem", "clear", "release", "regenerate"):
+    setattr(BusySession, _name, BusySession._busy)
+
+
+def commit(store: Any, session: FlaskSession) -> str:
+    """Store ``session`` and close ``store``: "deleted" (emptied), "nothing" (new and empty), "issued" (a new id) or "kept"."""
+    if not session:
+        if session.new:
+            store.close()
+            return "nothing"
+        store.expire_session()  # cleared: the record and the cookie go
+        store.close()
+        return "deleted"
+    issued = session.regenerated
+    if session.new:
+        stored = store.get_session(True)
+        stored.update(session)
+        session.session_id = stored.session_id
+        issued = True
+    store.close()
+    return "issued" if issued else "kept"
 
 
 class FlaskTransaction:
@@ -69,9 +125,11 @@ class FastSessionInterface(SessionInterface):
 
     session_class = FlaskSession
 
-    def __init__(self, directory: Any, *, store_class: type = SessionStore, **options: Any) -> None:
+    def __init__(self, directory: Any, *, store_class: type = SessionStore,
+                 read_only: Optional[Callable[[Request], bool]] = None, **options: Any) -> None:
         self.directory = directory
-        self.options = options
+        self.read_only = read_only
+        self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
         # The store hands out FlaskSession objects; storage stays the store's.
         self.store_class = type(f"Flask{store_class.__name__}", (store_class,), {"session_class": FlaskSession})
         request_tearing_down.connect(self._release_at_teardown)
@@ -79,8 +137,14 @@ class FastSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         store = self.store_class(FlaskTransaction(request), self.directory, self.get_cookie_name(app), **self.options)
         request.environ[STORE_KEY] = store
+        if self.read_only is not None and self.read_only(request):
+            store.read_only()
         try:
             session = store.get_session(False)  # locks a stored session until save_session
+        except LockTimeout as exc:
+            store.rollback()
+            answered_busy(exc)
+            return BusySession(exc)
         except BaseException:
             store.rollback()
             raise
@@ -91,7 +155,10 @@ class FastSessionInterface(SessionInterface):
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         store = getattr(session, "store", None)
-        if store is None or store.closed:  # already saved (Flask may call twice after an error)
+        if store is None or isinstance(session, BusySession):
+            return
+        released = getattr(session, "released", None)
+        if store.closed and released is None:  # already saved (Flask may call twice after an error)
             return
         cookie = {
             "domain": self.get_cookie_domain(app),
@@ -105,25 +172,20 @@ class FastSessionInterface(SessionInterface):
         name = self.get_cookie_name(app)
         if session.accessed:
             response.vary.add("Cookie")
-        try:
-            if not session:
-                if not session.new:  # cleared: the record and the cookie go
-                    store.expire_session()
-                    response.delete_cookie(name, **cookie)
-                    response.vary.add("Cookie")
-                store.close()
-                return
-            issued = session.regenerated
-            if session.new:
-                stored = store.get_session(True)
-                stored.update(session)
-                session.session_id = stored.session_id
-                issued = True
-            store.close()
-        except BaseException:
-            store.rollback()
-            raise
-        if issued or (session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
+        if released is None:
+            try:
+                outcome = commit(store, session)
+            except BaseException:
+                store.rollback()
+                raise
+        else:
+            outcome, session.released = released, None  # stored by release(); the cookie is sent once
+        if outcome == "deleted":
+            response.delete_cookie(name, **cookie)
+            response.vary.add("Cookie")
+        if outcome in ("deleted", "nothing"):
+            return
+        if outcome == "issued" or (session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
             response.set_cookie(
                 name, session.session_id, expires=self.get_expiration_time(app, session), **cookie
             )
