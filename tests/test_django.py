@@ -536,11 +536,17 @@ def test_save_outside_the_middleware_releases_on_create_and_update_errors(sessio
     assert locks(session_path) == []
 
 
-def test_fastsession_lock_timeout_bounds_the_wait_and_answers_503(session_path):
+def client_and_holder():
+    """A client whose session another request (the holder) has locked."""
     client = Client()
     client.get("/count")
     holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
     holder.lock()
+    return client, holder
+
+
+def test_fastsession_lock_timeout_bounds_the_wait_and_answers_503(session_path):
+    client, holder = client_and_holder()
     try:
         with override_settings(FASTSESSION_LOCK_TIMEOUT=0.3):
             started = time.monotonic()
@@ -689,10 +695,7 @@ def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(
 
 
 def test_a_read_only_request_takes_no_lock(session_path):
-    client = Client()
-    client.get("/count")
-    holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
-    holder.lock()
+    client, holder = client_and_holder()
     try:
         with override_settings(FASTSESSION_READ_ONLY=lambda request: request.path == "/peek",
                                FASTSESSION_LOCK_TIMEOUT=0.05):
