@@ -10,7 +10,7 @@ import asyncio
 from typing import Any, Optional
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps
+from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, is_cluster
 from .store import DELETE, OPEN, OPEN_LOAD, PEEK, RELEASE, SAVE, Steps
 
 
@@ -39,6 +39,7 @@ class AsyncRedisBackend(RedisCore):
     def __init__(self, client: Any, *options: Any) -> None:
         RedisCore.__init__(self, *options)
         self.client = client
+        self.legacy = not is_cluster(client)
         self.caller = AsyncScripts(client)
         self.routines = {OPEN: self._open, OPEN_LOAD: self._open_load, SAVE: self._save, RELEASE: self._release,
                          DELETE: self._delete, PEEK: self._peek}

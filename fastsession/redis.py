@@ -1,13 +1,19 @@
 """Redis: the same facade for apps on many hosts (``pip install fastsession[redis]``).
 
 ``RedisSessionStore(trans, client, ...)`` is SessionStore with a Redis
-backend: one orjson value per session (``<prefix><id>``, with a TTL of
-``max_age`` when set), and a lock ``<prefix><id>:lock`` taken with
+backend: one orjson value per session (``<prefix>{<id>}``, with a TTL of
+``max_age`` when set), and a lock ``<prefix>{<id>}:lock`` taken with
 ``SET NX PX lock_ttl`` and a random token. Commit, release and delete are
 Lua scripts that act only while that token still holds the lock, so a holder
 whose lock expired and was taken by another never overwrites the new
-holder's data: it gets SessionError. (The scripts touch both keys, so Redis
-Cluster, which would put them in different slots, is not supported.)
+holder's data: it gets SessionError.
+
+The braces are a Redis Cluster hash tag: every key of one session (data,
+lock, and the wake-up marks ``:waiting`` and ``:wake``) hashes to the same
+slot, so each script, which declares every key it touches, runs on one
+node. ``client`` may be a ``redis.cluster.RedisCluster``. On a plain Redis,
+a session stored by 0.1 under ``<prefix><id>`` is still read, and moved to
+its new key by the first request that locks it (legacy keys).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from typing import Any, Dict, Generator, List, Optional, Tuple
 
 import orjson
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, RedisError, TimeoutError
 
 from . import _kernels
 from ._holder import MAGIC, describe, holder_record, summary
@@ -27,6 +33,12 @@ from .merge import Resolver
 from .store import BaseStore, StoreCore, run, shared_backend
 
 logger = logging.getLogger("fastsession")
+
+# What a failed call can raise: redis-py's errors, and the cluster client's
+# own (a slot no node serves is not a RedisError). UNREACHABLE: no answer,
+# so whether the command ran is unknown.
+REDIS_ERRORS = (RedisError, RedisClusterException)
+UNREACHABLE = (ConnectionError, TimeoutError, ClusterDownError, RedisClusterException)
 
 FIRST_PAUSE = 0.0005  # one Redis round trip is ~50 µs on loopback
 MAX_PAUSE = 0.05
@@ -46,9 +58,13 @@ end
 # Lock, and in the same round trip read the data and its remaining TTL. A
 # value of another type at the session's key fails the GET: the lock taken
 # a moment before goes too (a script is not rolled back by an error).
-# KEYS: lock, data, waiting.
+# KEYS: lock, data, waiting[, legacy data]: a session 0.1 stored is moved
+# (with its TTL) to its new key under the lock just taken.
 ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if KEYS[4] and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('RENAME', KEYS[4], KEYS[2])
+  end
   local body = redis.pcall('GET', KEYS[2])
   if type(body) == 'table' and body.err then
     redis.call('DEL', KEYS[1])
@@ -93,20 +109,26 @@ return 1
 """
 # Reads and writes without a lock (concurrent=0), as scripts too: every call
 # the backend makes is one named script, so the sync and async drivers are
-# one line each.
+# one line each. KEYS: data[, legacy data] (read where the session is; a
+# write or drop leaves nothing at the legacy key).
 READ = """
-return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+local body = redis.call('GET', KEYS[1])
+if not body and KEYS[2] then return {redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])} end
+return {body, redis.call('PTTL', KEYS[1])}
 """
 WRITE = """
 if ARGV[2] ~= '0' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else redis.call('SET', KEYS[1], ARGV[1]) end
+if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 TOUCH = """
-return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local done = redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if KEYS[2] then done = done + redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return done
 """
 DROP = """
-return redis.call('DEL', KEYS[1])
+return redis.call('DEL', unpack(KEYS))
 """
 SCRIPTS = {
     "acquire": ACQUIRE, "commit": COMMIT, "release": RELEASE, "delete": DELETE, "unlock": UNLOCK,
@@ -137,6 +159,19 @@ SCRIPT, SLEEP, WAIT = "script", "sleep", "wait"
 MIN_WAIT = 0.001  # BLPOP's timeout counts in ms; 0 would mean "forever"
 
 
+def data_key(prefix: str, session_id: str) -> str:
+    """The key of a session's data: the id in braces, a Cluster hash tag shared by all the session's keys."""
+    return prefix + "{" + session_id + "}"
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is redis-py's Redis Cluster client (sync or asyncio)."""
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, (RedisCluster, AsyncRedisCluster))
+
+
 def lock_keys(lock_key: str) -> List[str]:
     """The keys a script that ends a lock touches, from the lock's key: lock, data, waiting, wake."""
     data_key = lock_key[: -len(":lock")]
@@ -163,6 +198,7 @@ class RedisCore:
     """What the Redis backend sends and what the replies mean, free of I/O (shared by sync and async)."""
 
     kernels = _kernels.ACTIVE
+    legacy = True  # also read 0.1's keys (a plain Redis; on Cluster they would be in other slots)
 
     def __init__(self, concurrent: Any = True, delay: float = 1.0, timeout: Optional[float] = None,
                  lock_ttl: float = 30.0, max_age: Optional[float] = None, prefix: str = "fastsession:") -> None:
@@ -182,14 +218,18 @@ class RedisCore:
     def _keys(self, key: str) -> Tuple[str, str]:
         if not self.kernels.is_valid_id(key):
             raise ValueError(f"invalid session id {key!r}")
-        data_key = self.prefix + key
-        return data_key, data_key + ":lock"
+        data = data_key(self.prefix, key)
+        return data, data + ":lock"
+
+    def _legacy(self, key: str) -> List[str]:
+        """0.1's key of the session, to pass after the others to a script; none on Cluster."""
+        return [self.prefix + key] if self.legacy else []
 
     def _script(self, what: str, name: str, keys: List[str], args: List[Any], token: Optional[str] = None) -> RedisSteps:
         """One script call; a RedisError becomes SessionError, and a lock held with ``token`` is let go."""
         try:
             return (yield SCRIPT, name, keys, args)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             if token is not None:
                 yield from self._let_go(exc, keys[0], token)
             raise SessionError(f"Redis could not {what}: {exc}") from exc
@@ -204,7 +244,7 @@ class RedisCore:
         if not self.concurrent:
             return RedisHandle(key, data_key, lock_key, None, None)
         token = holder_token(self.kernels)
-        keys, args = [lock_key, data_key, data_key + ":waiting"], [token, self.lock_ttl_ms]
+        keys, args = [lock_key, data_key, data_key + ":waiting", *self._legacy(key)], [token, self.lock_ttl_ms]
         start = time.monotonic()
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
@@ -223,7 +263,7 @@ class RedisCore:
                 pause = min(pause, max(self.timeout - waited, 0.0))
             try:  # until the holder's release pushes a wake-up, or the pause is over
                 yield WAIT, data_key + ":wake", max(pause, MIN_WAIT)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise SessionError(f"Redis could not wait for the session's lock: {exc}") from exc
             pause = min(pause * 2, max_pause)
 
@@ -247,7 +287,8 @@ class RedisCore:
         if handle.read is not None:
             body, pttl = handle.read
         else:
-            body, pttl = yield from self._script("read the session", "read", [handle.data_key], [])
+            body, pttl = yield from self._script("read the session", "read",
+                                                 [handle.data_key, *self._legacy(handle.key)], [])
         if body is None:
             return None
         try:
@@ -262,7 +303,8 @@ class RedisCore:
     def _save(self, handle: RedisHandle, body: bytes) -> RedisSteps:
         """Write ``body`` and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
-            yield from self._script("write the session", "write", [handle.data_key], [body, self.ttl_ms])
+            yield from self._script("write the session", "write", [handle.data_key, *self._legacy(handle.key)],
+                                    [body, self.ttl_ms])
             return
         written = yield from self._script("write the session", "commit", lock_keys(handle.lock_key),
                                           [handle.token, body, self.ttl_ms], handle.token)
@@ -279,7 +321,8 @@ class RedisCore:
             touch = self.ttl_ms
         if handle.token is None:
             if touch != "0":
-                yield from self._script("refresh the session", "touch", [handle.data_key], [touch])
+                yield from self._script("refresh the session", "touch",
+                                        [handle.data_key, *self._legacy(handle.key)], [touch])
             return
         yield from self._script("unlock the session", "release", lock_keys(handle.lock_key),
                                 [handle.token, touch], handle.token)
@@ -287,20 +330,20 @@ class RedisCore:
     def _delete(self, handle: RedisHandle) -> RedisSteps:
         """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
-            yield from self._script("delete the session", "drop", [handle.data_key], [])
+            yield from self._script("delete the session", "drop", [handle.data_key, *self._legacy(handle.key)], [])
             return
         deleted = yield from self._script("delete the session", "delete", lock_keys(handle.lock_key),
                                           [handle.token], handle.token)
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
 
-    def _let_go(self, error: RedisError, lock_key: str, token: str) -> RedisSteps:
+    def _let_go(self, error: Exception, lock_key: str, token: str) -> RedisSteps:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
-        if not isinstance(error, (ConnectionError, TimeoutError)):
+        if not isinstance(error, UNREACHABLE):
             try:  # Redis answered with an error (out of memory, ...): release now
                 yield SCRIPT, "unlock", lock_keys(lock_key), [token]
                 return
-            except RedisError:
+            except REDIS_ERRORS:
                 pass
         self.hand_over(lock_key, token)  # unreachable or paused: as soon as it answers
 
@@ -326,7 +369,7 @@ class RedisCore:
             for (lock_key, token), times in list(self.pending.items()):
                 try:
                     settled = (yield SCRIPT, "unlock", lock_keys(lock_key), [token]) == 1
-                except RedisError:
+                except REDIS_ERRORS:
                     settled = False  # still unreachable: try again
                 else:
                     times[1] = times[1] or time.monotonic()
@@ -343,6 +386,7 @@ class RedisBackend(RedisCore):
     def __init__(self, client: Any, *options: Any) -> None:
         RedisCore.__init__(self, *options)
         self.client = client
+        self.legacy = not is_cluster(client)
         self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
         self.guard = threading.Lock()  # one sweeper thread at a time
         self.sweeper: Optional[threading.Thread] = None

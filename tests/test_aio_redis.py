@@ -13,7 +13,7 @@ import redis.asyncio
 from fastsession import LockTimeout, SessionError
 from fastsession.aio import AsyncRedisSessionStore
 from fastsession.bench.redis_server import RedisServer
-from fastsession.redis import RedisSessionStore
+from fastsession.redis import RedisSessionStore, data_key
 
 from conftest import Transaction
 from test_aio import run
@@ -81,8 +81,8 @@ def test_round_trip_shared_with_the_sync_store(redis_url, sync_client, prefix):
 
     session_id = with_client(redis_url, write)
     assert load(sync_client, prefix, session_id) == {"user": "ann"}
-    assert 99_000 < sync_client.pttl(prefix + session_id) <= 100_000
-    assert our_keys(sync_client, prefix) == [prefix + session_id]
+    assert 99_000 < sync_client.pttl(data_key(prefix, session_id)) <= 100_000
+    assert our_keys(sync_client, prefix) == [data_key(prefix, session_id)]
 
 
 def test_unknown_id_is_never_adopted_and_an_empty_new_session_is_not_stored(redis_url, sync_client, prefix):
@@ -134,7 +134,7 @@ def test_a_hundred_concurrent_increments_in_one_loop_and_a_sync_process_lose_not
 
     with_client(redis_url, go)
     assert load(sync_client, prefix, session_id)["n"] == 150
-    assert our_keys(sync_client, prefix) == [prefix + session_id]
+    assert our_keys(sync_client, prefix) == [data_key(prefix, session_id)]
 
 
 def test_lock_timeout_and_cancellation_while_waiting_leave_only_the_holders_lock(redis_url, sync_client, prefix):
@@ -147,11 +147,11 @@ def test_lock_timeout_and_cancellation_while_waiting_leave_only_the_holders_lock
             await increment(client, prefix, session_id, timeout=0.05)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(increment(client, prefix, session_id), 0.05)
-        assert our_keys(sync_client, prefix) == [prefix + session_id, prefix + session_id + ":lock"]
+        assert our_keys(sync_client, prefix) == [data_key(prefix, session_id), data_key(prefix, session_id) + ":lock"]
         await holder.close()
 
     with_client(redis_url, go)
-    assert our_keys(sync_client, prefix) == [prefix + session_id]
+    assert our_keys(sync_client, prefix) == [data_key(prefix, session_id)]
     assert load(sync_client, prefix, session_id)["n"] == 0
 
 
@@ -161,13 +161,13 @@ def test_cancelled_request_releases_its_lock_and_writes_nothing(redis_url, sync_
     async def go(client):
         task = asyncio.ensure_future(increment(client, prefix, session_id, pause=30))
         await asyncio.sleep(0.1)
-        assert prefix + session_id + ":lock" in our_keys(sync_client, prefix)
+        assert data_key(prefix, session_id) + ":lock" in our_keys(sync_client, prefix)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     with_client(redis_url, go)
-    assert our_keys(sync_client, prefix) == [prefix + session_id]
+    assert our_keys(sync_client, prefix) == [data_key(prefix, session_id)]
     assert load(sync_client, prefix, session_id)["n"] == 0
 
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from fastsession import LockTimeout, SerializationError, SessionError
-from fastsession.redis import RedisSessionStore
+from fastsession.redis import RedisSessionStore, data_key
 
 from conftest import Transaction
 from helpers import hold_until_killed, kill_and_reap, run_in_processes
@@ -71,18 +71,18 @@ def test_round_trip_and_key_layout(make, client, prefix):
     session_id = stored(make, {"user": "ann", "cart": [1, 2]})
     assert ID.fullmatch(session_id)
     assert load(make, session_id) == {"user": "ann", "cart": [1, 2]}
-    assert our_keys(client, prefix) == [prefix + session_id]  # no lock left
-    assert client.pttl(prefix + session_id) == -1  # max_age=None: no TTL
+    assert our_keys(client, prefix) == [data_key(prefix, session_id)]  # no lock left
+    assert client.pttl(data_key(prefix, session_id)) == -1  # max_age=None: no TTL
 
 
 def test_max_age_sets_the_ttl_on_write(make, client, prefix):
     session_id = stored(make, {"a": 1}, max_age=100)
-    assert 99_000 < client.pttl(prefix + session_id) <= 100_000
+    assert 99_000 < client.pttl(data_key(prefix, session_id)) <= 100_000
 
 
 def test_unchanged_read_neither_writes_nor_touches_before_a_quarter_of_max_age(make, client, prefix):
     session_id = stored(make, {"a": 1}, max_age=100)
-    key = prefix + session_id
+    key = data_key(prefix, session_id)
     client.pexpire(key, 90_000)  # as if written 10 s ago
     assert load(make, session_id, max_age=100) == {"a": 1}
     assert client.pttl(key) <= 90_000
@@ -99,7 +99,7 @@ def test_unknown_or_malformed_cookie_is_never_adopted(make, cookie, client, pref
         session = store.get_session(True)
         session["x"] = 1
     assert session.session_id != cookie and ID.fullmatch(session.session_id)
-    assert our_keys(client, prefix) == [prefix + session.session_id]
+    assert our_keys(client, prefix) == [data_key(prefix, session.session_id)]
 
 
 def test_new_empty_session_is_not_stored(make, client, prefix):
@@ -134,7 +134,7 @@ def test_exception_rolls_back_and_unlocks(make, client, prefix):
             store.get_session(False)["n"] = 2
             1 / 0
     assert load(make, session_id, timeout=1) == {"n": 1}
-    assert our_keys(client, prefix) == [prefix + session_id]
+    assert our_keys(client, prefix) == [data_key(prefix, session_id)]
 
 
 def test_unencodable_value_keeps_data_and_unlocks(make, client, prefix):
@@ -148,7 +148,7 @@ def test_unencodable_value_keeps_data_and_unlocks(make, client, prefix):
 
 def test_corrupt_value_counts_as_absent_and_is_logged(make, client, prefix, caplog):
     session_id = stored(make, {"n": 1})
-    client.set(prefix + session_id, b"\x80not json")
+    client.set(data_key(prefix, session_id), b"\x80not json")
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert load(make, session_id) is None
     assert any(r.name == "fastsession" for r in caplog.records)
@@ -243,7 +243,7 @@ def test_failed_commit_leaves_no_lock_and_keeps_the_data(make, client, prefix):
             store.close()
     finally:
         client.config_set("maxmemory", 0)
-    assert our_keys(client, prefix) == [prefix + session_id]  # the lock is gone
+    assert our_keys(client, prefix) == [data_key(prefix, session_id)]  # the lock is gone
     assert load(make, session_id) == {"n": 1}
 
 
@@ -304,10 +304,47 @@ def test_a_paused_redis_leaves_no_lock_once_it_resumes():
 
 def test_a_value_of_the_wrong_type_is_a_session_error_and_leaves_no_lock(make, client, prefix):
     session_id = "W" * 43
-    client.rpush(prefix + session_id, "not", "a", "session")
+    client.rpush(data_key(prefix, session_id), "not", "a", "session")
     for attempt in range(2):  # the second request is not kept waiting by a lock the first left
         started = time.monotonic()
         with pytest.raises(SessionError, match="WRONGTYPE"):
             make(Transaction({"SID": session_id}), timeout=5).get_session(False)
         assert time.monotonic() - started < 1
-        assert client.exists(prefix + session_id + ":lock") == 0
+        assert client.exists(data_key(prefix, session_id) + ":lock") == 0
+
+
+def test_a_session_stored_by_0_1_under_the_plain_id_is_read_and_moved_to_its_new_key(make, client, prefix):
+    from fastsession._kernels import ACTIVE
+
+    session_id = ACTIVE.new_session_id()
+    old_key = prefix + session_id  # 0.1's layout
+    client.set(old_key, b'{"n":1}', px=60_000)
+    # an unlocked read (locking="commit", nothing changed) reads it where it is and moves nothing
+    with make(Transaction({"SID": session_id}), locking="commit") as store:
+        assert dict(store.get_session(False)) == {"n": 1}
+    assert client.exists(old_key) == 1 and client.exists(data_key(prefix, session_id)) == 0
+    # the first locked request moves it, TTL and all, under its lock
+    with make(Transaction({"SID": session_id}), max_age=60) as store:
+        session = store.get_session(False)
+        assert dict(session) == {"n": 1}
+        assert client.exists(old_key) == 0 and 0 < client.pttl(data_key(prefix, session_id)) <= 60_000
+        session["n"] = 2
+    assert our_keys(client, prefix) == [data_key(prefix, session_id)]
+    assert load(make, session_id) == {"n": 2}
+
+
+def test_without_locks_a_0_1_session_is_read_at_its_old_key_and_a_write_or_delete_leaves_nothing_there(
+        make, client, prefix):
+    from fastsession._kernels import ACTIVE
+
+    kept, dropped = ACTIVE.new_session_id(), ACTIVE.new_session_id()
+    client.set(prefix + kept, b'{"n":1}')
+    client.set(prefix + dropped, b'{"n":1}')
+    with make(Transaction({"SID": kept}), concurrent=0) as store:
+        session = store.get_session(False)
+        session["n"] += 1
+    with make(Transaction({"SID": dropped}), concurrent=0) as store:
+        assert store.get_session(False) is not None
+        store.expire_session()
+    assert our_keys(client, prefix) == [data_key(prefix, kept)]
+    assert load(make, kept) == {"n": 2}

@@ -1,0 +1,191 @@
+"""RedisSessionStore and AsyncRedisSessionStore on a real 3-master Redis Cluster (started here)."""
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import redis
+from redis.cluster import key_slot
+
+from fastsession import SessionError
+from fastsession.aio import AsyncRedisSessionStore
+from fastsession.redis import RedisSessionStore, data_key
+
+from conftest import Transaction
+from helpers import run_in_processes
+from redis_topologies import Cluster, wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        started = Cluster().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))  # no redis-server, no pass
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def client(cluster):
+    c = cluster.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def prefix():
+    return f"test-{uuid.uuid4().hex[:8]}:"
+
+
+def stored(client, prefix, data, **options):
+    trans = Transaction()
+    with RedisSessionStore(trans, client, prefix=prefix, **options) as store:
+        store.get_session(True).update(data)
+    return trans.cookies["SID"]
+
+
+def load(client, prefix, session_id, **options):
+    with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, **options) as store:
+        session = store.get_session(False)
+        return None if session is None else dict(session)
+
+
+def test_round_trip_keeps_every_key_of_a_session_in_one_slot(client, prefix):
+    session_id = stored(client, prefix, {"user": "ann"}, max_age=100)
+    assert load(client, prefix, session_id) == {"user": "ann"}
+    key = data_key(prefix, session_id)
+    assert key == f"{prefix}{{{session_id}}}"
+    assert client.get(key) == b'{"user":"ann"}' and 99_000 < client.pttl(key) <= 100_000
+    slot = key_slot(key.encode())
+    assert {key_slot((key + suffix).encode()) for suffix in (":lock", ":waiting", ":wake")} == {slot}
+    with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix) as store:
+        store.expire_session()
+    assert client.exists(key, key + ":lock") == 0
+
+
+def test_async_store_on_the_async_cluster_client(cluster, client, prefix):
+    from redis.asyncio.cluster import RedisCluster
+
+    async def scenario():
+        async_client = RedisCluster(host="127.0.0.1", port=cluster.port)
+        try:
+            trans = Transaction()
+            async with AsyncRedisSessionStore(trans, async_client, prefix=prefix) as store:
+                (await store.get_session(True))["cart"] = [1, 2]
+            session_id = trans.cookies["SID"]
+
+            async def add(item):
+                async with AsyncRedisSessionStore(Transaction({"SID": session_id}), async_client,
+                                                  prefix=prefix) as store:
+                    session = await store.get_session(False)
+                    await asyncio.sleep(0.001)
+                    session["cart"] = session["cart"] + [item]
+
+            await asyncio.gather(*(add(i) for i in range(20)))
+            return session_id
+        finally:
+            await async_client.aclose()
+
+    session_id = asyncio.run(scenario())
+    assert sorted(load(client, prefix, session_id)["cart"]) == sorted([1, 2, *range(20)])
+
+
+def _increment(port, prefix, session_id, times):
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=port)
+    for _ in range(times):
+        with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, timeout=30) as store:
+            store.get_session(False)["n"] += 1
+
+
+def test_four_processes_lose_no_update(cluster, client, prefix):
+    session_id = stored(client, prefix, {"n": 0})
+    run_in_processes(lambda: _increment(cluster.port, prefix, session_id, 100))
+    assert load(client, prefix, session_id) == {"n": 400}
+
+
+def test_sessions_spread_over_every_master(cluster, client, prefix):
+    ids = [stored(client, prefix, {"i": i}) for i in range(60)]
+    per_node = [len(redis.Redis(host="127.0.0.1", port=node.port).keys(prefix + "*")) for node in cluster.nodes]
+    assert sum(per_node) == 60 and all(count > 0 for count in per_node), per_node
+    assert [load(client, prefix, session_id)["i"] for session_id in ids] == list(range(60))
+
+
+def _hammer(port, prefix, ids, report, stop_at):
+    """Increment each session in turn until ``stop_at``; report (acknowledged, attempted, errors) per session."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=port, socket_timeout=1.0, cluster_error_retry_attempts=1)
+    acknowledged = {i: 0 for i in ids}
+    attempted = {i: 0 for i in ids}
+    errors = []
+    while time.time() < stop_at:
+        for session_id in ids:
+            attempted[session_id] += 1
+            try:
+                with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix,
+                                       timeout=2, lock_ttl=3) as store:
+                    session = store.get_session(False)
+                    if session is None:
+                        errors.append("session vanished")
+                        continue
+                    session["n"] += 1
+            except SessionError as exc:  # LockTimeout is one too
+                errors.append(type(exc).__name__)
+                continue
+            except Exception as exc:  # anything else is a failure of the test
+                errors.append(f"unexpected {type(exc).__name__}: {exc}")
+                continue
+            acknowledged[session_id] += 1
+    report.put((acknowledged, attempted, errors))
+
+
+def test_a_master_killed_and_restarted_mid_run_gives_session_errors_and_loses_nothing(cluster, client, prefix):
+    ids = [stored(client, prefix, {"n": 0}) for _ in range(12)]
+    victim = cluster.nodes[1]
+
+    def on(node, session_id):
+        return client.get_node_from_key(data_key(prefix, session_id)).port == node.port
+
+    on_victim = [i for i in ids if on(victim, i)]
+    assert on_victim, "no session on the master to restart"
+    deleted = stored(client, prefix, {"gone": True})
+    while not on(victim, deleted):
+        deleted = stored(client, prefix, {"gone": True})
+    with RedisSessionStore(Transaction({"SID": deleted}), client, prefix=prefix) as store:
+        store.expire_session()  # deleted before the crash: must not come back after it
+
+    report = multiprocessing.get_context("fork").Queue()
+    stop_at = time.time() + 6
+    workers = [multiprocessing.get_context("fork").Process(target=_hammer,
+                                                           args=(cluster.port, prefix, ids, report, stop_at))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.5)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait()
+    time.sleep(1.0)
+    victim.start()  # same folder: its nodes.conf and append-only file
+    wait_until(cluster.ready, 30, "the cluster to be ok again")
+    results = [report.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+
+    errors = [e for _, _, errs in results for e in errs]
+    assert not [e for e in errors if e.startswith("unexpected") or e == "session vanished"], errors
+    assert "SessionError" in errors or "LockTimeout" in errors  # the outage was seen, and said so
+    wait_until(lambda: all(load(client, prefix, i) is not None for i in ids), 30, "every session readable")
+    for session_id in ids:
+        n = load(client, prefix, session_id)["n"]
+        acknowledged = sum(r[0][session_id] for r in results)
+        attempted = sum(r[1][session_id] for r in results)
+        # every acknowledged commit is kept; a failed one may or may not have been applied
+        assert acknowledged <= n <= attempted, (session_id in on_victim, acknowledged, n, attempted)
+    assert load(client, prefix, deleted) is None
