@@ -189,3 +189,24 @@ def test_a_master_killed_and_restarted_mid_run_gives_session_errors_and_loses_no
         # every acknowledged commit is kept; a failed one may or may not have been applied
         assert acknowledged <= n <= attempted, (session_id in on_victim, acknowledged, n, attempted)
     assert load(client, prefix, deleted) is None
+
+
+def test_lock_table_lists_the_held_locks_of_every_master(cluster, client, prefix):
+    import json
+    import subprocess
+
+    ids = [stored(client, prefix, {"i": i}) for i in range(12)]
+    held = [RedisSessionStore(Transaction({"SID": i}), client, prefix=prefix) for i in ids]
+    for store in held:
+        store.get_session(False)
+    try:
+        done = subprocess.run(["fastsession", "locks", "--redis", f"redis://127.0.0.1:{cluster.port}", "--cluster",
+                               "--prefix", prefix, "--json"], capture_output=True, text=True, cwd="/")
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)
+        assert sorted(row["session"] for row in rows) == sorted(i[:8] + "…" for i in ids)
+        assert all(row["pid"] == os.getpid() and row["alive"] is True for row in rows)
+        assert len({client.get_node_from_key(data_key(prefix, i)).port for i in ids}) == 3  # on every master
+    finally:
+        for store in held:
+            store.rollback()
