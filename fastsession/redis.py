@@ -86,6 +86,13 @@ redis.call('DEL', KEYS[1])
 """ + WAKE + """
 return 1
 """
+# Write and keep the lock (a holder that writes before its request ends).
+PUT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+else redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+"""
 # Unlock without writing; refresh the data's TTL when asked.
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -131,7 +138,7 @@ DROP = """
 return redis.call('DEL', unpack(KEYS))
 """
 SCRIPTS = {
-    "acquire": ACQUIRE, "commit": COMMIT, "release": RELEASE, "delete": DELETE, "unlock": UNLOCK,
+    "acquire": ACQUIRE, "commit": COMMIT, "put": PUT, "release": RELEASE, "delete": DELETE, "unlock": UNLOCK,
     "read": READ, "write": WRITE, "touch": TOUCH, "drop": DROP,
 }
 
@@ -212,11 +219,14 @@ class RedisCore:
         self.max_age = max_age
         self.ttl_ms = str(max(1, int(max_age * 1000))) if max_age is not None else "0"
         self.prefix = prefix
+        # What may be a session id: fastsession's ids (the Django engine also accepts Django's keys).
+        # Never a brace: the id is the key's hash tag.
+        self.check_key = self.kernels.is_valid_id
         # Tokens whose fate is unknown (see _sweep): (lock key, token) -> [given, first answered]
         self.pending: Dict[Tuple[str, str], List[float]] = {}
 
     def _keys(self, key: str) -> Tuple[str, str]:
-        if not self.kernels.is_valid_id(key):
+        if not self.check_key(key):
             raise ValueError(f"invalid session id {key!r}")
         data = data_key(self.prefix, key)
         return data, data + ":lock"
@@ -238,8 +248,12 @@ class RedisCore:
                 self.hand_over(keys[0], token)
             raise
 
-    def _open(self, key: str) -> RedisSteps:
-        """Lock the session of ``key`` (when concurrent), polling while another holds it."""
+    def _open(self, key: str, timeout: Any = ...) -> RedisSteps:
+        """Lock the session of ``key`` (when concurrent), polling while another holds it.
+
+        ``timeout``: seconds to wait (None: forever); by default the backend's.
+        """
+        timeout = self.timeout if timeout is ... else timeout
         data_key, lock_key = self._keys(key)
         if not self.concurrent:
             return RedisHandle(key, data_key, lock_key, None, None)
@@ -254,13 +268,13 @@ class RedisCore:
             if reply[0] == 1:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
-            if self.timeout is not None and waited >= self.timeout:
+            if timeout is not None and waited >= timeout:
                 value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
                 holder = describe_lock(value, pttl, self.lock_ttl)
-                raise LockTimeout(f"session lock {lock_key!r} still held after {self.timeout} s"
+                raise LockTimeout(f"session lock {lock_key!r} still held after {timeout} s"
                                   + (f" ({summary(holder)})" if holder else ""), holder)
-            if self.timeout is not None:
-                pause = min(pause, max(self.timeout - waited, 0.0))
+            if timeout is not None:
+                pause = min(pause, max(timeout - waited, 0.0))
             try:  # until the holder's release pushes a wake-up, or the pause is over
                 yield WAIT, data_key + ":wake", max(pause, MIN_WAIT)
             except REDIS_ERRORS as exc:
@@ -300,14 +314,19 @@ class RedisCore:
             return None
         return data, body, float(pttl)
 
-    def _save(self, handle: RedisHandle, body: bytes) -> RedisSteps:
-        """Write ``body`` and release the lock; SessionError if the lock was lost meanwhile."""
+    def _save(self, handle: RedisHandle, body: bytes, ttl_ms: Optional[str] = None,
+              keep_lock: bool = False) -> RedisSteps:
+        """Write ``body`` and release the lock (unless ``keep_lock``); SessionError if the lock was lost meanwhile.
+
+        ``ttl_ms``: the data's TTL for this write ("0": none), by default max_age's.
+        """
+        ttl = self.ttl_ms if ttl_ms is None else ttl_ms
         if handle.token is None:
             yield from self._script("write the session", "write", [handle.data_key, *self._legacy(handle.key)],
-                                    [body, self.ttl_ms])
+                                    [body, ttl])
             return
-        written = yield from self._script("write the session", "commit", lock_keys(handle.lock_key),
-                                          [handle.token, body, self.ttl_ms], handle.token)
+        written = yield from self._script("write the session", "put" if keep_lock else "commit",
+                                          lock_keys(handle.lock_key), [handle.token, body, ttl], handle.token)
         if not written:
             raise SessionError(
                 f"session lock {handle.lock_key!r} expired and was taken by another holder: "

@@ -124,3 +124,16 @@ def redis_url():
         pytest.fail(str(exc))  # never a silent skip: no Redis, no pass
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster of 3 masters, started for this run (tests/redis_topologies.py)."""
+    from redis_topologies import Cluster
+
+    try:
+        started = Cluster().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))  # no redis-server, no pass
+    yield started
+    started.stop()

@@ -17,17 +17,12 @@ from fastsession.redis import RedisSessionStore, data_key
 
 from conftest import Transaction
 from helpers import run_in_processes
-from redis_topologies import Cluster, wait_until
+from redis_topologies import wait_until
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    try:
-        started = Cluster().start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # no redis-server, no pass
-    yield started
-    started.stop()
+@pytest.fixture
+def cluster(redis_cluster):
+    return redis_cluster
 
 
 @pytest.fixture

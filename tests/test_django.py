@@ -73,6 +73,38 @@ def session_path(tmp_path):
         yield directory
 
 
+class Storage:
+    """Where the engine keeps sessions in a test: a directory, or a Redis prefix."""
+
+    def __init__(self, path=None, client=None, prefix=None):
+        self.path, self.client, self.prefix = path, client, prefix
+
+    def locks(self):
+        if self.client is None:
+            return [f for f in session_files(self.path) if f.endswith(".lock")]
+        return sorted(k.decode() for k in self.client.scan_iter(match=self.prefix + "*:lock"))
+
+
+@pytest.fixture(params=["files", "redis"])
+def storage(request, tmp_path):
+    """The engine on files (SESSION_FILE_PATH) and on Redis (FASTSESSION_REDIS_URL), in turn."""
+    if request.param == "files":
+        directory = str(tmp_path / "django-sessions")
+        with override_settings(SESSION_FILE_PATH=directory):
+            yield Storage(path=directory)
+        return
+    import uuid
+
+    import redis
+
+    url = request.getfixturevalue("redis_url")
+    prefix = f"django-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(url)
+    with override_settings(FASTSESSION_REDIS_URL=url, FASTSESSION_REDIS_PREFIX=prefix):
+        yield Storage(client=client, prefix=prefix)
+    client.close()
+
+
 @pytest.fixture
 def own_tempdir(tmp_path, monkeypatch):
     """tempfile.gettempdir() is a fresh folder, as /tmp on a new host."""
@@ -185,13 +217,13 @@ def test_clearsessions_removes_expired_sessions_only(session_path):
     assert not SessionStore(gone.session_key).exists(gone.session_key)
 
 
-def test_client_round_trip_with_the_locking_middleware(session_path):
+def test_client_round_trip_with_the_locking_middleware(storage):
     client = Client()
     assert [client.get("/count").content for _ in range(3)] == [b"1", b"2", b"3"]
-    assert not [f for f in session_files(session_path) if f.endswith(".lock")]
+    assert locks(storage) == []
 
 
-def test_lock_is_released_when_the_view_raises(session_path):
+def test_lock_is_released_when_the_view_raises(storage):
     client = Client(raise_request_exception=False)
     client.get("/count")
     assert client.get("/boom").status_code == 500
@@ -199,21 +231,20 @@ def test_lock_is_released_when_the_view_raises(session_path):
         assert Client(raise_request_exception=False).get("/peek").status_code == 200  # no one left waiting
         client.cookies = client.cookies
         assert client.get("/count").content == b"2"  # the failed request's change was not saved
-    assert not [f for f in session_files(session_path) if f.endswith(".lock")]
+    assert locks(storage) == []
 
 
-def test_streaming_response_holds_the_lock_until_closed(session_path):
+def test_streaming_response_holds_the_lock_until_closed(storage):
     client = Client()
     client.get("/count")
     response = client.get("/stream")
-    locks = [f for f in session_files(session_path) if f.endswith(".lock")]
-    assert len(locks) == 1  # still streaming: still held
+    assert len(locks(storage)) == 1  # still streaming: still held
     assert b"".join(response.streaming_content) == b"ab"
     response.close()
-    assert not [f for f in session_files(session_path) if f.endswith(".lock")]
+    assert locks(storage) == []
 
 
-def test_four_processes_through_the_locking_middleware_lose_no_update(session_path):
+def test_four_processes_through_the_locking_middleware_lose_no_update(storage):
     client = Client()
     client.get("/count")
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -228,11 +259,11 @@ def test_four_processes_through_the_locking_middleware_lose_no_update(session_pa
     assert client.get("/peek").content == b"201"
 
 
-def test_plain_session_middleware_works_with_the_engine(session_path):
+def test_plain_session_middleware_works_with_the_engine(storage):
     with override_settings(MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"]):
         client = Client()
         assert [client.get("/count").content for _ in range(2)] == [b"1", b"2"]
-        assert not [f for f in session_files(session_path) if f.endswith(".lock")]
+        assert locks(storage) == []
 
 
 # -- expiry: the same answers as Django's own file backend ------------------------------
@@ -269,7 +300,7 @@ def survives_save_and_load(engine, spec):
 
 
 @pytest.mark.parametrize("spec", list(EXPIRIES.values()), ids=list(EXPIRIES))
-def test_load_after_save_agrees_with_djangos_file_backend(session_path, spec):
+def test_load_after_save_agrees_with_djangos_file_backend(storage, spec):
     from django.contrib.sessions.backends.file import SessionStore as DjangoFileStore
 
     assert survives_save_and_load(SessionStore, spec) == survives_save_and_load(DjangoFileStore, spec)
@@ -354,8 +385,11 @@ def test_clearsessions_passes_over_a_session_in_use(session_path):
 # -- the lock never outlives its request -------------------------------------------------
 
 
-def locks(session_path):
-    return [f for f in session_files(session_path) if f.endswith(".lock")]
+def locks(where):
+    """The held locks: of a Storage (files or Redis), or of a session directory."""
+    if isinstance(where, Storage):
+        return where.locks()
+    return [f for f in session_files(where) if f.endswith(".lock")]
 
 
 def cancel_a_request(view, cookie, cancel_when, then=None):
@@ -383,7 +417,7 @@ def cancel_a_request(view, cookie, cancel_when, then=None):
     asyncio.run(request_then_cancel())
 
 
-def test_cancelled_async_request_releases_the_lock(session_path):
+def test_cancelled_async_request_releases_the_lock(storage):
     import asyncio
 
     client = Client()
@@ -397,15 +431,15 @@ def test_cancelled_async_request_releases_the_lock(session_path):
 
     async def view_running():
         await asyncio.wait_for(entered.wait(), 10)
-        assert len(locks(session_path)) == 1  # held while the view runs
+        assert len(locks(storage)) == 1  # held while the view runs
 
     cancel_a_request(slow_view, client.cookies[settings.SESSION_COOKIE_NAME].value, view_running)
-    assert locks(session_path) == []
+    assert locks(storage) == []
     with override_settings(FASTSESSION_LOCK_TIMEOUT=2):
         assert client.get("/count").content == b"2"  # the user is served at once
 
 
-def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(session_path):
+def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(storage):
     import asyncio
 
     client = Client()
@@ -424,7 +458,7 @@ def test_cancelled_while_waiting_for_the_lock_releases_it_once_taken(session_pat
         holder.unlock()  # now the worker thread gets the lock...
         for _ in range(500):
             await asyncio.sleep(0.01)
-            if not locks(session_path):
+            if not locks(storage):
                 return
         raise AssertionError("the cancelled request kept the lock")  # ...and must let it go
 
@@ -488,11 +522,11 @@ def replace_session(request):
 urlpatterns.append(path("replace", replace_session))
 
 
-def test_a_view_that_replaces_request_session_strands_no_lock(session_path):
+def test_a_view_that_replaces_request_session_strands_no_lock(storage):
     client = Client()
     client.get("/count")
     assert client.get("/replace").status_code == 200
-    assert locks(session_path) == []
+    assert locks(storage) == []
 
 
 def logout_view(request):
@@ -507,7 +541,7 @@ def logout_view(request):
 urlpatterns.append(path("logout", logout_view))
 
 
-def test_logout_while_the_middleware_holds_the_lock(session_path):
+def test_logout_while_the_middleware_holds_the_lock(storage):
     client = Client()
     client.get("/count")
     old = client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -516,7 +550,7 @@ def test_logout_while_the_middleware_holds_the_lock(session_path):
     assert new != old
     assert not SessionStore(old).exists(old)  # the old session is gone
     assert SessionStore(new)["after"] == "logout"
-    assert locks(session_path) == []
+    assert locks(storage) == []
 
 
 @pytest.mark.parametrize("must_create", [False, True])
@@ -545,7 +579,7 @@ def client_and_holder():
     return client, holder
 
 
-def test_fastsession_lock_timeout_bounds_the_wait_and_answers_503(session_path):
+def test_fastsession_lock_timeout_bounds_the_wait_and_answers_503(storage):
     client, holder = client_and_holder()
     try:
         with override_settings(FASTSESSION_LOCK_TIMEOUT=0.3):
@@ -633,7 +667,7 @@ async def alogout(request):
 urlpatterns += [path("alogin", alogin), path("awhoami", awhoami), path("alogout", alogout)]
 
 
-def test_the_async_session_api_under_djangos_async_handler(session_path):
+def test_the_async_session_api_under_djangos_async_handler(storage):
     import asyncio
 
     from django.test import AsyncClient
@@ -652,22 +686,22 @@ def test_the_async_session_api_under_djangos_async_handler(session_path):
         assert (await client.get("/awhoami")).content == b"None []"
 
     asyncio.run(go())
-    assert locks(session_path) == []
+    assert locks(storage) == []
 
 
 # -- locking="commit", early release, read-only requests (issue: locks that don't queue readers) ------------
 
 
-def test_release_saves_now_unlocks_and_the_new_session_still_gets_its_cookie(session_path):
+def test_release_saves_now_unlocks_and_the_new_session_still_gets_its_cookie(storage):
     client = Client()
     assert client.get("/early").content == b"1"
     assert settings.SESSION_COOKIE_NAME in client.cookies
     assert client.get("/early").content == b"2"
     assert client.get("/count").content == b"3"
-    assert locks(session_path) == []
+    assert locks(storage) == []
 
 
-def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(session_path):
+def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(storage):
     client = Client()
     client.get("/count")
     key = client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -691,10 +725,10 @@ def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(
         with pytest.raises(SessionConflict, match="'n'"):
             clash.save()
         assert SessionStore(key).load() == {"n": 3, "other": "kept"}
-    assert locks(session_path) == []
+    assert locks(storage) == []
 
 
-def test_a_read_only_request_takes_no_lock(session_path):
+def test_a_read_only_request_takes_no_lock(storage):
     client, holder = client_and_holder()
     try:
         with override_settings(FASTSESSION_READ_ONLY=lambda request: request.path == "/peek",
@@ -703,3 +737,66 @@ def test_a_read_only_request_takes_no_lock(session_path):
             assert client.get("/count").status_code == 503
     finally:
         holder.unlock()
+
+
+# -- on Redis (FASTSESSION_REDIS_URL, FASTSESSION_REDIS_CACHE, FASTSESSION_REDIS_CLUSTER) ------------------
+
+
+def ttl_of(storage, key):
+    return storage.client.pttl(storage.prefix + "{" + key + "}")
+
+
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_on_redis_each_save_sets_the_ttl_to_the_expiry_age_and_clearsessions_has_nothing_to_do(storage):
+    ages = {}
+    for name, expiry in {"default": None, "browser close": 0, "300 s": 300, "past": -10}.items():
+        store = SessionStore()
+        store["a"] = 1
+        store.set_expiry(expiry)
+        store.save()
+        ages[name] = store.session_key
+    cookie_age = settings.SESSION_COOKIE_AGE * 1000
+    assert cookie_age - 5000 < ttl_of(storage, ages["default"]) <= cookie_age
+    assert cookie_age - 5000 < ttl_of(storage, ages["browser close"]) <= cookie_age
+    assert 295_000 < ttl_of(storage, ages["300 s"]) <= 300_000
+    time.sleep(0.01)
+    assert SessionStore(ages["past"]).load() == {}  # an expiry already past: stored for 1 ms, gone
+    management.call_command("clearsessions")
+    assert [SessionStore(ages[name]).get("a") for name in ("default", "browser close", "300 s")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_on_redis_through_a_django_cache_alias_client(storage, redis_url):
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "sessions": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    with override_settings(CACHES=caches, FASTSESSION_REDIS_URL=None, FASTSESSION_REDIS_CACHE="sessions"):
+        client = Client()
+        assert [client.get("/count").content for _ in range(3)] == [b"1", b"2", b"3"]
+        key = client.cookies[settings.SESSION_COOKIE_NAME].value
+        assert storage.client.get(storage.prefix + "{" + key + "}") == b'{"n":3}'
+    with override_settings(CACHES=caches, FASTSESSION_REDIS_URL=None, FASTSESSION_REDIS_CACHE="default"):
+        with pytest.raises(ValueError, match="not a django.core.cache.backends.redis.RedisCache"):
+            SessionStore()
+
+
+def test_on_a_redis_cluster(redis_cluster):
+    import uuid
+
+    prefix = f"django-{uuid.uuid4().hex[:8]}:"
+    with override_settings(FASTSESSION_REDIS_URL=f"redis://127.0.0.1:{redis_cluster.port}",
+                           FASTSESSION_REDIS_CLUSTER=True, FASTSESSION_REDIS_PREFIX=prefix):
+        client = Client()
+        client.get("/count")
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+        def worker():
+            own = Client()
+            own.cookies[settings.SESSION_COOKIE_NAME] = cookie
+            for _ in range(25):
+                assert own.get("/count").status_code == 200
+
+        run_in_processes(worker)
+        assert client.get("/peek").content == b"101"
+        cluster = redis_cluster.client()
+        assert cluster.get(prefix + "{" + cookie + "}") == b'{"n":101}'
+        assert cluster.keys(prefix + "*:lock") == []

@@ -18,10 +18,18 @@ merges per key with what was stored meanwhile), ``FASTSESSION_ON_CONFLICT``
 ``FASTSESSION_READ_ONLY`` (a function of the request: true, and the
 middleware takes no lock for it). ``request.session.release()`` saves now and
 releases the lock; the view carries on.
+
+On Redis (many hosts): ``FASTSESSION_REDIS_URL = "redis://..."``, or
+``FASTSESSION_REDIS_CACHE = "<alias>"`` to reuse the client of a Django
+``RedisCache``; ``FASTSESSION_REDIS_CLUSTER = True`` when the URL is a node of
+a Redis Cluster; ``FASTSESSION_REDIS_PREFIX`` (default ``"fastsession:"``).
+Each save sets the session's TTL to its expiry age, so ``clearsessions``
+has nothing to do there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import re
@@ -72,9 +80,22 @@ def storage_path() -> str:
     return getattr(settings, "SESSION_FILE_PATH", None) or default_path()
 
 
-def backend() -> FileBackend:
+def backend() -> Any:
+    """The files backend, or the Redis one when a FASTSESSION_REDIS_* setting names a server."""
     timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", ADAPTER_TIMEOUT)
+    url = getattr(settings, "FASTSESSION_REDIS_URL", None)
+    cache_alias = getattr(settings, "FASTSESSION_REDIS_CACHE", None)
+    if url or cache_alias:
+        from ._django_redis import DjangoRedis, client_for
+
+        client = client_for(url, cache_alias, bool(getattr(settings, "FASTSESSION_REDIS_CLUSTER", False)))
+        prefix = getattr(settings, "FASTSESSION_REDIS_PREFIX", "fastsession:")
+        return shared_backend(DjangoRedis, client, timeout, prefix, path_safe)
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
+
+
+def on_redis(storage: Any) -> bool:
+    return not isinstance(storage, FileBackend)
 
 
 def locking() -> str:
@@ -214,10 +235,11 @@ class SessionStore(SessionBase):
             if not held:
                 self._backend.release(handle)
             raise
+        ttl = (self.get_expiry_age(),) if on_redis(self._backend) else ()  # Redis expires it; files keep an mtime
         if held:
-            self._backend.write(handle, body)  # the lock stays until the request ends
+            self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
         else:
-            self._backend.save(handle, body)
+            self._backend.save(handle, body, *ttl)
 
     def _merged(self, handle: tuple, data: dict, body: bytes) -> bytes:
         """Under the lock: ``body``, or the merge of this request's changes into what is stored now."""
@@ -256,6 +278,8 @@ class SessionStore(SessionBase):
     def clear_expired(cls) -> None:
         store = cls()
         files = store._backend
+        if on_redis(files):
+            return  # every session has its TTL: Redis removes the expired ones
         for key in files.keys():
             loaded = files.load(files.unlocked(key), want_mtime=True)
             if loaded is not None and store._is_expired(loaded[0], loaded[2]):
@@ -273,7 +297,10 @@ class SessionStore(SessionBase):
         """lock(), waiting on the event loop: no thread sits waiting for another request's lock."""
         key = self._session_key
         if self._held is None and path_safe(key):
-            self._held = (key, await async_files(self._backend).open(key))
+            if on_redis(self._backend):
+                self._held = (key, await in_thread(self._backend.open, self._backend.release, key))
+            else:
+                self._held = (key, await async_files(self._backend).open(key))
 
     def unlock(self) -> None:
         if self._held is not None:
@@ -284,9 +311,26 @@ class SessionStore(SessionBase):
         """unlock(), from the event loop: a request of this process waiting for the lock is woken at once."""
         if self._held is not None:
             held, self._held = self._held[1], None
+            if on_redis(self._backend):
+                await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._backend.release, held))
+                return
             io = async_files(self._backend)
             if io.now((RELEASE, held)) is PENDING:
                 await io.call((RELEASE, held))
+
+
+async def in_thread(take: Any, undo: Any, *args: Any) -> Any:
+    """``take(*args)`` in a thread; if the waiting task is cancelled, ``undo`` what it took once it lands."""
+    future = asyncio.get_running_loop().run_in_executor(None, take, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        def landed(done: "asyncio.Future[Any]") -> None:
+            if not done.cancelled() and done.exception() is None:
+                done.get_loop().run_in_executor(None, undo, done.result())
+
+        future.add_done_callback(landed)
+        raise
 
 
 class LockingSessionMiddleware(SessionMiddleware):

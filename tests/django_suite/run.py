@@ -1,11 +1,12 @@
 """Run Django's own session tests against fastsession.contrib.django.
 
-    python tests/django_suite/run.py [--cache DIR]
+    python tests/django_suite/run.py [--cache DIR] [--redis URL]
 
 Fetches the sdist of the installed Django (pip download --no-binary :all:),
 unpacks its tests/sessions_tests, and runs SessionTestsMixin and
 SessionMiddlewareTests (see engine_tests.py) with Django's own test runner,
-the engine set as SESSION_ENGINE. Exits non-zero on any failure.
+the engine set as SESSION_ENGINE (on files; with --redis, on that Redis
+through FASTSESSION_REDIS_URL). Exits non-zero on any failure.
 """
 
 import argparse
@@ -45,6 +46,7 @@ def unpack_session_tests(sdist: str, into: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "fastsession-django-sdist"))
+    parser.add_argument("--redis", metavar="URL", help="run the engine on Redis (FASTSESSION_REDIS_URL)")
     args = parser.parse_args()
 
     import django
@@ -69,12 +71,14 @@ def main() -> int:
         SESSION_FILE_PATH=tempfile.mkdtemp(prefix="fastsession-django-"),
         MIDDLEWARE=[],
         ROOT_URLCONF=[],
+        **({"FASTSESSION_REDIS_URL": args.redis, "FASTSESSION_REDIS_PREFIX": "django-suite:"} if args.redis else {}),
     )
     django.setup()
     from django.test.runner import DiscoverRunner
 
     print(f"Django {django.__version__}: its session tests from {os.path.basename(sdist)} "
-          "against SESSION_ENGINE = fastsession.contrib.django", flush=True)
+          "against SESSION_ENGINE = fastsession.contrib.django"
+          + (f" on Redis ({args.redis})" if args.redis else " on files"), flush=True)
     failures = DiscoverRunner(verbosity=1, interactive=False).run_tests(["engine_tests"])
     return 1 if failures else 0
 

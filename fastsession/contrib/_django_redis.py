@@ -1,0 +1,83 @@
+"""The Django engine's storage on Redis (``FASTSESSION_REDIS_URL`` or ``FASTSESSION_REDIS_CACHE``).
+
+RedisBackend with the few calls the engine makes of the files backend
+(``unlocked``, ``exists``, ``write``, ``remove``), so that
+``fastsession.contrib.django`` has one SessionStore for both. Expiry is
+Redis's: every save sets the data's TTL to the session's expiry age, as
+Django's cache backend does, so a session that is still there has not
+expired (its "modified" time reads as now).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from ..redis import RedisBackend, RedisHandle
+
+_clients: Dict[Tuple[str, str, bool], Any] = {}
+
+
+def client_for(url: Optional[str], cache_alias: Optional[str], cluster: bool) -> Any:
+    """The redis-py client of a URL, or of a Django cache alias (its RedisCache's), made once per process."""
+    key = (url or "", cache_alias or "", cluster)
+    client = _clients.get(key)
+    if client is None:
+        if cache_alias:
+            from django.core.cache import caches
+
+            cache = caches[cache_alias]
+            if not hasattr(cache, "_cache") or not hasattr(cache._cache, "get_client"):
+                raise ValueError(f"FASTSESSION_REDIS_CACHE={cache_alias!r} is not a "
+                                 "django.core.cache.backends.redis.RedisCache")
+            client = cache._cache.get_client(None, write=True)
+        elif cluster:
+            from redis.cluster import RedisCluster
+
+            client = RedisCluster.from_url(url)
+        else:
+            import redis
+
+            client = redis.Redis.from_url(url)
+        _clients[key] = client
+    return client
+
+
+class DjangoRedis(RedisBackend):
+    """RedisBackend as the Django engine uses it: per-save TTLs, Django's session keys."""
+
+    def __init__(self, client: Any, timeout: Optional[float], prefix: str, check_key: Any) -> None:
+        RedisBackend.__init__(self, client, True, 1.0, timeout, 30.0, None, prefix)
+        self.check_key = check_key
+
+    def unlocked(self, key: str) -> RedisHandle:
+        data_key, lock_key = self._keys(key)
+        return RedisHandle(key, data_key, lock_key, None, None)
+
+    def open(self, key: str, timeout: Any = ...) -> RedisHandle:  # type: ignore[override]
+        return self._run(self._open(key, timeout))
+
+    def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+        loaded = self._run(self._load(handle))
+        handle.read = None  # what the lock read is fresh once: read again next time
+        return None if loaded is None else (loaded[0], loaded[1], time.time())
+
+    def exists(self, handle: RedisHandle) -> bool:
+        body, _ = self._run(self._script("read the session", "read",
+                                         [handle.data_key, *self._legacy(handle.key)], []))
+        return body is not None
+
+    def save(self, handle: RedisHandle, body: bytes, ttl: Optional[float] = None) -> None:  # type: ignore[override]
+        self._run(self._save(handle, body, _ms(ttl)))
+
+    def write(self, handle: RedisHandle, body: bytes, ttl: Optional[float] = None) -> None:
+        """Write and keep the lock (the middleware holds it until the request ends)."""
+        self._run(self._save(handle, body, _ms(ttl), keep_lock=handle.token is not None))
+
+    def remove(self, handle: RedisHandle) -> None:
+        self.delete(handle)  # data and lock: the request does not write this key again (Django cycles it)
+
+
+def _ms(seconds: Optional[float]) -> str:
+    """A TTL in ms for the scripts: "0" (none) for None, else at least 1 ms (an expiry already past)."""
+    return "0" if seconds is None else str(max(1, int(seconds * 1000)))
