@@ -156,10 +156,14 @@ class SentinelSetup:
                       f"sentinel failover-timeout {self.name} 5000\n")
         self.sentinel = subprocess.Popen([shutil.which("redis-server"), config, "--sentinel"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sentinel = redis.Redis(host="127.0.0.1", port=self.sentinel_port)
-        wait_until(lambda: sentinel.sentinel_master(self.name)["num-slaves"] >= 1, 30,
-                   "the sentinel to see the replica")
+        wait_until(self.replica_promotable, 60, "the sentinel to know the replica well enough to promote it")
         return self
+
+    def replica_promotable(self):
+        """Whether the Sentinel has the replica's own INFO: until then a failover answers NOGOODSLAVE."""
+        replicas = redis.Redis(host="127.0.0.1", port=self.sentinel_port).sentinel_slaves(self.name)
+        return any(r.get("master-link-status") == "ok" and not r.get("is_disconnected")
+                   and r.get("info-refresh", 10**9) < 5000 for r in replicas)
 
     def sentinel_client(self):
         from redis.sentinel import Sentinel
@@ -172,6 +176,7 @@ class SentinelSetup:
     def failover(self):
         """Ask the Sentinel to promote the replica; returns once the old master follows the new one."""
         old = self.master_port()
+        wait_until(self.replica_promotable, 60, "a replica the sentinel may promote")
         redis.Redis(host="127.0.0.1", port=self.sentinel_port).execute_command("SENTINEL", "FAILOVER", self.name)
         wait_until(lambda: self.master_port() != old, 30, "the failover")
         new = self.master_port()

@@ -63,7 +63,7 @@ if not settings.configured:
 from django.core import management  # noqa: E402  (needs the settings above)
 from django.test import Client, override_settings  # noqa: E402
 
-from fastsession.contrib.django import SessionStore  # noqa: E402
+from fastsession.contrib.django import SessionStore, path_safe  # noqa: E402
 
 
 @pytest.fixture
@@ -800,3 +800,37 @@ def test_on_a_redis_cluster(redis_cluster):
         cluster = redis_cluster.client()
         assert cluster.get(prefix + "{" + cookie + "}") == b'{"n":101}'
         assert cluster.keys(prefix + "*:lock") == []
+
+
+# -- switching from another engine (FASTSESSION_MIGRATE_FROM; the deploy-day tests are in test_migrate.py) ----
+
+
+def test_a_migrated_key_that_may_not_be_a_path_gets_a_new_key_and_the_old_record_goes_once_saved(session_path):
+    from django.contrib.sessions.backends.cache import SessionStore as CacheStore
+
+    old = CacheStore()
+    old._session_key = "weird.key/../x"  # Django takes any key of 8+ characters
+    old._session_cache = {"user": "ann"}
+    old.save(must_create=True)
+    with override_settings(FASTSESSION_MIGRATE_FROM="django.contrib.sessions.backends.cache"):
+        moved = SessionStore("weird.key/../x")
+        assert moved["user"] == "ann"
+        assert CacheStore().exists("weird.key/../x")  # kept until stored here
+        moved.save()
+        assert moved.session_key != "weird.key/../x" and path_safe(moved.session_key)
+        assert not CacheStore().exists("weird.key/../x")
+        assert SessionStore(moved.session_key)["user"] == "ann"
+        assert not [p for p in session_files(session_path) if "weird" in p]
+
+
+class PickleSerializer:
+    """A stand-in for a project's own pickle serializer (Django 5 ships none): only its name is read."""
+
+
+def test_migration_through_a_pickle_serializer_is_refused(session_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(FASTSESSION_MIGRATE_FROM="django.contrib.sessions.backends.cache",
+                           SESSION_SERIALIZER=f"{__name__}.PickleSerializer"):
+        with pytest.raises(ImproperlyConfigured, match="unpickles"):
+            SessionStore("a" * 32).load()

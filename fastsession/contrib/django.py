@@ -25,6 +25,13 @@ On Redis (many hosts): ``FASTSESSION_REDIS_URL = "redis://..."``, or
 a Redis Cluster; ``FASTSESSION_REDIS_PREFIX`` (default ``"fastsession:"``).
 Each save sets the session's TTL to its expiry age, so ``clearsessions``
 has nothing to do there.
+
+Switching from another engine without logging anyone out:
+``FASTSESSION_MIGRATE_FROM = "django.contrib.sessions.backends.file"`` (or
+``db``, ``cache``, ``cached_db``, or any engine module). A key that names no
+fastsession session is read once through that engine's own SessionStore
+(and Django's SESSION_SERIALIZER, JSON; a pickle serializer is refused),
+stored here under the same key, and the old record deleted.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import os
 import re
 import tempfile
 import weakref
+from importlib import import_module
 from typing import Any, Optional
 
 import orjson
@@ -98,6 +106,22 @@ def on_redis(storage: Any) -> bool:
     return not isinstance(storage, FileBackend)
 
 
+def old_engine() -> Any:
+    """The engine module FASTSESSION_MIGRATE_FROM names (None when unset); a pickle serializer is refused."""
+    name = getattr(settings, "FASTSESSION_MIGRATE_FROM", None)
+    if not name:
+        return None
+    serializer = str(getattr(settings, "SESSION_SERIALIZER", ""))
+    if "pickle" in serializer.lower():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"FASTSESSION_MIGRATE_FROM reads sessions through SESSION_SERIALIZER, and "
+                                   f"{serializer} unpickles: migrate with a JSON serializer")
+    if name == "fastsession.contrib.django":
+        raise ValueError("FASTSESSION_MIGRATE_FROM names the engine being replaced, not this one")
+    return import_module(name)
+
+
 def locking() -> str:
     value = getattr(settings, "FASTSESSION_LOCKING", "request")
     if value not in LOCKING:
@@ -121,6 +145,7 @@ class SessionStore(SessionBase):
         self._held: Optional[tuple] = None  # (key, handle) while LockingSessionMiddleware holds it
         self._base: Optional[bytes] = None  # the bytes load() read: what a "commit" save merges against
         self._released: Optional[tuple] = None  # (key, bytes) that release() saved
+        self._migrating: Any = None  # the old engine's store whose record goes once this one is saved
 
     # -- keys -----------------------------------------------------------------
 
@@ -156,6 +181,9 @@ class SessionStore(SessionBase):
         if path_safe(key):  # a corrupt file is logged by the backend and reads as None
             loaded = self._backend.load(self._backend.unlocked(key), want_mtime=True)
         if loaded is None:
+            migrated = self._migrated(key)
+            if migrated is not None:
+                return migrated
             self._session_key = None  # an unknown key is never adopted, nor stored
             return {}
         data, self._base, mtime = loaded
@@ -163,6 +191,45 @@ class SessionStore(SessionBase):
             self._delete_if_expired(key)
             self._session_key = None
             return {}
+        return data
+
+    def _migrated(self, key: Optional[str]) -> Optional[dict]:
+        """The session the engine being replaced (FASTSESSION_MIGRATE_FROM) holds for ``key``, moved here; else None.
+
+        Stored under the same key (unless a request of the same user stored
+        it first), then deleted there. A key that may not become a path is
+        given a new key at save, and the old record goes then.
+        """
+        old = old_engine()
+        if old is None or not key:
+            return None
+        previous = old.SessionStore(key)
+        data = previous.load()  # {} when absent, expired or unreadable
+        if not data:
+            return None
+        if not path_safe(key):
+            self._session_key = None
+            self.modified = True  # saved under a new key by the middleware
+            self._migrating = previous
+            return data
+        body = encode(data)
+        ttl = (self.get_expiry_age(expiry=data.get("_session_expiry")),) if on_redis(self._backend) else ()
+        handle = self._handle(key)
+        held = self._is_held(handle)
+        try:
+            loaded = self._backend.load(handle, want_mtime=True)
+            if loaded is not None:  # moved meanwhile: what is stored wins
+                data, body = loaded[0], loaded[1]
+            elif held:
+                self._backend.write(handle, body, *ttl)
+            else:
+                self._backend.save(handle, body, *ttl)
+                handle = None
+        finally:
+            if handle is not None and not held:
+                self._backend.release(handle)
+        self._base = body
+        previous.delete(key)
         return data
 
     def _delete_if_expired(self, key: str, wait: bool = True) -> None:
@@ -208,6 +275,9 @@ class SessionStore(SessionBase):
             except CreateError:
                 continue
             self.modified = True
+            if self._migrating is not None:  # stored here under a new key: the old record may go
+                previous, self._migrating = self._migrating, None
+                previous.delete()
             return
 
     def save(self, must_create: bool = False) -> None:

@@ -10,6 +10,13 @@ open_session to save_session, and released at teardown whatever happened;
 ``session.release()`` ends it early. ``read_only(request)``, when given and
 true, makes a request take no lock. A session still locked after
 ``timeout`` answers 503 with Retry-After when the view touches it.
+
+``migrate_from``, a reader of fastsession.migrate (``FlaskSessionRedis``,
+``FlaskSessionFiles``), switches from Flask-Session without logging anyone
+out: a cookie that names no fastsession session is looked up there once,
+stored here (under the same id when it is a valid fastsession id, else
+under a new one with a new cookie), and the old record deleted once stored.
+Keep SESSION_COOKIE_NAME as it was, so the old cookie comes back.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class FlaskSession(TrackedSession, SessionMixin):
         self.regenerated = False
         self.released: Optional[str] = None  # what release() did, for save_session's cookie
         self.store: Any = None
+        self.migrated: Optional[tuple] = None  # (reader, old id): the old store's record, deleted once stored
 
     def regenerate(self) -> None:
         """A fresh id for this session (call it after login); the old id is deleted."""
@@ -93,6 +101,9 @@ def commit(store: Any, session: FlaskSession) -> str:
         session.session_id = stored.session_id
         issued = True
     store.close()
+    if session.migrated is not None:  # stored here now: the old store's record may go
+        (reader, old_id), session.migrated = session.migrated, None
+        reader.delete(old_id)
     return "issued" if issued else "kept"
 
 
@@ -126,9 +137,11 @@ class FastSessionInterface(SessionInterface):
     session_class = FlaskSession
 
     def __init__(self, directory: Any, *, store_class: type = SessionStore,
-                 read_only: Optional[Callable[[Request], bool]] = None, **options: Any) -> None:
+                 read_only: Optional[Callable[[Request], bool]] = None, migrate_from: Any = None,
+                 **options: Any) -> None:
         self.directory = directory
         self.read_only = read_only
+        self.migrate_from = migrate_from
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
         # The store hands out FlaskSession objects; storage stays the store's.
         self.store_class = type(f"Flask{store_class.__name__}", (store_class,), {"session_class": FlaskSession})
@@ -141,6 +154,8 @@ class FastSessionInterface(SessionInterface):
             store.read_only()
         try:
             session = store.get_session(False)  # locks a stored session until save_session
+            if session is None and self.migrate_from is not None:
+                session = self._migrated(store, request.cookies.get(self.get_cookie_name(app)))
         except LockTimeout as exc:
             store.rollback()
             answered_busy(exc)
@@ -190,6 +205,23 @@ class FastSessionInterface(SessionInterface):
                 name, session.session_id, expires=self.get_expiration_time(app, session), **cookie
             )
             response.vary.add("Cookie")
+
+    def _migrated(self, store: Any, cookie: Optional[str]) -> Optional[FlaskSession]:
+        """The session the old store holds for ``cookie``, as this store's (stored at save_session); None if none."""
+        found = self.migrate_from.load(cookie) if cookie else None
+        if found is None:
+            return None
+        old_id, data = found
+        if store.backend.kernels.is_valid_id(old_id):
+            session = store._get_session(old_id, True)  # locked; empty unless migrated meanwhile
+            if not session:
+                session.update(data)
+            session.regenerated = cookie != old_id  # a signed cookie: send the bare id from now on
+        else:
+            session = FlaskSession(new=True)  # an id fastsession would not take: a new one
+            session.update(data)
+        session.migrated = (self.migrate_from, old_id)
+        return session
 
     def regenerate(self, session: FlaskSession) -> None:
         """Flask-Session's spelling of ``session.regenerate()``."""
