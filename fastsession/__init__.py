@@ -6,7 +6,7 @@ update, atomic commits and orjson, its hot paths compiled with Cython.
 """
 
 from ._kernels import EXTENSIONS, new_session_id
-from .errors import LockTimeout, SerializationError, SessionError
+from .errors import LockTimeout, SerializationError, SessionConflict, SessionError, SessionTooLarge
 from .session import Session
 from .store import SessionStore
 
@@ -17,8 +17,10 @@ __all__ = [
     "LockTimeout",
     "SerializationError",
     "Session",
+    "SessionConflict",
     "SessionError",
     "SessionStore",
+    "SessionTooLarge",
     "__version__",
     "new_session_id",
 ]

@@ -34,3 +34,15 @@ class SessionConflict(SessionError):
     def __init__(self, message: str, keys: "tuple[str, ...]" = ()) -> None:
         super().__init__(message)
         self.keys = keys
+
+
+class SessionTooLarge(SessionError):
+    """A session whose encoded bytes exceed the store's ``max_size``; nothing was written, the lock released.
+
+    ``size`` and ``max_size`` in bytes; ``largest``: the biggest keys, (key, encoded bytes) pairs.
+    """
+
+    def __init__(self, message: str, size: int = 0, max_size: int = 0,
+                 largest: "tuple[tuple[str, int], ...]" = ()) -> None:
+        super().__init__(message)
+        self.size, self.max_size, self.largest = size, max_size, largest

@@ -479,9 +479,10 @@ class OnRedis(StoreCore):
         prefix: str = "fastsession:",
         locking: str = "request",
         on_conflict: Resolver = "raise",
+        max_size: Optional[int] = None,
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict)
+        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict, max_size)
         self.client = client
         self.concurrent = concurrent
         self.delay = delay

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Generator, List, Optional, Tuple
+from typing import Any, Dict, Generator, List, NoReturn, Optional, Tuple
 
 import orjson
 
-from .errors import SerializationError, SessionError
+from .errors import SerializationError, SessionError, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
 from .session import Session
@@ -31,22 +31,47 @@ from .session import Session
 logger = logging.getLogger("fastsession")
 
 
-def encode(session: Session) -> bytes:
-    """The session's orjson bytes; SerializationError naming the key that cannot be stored."""
+def encode(session: Session, max_size: Optional[int] = None) -> bytes:
+    """The session's orjson bytes; SerializationError naming the key that cannot be stored.
+
+    Longer than ``max_size``: SessionTooLarge naming the largest keys.
+    """
     try:
-        return orjson.dumps(session)
+        body = orjson.dumps(session)
     except orjson.JSONEncodeError as exc:
-        for key, value in session.items():
-            if not isinstance(key, str):
-                raise SerializationError(f"session key {key!r} is not a str") from exc
-            try:
-                orjson.dumps(value)
-            except orjson.JSONEncodeError as inner:
-                raise SerializationError(
-                    f"session value for key {key!r} ({type(value).__name__}) "
-                    f"cannot be stored: {inner}"
-                ) from exc
-        raise SerializationError(f"session cannot be stored: {exc}") from exc
+        _name_unencodable(session, exc)
+    if max_size is not None and len(body) > max_size:
+        raise too_large(session, len(body), max_size)
+    return body
+
+
+def check_max_size(max_size: Any) -> None:
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
+        raise ValueError(f"max_size must be a positive number of bytes, not {max_size!r}")
+
+
+def too_large(session: Session, size: int, max_size: int) -> SessionTooLarge:
+    """The error for a session of ``size`` bytes over ``max_size``, naming its three largest keys."""
+    sizes = sorted(((key, len(orjson.dumps(value))) for key, value in session.items()), key=lambda kv: -kv[1])
+    largest = tuple(sizes[:3])
+    named = ", ".join(f"{key!r} ({n} bytes)" for key, n in largest)
+    return SessionTooLarge(f"session is {size} bytes, over max_size={max_size}; largest keys: {named}; "
+                           "nothing was written", size, max_size, largest)
+
+
+def _name_unencodable(session: Session, exc: Exception) -> NoReturn:
+    """Raise SerializationError naming what in ``session`` orjson could not encode."""
+    for key, value in session.items():
+        if not isinstance(key, str):
+            raise SerializationError(f"session key {key!r} is not a str") from exc
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as inner:
+            raise SerializationError(
+                f"session value for key {key!r} ({type(value).__name__}) "
+                f"cannot be stored: {inner}"
+            ) from exc
+    raise SerializationError(f"session cannot be stored: {exc}") from exc
 
 
 # The core asks its face for one backend call at a time: it yields
@@ -88,15 +113,18 @@ class StoreCore:
     __slots__ = (
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
         "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
-        "locking", "on_conflict", "_optimistic", "_cookie_after",
+        "locking", "on_conflict", "_optimistic", "_cookie_after", "max_size",
     )
 
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID",
-                 locking: str = "request", on_conflict: Resolver = "raise") -> None:
+                 locking: str = "request", on_conflict: Resolver = "raise", max_size: Optional[int] = None) -> None:
         if locking != "request" or on_conflict != "raise":  # (the defaults cost no check per request)
             if locking not in LOCKING:
                 raise ValueError(f"locking must be one of {LOCKING}, not {locking!r}")
             check_on_conflict(on_conflict)
+        if max_size is not None:
+            check_max_size(max_size)
+        self.max_size = max_size  # bytes of the encoded session a commit may write
         self.locking = locking
         self.on_conflict = on_conflict
         self._optimistic = locking == "commit"  # this request reads without a lock
@@ -186,7 +214,7 @@ class StoreCore:
         if session is None:
             return False
         self._drop_current()
-        body = encode(session)
+        body = encode(session, self.max_size)  # too large: nothing locked, nothing written
         if stored is None and not session:  # new and empty: bots must not fill the disk
             return False
         if body == stored:
@@ -202,7 +230,7 @@ class StoreCore:
                     yield RELEASE, handle
                     return False
                 base = orjson.loads(stored) if stored is not None else {}
-                body = encode(merge(base, session, loaded[0], self.on_conflict))
+                body = encode(merge(base, session, loaded[0], self.on_conflict), self.max_size)
             except BaseException:
                 yield RELEASE, handle
                 raise
@@ -360,8 +388,8 @@ class StoreCore:
             return None, False, None
         self._drop_current()
         try:
-            body = encode(session)
-        except SerializationError as exc:
+            body = encode(session, self.max_size)
+        except (SerializationError, SessionTooLarge) as exc:
             return (RELEASE, handle), False, exc
         if stored is None and not session:  # new and empty: bots must not fill the disk
             return (RELEASE, handle), False, None
@@ -477,11 +505,13 @@ class OnFiles(StoreCore):
         fsync: bool = False,
         locking: str = "request",
         on_conflict: Resolver = "raise",
+        max_size: Optional[int] = None,
     ) -> None:
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
-        StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name, locking, on_conflict)
+        StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name, locking, on_conflict,
+                           max_size)
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay

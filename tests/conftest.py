@@ -126,14 +126,29 @@ def redis_url():
     server.stop()
 
 
+def started(topology):
+    """``topology.start()``; no redis-server is a failure, never a skip."""
+    try:
+        return topology.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(scope="session")
 def redis_cluster():
     """A real Redis Cluster of 3 masters, started for this run (tests/redis_topologies.py)."""
     from redis_topologies import Cluster
 
-    try:
-        started = Cluster().start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # no redis-server, no pass
-    yield started
-    started.stop()
+    cluster = started(Cluster())
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup():
+    """A real master, replica and Sentinel (tests/redis_topologies.py)."""
+    from redis_topologies import SentinelSetup
+
+    setup = started(SentinelSetup())
+    yield setup
+    setup.stop()

@@ -98,6 +98,13 @@ class Cluster:
                                    "--appendfsync", "always"))
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no node outlives a failed start
+            raise
+
+    def _start(self):
         for node in self.nodes:
             node.start()
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
@@ -144,6 +151,13 @@ class SentinelSetup:
         self.sentinel = None
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         self.master.start()
         self.replica.start()
         wait_until(lambda: redis.Redis(host="127.0.0.1", port=self.replica.port).info("replication")["master_link_status"] == "up",

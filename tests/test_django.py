@@ -244,7 +244,8 @@ def test_streaming_response_holds_the_lock_until_closed(storage):
     assert locks(storage) == []
 
 
-def test_four_processes_through_the_locking_middleware_lose_no_update(storage):
+def count_in_four_processes(each):
+    """One user's session: counted once here, then ``each`` times by each of 4 processes; (its key, the count)."""
     client = Client()
     client.get("/count")
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -252,11 +253,15 @@ def test_four_processes_through_the_locking_middleware_lose_no_update(storage):
     def worker():
         own = Client()
         own.cookies[settings.SESSION_COOKIE_NAME] = cookie
-        for _ in range(50):
+        for _ in range(each):
             assert own.get("/count").status_code == 200
 
     run_in_processes(worker)
-    assert client.get("/peek").content == b"201"
+    return cookie, int(client.get("/peek").content)
+
+
+def test_four_processes_through_the_locking_middleware_lose_no_update(storage):
+    assert count_in_four_processes(50)[1] == 201
 
 
 def test_plain_session_middleware_works_with_the_engine(storage):
@@ -785,18 +790,8 @@ def test_on_a_redis_cluster(redis_cluster):
     prefix = f"django-{uuid.uuid4().hex[:8]}:"
     with override_settings(FASTSESSION_REDIS_URL=f"redis://127.0.0.1:{redis_cluster.port}",
                            FASTSESSION_REDIS_CLUSTER=True, FASTSESSION_REDIS_PREFIX=prefix):
-        client = Client()
-        client.get("/count")
-        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
-
-        def worker():
-            own = Client()
-            own.cookies[settings.SESSION_COOKIE_NAME] = cookie
-            for _ in range(25):
-                assert own.get("/count").status_code == 200
-
-        run_in_processes(worker)
-        assert client.get("/peek").content == b"101"
+        cookie, count = count_in_four_processes(25)
+        assert count == 101
         cluster = redis_cluster.client()
         assert cluster.get(prefix + "{" + cookie + "}") == b'{"n":101}'
         assert cluster.keys(prefix + "*:lock") == []
@@ -834,3 +829,30 @@ def test_migration_through_a_pickle_serializer_is_refused(session_path):
                            SESSION_SERIALIZER=f"{__name__}.PickleSerializer"):
         with pytest.raises(ImproperlyConfigured, match="unpickles"):
             SessionStore("a" * 32).load()
+
+
+# -- FASTSESSION_MAX_SIZE ---------------------------------------------------------------------------
+
+
+def grow(request):
+    request.session["blob"] = "x" * 5000
+    return HttpResponse("ok")
+
+
+urlpatterns.append(path("grow", grow))
+
+
+def test_max_size_refuses_a_save_keeps_the_stored_session_and_leaves_no_lock(storage):
+    from fastsession import SessionTooLarge
+
+    client = Client(raise_request_exception=False)
+    client.get("/count")
+    with override_settings(FASTSESSION_MAX_SIZE=1000):
+        assert client.get("/grow").status_code == 500  # SessionTooLarge from the middleware's save
+        assert client.get("/peek").content == b"1"
+        store = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+        store["blob"] = "x" * 5000
+        with pytest.raises(SessionTooLarge, match="'blob'"):
+            store.save()
+    assert locks(storage) == []
+    assert client.get("/count").content == b"2"

@@ -115,7 +115,7 @@ def test_redis_live_dead_and_other_namespace_holders(redis_url):
         return child
 
     alive, dead = holder(ids[0]), holder(ids[1])
-    elsewhere = holder(ids[2], "unshare", "--pid", "--fork", "--mount-proc")
+    elsewhere = holder(ids[2], "unshare", "--pid", "--fork", "--kill-child", "--mount-proc")
     dead.kill()
     dead.wait()
     try:

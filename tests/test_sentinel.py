@@ -4,23 +4,10 @@ import threading
 import time
 import uuid
 
-import pytest
-
 from fastsession import SessionError
 from fastsession.redis import RedisSessionStore
 
 from conftest import Transaction
-from redis_topologies import SentinelSetup
-
-
-@pytest.fixture(scope="module")
-def sentinel_setup():
-    try:
-        started = SentinelSetup().start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))  # no redis-server, no pass
-    yield started
-    started.stop()
 
 
 def test_a_master_for_client_is_a_client(sentinel_setup):

@@ -16,7 +16,8 @@ lock for the whole request; ``"commit"``: no lock while the view runs, a save
 merges per key with what was stored meanwhile), ``FASTSESSION_ON_CONFLICT``
 (for ``"commit"``: ``"raise"``, ``"ours"``, ``"theirs"`` or a callable), and
 ``FASTSESSION_READ_ONLY`` (a function of the request: true, and the
-middleware takes no lock for it). ``request.session.release()`` saves now and
+middleware takes no lock for it), ``FASTSESSION_MAX_SIZE`` (bytes of the
+encoded session; a save over it raises SessionTooLarge and writes nothing). ``request.session.release()`` saves now and
 releases the lock; the view carries on.
 
 On Redis (many hosts): ``FASTSESSION_REDIS_URL = "redis://..."``, or
@@ -57,7 +58,7 @@ from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
-from ..store import LOCKING, RELEASE, encode, shared_backend
+from ..store import LOCKING, RELEASE, check_max_size, encode, shared_backend
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
@@ -100,6 +101,14 @@ def backend() -> Any:
         prefix = getattr(settings, "FASTSESSION_REDIS_PREFIX", "fastsession:")
         return shared_backend(DjangoRedis, client, timeout, prefix, path_safe)
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
+
+
+def max_size() -> Optional[int]:
+    """FASTSESSION_MAX_SIZE: the bytes an encoded session may take (None: no limit)."""
+    value = getattr(settings, "FASTSESSION_MAX_SIZE", None)
+    if value is not None:
+        check_max_size(value)
+    return value
 
 
 def on_redis(storage: Any) -> bool:
@@ -284,7 +293,7 @@ class SessionStore(SessionBase):
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)
-        body = encode(data)
+        body = encode(data, max_size())  # too large: SessionTooLarge, nothing written or locked
         key = self.session_key
         if self._released is not None and self._released == (key, body):
             return  # saved by release() already
@@ -320,7 +329,7 @@ class SessionStore(SessionBase):
             return body
         on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
         base = {} if self._base is None else orjson.loads(self._base)
-        return encode(merge(base, data, loaded[0], on_conflict))
+        return encode(merge(base, data, loaded[0], on_conflict), max_size())
 
     def release(self) -> None:
         """Save now (if changed) and release the lock: the view carries on without holding the session."""
