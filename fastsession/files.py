@@ -1,9 +1,15 @@
 """The files backend: where a session lives on disk, and its lock.
 
-Layout: ``<directory>/<first two characters of the id>/<id>`` holds a
-session, ``<id>.lock`` beside it is its lock (and its next version, until
-renamed over it), ``<id>.<hex>.tmp`` is an unlocked commit in flight. Every
-method takes a key that ``check_key`` accepted: nothing else reaches a path.
+Layout: a session is kept under its stored name ``<name>``, a hash of its id
+(fastsession.names): ``<directory>/<first two characters of name>/<name>``
+holds it, ``<name>.lock`` beside it is its lock (and its next version,
+until renamed over it), ``<name>.<hex>.tmp`` is an unlocked commit in
+flight. Every method takes a key that ``check_key`` accepted: nothing else
+reaches a path, and no id ever becomes one.
+
+Sessions 0.1 kept under the id itself (``<id[:2]>/<id>``, "legacy") are
+still read; the first request that locks one renames it to its stored
+name, and a delete removes it wherever it is.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from . import _kernels
 from ._holder import holder_record
 from ._lock_py import lock_lost, lock_waits, owns
 from .errors import CorruptSession, SessionError
+from .names import stored_name_bytes
 
 logger = logging.getLogger("fastsession")
 
-# (session file, its lockfile, the lock's descriptor); (path, b"", -1) when not locking
-Handle = Tuple[bytes, bytes, int]
+# (session file, its lockfile, the lock's descriptor, its key); (path, b"", -1, key) when not
+# locking. The key is None for a handle made from a stored name (gc, clearsessions).
+Handle = Tuple[bytes, bytes, int, Optional[str]]
 
 
 def check_folder(path: bytes, what: str = "session directory", private: bool = False) -> None:
@@ -78,8 +86,8 @@ def check_tree(path: bytes) -> None:
     check_folder(path)
     if stat.S_IMODE(os.stat(path).st_mode) & 0o005:
         logger.warning(
-            "fastsession: other users may list the session directory %s, and session ids are "
-            "its file names: chmod 700 it", os.fsdecode(path),
+            "fastsession: other users may list the session directory %s (who has a session, and "
+            "when it was last used): chmod 700 it", os.fsdecode(path),
         )
     with os.scandir(path) as entries:
         for entry in entries:
@@ -122,9 +130,17 @@ class FileBackend:
         self.check_key = check_key or self.kernels.is_valid_id
 
     def path(self, key: str) -> bytes:
-        """The session file of ``key``; ValueError for a key that may not become a path."""
+        """The session file of ``key`` (under its stored name); ValueError for a key that is not an id."""
         if not self.check_key(key):
-            raise ValueError(f"invalid session id {key!r}")
+            raise ValueError("invalid session id")
+        return self.stored_path(stored_name_bytes(key))
+
+    def stored_path(self, name: bytes) -> bytes:
+        """The session file of a stored name (as ``names()`` lists them)."""
+        return self.directory + name[:2] + b"/" + name
+
+    def legacy_path(self, key: str) -> bytes:
+        """Where 0.1 kept the session of ``key``: under the id itself."""
         name = key.encode("ascii")
         return self.directory + name[:2] + b"/" + name
 
@@ -168,16 +184,26 @@ class FileBackend:
         return lock_waits(self.path(key) + b".lock", self.delay, self.timeout, self.stale_after)
 
     def _lock(self, key: str, take: Callable[..., int], *waiting: Any) -> Optional[Handle]:
-        path = self.path(key)
+        return self._lock_path(self.path(key), key, take, *waiting)
+
+    def open_stored(self, name: bytes, timeout: Any = ...) -> Handle:
+        """``open`` by stored name (what gc and clearsessions list): no key, no legacy file."""
+        handle = self._lock_path(self.stored_path(name), None, self.kernels.acquire, self.delay,
+                                 self.timeout if timeout is ... else timeout, self.stale_after)
+        assert handle is not None
+        return handle
+
+    def _lock_path(self, path: bytes, key: Optional[str], take: Callable[..., int], *waiting: Any
+                   ) -> Optional[Handle]:
         if not self.concurrent:
-            return path, b"", -1
+            return path, b"", -1, key
         lock_path = path + b".lock"
         try:
             fd = take(lock_path, holder_record(), *waiting)
         except FileNotFoundError:  # first session in this shard
             self._make_shard(path)
             fd = take(lock_path, holder_record(), *waiting)
-        return (path, lock_path, fd) if fd >= 0 else None
+        return (path, lock_path, fd, key) if fd >= 0 else None
 
     def peek(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
         """Read without a lock: (a handle holding nothing, what ``load`` gives)."""
@@ -192,8 +218,11 @@ class FileBackend:
         commit made meanwhile could be what gets removed.
         """
         max_age = self.max_age
+        want = want_mtime or max_age is not None
         try:
-            loaded = self.kernels.read_session(handle[0], want_mtime or max_age is not None)
+            loaded = self.kernels.read_session(handle[0], want)
+            if loaded is None and handle[3] is not None:  # perhaps where 0.1 kept it
+                loaded = self._load_legacy(handle, want)
         except CorruptSession as exc:
             logger.warning("fastsession: ignoring corrupt session file: %s", exc)
             return None
@@ -203,17 +232,45 @@ class FileBackend:
             return None
         return loaded
 
+    def _load_legacy(self, handle: Handle, want_mtime: bool) -> Optional[Tuple[dict, bytes, float]]:
+        """The session at its 0.1 path: moved to its stored name by a holder of its lock, else only read."""
+        if handle[2] >= 0 or not self.concurrent:
+            return self.kernels.read_session(handle[0], want_mtime) if self._adopt_legacy(handle) else None
+        return self.kernels.read_session(self.legacy_path(handle[3]), want_mtime)  # type: ignore[arg-type]
+
+    def _adopt_legacy(self, handle: Handle) -> bool:
+        """Rename the 0.1 file of the handle's key to its stored name; whether there was one."""
+        legacy = self.legacy_path(handle[3])  # type: ignore[arg-type]
+        try:
+            os.rename(legacy, handle[0])
+        except FileNotFoundError:
+            if not os.path.exists(legacy):
+                return False
+            self._make_shard(handle[0])  # no lock was taken (concurrent=0): the shard may be new
+            os.rename(legacy, handle[0])
+        return True
+
     def unlocked(self, key: str) -> Handle:
         """A handle on the session of ``key`` that holds no lock (for reads: commits are atomic)."""
-        return self.path(key), b"", -1
+        return self.path(key), b"", -1, key
+
+    def unlocked_stored(self, name: bytes) -> Handle:
+        """``unlocked`` by stored name (what ``names()`` lists)."""
+        return self.stored_path(name), b"", -1, None
 
     def exists(self, handle: Handle) -> bool:
-        """Whether the session of ``handle`` is stored."""
-        return os.path.exists(handle[0])
+        """Whether the session of ``handle`` is stored (a holder of its lock moves a 0.1 file on the way)."""
+        if os.path.exists(handle[0]):
+            return True
+        if handle[3] is None:
+            return False
+        if handle[2] >= 0 or not self.concurrent:
+            return self._adopt_legacy(handle)
+        return os.path.exists(self.legacy_path(handle[3]))
 
     def save(self, handle: Handle, body: bytes) -> None:
         """Commit ``body`` as the session's new version and release the lock."""
-        path, lock_path, fd = handle
+        path, lock_path, fd, _ = handle
         if fd >= 0:
             self.kernels.commit_locked(fd, lock_path, path, body, self.fsync)
         else:
@@ -232,7 +289,7 @@ class FileBackend:
 
     def release(self, handle: Handle, mtime: float = 0.0) -> None:
         """Release the lock without writing; refresh the mtime when a quarter of max_age passed."""
-        path, lock_path, fd = handle
+        path, lock_path, fd, _ = handle
         if mtime and self.max_age is not None and time.time() - mtime > self.max_age / 4:
             try:
                 os.utime(path)
@@ -244,24 +301,24 @@ class FileBackend:
     def remove(self, handle: Handle) -> None:
         """Remove the session's data, keeping any lock held."""
         self._check_held(handle)
-        self._unlink(handle[0])
+        self._unlink_all(handle)
 
     def delete(self, handle: Handle) -> None:
         """Remove the session and release its lock."""
-        path, lock_path, fd = handle
+        path, lock_path, fd, _ = handle
         try:
             self._check_held(handle)
         except BaseException:
             self.kernels.unlock(fd, lock_path)  # leaves the new holder's lock alone
             raise
-        self._unlink(path)
+        self._unlink_all(handle)
         if fd >= 0:
             self.kernels.unlock(fd, lock_path)
 
     @staticmethod
     def _check_held(handle: Handle) -> None:
         """SessionError when the handle's lock was broken (this holder outlived stale_after)."""
-        _, lock_path, fd = handle
+        _, lock_path, fd, _ = handle
         if fd >= 0 and not owns(fd, lock_path):
             raise lock_lost(lock_path)
 
@@ -270,8 +327,8 @@ class FileBackend:
         with os.scandir(self.directory) as entries:
             return sorted(os.fsencode(e.path) for e in entries if e.is_dir(follow_symlinks=False))
 
-    def keys(self) -> Iterator[str]:
-        """Every stored session's key, streamed shard by shard (constant memory)."""
+    def names(self) -> Iterator[bytes]:
+        """Every stored session's stored name, streamed shard by shard (constant memory)."""
         try:
             shards = self.shards()
         except FileNotFoundError:
@@ -281,7 +338,13 @@ class FileBackend:
                 for entry in entries:
                     name = os.fsdecode(entry.name)
                     if self.check_key(name):  # not a .lock or .tmp
-                        yield name
+                        yield name.encode("ascii")
+
+    def _unlink_all(self, handle: Handle) -> None:
+        """Remove the session's file, and its 0.1 file if one is left."""
+        self._unlink(handle[0])
+        if handle[3] is not None:
+            self._unlink(self.legacy_path(handle[3]))
 
     @staticmethod
     def _unlink(path: bytes) -> None:

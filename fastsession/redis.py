@@ -1,8 +1,9 @@
 """Redis: the same facade for apps on many hosts (``pip install fastsession[redis]``).
 
 ``RedisSessionStore(trans, client, ...)`` is SessionStore with a Redis
-backend: one orjson value per session (``<prefix>{<id>}``, with a TTL of
-``max_age`` when set), and a lock ``<prefix>{<id>}:lock`` taken with
+backend: one orjson value per session (``<prefix>{<name>}``, ``<name>``
+the id's stored name, a hash of it: fastsession.names; with a TTL of
+``max_age`` when set), and a lock ``<prefix>{<name>}:lock`` taken with
 ``SET NX PX lock_ttl`` and a random token. Commit, release and delete are
 Lua scripts that act only while that token still holds the lock, so a holder
 whose lock expired and was taken by another never overwrites the new
@@ -30,6 +31,7 @@ from . import _kernels
 from ._holder import MAGIC, describe, holder_record, summary
 from .errors import LockTimeout, SessionError
 from .merge import Resolver
+from .names import stored_name
 from .store import BaseStore, StoreCore, run, shared_backend
 
 logger = logging.getLogger("fastsession")
@@ -167,8 +169,9 @@ MIN_WAIT = 0.001  # BLPOP's timeout counts in ms; 0 would mean "forever"
 
 
 def data_key(prefix: str, session_id: str) -> str:
-    """The key of a session's data: the id in braces, a Cluster hash tag shared by all the session's keys."""
-    return prefix + "{" + session_id + "}"
+    """The key of a session's data: its stored name (a hash of the id) in braces, a Cluster hash tag shared
+    by all the session's keys."""
+    return prefix + "{" + stored_name(session_id) + "}"
 
 
 def is_cluster(client: Any) -> bool:
@@ -227,7 +230,7 @@ class RedisCore:
 
     def _keys(self, key: str) -> Tuple[str, str]:
         if not self.check_key(key):
-            raise ValueError(f"invalid session id {key!r}")
+            raise ValueError("invalid session id")
         data = data_key(self.prefix, key)
         return data, data + ":lock"
 

@@ -26,6 +26,7 @@ import orjson
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
+from .names import stored_name
 from .session import Session
 
 logger = logging.getLogger("fastsession")
@@ -225,8 +226,8 @@ class StoreCore:
         if current != stored:
             try:
                 if current is None:
-                    logger.info("fastsession: session %s… was deleted while a request changed it; "
-                                "it stays deleted", session.session_id[:6])
+                    logger.info("fastsession: session %s… (stored name) was deleted while a request changed "
+                                "it; it stays deleted", stored_name(session.session_id)[:8])
                     yield RELEASE, handle
                     return False
                 base = orjson.loads(stored) if stored is not None else {}

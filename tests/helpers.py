@@ -128,8 +128,16 @@ def hold_in_new_pid_namespace(twin, lock_path):
 
 
 def session_path(session_dir, session_id):
-    """Where the files backend keeps a session: its shard, then its id."""
-    return os.path.join(session_dir, session_id[:2], session_id)
+    """Where the files backend keeps a session: its shard, then its stored name (a hash of the id)."""
+    return os.path.join(session_dir, stored_relpath(session_id))
+
+
+def stored_relpath(session_id):
+    """A session's file below the session directory: ``<name[:2]>/<name>``, name the id's stored name."""
+    from fastsession.names import stored_name
+
+    name = stored_name(session_id)
+    return os.path.join(name[:2], name)
 
 
 def age(path, seconds):

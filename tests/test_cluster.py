@@ -13,6 +13,7 @@ from redis.cluster import key_slot
 
 from fastsession import SessionError
 from fastsession.aio import AsyncRedisSessionStore
+from fastsession.names import stored_name
 from fastsession.redis import RedisSessionStore, data_key
 
 from conftest import Transaction
@@ -54,7 +55,7 @@ def test_round_trip_keeps_every_key_of_a_session_in_one_slot(client, prefix):
     session_id = stored(client, prefix, {"user": "ann"}, max_age=100)
     assert load(client, prefix, session_id) == {"user": "ann"}
     key = data_key(prefix, session_id)
-    assert key == f"{prefix}{{{session_id}}}"
+    assert key == f"{prefix}{{{stored_name(session_id)}}}"  # a hash of the id, never the id
     assert client.get(key) == b'{"user":"ann"}' and 99_000 < client.pttl(key) <= 100_000
     slot = key_slot(key.encode())
     assert {key_slot((key + suffix).encode()) for suffix in (":lock", ":waiting", ":wake")} == {slot}
@@ -199,7 +200,7 @@ def test_lock_table_lists_the_held_locks_of_every_master(cluster, client, prefix
                                "--prefix", prefix, "--json"], capture_output=True, text=True, cwd="/")
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)
-        assert sorted(row["session"] for row in rows) == sorted(i[:8] + "…" for i in ids)
+        assert sorted(row["session"] for row in rows) == sorted(stored_name(i)[:8] + "…" for i in ids)
         assert all(row["pid"] == os.getpid() and row["alive"] is True for row in rows)
         assert len({client.get_node_from_key(data_key(prefix, i)).port for i in ids}) == 3  # on every master
     finally:

@@ -13,7 +13,8 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
 
 from conftest import session_files
-from helpers import run_in_processes
+from helpers import run_in_processes, stored_relpath
+from helpers import session_path as file_of
 
 
 def count(request):
@@ -122,7 +123,7 @@ def test_default_storage_is_a_private_per_user_folder_inside_the_temp_directory(
         store["a"] = 1
         store.save()
         expected = os.path.join(tempfile.gettempdir(), f"fastsession-django-{os.geteuid()}")
-        assert os.path.exists(os.path.join(expected, store.session_key[:2], store.session_key))
+        assert os.path.exists(file_of(expected, store.session_key))
         assert stat.S_IMODE(os.stat(expected).st_mode) == 0o700
         store.delete()
 
@@ -180,7 +181,7 @@ def test_new_keys_are_fastsession_ids(session_path):
     store["a"] = 1
     store.save()
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", store.session_key)
-    assert session_files(session_path) == [os.path.join(store.session_key[:2], store.session_key)]
+    assert session_files(session_path) == [stored_relpath(store.session_key)]
 
 
 @pytest.mark.parametrize("key", ["../../../../etc/passwd", "a/b/c/d/e/f", "a\\b\\c\\d\\e", "........", "abcdefgh\n"])
@@ -316,7 +317,7 @@ def test_set_expiry_zero_keeps_the_session_on_the_next_requests(session_path):
     store["_auth_user_id"] = "1"
     store.set_expiry(0)  # a login without "remember me"
     store.save()
-    path = os.path.join(session_path, store.session_key[:2], store.session_key)
+    path = file_of(session_path, store.session_key)
     then = time.time() - 600
     os.utime(path, (then, then))  # ten minutes later: still well within SESSION_COOKIE_AGE
     assert SessionStore(store.session_key).get("_auth_user_id") == "1"
@@ -327,7 +328,7 @@ def test_an_int_expiry_counts_from_the_last_save(session_path):
     store["a"] = 1
     store.set_expiry(60)
     store.save()
-    path = os.path.join(session_path, store.session_key[:2], store.session_key)
+    path = file_of(session_path, store.session_key)
     then = time.time() - 120
     os.utime(path, (then, then))
     assert SessionStore(store.session_key).get("a") is None  # as Django's db and cache backends say
@@ -567,7 +568,7 @@ def test_save_outside_the_middleware_releases_on_create_and_update_errors(sessio
     store.save()
     key = store.session_key
     if not must_create:
-        os.unlink(os.path.join(session_path, key[:2], key))  # logged out elsewhere meanwhile
+        os.unlink(file_of(session_path, key))  # logged out elsewhere meanwhile
     again = SessionStore(key)
     again._session_cache = {"a": 2}
     with pytest.raises(CreateError if must_create else UpdateError):
@@ -618,7 +619,7 @@ def test_loading_an_expired_session_waits_for_its_holder_then_deletes_it(session
     holder.lock()
     threading.Timer(0.3, holder.unlock).start()
     assert SessionStore(key).load() == {}
-    assert not os.path.exists(os.path.join(session_path, key[:2], key))  # deleted once the holder left
+    assert not os.path.exists(file_of(session_path, key))  # deleted once the holder left
     assert locks(session_path) == []
 
 
@@ -635,7 +636,7 @@ def test_loading_an_expired_session_under_the_middlewares_lock_keeps_that_lock(s
 def test_clearsessions_skips_a_busy_session_at_once_and_survives_a_corrupt_one(session_path):
     key = expired_session(session_path)
     other = expired_session(session_path)
-    with open(os.path.join(session_path, other[:2], other), "wb") as f:
+    with open(file_of(session_path, other), "wb") as f:
         f.write(b"not a session")
     holder = SessionStore(key)
     holder.lock()
@@ -748,7 +749,9 @@ def test_a_read_only_request_takes_no_lock(storage):
 
 
 def ttl_of(storage, key):
-    return storage.client.pttl(storage.prefix + "{" + key + "}")
+    from fastsession.redis import data_key
+
+    return storage.client.pttl(data_key(storage.prefix, key))
 
 
 @pytest.mark.parametrize("storage", ["redis"], indirect=True)
@@ -772,13 +775,15 @@ def test_on_redis_each_save_sets_the_ttl_to_the_expiry_age_and_clearsessions_has
 
 @pytest.mark.parametrize("storage", ["redis"], indirect=True)
 def test_on_redis_through_a_django_cache_alias_client(storage, redis_url):
+    from fastsession.redis import data_key
+
     caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
               "sessions": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
     with override_settings(CACHES=caches, FASTSESSION_REDIS_URL=None, FASTSESSION_REDIS_CACHE="sessions"):
         client = Client()
         assert [client.get("/count").content for _ in range(3)] == [b"1", b"2", b"3"]
         key = client.cookies[settings.SESSION_COOKIE_NAME].value
-        assert storage.client.get(storage.prefix + "{" + key + "}") == b'{"n":3}'
+        assert storage.client.get(data_key(storage.prefix, key)) == b'{"n":3}'
     with override_settings(CACHES=caches, FASTSESSION_REDIS_URL=None, FASTSESSION_REDIS_CACHE="default"):
         with pytest.raises(ValueError, match="not a django.core.cache.backends.redis.RedisCache"):
             SessionStore()
@@ -787,13 +792,15 @@ def test_on_redis_through_a_django_cache_alias_client(storage, redis_url):
 def test_on_a_redis_cluster(redis_cluster):
     import uuid
 
+    from fastsession.redis import data_key
+
     prefix = f"django-{uuid.uuid4().hex[:8]}:"
     with override_settings(FASTSESSION_REDIS_URL=f"redis://127.0.0.1:{redis_cluster.port}",
                            FASTSESSION_REDIS_CLUSTER=True, FASTSESSION_REDIS_PREFIX=prefix):
         cookie, count = count_in_four_processes(25)
         assert count == 101
         cluster = redis_cluster.client()
-        assert cluster.get(prefix + "{" + cookie + "}") == b'{"n":101}'
+        assert cluster.get(data_key(prefix, cookie)) == b'{"n":101}'
         assert cluster.keys(prefix + "*:lock") == []
 
 

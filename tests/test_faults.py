@@ -15,6 +15,8 @@ import pytest
 from fastsession import SessionStore, _syscalls
 from fastsession.bench.contenders import twin_store
 
+from fastsession.names import stored_name
+
 from conftest import Transaction, session_files, store_session
 from helpers import fork_child, wait_for_byte, wait_ok
 
@@ -193,7 +195,9 @@ def test_read_only_filesystem_raises_at_once_and_keeps_the_session(small_fs):
     subprocess.run(["mount", "-o", "remount,ro", small_fs], check=True)
     with pytest.raises(OSError) as info:
         SessionStore(Transaction({"SID": session_id}), session_dir, timeout=None).get_session(0)
-    assert info.value.errno == errno.EROFS and session_id in os.fsdecode(info.value.filename)
+    named = os.fsdecode(info.value.filename)
+    assert info.value.errno == errno.EROFS and stored_name(session_id) in named  # the stored name, never the id
+    assert session_id not in named and session_id not in str(info.value)
     subprocess.run(["mount", "-o", "remount,rw", small_fs], check=True)
     with SessionStore(Transaction({"SID": session_id}), session_dir, timeout=1) as store:
         assert store.get_session(0) == {"n": 1}

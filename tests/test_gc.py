@@ -15,6 +15,7 @@ from conftest import Transaction, session_files, store_session
 from helpers import age, fork_child, hold_in_new_pid_namespace, hold_until_killed, kill_and_reap
 from helpers import plant_lock as plant
 from helpers import session_path as path_of
+from helpers import stored_relpath
 
 
 def load(session_dir, session_id):
@@ -40,7 +41,7 @@ def test_removes_expired_sessions_and_keeps_fresh_ones(session_dir, three):
     counts = collect(session_dir, 3600)
     assert (counts.scanned, counts.removed, counts.kept, counts.bytes_freed) == (3, 2, 1, size)
     assert counts["removed"] == 2
-    assert session_files(session_dir) == [os.path.join(fresh[:2], fresh)]
+    assert session_files(session_dir) == [stored_relpath(fresh)]
     assert counts.errors == []
 
 

@@ -12,6 +12,7 @@ import redis
 
 from fastsession import SessionStore
 from fastsession._holder import HOST
+from fastsession.names import stored_name
 from fastsession.redis import RedisSessionStore
 
 from conftest import Transaction
@@ -46,7 +47,7 @@ def test_files_a_live_holder_then_the_same_holder_dead(session_dir):
     pid = hold_files(session_dir, session_id)
     try:
         (row,) = locks(session_dir)
-        assert row["session"] == session_id[:8] + "…" and session_id not in json.dumps(row)
+        assert row["session"] == stored_name(session_id)[:8] + "…" and session_id not in json.dumps(row)
         assert (row["host"], row["pid"], row["pidns"], row["alive"], row["breakable"]) == (
             socket.gethostname(), pid, OUR_PIDNS, True, False)
         assert 0 <= row["age"] < 30
@@ -76,7 +77,7 @@ def test_text_table_and_errors(session_dir):
         done = subprocess.run(["fastsession", "locks", session_dir], capture_output=True, text=True, cwd="/")
         header, line, footer = done.stdout.splitlines()
         assert header.split() == ["session", "host", "pidns", "pid", "age", "alive", "breakable"]
-        assert line.split()[0] == session_id[:8] + "…" and str(pid) in line.split() and footer == "1 lock held"
+        assert line.split()[0] == stored_name(session_id)[:8] + "…" and session_id not in done.stdout and str(pid) in line.split() and footer == "1 lock held"
     finally:
         kill_and_reap(pid)
     missing = subprocess.run(["fastsession", "locks", session_dir + "/nope"], capture_output=True, text=True)
@@ -120,8 +121,8 @@ def test_redis_live_dead_and_other_namespace_holders(redis_url):
     dead.wait()
     try:
         rows = {row["session"]: row for row in locks("--redis", redis_url, "--prefix", prefix, "--lock-ttl", "60")}
-        assert set(rows) == {i[:8] + "…" for i in ids}
-        live_row, dead_row, other_row = (rows[i[:8] + "…"] for i in ids)
+        assert set(rows) == {stored_name(i)[:8] + "…" for i in ids}
+        live_row, dead_row, other_row = (rows[stored_name(i)[:8] + "…"] for i in ids)
         assert (live_row["pid"], live_row["alive"], live_row["host"], live_row["pidns"]) == (
             alive.pid, True, socket.gethostname(), OUR_PIDNS)
         assert (dead_row["pid"], dead_row["alive"]) == (dead.pid, False)  # held until its TTL all the same

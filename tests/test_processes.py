@@ -11,7 +11,7 @@ import pytest
 from fastsession import SessionStore
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, hold_until_killed, kill_and_reap, run_in_processes, wait_for_byte, wait_ok
+from helpers import fork_child, hold_until_killed, kill_and_reap, run_in_processes, stored_relpath, wait_for_byte, wait_ok
 
 
 def increment(session_dir, session_id, times, **options):
@@ -33,7 +33,7 @@ def test_four_processes_incrementing_one_session_lose_no_update(session_dir, wor
     session_id, _ = store_session(session_dir, {"n": 0, "log": []})
     run_in_processes(lambda: increment(session_dir, session_id, times, delay=0.01), workers)
     assert read_n(session_dir, session_id) == workers * times
-    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
+    assert session_files(session_dir) == [stored_relpath(session_id)]
 
 
 def test_killed_holder_blocks_others_well_under_a_second(session_dir):
@@ -47,7 +47,7 @@ def test_killed_holder_blocks_others_well_under_a_second(session_dir):
     started = time.monotonic()
     assert read_n(session_dir, session_id) == 7
     assert time.monotonic() - started < 0.5
-    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
+    assert session_files(session_dir) == [stored_relpath(session_id)]
 
 
 def _count_forever(session_dir, session_id, confirmations, options):
@@ -107,7 +107,7 @@ def test_sigterm_while_waiting_for_a_lock_does_not_leave_a_lock(session_dir):
     os.waitpid(wpid, 0)
     wait_ok(hpid)
     assert read_n(session_dir, session_id) == 0
-    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
+    assert session_files(session_dir) == [stored_relpath(session_id)]
 
 
 def test_threads_of_one_process_lose_no_update(session_dir):

@@ -11,13 +11,9 @@ import fastsession
 from fastsession import LockTimeout, SerializationError, Session, SessionError, SessionStore
 
 from conftest import Transaction, session_files, store_session
-from helpers import fork_child, raises_at_once_as_nobody, wait_for_byte, wait_ok
+from helpers import fork_child, raises_at_once_as_nobody, session_path, stored_relpath, wait_for_byte, wait_ok
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-def session_path(session_dir, session_id):
-    return os.path.join(session_dir, session_id[:2], session_id)
 
 
 def load(session_dir, session_id):
@@ -350,7 +346,7 @@ def test_regenerate_id_of_an_unchanged_session_still_stores_it(session_dir):
     with SessionStore(Transaction({"SID": old_id}), session_dir) as store:
         new_id = store.regenerate_id()
     assert load(session_dir, new_id) == {"cart": [1]}
-    assert session_files(session_dir) == [os.path.join(new_id[:2], new_id)]
+    assert session_files(session_dir) == [stored_relpath(new_id)]
 
 
 def test_regenerate_id_rolled_back_keeps_the_old_session(session_dir):
@@ -360,7 +356,7 @@ def test_regenerate_id_rolled_back_keeps_the_old_session(session_dir):
             store.regenerate_id()
             raise RuntimeError("login failed")
     assert load(session_dir, old_id) == {"cart": [1]}
-    assert session_files(session_dir) == [os.path.join(old_id[:2], old_id)]
+    assert session_files(session_dir) == [stored_relpath(old_id)]
 
 
 # -- context manager ------------------------------------------------------------
@@ -486,7 +482,7 @@ def test_files_are_private_and_sharded(session_dir):
     path = session_path(session_dir, session_id)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
-    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]
+    assert session_files(session_dir) == [stored_relpath(session_id)]
 
 
 def test_symlink_planted_as_a_session_is_never_followed(session_dir, tmp_path, caplog):
@@ -510,9 +506,9 @@ def test_concurrent_zero_takes_no_lock_and_commits_atomically(session_dir):
     session_id, _ = store_session(session_dir, {"n": 1}, concurrent=0)
     with SessionStore(Transaction({"SID": session_id}), session_dir, concurrent=0) as store:
         store.get_session(0)["n"] = 2
-        assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]  # no lockfile
+        assert session_files(session_dir) == [stored_relpath(session_id)]  # no lockfile
     assert load(session_dir, session_id) == {"n": 2}
-    assert session_files(session_dir) == [os.path.join(session_id[:2], session_id)]  # no temp file left
+    assert session_files(session_dir) == [stored_relpath(session_id)]  # no temp file left
 
 
 def test_fsync_store_round_trips(session_dir):
@@ -553,13 +549,13 @@ def test_store_holds_one_session_at_a_time(session_dir, make_store):
         store._get_session(b, 0)
 
 
-def test_backend_keys_lists_stored_sessions_only(session_dir):
+def test_backend_names_lists_the_stored_names_of_stored_sessions_only(session_dir):
     a, _ = store_session(session_dir, {"a": 1})
     b, _ = store_session(session_dir, {"b": 1})
     store = SessionStore(Transaction({"SID": a}), session_dir)
     store.get_session(0)  # a lockfile now sits beside a
     open(session_path(session_dir, b) + ".0123456789abcdef.tmp", "wb").close()
-    assert sorted(store.backend.keys()) == sorted([a, b])
+    assert sorted(store.backend.names()) == sorted(os.path.basename(stored_relpath(i)).encode() for i in (a, b))
     store.close()
 
 

@@ -7,6 +7,7 @@ from fastsession import SessionStore
 from fastsession.wsgi import SessionMiddleware, WSGITransaction, add_vary_cookie, parse_cookie_header
 
 from conftest import session_files
+from helpers import session_path
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -194,7 +195,7 @@ def second_visit_sent_not_closed(session_dir, counter):
     setup_testing_defaults(environ)
     result = counter(environ, lambda status, headers, exc_info=None: None)
     assert b"".join(result) == b"2"
-    return sid, result, os.path.join(session_dir, sid[:2], sid + ".lock")
+    return sid, result, session_path(session_dir, sid) + ".lock"
 
 
 def test_session_is_committed_only_when_the_response_is_closed(session_dir, counter):

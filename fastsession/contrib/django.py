@@ -241,15 +241,18 @@ class SessionStore(SessionBase):
         previous.delete(key)
         return data
 
-    def _delete_if_expired(self, key: str, wait: bool = True) -> None:
-        """Delete the session of ``key`` if, read again under its lock, it is still expired.
+    def _delete_if_expired(self, key: Optional[str], wait: bool = True, name: Optional[bytes] = None) -> None:
+        """Delete the session of ``key`` (or of stored ``name``) if, read again under its lock, it is still expired.
 
         An unlocked read decided it looked expired; a request may have saved it
         since. ``wait=False`` (clearsessions) passes over a session in use: in
         use is not expired.
         """
         try:
-            handle = self._handle(key, None if wait else 0)
+            if name is not None:
+                handle = self._backend.open_stored(name, None if wait else 0)
+            else:
+                handle = self._handle(key, None if wait else 0)
         except LockTimeout:
             return
         held = self._is_held(handle)
@@ -359,10 +362,10 @@ class SessionStore(SessionBase):
         files = store._backend
         if on_redis(files):
             return  # every session has its TTL: Redis removes the expired ones
-        for key in files.keys():
-            loaded = files.load(files.unlocked(key), want_mtime=True)
+        for name in files.names():  # stored names: the keys themselves are never on disk
+            loaded = files.load(files.unlocked_stored(name), want_mtime=True)
             if loaded is not None and store._is_expired(loaded[0], loaded[2]):
-                store._delete_if_expired(key, wait=False)
+                store._delete_if_expired(None, wait=False, name=name)
 
     # -- holding the lock for a whole request ---------------------------------
 
