@@ -483,9 +483,10 @@ class OnRedis(StoreCore):
         locking: str = "request",
         on_conflict: Resolver = "raise",
         max_size: Optional[int] = None,
+        max_lifetime: Optional[float] = None,
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict, max_size)
+        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict, max_size, max_lifetime)
         self.client = client
         self.concurrent = concurrent
         self.delay = delay

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Dict, Generator, List, NoReturn, Optional, Tuple
 
 import orjson
@@ -32,13 +33,20 @@ from .session import Session
 logger = logging.getLogger("fastsession")
 
 
-def encode(session: Session, max_size: Optional[int] = None) -> bytes:
-    """The session's orjson bytes; SerializationError naming the key that cannot be stored.
+# The stored document's reserved top-level key: what the store keeps beside
+# the data (``c``: when the session was created, for max_lifetime). Only
+# there when something needs it; never in the dict an app sees.
+META = "\x00fastsession"
+
+
+def encode(session: Session, max_size: Optional[int] = None, meta: Optional[dict] = None) -> bytes:
+    """The session's orjson bytes (with ``meta`` under META, last); SerializationError naming the key that
+    cannot be stored.
 
     Longer than ``max_size``: SessionTooLarge naming the largest keys.
     """
     try:
-        body = orjson.dumps(session)
+        body = orjson.dumps(session if meta is None else {**session, META: meta})
     except orjson.JSONEncodeError as exc:
         _name_unencodable(session, exc)
     if max_size is not None and len(body) > max_size:
@@ -114,11 +122,12 @@ class StoreCore:
     __slots__ = (
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
         "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
-        "locking", "on_conflict", "_optimistic", "_cookie_after", "max_size",
+        "locking", "on_conflict", "_optimistic", "_cookie_after", "max_size", "max_lifetime", "_meta",
     )
 
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID",
-                 locking: str = "request", on_conflict: Resolver = "raise", max_size: Optional[int] = None) -> None:
+                 locking: str = "request", on_conflict: Resolver = "raise", max_size: Optional[int] = None,
+                 max_lifetime: Optional[float] = None) -> None:
         if locking != "request" or on_conflict != "raise":  # (the defaults cost no check per request)
             if locking not in LOCKING:
                 raise ValueError(f"locking must be one of {LOCKING}, not {locking!r}")
@@ -126,6 +135,10 @@ class StoreCore:
         if max_size is not None:
             check_max_size(max_size)
         self.max_size = max_size  # bytes of the encoded session a commit may write
+        if max_lifetime is not None and not max_lifetime > 0:
+            raise ValueError(f"max_lifetime must be a positive number of seconds, not {max_lifetime!r}")
+        self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
+        self._meta: Optional[dict] = None  # the session in hand's META (None: none stored, none needed)
         self.locking = locking
         self.on_conflict = on_conflict
         self._optimistic = locking == "commit"  # this request reads without a lock
@@ -157,14 +170,18 @@ class StoreCore:
         session = self._session
         if session is not None:
             if self._optimistic:  # nothing held: locked at close, like an id from the cookie
-                self._doomed_ids = (self._doomed_ids or []) + [session.session_id]
+                self._doom(session.session_id)
             else:
                 self._doomed = (self._doomed or []) + [self._handle]
             self._drop_current()
             return
         cookie_id = self._cookie_id()
         if cookie_id is not None:
-            self._doomed_ids = (self._doomed_ids or []) + [cookie_id]
+            self._doom(cookie_id)
+
+    def _doom(self, session_id: str) -> None:
+        """Expire the session of ``session_id`` at close (locked then)."""
+        self._doomed_ids = (self._doomed_ids or []) + [session_id]
 
     def _do_close(self) -> Steps:
         if self._closed:
@@ -211,11 +228,11 @@ class StoreCore:
         merge of both is (or SessionConflict, nothing written). A session
         deleted meanwhile (a logout elsewhere, expiry) is not brought back.
         """
-        session, handle, stored, stamp = self._session, self._handle, self._stored, self._stamp
+        session, handle, stored, stamp, meta = self._session, self._handle, self._stored, self._stamp, self._meta
         if session is None:
             return False
         self._drop_current()
-        body = encode(session, self.max_size)  # too large: nothing locked, nothing written
+        body = encode(session, self.max_size, meta)  # too large: nothing locked, nothing written
         if stored is None and not session:  # new and empty: bots must not fill the disk
             return False
         if body == stored:
@@ -231,7 +248,10 @@ class StoreCore:
                     yield RELEASE, handle
                     return False
                 base = orjson.loads(stored) if stored is not None else {}
-                body = encode(merge(base, session, loaded[0], self.on_conflict), self.max_size)
+                theirs = loaded[0]
+                base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
+                merged = merge(base, session, theirs, self.on_conflict)
+                body = encode(merged, self.max_size, meta if meta != base_meta else their_meta)
             except BaseException:
                 yield RELEASE, handle
                 raise
@@ -272,10 +292,23 @@ class StoreCore:
             handle, loaded = yield (PEEK if optimistic else OPEN_LOAD), session_id
             if loaded is not None:
                 data, stored, stamp = loaded
-                return self._hold(self.session_class(session_id, data), handle, stored, stamp)
+                meta = data.pop(META) if META in data else None
+                if self.max_lifetime is None:
+                    return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
+                meta = dict(meta or (), c=meta["c"] if meta and "c" in meta else time.time())
+                if time.time() - meta["c"] <= self.max_lifetime:
+                    return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
+                # Past its absolute lifetime: gone for good, however recently used.
+                if optimistic:
+                    self._doom(session_id)
+                else:
+                    yield DELETE, handle
+                    handle = None
             if create and not fresh:
-                return self._hold(self.session_class(session_id, {}), handle, None, 0.0)
-            if not optimistic:
+                if handle is None:  # deleted just now (past max_lifetime): locked again, empty
+                    handle = yield OPEN, session_id
+                return self._hold(self.session_class(session_id, {}), handle, None, 0.0, self._new_meta())
+            if not optimistic and handle is not None:
                 yield RELEASE, handle
         if not create:
             return None
@@ -283,7 +316,7 @@ class StoreCore:
         # A fresh 256-bit id names no stored session: lock it (optimistic: at
         # commit), skip the read.
         handle = None if optimistic else (yield OPEN, new_id)
-        session = self._hold(self.session_class(new_id), handle, None, 0.0)
+        session = self._hold(self.session_class(new_id), handle, None, 0.0, self._new_meta())
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return session
 
@@ -307,7 +340,7 @@ class StoreCore:
             else:  # never stored: nothing to delete
                 yield RELEASE, self._handle
         session.session_id = new_id
-        self._hold(session, new_handle, None, 0.0)
+        self._hold(session, new_handle, None, 0.0, self._meta)  # created stays: max_lifetime counts from login
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return new_id
 
@@ -371,9 +404,14 @@ class StoreCore:
         value = getattr(cookie, "value", None)
         return value if self.backend.kernels.is_valid_id(value) else None
 
-    def _hold(self, session: Session, handle: Any, stored: Optional[bytes], stamp: float) -> Session:
-        self._session, self._handle, self._stored, self._stamp = session, handle, stored, stamp
+    def _hold(self, session: Session, handle: Any, stored: Optional[bytes], stamp: float,
+              meta: Optional[dict] = None) -> Session:
+        self._session, self._handle, self._stored, self._stamp, self._meta = session, handle, stored, stamp, meta
         return session
+
+    def _new_meta(self) -> Optional[dict]:
+        """A new session's META: its creation time when max_lifetime needs it."""
+        return None if self.max_lifetime is None else {"c": time.time()}
 
     def _drop_current(self) -> None:
         self._session = self._handle = self._stored = None
@@ -384,12 +422,12 @@ class StoreCore:
         The write if it changed, else the release; for a value that cannot be
         encoded, the release and the SerializationError.
         """
-        session, handle, stored, stamp = self._session, self._handle, self._stored, self._stamp
+        session, handle, stored, stamp, meta = self._session, self._handle, self._stored, self._stamp, self._meta
         if session is None:
             return None, False, None
         self._drop_current()
         try:
-            body = encode(session, self.max_size)
+            body = encode(session, self.max_size, meta)
         except (SerializationError, SessionTooLarge) as exc:
             return (RELEASE, handle), False, exc
         if stored is None and not session:  # new and empty: bots must not fill the disk
@@ -507,12 +545,13 @@ class OnFiles(StoreCore):
         locking: str = "request",
         on_conflict: Resolver = "raise",
         max_size: Optional[int] = None,
+        max_lifetime: Optional[float] = None,
     ) -> None:
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
         StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name, locking, on_conflict,
-                           max_size)
+                           max_size, max_lifetime)
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay

@@ -863,3 +863,31 @@ def test_max_size_refuses_a_save_keeps_the_stored_session_and_leaves_no_lock(sto
             store.save()
     assert locks(storage) == []
     assert client.get("/count").content == b"2"
+
+
+# -- FASTSESSION_MAX_LIFETIME ---------------------------------------------------------------------
+
+
+def login(request):
+    request.session.cycle_key()  # what django.contrib.auth.login does
+    request.session["user"] = "ann"
+    return HttpResponse("ok")
+
+
+urlpatterns.append(path("login", login))
+
+
+def test_max_lifetime_ends_a_session_in_use_and_counts_across_cycle_key(storage):
+    with override_settings(FASTSESSION_MAX_LIFETIME=0.8):
+        client = Client()
+        client.get("/count")
+        first = client.cookies[settings.SESSION_COOKIE_NAME].value
+        time.sleep(0.4)
+        client.get("/login")  # a new key, the same creation time
+        second = client.cookies[settings.SESSION_COOKIE_NAME].value
+        assert second != first and client.get("/count").content == b"2"
+        time.sleep(0.5)  # 0.9 s since creation, 0.5 s since the login
+        assert client.get("/count").content == b"1"  # a new session: the old one ended at its lifetime
+        assert not SessionStore().exists(second)
+        assert list(SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value).keys()) == ["n"]  # no META
+    assert locks(storage) == []

@@ -17,7 +17,10 @@ merges per key with what was stored meanwhile), ``FASTSESSION_ON_CONFLICT``
 (for ``"commit"``: ``"raise"``, ``"ours"``, ``"theirs"`` or a callable), and
 ``FASTSESSION_READ_ONLY`` (a function of the request: true, and the
 middleware takes no lock for it), ``FASTSESSION_MAX_SIZE`` (bytes of the
-encoded session; a save over it raises SessionTooLarge and writes nothing). ``request.session.release()`` saves now and
+encoded session; a save over it raises SessionTooLarge and writes nothing),
+``FASTSESSION_MAX_LIFETIME`` (seconds from a session's creation after which it
+is gone however recently used; kept across ``cycle_key``, so it counts from
+the first request, not from login: Django cycles the key at login). ``request.session.release()`` saves now and
 releases the lock; the view carries on.
 
 On Redis (many hosts): ``FASTSESSION_REDIS_URL = "redis://..."``, or
@@ -40,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import time
 import re
 import tempfile
 import weakref
@@ -58,7 +62,7 @@ from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
-from ..store import LOCKING, RELEASE, check_max_size, encode, shared_backend
+from ..store import LOCKING, META, RELEASE, check_max_size, encode, shared_backend
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
@@ -101,6 +105,14 @@ def backend() -> Any:
         prefix = getattr(settings, "FASTSESSION_REDIS_PREFIX", "fastsession:")
         return shared_backend(DjangoRedis, client, timeout, prefix, path_safe)
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
+
+
+def max_lifetime() -> Optional[float]:
+    """FASTSESSION_MAX_LIFETIME: seconds from a session's creation (its login) after which it is gone."""
+    value = getattr(settings, "FASTSESSION_MAX_LIFETIME", None)
+    if value is not None and not value > 0:
+        raise ValueError(f"FASTSESSION_MAX_LIFETIME must be a positive number of seconds, not {value!r}")
+    return value
 
 
 def max_size() -> Optional[int]:
@@ -155,6 +167,7 @@ class SessionStore(SessionBase):
         self._base: Optional[bytes] = None  # the bytes load() read: what a "commit" save merges against
         self._released: Optional[tuple] = None  # (key, bytes) that release() saved
         self._migrating: Any = None  # the old engine's store whose record goes once this one is saved
+        self._meta: Optional[dict] = None  # the stored META (store.META): the session's creation time
 
     # -- keys -----------------------------------------------------------------
 
@@ -200,6 +213,7 @@ class SessionStore(SessionBase):
             self._delete_if_expired(key)
             self._session_key = None
             return {}
+        self._meta = data.pop(META) if META in data else None
         return data
 
     def _migrated(self, key: Optional[str]) -> Optional[dict]:
@@ -277,7 +291,20 @@ class SessionStore(SessionBase):
         return expiry or modified + datetime.timedelta(seconds=self.get_session_cookie_age())
 
     def _is_expired(self, data: dict, mtime: float) -> bool:
+        """Past its expiry, or (FASTSESSION_MAX_LIFETIME) older than its absolute lifetime."""
+        lifetime = max_lifetime()
+        meta = data.get(META)
+        if lifetime is not None and meta and time.time() - meta.get("c", time.time()) > lifetime:
+            return True
         return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0
+
+    def _encoded(self, data: dict) -> bytes:
+        """``data``'s bytes with the session's META (its creation time, once max_lifetime needs it)."""
+        if self._meta is None and max_lifetime() is not None:
+            self._meta = {"c": time.time()}  # a new session, or the first save since the setting was made
+        elif self._meta is not None and "c" not in self._meta and max_lifetime() is not None:
+            self._meta = dict(self._meta, c=time.time())
+        return encode(data, max_size(), self._meta)
 
     def create(self) -> None:
         while True:
@@ -296,7 +323,7 @@ class SessionStore(SessionBase):
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)
-        body = encode(data, max_size())  # too large: SessionTooLarge, nothing written or locked
+        body = self._encoded(data)  # too large: SessionTooLarge, nothing written or locked
         key = self.session_key
         if self._released is not None and self._released == (key, body):
             return  # saved by release() already
@@ -332,13 +359,17 @@ class SessionStore(SessionBase):
             return body
         on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
         base = {} if self._base is None else orjson.loads(self._base)
-        return encode(merge(base, data, loaded[0], on_conflict), max_size())
+        theirs = loaded[0]
+        base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
+        if self._meta == base_meta:
+            self._meta = their_meta
+        return self._encoded(merge(base, data, theirs, on_conflict))
 
     def release(self) -> None:
         """Save now (if changed) and release the lock: the view carries on without holding the session."""
         if self.modified and not self.is_empty():
             self.save()
-            self._released = (self.session_key, encode(self._get_session()))
+            self._released = (self.session_key, self._encoded(self._get_session()))
         held, self._held = self._held, None
         if held is not None:
             self._backend.release(held[1])
@@ -348,6 +379,7 @@ class SessionStore(SessionBase):
             if self.session_key is None:
                 return
             session_key = self.session_key
+            self._meta = None  # flush(): the next key is a new session, with a new creation time
         if not path_safe(session_key):
             return
         handle = self._handle(session_key)
