@@ -28,12 +28,14 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any, Awaitable, Callable, Deque, Dict, Optional
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional
 
 from . import _wake
 from .files import FileBackend
 from .session import Session
-from .store import DELETE, OPEN, OPEN_LOAD, RELEASE, SAVE, OnFiles, StoreCore, Steps, run, shared_backend
+from .store import (DELETE, OPEN, OPEN_LOAD, OPEN_STORED, RELEASE, SAVE, OnFiles, StoreCore, Steps, run,
+                    shared_backend)
+from .users import UserSession
 
 logger = logging.getLogger("fastsession")
 
@@ -127,6 +129,8 @@ class AsyncFiles:
     def now_inline(self, step: tuple) -> Any:
         """``now``, offloaded or not (cleanup begun inline stays inline: nothing can cancel it midway)."""
         name = step[0]
+        if name == OPEN_STORED:
+            return PENDING  # a revocation may wait for a request's lock: in a thread (see call)
         started = time.perf_counter()
         try:
             if name == OPEN or name == OPEN_LOAD:
@@ -143,6 +147,8 @@ class AsyncFiles:
     async def call(self, step: tuple) -> Any:
         """A call ``now`` could not make: a lock to wait for, or a call for a worker thread."""
         name = step[0]
+        if name == OPEN_STORED:  # rare (revoke): waits in a thread; cancelled, the lock it gets is let go
+            return await self._in_thread(self.files.open_stored, *step[1:], undo=self.files.release)
         if name == OPEN or name == OPEN_LOAD:
             handle = await self.open(step[1], tried=not self.offloaded())
             if name == OPEN:
@@ -294,6 +300,18 @@ class AsyncBaseStore(StoreCore):
     async def regenerate_id(self) -> str:
         """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
         return await arun(self.backend, self._do_regenerate_id())
+
+    async def bind_user(self, user_id: Optional[str], **metadata: Any) -> None:
+        await arun(self.backend, self._do_bind_user(user_id, metadata))
+
+    async def sessions_of(self, user_id: str) -> List[UserSession]:
+        return await arun(self.backend, self._do_sessions_of(user_id))
+
+    async def revoke(self, entry: UserSession) -> bool:
+        return await arun(self.backend, self._do_revoke(entry))
+
+    async def revoke_all(self, user_id: str, keep: Any = None) -> int:
+        return await arun(self.backend, self._do_revoke_all(user_id, keep))
 
     async def response_cookie(self) -> Optional[str]:
         """What the session cookie must become as response headers go out (see BaseStore.response_cookie)."""

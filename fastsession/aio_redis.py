@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, is_cluster
-from .store import DELETE, OPEN, OPEN_LOAD, PEEK, RELEASE, SAVE, Steps
+from .store import (DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE,
+                    SAVE, Steps)
 
 
 class AsyncScripts:
@@ -42,7 +43,8 @@ class AsyncRedisBackend(RedisCore):
         self.legacy = not is_cluster(client)
         self.caller = AsyncScripts(client)
         self.routines = {OPEN: self._open, OPEN_LOAD: self._open_load, SAVE: self._save, RELEASE: self._release,
-                         DELETE: self._delete, PEEK: self._peek}
+                         DELETE: self._delete, PEEK: self._peek, OPEN_STORED: self._open_stored,
+                         INDEX_ADD: self._index_add, INDEX_REMOVE: self._index_remove, INDEX_LIST: self._index_list}
         self.sweeper: Optional["asyncio.Task[None]"] = None
 
     async def _run(self, steps: RedisSteps) -> Any:

@@ -186,9 +186,12 @@ class FileBackend:
     def _lock(self, key: str, take: Callable[..., int], *waiting: Any) -> Optional[Handle]:
         return self._lock_path(self.path(key), key, take, *waiting)
 
-    def open_stored(self, name: bytes, timeout: Any = ...) -> Handle:
-        """``open`` by stored name (what gc and clearsessions list): no key, no legacy file."""
-        handle = self._lock_path(self.stored_path(name), None, self.kernels.acquire, self.delay,
+    def open_stored(self, name: "bytes | str", timeout: Any = ...) -> Handle:
+        """``open`` by stored name (what ``names()`` and the user index list): no key, no legacy file."""
+        text = name if isinstance(name, str) else os.fsdecode(name)
+        if not self.kernels.is_valid_id(text):  # a stored name has the shape of an id
+            raise ValueError("invalid stored name")
+        handle = self._lock_path(self.stored_path(text.encode("ascii")), None, self.kernels.acquire, self.delay,
                                  self.timeout if timeout is ... else timeout, self.stale_after)
         assert handle is not None
         return handle
@@ -323,9 +326,65 @@ class FileBackend:
             raise lock_lost(lock_path)
 
     def shards(self) -> List[bytes]:
-        """The shard folders (at most 4096), sorted."""
+        """The shard folders (at most 4096, two characters each: not the user index), sorted."""
         with os.scandir(self.directory) as entries:
-            return sorted(os.fsencode(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+            return sorted(os.fsencode(e.path) for e in entries
+                          if len(e.name) == 2 and e.is_dir(follow_symlinks=False))
+
+    # -- the per-user index (fastsession.users): <directory>/.users/<user hash>/<stored name> ----------
+
+    def _user_folder(self, user: str) -> bytes:
+        if not self.kernels.is_valid_id(user):  # a user hash has the shape of an id
+            raise ValueError("invalid user hash")
+        return self.directory + b".users/" + user.encode("ascii")
+
+    def index_add(self, user: str, name: str, info: bytes) -> None:
+        """Write the index entry of session ``name`` (a stored name) for ``user`` (a user hash), atomically."""
+        folder = self._user_folder(user)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        entry = folder + b"/" + name.encode("ascii")
+        temp = b"%s.%s.tmp" % (entry, secrets.token_hex(8).encode())
+        self.kernels.write_unlocked(temp, entry, holder_record(), info, self.fsync)
+
+    def index_remove(self, user: str, name: str) -> None:
+        self._unlink(self._user_folder(user) + b"/" + name.encode("ascii"))
+
+    def index_list(self, user: str) -> List[Tuple[str, dict, Optional[float], bool]]:
+        """(stored name, entry, last seen, whether the session is there) of the user's index entries.
+
+        An entry whose session is gone is removed once older than GRACE;
+        a younger one is listed as not there (its commit may be about to land).
+        """
+        from .users import GRACE
+
+        folder = self._user_folder(user)
+        found = []
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            name = os.fsdecode(entry.name)
+            if not self.kernels.is_valid_id(name):
+                continue  # a temp file in flight
+            try:
+                loaded = self.kernels.read_session(os.fsencode(entry.path), True)
+            except (CorruptSession, FileNotFoundError):
+                continue
+            if loaded is None:
+                continue
+            try:
+                last_seen: Optional[float] = os.stat(self.stored_path(name.encode("ascii"))).st_mtime
+            except FileNotFoundError:
+                if time.time() - loaded[2] > GRACE:  # not a commit about to land: the session is gone
+                    self._unlink(os.fsencode(entry.path))
+                else:
+                    found.append((name, loaded[0], None, False))
+                continue
+            if self.max_age is not None and time.time() - last_seen > self.max_age:  # type: ignore[operator]
+                continue  # idle past max_age: no longer a session, whatever gc has not removed yet
+            found.append((name, loaded[0], last_seen, True))
+        return found
 
     def names(self) -> Iterator[bytes]:
         """Every stored session's stored name, streamed shard by shard (constant memory)."""

@@ -139,9 +139,23 @@ return done
 DROP = """
 return redis.call('DEL', unpack(KEYS))
 """
+# The per-user index (fastsession.users): one hash per user, stored name -> entry.
+INDEX_ADD = """
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+"""
+INDEX_REMOVE = """
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+INDEX_READ = """
+return redis.call('HGETALL', KEYS[1])
+"""
+PTTL = """
+return redis.call('PTTL', KEYS[1])
+"""
 SCRIPTS = {
     "acquire": ACQUIRE, "commit": COMMIT, "put": PUT, "release": RELEASE, "delete": DELETE, "unlock": UNLOCK,
     "read": READ, "write": WRITE, "touch": TOUCH, "drop": DROP,
+    "index_add": INDEX_ADD, "index_remove": INDEX_REMOVE, "index_read": INDEX_READ, "pttl": PTTL,
 }
 
 # After Redis answers again, how long a token may still show up: a command sent
@@ -155,7 +169,7 @@ class RedisHandle:
 
     __slots__ = ("key", "data_key", "lock_key", "token", "read")
 
-    def __init__(self, key: str, data_key: str, lock_key: str, token: Optional[str], read: Any) -> None:
+    def __init__(self, key: Optional[str], data_key: str, lock_key: str, token: Optional[str], read: Any) -> None:
         self.key, self.data_key, self.lock_key, self.token, self.read = key, data_key, lock_key, token, read
 
 
@@ -234,9 +248,16 @@ class RedisCore:
         data = data_key(self.prefix, key)
         return data, data + ":lock"
 
-    def _legacy(self, key: str) -> List[str]:
-        """0.1's key of the session, to pass after the others to a script; none on Cluster."""
-        return [self.prefix + key] if self.legacy else []
+    def _stored_keys(self, name: str) -> Tuple[str, str]:
+        """``_keys`` from a stored name (what the user index lists) instead of an id."""
+        if not self.kernels.is_valid_id(name):
+            raise ValueError("invalid stored name")
+        data = self.prefix + "{" + name + "}"
+        return data, data + ":lock"
+
+    def _legacy(self, key: Optional[str]) -> List[str]:
+        """0.1's key of the session, to pass after the others to a script; none on Cluster (or without an id)."""
+        return [self.prefix + key] if self.legacy and key is not None else []
 
     def _script(self, what: str, name: str, keys: List[str], args: List[Any], token: Optional[str] = None) -> RedisSteps:
         """One script call; a RedisError becomes SessionError, and a lock held with ``token`` is let go."""
@@ -251,17 +272,19 @@ class RedisCore:
                 self.hand_over(keys[0], token)
             raise
 
-    def _open(self, key: str, timeout: Any = ...) -> RedisSteps:
+    def _open(self, key: str, timeout: Any = ..., stored: bool = False) -> RedisSteps:
         """Lock the session of ``key`` (when concurrent), polling while another holds it.
 
         ``timeout``: seconds to wait (None: forever); by default the backend's.
+        ``stored``: ``key`` is a stored name, not an id.
         """
         timeout = self.timeout if timeout is ... else timeout
-        data_key, lock_key = self._keys(key)
+        data_key, lock_key = self._stored_keys(key) if stored else self._keys(key)
         if not self.concurrent:
             return RedisHandle(key, data_key, lock_key, None, None)
         token = holder_token(self.kernels)
-        keys, args = [lock_key, data_key, data_key + ":waiting", *self._legacy(key)], [token, self.lock_ttl_ms]
+        keys = [lock_key, data_key, data_key + ":waiting", *([] if stored else self._legacy(key))]
+        args = [token, self.lock_ttl_ms]
         start = time.monotonic()
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
@@ -359,6 +382,46 @@ class RedisCore:
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
 
+    def _open_stored(self, name: str, timeout: Any = ...) -> RedisSteps:
+        """``_open`` by stored name; its handle names no id (key None)."""
+        handle = yield from self._open(name, timeout, stored=True)
+        handle.key = None
+        return handle
+
+    # -- the per-user index -------------------------------------------------------------------
+
+    def _index_key(self, user: str) -> str:
+        if not self.kernels.is_valid_id(user):
+            raise ValueError("invalid user hash")
+        return self.prefix + "user:{" + user + "}"
+
+    def _index_add(self, user: str, name: str, info: bytes) -> RedisSteps:
+        yield from self._script("index the session", "index_add", [self._index_key(user)], [name, info])
+
+    def _index_remove(self, user: str, name: str) -> RedisSteps:
+        yield from self._script("unindex the session", "index_remove", [self._index_key(user)], [name])
+
+    def _index_list(self, user: str) -> RedisSteps:
+        """files.FileBackend.index_list on Redis: last seen from the TTL when max_age is set, else None."""
+        from .users import GRACE
+
+        flat = yield from self._script("read the user's sessions", "index_read", [self._index_key(user)], [])
+        found = []
+        for name_bytes, info in zip(flat[::2], flat[1::2]):
+            name = name_bytes.decode("ascii", "replace")
+            entry = orjson.loads(info)
+            pttl = yield from self._script("look for the session", "pttl", [self._stored_keys(name)[0]], [])
+            now = time.time()
+            if pttl == -2:  # no such key
+                if now - entry.get("added", 0) > GRACE:
+                    yield from self._index_remove(user, name)
+                else:
+                    found.append((name, entry, None, False))
+                continue
+            last_seen = now - (self.max_age - pttl / 1000.0) if self.max_age is not None and pttl > 0 else None
+            found.append((name, entry, last_seen, True))
+        return found
+
     def _let_go(self, error: Exception, lock_key: str, token: str) -> RedisSteps:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
         if not isinstance(error, UNREACHABLE):
@@ -445,6 +508,18 @@ class RedisBackend(RedisCore):
 
     def delete(self, handle: RedisHandle) -> None:
         self._run(self._delete(handle))
+
+    def open_stored(self, name: str, timeout: Any = ...) -> RedisHandle:
+        return self._run(self._open_stored(name, timeout))
+
+    def index_add(self, user: str, name: str, info: bytes) -> None:
+        self._run(self._index_add(user, name, info))
+
+    def index_remove(self, user: str, name: str) -> None:
+        self._run(self._index_remove(user, name))
+
+    def index_list(self, user: str) -> List[Tuple[str, dict, Optional[float], bool]]:
+        return self._run(self._index_list(user))
 
     def _start_sweeper(self) -> None:
         with self.guard:

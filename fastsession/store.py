@@ -28,6 +28,7 @@ from .errors import SerializationError, SessionError, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
 from .names import stored_name
+from .users import UserSession, user_hash
 from .session import Session
 
 logger = logging.getLogger("fastsession")
@@ -90,6 +91,9 @@ def _name_unencodable(session: Session, exc: Exception) -> NoReturn:
 # OPEN_LOAD is OPEN then LOAD in one call (the lock released if the read fails).
 # PEEK reads without a lock: (a handle holding nothing, what load gives).
 OPEN, OPEN_LOAD, SAVE, RELEASE, DELETE, PEEK = "open", "open_load", "save", "release", "delete", "peek"
+# The per-user index (fastsession.users): OPEN_STORED locks by stored name
+# (what the index lists); INDEX_* keep a user's entries.
+OPEN_STORED, INDEX_ADD, INDEX_REMOVE, INDEX_LIST = "open_stored", "index_add", "index_remove", "index_list"
 LOCKING = ("request", "commit")
 
 Steps = Generator[Tuple[Any, ...], Any, Any]
@@ -123,6 +127,7 @@ class StoreCore:
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
         "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
         "locking", "on_conflict", "_optimistic", "_cookie_after", "max_size", "max_lifetime", "_meta",
+        "_indexed",
     )
 
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID",
@@ -139,6 +144,7 @@ class StoreCore:
             raise ValueError(f"max_lifetime must be a positive number of seconds, not {max_lifetime!r}")
         self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
         self._meta: Optional[dict] = None  # the session in hand's META (None: none stored, none needed)
+        self._indexed: Optional[Tuple[str, str]] = None  # (user hash, stored name) of the stored record's entry
         self.locking = locking
         self.on_conflict = on_conflict
         self._optimistic = locking == "commit"  # this request reads without a lock
@@ -195,10 +201,11 @@ class StoreCore:
             except BaseException as exc:  # re-raised below, once nothing is left locked
                 error = exc
         else:
+            session_meta = self._meta
             call, stored_new, error = self._commit_plan()
             if call is not None:
                 try:
-                    yield call
+                    yield from self._saved_indexed(call, session, session_meta)
                 except BaseException as exc:  # re-raised below, once nothing is left locked
                     stored_new, error = False, exc
         if self._retired is not None:
@@ -219,6 +226,31 @@ class StoreCore:
             self.trans.delete_cookie(self.session_cookie_name)
         if error is not None:
             raise error
+
+    def _saved_indexed(self, call: tuple, session: Session, meta: Optional[dict]) -> Steps:
+        """Make ``call`` (a SAVE, or a release); a SAVE that changes the user binding updates the index around it.
+
+        The entry is written first, under the session's lock, so a committed
+        bound session is always listed (and revoke_all, which takes the lock,
+        finds the commit done); the old entry goes once the commit has landed.
+        """
+        add = remove = None
+        if call[0] == SAVE:
+            add, remove = self._index_plan(session, meta)
+        if add is not None:
+            try:
+                yield add
+            except BaseException:
+                yield RELEASE, call[1]
+                raise
+        yield call
+        if remove is not None:
+            try:
+                yield remove
+            except SessionError as exc:  # a stale entry: cleaned when the index is next read
+                logger.warning("fastsession: could not remove a user index entry: %s", exc)
+        if call[0] == SAVE:
+            self._indexed = add[1:3] if add is not None else None if remove is not None else self._indexed
 
     def _do_commit_optimistic(self) -> Steps:
         """close()'s commit for a session read without a lock; whether a new id got stored.
@@ -255,7 +287,7 @@ class StoreCore:
             except BaseException:
                 yield RELEASE, handle
                 raise
-        yield SAVE, handle, body
+        yield from self._saved_indexed((SAVE, handle, body), session, meta)
         return stored is None
 
     def _do_expire(self, session_id: str) -> Steps:
@@ -293,6 +325,8 @@ class StoreCore:
             if loaded is not None:
                 data, stored, stamp = loaded
                 meta = data.pop(META) if META in data else None
+                if meta is not None and "u" in meta:
+                    self._indexed = (meta["u"], stored_name(session_id))
                 if self.max_lifetime is None:
                     return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
                 meta = dict(meta or (), c=meta["c"] if meta and "c" in meta else time.time())
@@ -319,6 +353,69 @@ class StoreCore:
         session = self._hold(self.session_class(new_id), handle, None, 0.0, self._new_meta())
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return session
+
+    # -- the per-user index (fastsession.users) --------------------------------------------------
+
+    def _do_bind_user(self, user_id: Optional[str], metadata: Optional[dict]) -> Steps:
+        """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close()."""
+        if self._session is None:
+            yield from self._do_get_session(True)
+        meta = dict(self._meta or ())
+        if user_id is None:
+            meta.pop("u", None)
+            meta.pop("m", None)
+        else:
+            meta["u"] = user_hash(user_id)
+            meta.setdefault("c", time.time())
+            if metadata:
+                orjson.dumps(metadata)  # TypeError now, not at close()
+                meta["m"] = metadata
+        self._meta = meta or None
+
+    def _do_sessions_of(self, user_id: str) -> Steps:
+        """The user's sessions (UserSession), newest first."""
+        live, _ = yield from self._do_index_of(user_id)
+        return live
+
+    def _do_index_of(self, user_id: str) -> Steps:
+        """(the user's sessions, entries whose commit may not have landed yet), each newest first."""
+        user = user_hash(user_id)
+        found = yield INDEX_LIST, user
+        now = time.time()
+        live, pending = [], []
+        for name, entry, last_seen, there in found:
+            created = entry.get("created")
+            if self.max_lifetime is not None and created is not None and now - created > self.max_lifetime:
+                continue  # past its lifetime: gone at its next read
+            (live if there else pending).append(UserSession(name, user, created, last_seen,
+                                                            entry.get("metadata") or {}))
+        return [sorted(found_, key=lambda e: -(e.created or 0)) for found_ in (live, pending)]
+
+    def _do_revoke(self, entry: UserSession) -> Steps:
+        """Delete the session of ``entry`` (waiting for a request that holds it) and its index entry."""
+        current = self._session
+        if current is not None and stored_name(current.session_id) == entry.session:
+            self.expire_session()  # this very request's: deleted at close, never waited for
+            return True
+        handle = yield OPEN_STORED, entry.session
+        yield DELETE, handle
+        yield INDEX_REMOVE, entry.user, entry.session
+        return True
+
+    def _do_revoke_all(self, user_id: str, keep: Any) -> Steps:
+        """Revoke every session of ``user_id`` but ``keep`` (a session id, or a UserSession); how many."""
+        kept = keep.session if isinstance(keep, UserSession) else stored_name(keep) if keep else None
+        count = 0
+        for _ in range(3):  # again: a session bound while this ran (a racing login) goes too
+            live, pending = yield from self._do_index_of(user_id)
+            # A pending entry's commit holds the session's lock: taking it waits for that commit to land.
+            entries = [e for e in live + pending if e.session != kept]
+            if not entries:
+                break
+            for entry in entries:
+                yield from self._do_revoke(entry)
+            count += len([e for e in live if e.session != kept])
+        return count
 
     def _get_session_identifier(self) -> str:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
@@ -436,6 +533,19 @@ class StoreCore:
             return (RELEASE, handle, stamp), False, None
         return (SAVE, handle, body), stored is None, None
 
+    def _index_plan(self, session: Session, meta: Optional[dict]) -> Tuple[Optional[tuple], Optional[tuple]]:
+        """The index calls around a commit of ``session``: the entry to add before it, the one to remove after."""
+        indexed = self._indexed
+        target = (meta["u"], stored_name(session.session_id)) if meta is not None and "u" in meta else None
+        if target == indexed:
+            return None, None
+        add = None
+        if target is not None:
+            info = orjson.dumps({"created": meta.get("c"), "added": time.time(),  # type: ignore[union-attr]
+                                 "metadata": meta.get("m") or {}})  # type: ignore[union-attr]
+            add = (INDEX_ADD, target[0], target[1], info)
+        return add, (INDEX_REMOVE, *indexed) if indexed is not None else None
+
 
 def _done(value: Any) -> Steps:
     """Steps that make no call and give ``value``."""
@@ -478,6 +588,25 @@ class BaseStore(StoreCore):
     def rollback(self) -> None:
         """Release every lock and write nothing (what ``with`` does on an exception)."""
         run(self.backend, self._do_rollback())
+
+    def bind_user(self, user_id: Optional[str], **metadata: Any) -> None:
+        """Bind this session to ``user_id`` (a str; None unbinds), listed by sessions_of once closed.
+
+        ``metadata`` (a user agent, an IP, ...) is listed with it.
+        """
+        run(self.backend, self._do_bind_user(user_id, metadata))
+
+    def sessions_of(self, user_id: str) -> List[UserSession]:
+        """The sessions bound to ``user_id`` that exist: stored name, created, last seen, metadata."""
+        return run(self.backend, self._do_sessions_of(user_id))
+
+    def revoke(self, entry: UserSession) -> bool:
+        """Delete the session ``entry`` names (waiting for a request that holds it)."""
+        return run(self.backend, self._do_revoke(entry))
+
+    def revoke_all(self, user_id: str, keep: Any = None) -> int:
+        """Delete every session of ``user_id`` but ``keep`` (a session id, or a UserSession); how many went."""
+        return run(self.backend, self._do_revoke_all(user_id, keep))
 
     def response_cookie(self) -> Optional[str]:
         """For adapters, as response headers go out: what the session cookie must become.

@@ -86,7 +86,7 @@ class Driven:
         method = getattr(self.raw, name)
         if not callable(method):
             return method
-        return lambda *args: self.face.run(method(*args))
+        return lambda *args, **kwargs: self.face.run(method(*args, **kwargs))
 
 
 @pytest.fixture(params=FACES)

@@ -1,0 +1,57 @@
+"""The per-user index: which sessions a user has, so that they can be listed and revoked ("log out everywhere").
+
+A session bound to a user (``store.bind_user(user_id)``) carries the user's
+hash in its stored META (``u``) and has an entry in that user's index: on
+files ``<directory>/.users/<user hash>/<stored name>``, on Redis the set
+``<prefix>user:{<user hash>}`` and the hash ``<prefix>user:{<user hash>}:info``
+(one hash tag: one slot on Cluster). The entry is written before the commit
+that binds the session, so a committed bound session is always listed; an
+entry whose session is gone (deleted, expired, a commit that failed) is
+removed when the index is next read, once older than GRACE, and never
+listed. User ids are stored only as hashes, like session ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any, Dict, Optional
+
+# An entry may be written a moment before its session's commit lands: only
+# older entries whose session is missing are removed.
+GRACE = 30.0
+
+
+def user_hash(user_id: str) -> str:
+    """The name a user is indexed under: SHA-256 of the user id (domain-separated from session ids), base64url."""
+    if not isinstance(user_id, str) or not user_id:
+        raise TypeError(f"a user id is a non-empty str, not {user_id!r}")
+    digest = hashlib.sha256(b"fastsession user\x00" + user_id.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest)[:43].decode("ascii")
+
+
+class UserSession:
+    """One session of a user, as ``sessions_of`` lists it.
+
+    ``session``: its stored name (a hash of its id, never the id);
+    ``user``: the user's hash; ``created`` and ``last_seen``: seconds since
+    the epoch (``last_seen`` None where the store cannot tell); ``metadata``:
+    what the app gave ``bind_user`` (a user agent, an IP, ...).
+    """
+
+    __slots__ = ("session", "user", "created", "last_seen", "metadata")
+
+    def __init__(self, session: str, user: str, created: Optional[float], last_seen: Optional[float],
+                 metadata: Dict[str, Any]) -> None:
+        self.session, self.user, self.created, self.last_seen, self.metadata = (
+            session, user, created, last_seen, metadata)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"session": self.session, "user": self.user, "created": self.created,
+                "last_seen": self.last_seen, "metadata": self.metadata}
+
+    def __repr__(self) -> str:
+        return f"UserSession({self.session[:8]}…, created={self.created}, last_seen={self.last_seen})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UserSession) and self.as_dict() == other.as_dict()

@@ -1,0 +1,195 @@
+"""The per-user index: bind_user, sessions_of, revoke, revoke_all, on the four stores, with real processes.
+
+"Log out my other devices": every session of a user is listed and can be revoked; an entry whose
+session is gone is never listed; revoking while the user is mid-request leaves nothing that
+request could bring back.
+"""
+
+import multiprocessing
+import os
+import time
+
+import pytest
+import redis
+
+import fastsession
+from fastsession import users
+from fastsession.names import stored_name
+from fastsession.users import UserSession, user_hash
+
+from conftest import Transaction, session_files
+from test_commit_mode import FACES, Face
+
+
+@pytest.fixture(params=FACES)
+def face(request, tmp_path, redis_url):
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    f.redis_url = redis_url
+    yield f
+    f.finish()
+
+
+def log_in(face, user="ann", **metadata):
+    """A new session (a device) bound to ``user``: its id."""
+    store = face.store()
+    store.get_session(True)["user"] = user
+    store.bind_user(user, **metadata)
+    store.close()
+    return store.trans.cookies["SID"]
+
+
+def listed(face, user="ann"):
+    store = face.store()
+    try:
+        return store.sessions_of(user)
+    finally:
+        store.close()
+
+
+def at_rest(face):
+    if face.kind.startswith("files"):
+        found = session_files(face.directory)
+        found += [name for root, dirs, _ in os.walk(face.directory) for name in dirs]
+        return found
+    client = redis.Redis.from_url(face.redis_url)
+    try:
+        return [k.decode() for k in client.scan_iter(match=face.prefix + "*")]
+    finally:
+        client.close()
+
+
+def test_a_bound_session_is_listed_with_its_times_and_metadata_and_no_id_is_at_rest(face):
+    before = time.time()
+    sid = log_in(face, "ann@example.com", user_agent="Firefox")
+    (entry,) = listed(face, "ann@example.com")
+    assert isinstance(entry, UserSession)
+    assert entry.session == stored_name(sid) and entry.user == user_hash("ann@example.com")
+    assert before <= entry.created <= time.time() and entry.metadata == {"user_agent": "Firefox"}
+    if face.kind.startswith("files"):
+        assert before - 1 <= entry.last_seen <= time.time() + 1
+    assert listed(face, "bob") == []
+    for name in at_rest(face):
+        assert sid not in name and "ann@example.com" not in name
+
+
+def test_revoke_all_keeps_the_current_device_and_deletes_the_others(face):
+    devices = [log_in(face) for _ in range(3)]
+    other_user = log_in(face, "bob")
+    assert {e.session for e in listed(face)} == {stored_name(d) for d in devices}
+    current = face.store(devices[0])
+    current.get_session(False)
+    assert current.revoke_all("ann", keep=devices[0]) == 2
+    current.close()
+    assert [face.read(d) is None for d in devices] == [False, True, True]
+    assert [e.session for e in listed(face)] == [stored_name(devices[0])]
+    assert face.read(other_user) == {"user": "bob"}
+
+
+def test_revoke_one_entry_and_unbind(face):
+    first, second = log_in(face), log_in(face)
+    entry = next(e for e in listed(face) if e.session == stored_name(first))
+    store = face.store()
+    assert store.revoke(entry) is True
+    store.close()
+    assert face.read(first) is None and face.read(second) == {"user": "ann"}
+    store = face.store(second)
+    store.get_session(False)
+    store.bind_user(None)  # unbound: no longer listed, still a session
+    store.close()
+    assert listed(face) == [] and face.read(second) == {"user": "ann"}
+
+
+def test_regenerate_id_moves_the_entry_to_the_new_id(face):
+    sid = log_in(face)
+    store = face.store(sid)
+    store.get_session(False)
+    new_id = store.regenerate_id()
+    store.close()
+    assert [e.session for e in listed(face)] == [stored_name(new_id)]
+
+
+def test_an_entry_whose_session_is_gone_is_never_listed_and_is_cleaned_up(face, monkeypatch):
+    sid = log_in(face)
+    store = face.store(sid)
+    store.expire_session()  # a logout that does not unbind: the entry stays behind
+    store.close()
+    assert listed(face) == []  # gone, so not listed
+    monkeypatch.setattr(users, "GRACE", 0.0)
+    listed(face)  # old enough now: this read removes the entry
+    monkeypatch.undo()
+    assert not [name for name in at_rest(face) if stored_name(sid) in name]
+
+
+def test_an_entry_written_by_a_commit_that_never_landed_is_not_listed_and_revoke_all_clears_it(face):
+    sid = fastsession.new_session_id()
+    entry = b'{"created": 1, "added": %f, "metadata": {}}' % time.time()
+    sync_backend(face).index_add(user_hash("ann"), stored_name(sid), entry)  # left by a request killed then
+    assert listed(face) == []
+    store = face.store()
+    assert store.revoke_all("ann") == 0  # nothing live was revoked
+    store.close()
+    assert not [name for name in at_rest(face) if stored_name(sid) in name]  # but the entry is gone
+
+
+def sync_backend(face):
+    """A sync backend on the face's storage."""
+    if face.kind.startswith("files"):
+        from fastsession.files import FileBackend
+
+        return FileBackend(face.directory)
+    from fastsession.redis import RedisBackend
+
+    return RedisBackend(redis.Redis.from_url(face.redis_url), True, 1.0, None, 30.0, None, face.prefix)
+
+
+# -- revoke_all while the user's requests run, in other processes -------------------------------
+
+
+def _requests(kind, directory, redis_url, prefix, sid, locking, stop_at, report):
+    """One device of the user: requests until its session is gone (or time is up); how many it made."""
+    f = Face(kind, directory, redis_url)
+    f.prefix = prefix
+    made = 0
+    while time.time() < stop_at:
+        store = f.store(sid, locking=locking, timeout=10)
+        session = store.get_session(False)
+        if session is None:
+            store.close()
+            break
+        session["n"] = session.get("n", 0) + 1
+        time.sleep(0.002)
+        store.close()
+        made += 1
+    f.finish()
+    report.put(made)
+
+
+@pytest.fixture(params=["files", "redis"])
+def sync_face(request, tmp_path, redis_url):
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    f.redis_url = redis_url
+    yield f
+    f.finish()
+
+
+@pytest.mark.parametrize("locking", ["request", "commit"])
+def test_revoke_all_under_concurrent_requests_leaves_no_session_of_the_user(sync_face, locking):
+    face = sync_face
+    devices = [log_in(face) for _ in range(4)]
+    context = multiprocessing.get_context("fork")
+    report = context.Queue()
+    stop_at = time.time() + 5
+    workers = [context.Process(target=_requests, args=(face.kind, face.directory, face.redis_url, face.prefix,
+                                                       sid, locking, stop_at, report)) for sid in devices]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.3)  # every device mid-requests
+    store = face.store()
+    assert store.revoke_all("ann") == 4
+    store.close()
+    made = [report.get(timeout=30) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    assert all(m > 0 for m in made)  # each device was served before the revocation
+    assert [face.read(d) for d in devices] == [None] * 4  # none brought back by a request in flight
+    assert listed(face) == []
