@@ -891,3 +891,57 @@ def test_max_lifetime_ends_a_session_in_use_and_counts_across_cycle_key(storage)
         assert not SessionStore().exists(second)
         assert list(SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value).keys()) == ["n"]  # no META
     assert locks(storage) == []
+
+
+# -- the per-user index: bound on login (user_logged_in), "log out my other devices" ---------------------
+
+
+class FakeUser:
+    """What django.contrib.auth's signals pass that the receivers read: a pk."""
+
+    def __init__(self, pk):
+        self.pk = pk
+
+
+def signin(request):
+    from django.contrib.auth.signals import user_logged_in
+
+    request.session.cycle_key()  # as django.contrib.auth.login does, then it sends the signal
+    request.session["user"] = "7"
+    user_logged_in.send(sender=FakeUser, request=request, user=FakeUser(7))
+    return HttpResponse("in")
+
+
+def others_out(request):
+    return HttpResponse(str(request.session.revoke_all("7")))
+
+
+def signout(request):
+    from django.contrib.auth.signals import user_logged_out
+
+    user_logged_out.send(sender=FakeUser, request=request, user=FakeUser(7))
+    request.session.flush()  # as django.contrib.auth.logout does
+    return HttpResponse("out")
+
+
+urlpatterns += [path("signin", signin), path("others-out", others_out), path("signout", signout)]
+
+
+def test_login_binds_the_session_and_revoke_all_logs_out_the_other_devices(storage):
+    from fastsession.names import stored_name
+
+    devices = [Client(HTTP_USER_AGENT=f"device {i}") for i in range(3)]
+    for device in devices:
+        device.get("/count")
+        assert device.get("/signin").content == b"in"
+    keys = [d.cookies[settings.SESSION_COOKIE_NAME].value for d in devices]
+    found = SessionStore().sessions_of("7")
+    assert sorted(e.session for e in found) == sorted(stored_name(k) for k in keys)
+    assert sorted(e.metadata["user_agent"] for e in found) == ["device 0", "device 1", "device 2"]
+    assert devices[0].get("/others-out").content == b"2"  # this device stays
+    assert [SessionStore().exists(k) for k in keys] == [True, False, False]
+    assert devices[1].get("/peek").content == b"None"  # logged out: a fresh, empty session
+    assert [e.session for e in SessionStore().sessions_of("7")] == [stored_name(keys[0])]
+    devices[0].get("/signout")
+    assert SessionStore().sessions_of("7") == []
+    assert locks(storage) == []

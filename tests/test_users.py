@@ -193,3 +193,85 @@ def test_revoke_all_under_concurrent_requests_leaves_no_session_of_the_user(sync
     assert all(m > 0 for m in made)  # each device was served before the revocation
     assert [face.read(d) for d in devices] == [None] * 4  # none brought back by a request in flight
     assert listed(face) == []
+
+
+# -- Flask-Login binds on login_user, unbinds on logout_user -----------------------------------------
+
+
+def test_flask_login_binds_sessions_and_revoke_all_logs_out_the_other_devices(tmp_path):
+    from flask import Flask, session
+    from flask_login import LoginManager, UserMixin, login_user, logout_user
+
+    from fastsession.contrib.flask import FastSessionInterface, current_store
+
+    class User(UserMixin):
+        def __init__(self, user_id):
+            self.id = user_id
+
+    app = Flask(__name__)
+    app.secret_key = "flask-login-" + "s" * 20
+    app.session_interface = FastSessionInterface(str(tmp_path))
+    manager = LoginManager(app)
+    manager.user_loader(User)
+
+    @app.route("/login")
+    def login():
+        login_user(User("42"))
+        return "in"
+
+    @app.route("/whoami")
+    def whoami():
+        from flask_login import current_user
+
+        return current_user.get_id() or "anonymous"
+
+    @app.route("/others-out")
+    def others_out():
+        return str(current_store().revoke_all("42", keep=session.session_id))
+
+    @app.route("/logout")
+    def logout():
+        logout_user()
+        return "out"
+
+    devices = [app.test_client() for _ in range(3)]
+    for number, device in enumerate(devices):
+        assert device.get("/login", headers={"User-Agent": f"device {number}"}).text == "in"
+    store = fastsession.SessionStore(None, str(tmp_path))
+    assert sorted(e.metadata["user_agent"] for e in store.sessions_of("42")) == ["device 0", "device 1", "device 2"]
+    assert devices[0].get("/others-out").text == "2"
+    assert [d.get("/whoami").text for d in devices] == ["42", "anonymous", "anonymous"]
+    assert len(store.sessions_of("42")) == 1
+    devices[0].get("/logout")
+    assert store.sessions_of("42") == []
+
+
+# -- fastsession users DIR|--redis URL USER [--revoke] [--json] ---------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["files", "redis"])
+def test_the_users_command_lists_and_revokes(kind, tmp_path, redis_url):
+    import json
+    import subprocess
+
+    f = Face(kind, str(tmp_path / "sessions"), redis_url)
+    try:
+        ids = [log_in(f, "ann", user_agent="cli test") for _ in range(2)]
+        where = ([f.directory] if kind == "files" else ["--redis", redis_url, "--prefix", f.prefix])
+
+        def users(*extra):
+            done = subprocess.run(["fastsession", "users", *where, "ann", *extra], capture_output=True, text=True,
+                                  cwd="/")
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        rows = json.loads(users("--json"))
+        assert sorted(row["session"] for row in rows) == sorted(stored_name(i) for i in ids)
+        assert all(row["metadata"] == {"user_agent": "cli test"} and row["created"] for row in rows)
+        table = users()
+        assert "2 sessions" in table and not any(i in table for i in ids)
+        assert json.loads(users("--revoke", "--json")) == {"revoked": 2}
+        assert [f.read(i) for i in ids] == [None, None]
+        assert "0 sessions" in users()
+    finally:
+        f.finish()

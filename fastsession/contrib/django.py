@@ -62,7 +62,9 @@ from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
-from ..store import LOCKING, META, RELEASE, check_max_size, encode, shared_backend
+from ..names import stored_name
+from ..store import LOCKING, META, RELEASE, BaseStore, check_max_size, encode, shared_backend
+from ..users import UserSession, user_hash
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
@@ -167,7 +169,8 @@ class SessionStore(SessionBase):
         self._base: Optional[bytes] = None  # the bytes load() read: what a "commit" save merges against
         self._released: Optional[tuple] = None  # (key, bytes) that release() saved
         self._migrating: Any = None  # the old engine's store whose record goes once this one is saved
-        self._meta: Optional[dict] = None  # the stored META (store.META): the session's creation time
+        self._meta: Optional[dict] = None  # the stored META (store.META): creation time, bound user
+        self._indexed: Optional[tuple] = None  # (user hash, stored name) of the stored record's index entry
 
     # -- keys -----------------------------------------------------------------
 
@@ -214,6 +217,8 @@ class SessionStore(SessionBase):
             self._session_key = None
             return {}
         self._meta = data.pop(META) if META in data else None
+        if self._meta is not None and "u" in self._meta:
+            self._indexed = (self._meta["u"], stored_name(key))
         return data
 
     def _migrated(self, key: Optional[str]) -> Optional[dict]:
@@ -345,10 +350,68 @@ class SessionStore(SessionBase):
                 self._backend.release(handle)
             raise
         ttl = (self.get_expiry_age(),) if on_redis(self._backend) else ()  # Redis expires it; files keep an mtime
+        target = (self._meta["u"], stored_name(key)) if self._meta and "u" in self._meta else None
+        try:
+            if target is not None and target != self._indexed:  # listed before the commit lands (users.py)
+                info = orjson.dumps({"created": self._meta.get("c"), "added": time.time(),  # type: ignore[union-attr]
+                                     "metadata": self._meta.get("m") or {}})  # type: ignore[union-attr]
+                self._backend.index_add(target[0], target[1], info)
+        except BaseException:
+            if not held:
+                self._backend.release(handle)
+            raise
         if held:
             self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
         else:
             self._backend.save(handle, body, *ttl)
+        if self._indexed is not None and self._indexed != target:
+            self._backend.index_remove(*self._indexed)  # unbound, or a new key (cycle_key at login)
+        self._indexed = target
+
+    # -- the per-user index (fastsession.users) ---------------------------------------------
+
+    def bind_user(self, user_id: Optional[str], **metadata: Any) -> None:
+        """Bind this session to ``user_id`` (None unbinds); listed by sessions_of once saved.
+
+        Done on login and logout by this module's signal receivers.
+        """
+        self._get_session()  # loaded first: binding is part of what is stored
+        meta = dict(self._meta or ())
+        if user_id is None:
+            meta.pop("u", None)
+            meta.pop("m", None)
+        else:
+            meta["u"] = user_hash(user_id)
+            meta.setdefault("c", time.time())
+            if metadata:
+                meta["m"] = metadata
+        self._meta = meta or None
+        self.modified = True
+
+    def _index_store(self) -> BaseStore:
+        return BaseStore(None, self._backend, max_lifetime=max_lifetime())
+
+    def sessions_of(self, user_id: str) -> list:
+        """The user's sessions (fastsession.users.UserSession): stored name, created, last seen, metadata."""
+        return self._index_store().sessions_of(user_id)
+
+    def revoke(self, entry: UserSession) -> bool:
+        """Delete the session ``entry`` names (this request's own: flushed)."""
+        if self.session_key is not None and entry.session == stored_name(self.session_key):
+            self.flush()
+            return True
+        return self._index_store().revoke(entry)
+
+    def revoke_all(self, user_id: str, keep: Any = "current") -> int:
+        """Delete the user's sessions but ``keep``: by default this request's own ("log out my other
+        devices"); a session key or UserSession; None revokes this one too (flushed). How many went."""
+        own = self.session_key
+        spared = own if keep == "current" else keep
+        count = self._index_store().revoke_all(user_id, keep=spared if spared is not None else own)
+        if keep is None and own is not None and self._meta and self._meta.get("u") == user_hash(user_id):
+            self.flush()
+            count += 1
+        return count
 
     def _merged(self, handle: tuple, data: dict, body: bytes) -> bytes:
         """Under the lock: ``body``, or the merge of this request's changes into what is stored now."""
@@ -514,6 +577,29 @@ class LockingSessionMiddleware(SessionMiddleware):
             if locked is not None:  # nothing left after process_response; everything after a cancellation
                 request._fastsession_locked = None
                 await locked.aunlock()
+
+
+def bind_on_login(sender: Any, request: Any, user: Any, **extra: Any) -> None:
+    """django.contrib.auth's user_logged_in: bind the session to the user (and the browser's user agent)."""
+    session = getattr(request, "session", None)
+    if isinstance(session, SessionStore):
+        session.bind_user(str(user.pk), user_agent=request.META.get("HTTP_USER_AGENT", "")[:200])
+
+
+def unbind_on_logout(sender: Any, request: Any, user: Any, **extra: Any) -> None:
+    session = getattr(request, "session", None)
+    if isinstance(session, SessionStore) and request is not None:
+        session.bind_user(None)
+
+
+def _connect_auth_signals() -> None:
+    from django.contrib.auth.signals import user_logged_in, user_logged_out
+
+    user_logged_in.connect(bind_on_login, dispatch_uid="fastsession.bind_on_login")
+    user_logged_out.connect(unbind_on_logout, dispatch_uid="fastsession.unbind_on_logout")
+
+
+_connect_auth_signals()
 
 
 def release(request: Any) -> None:

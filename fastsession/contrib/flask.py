@@ -17,6 +17,12 @@ out: a cookie that names no fastsession session is looked up there once,
 stored here (under the same id when it is a valid fastsession id, else
 under a new one with a new cookie), and the old record deleted once stored.
 Keep SESSION_COOKIE_NAME as it was, so the old cookie comes back.
+
+With Flask-Login installed, ``login_user`` binds the session to the user
+(``store.bind_user(user.get_id(), user_agent=...)``) and ``logout_user``
+unbinds it, so ``store.sessions_of(user_id)`` / ``store.revoke_all(user_id,
+keep=session.session_id)`` ("log out my other devices") work; the request's
+store is ``fastsession.contrib.flask.current_store()``.
 """
 
 from __future__ import annotations
@@ -146,6 +152,13 @@ class FastSessionInterface(SessionInterface):
         # The store hands out FlaskSession objects; storage stays the store's.
         self.store_class = type(f"Flask{store_class.__name__}", (store_class,), {"session_class": FlaskSession})
         request_tearing_down.connect(self._release_at_teardown)
+        try:
+            from flask_login import user_logged_in, user_logged_out
+        except ImportError:
+            pass
+        else:
+            user_logged_in.connect(self._bind_on_login)
+            user_logged_out.connect(self._unbind_on_logout)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         store = self.store_class(FlaskTransaction(request), self.directory, self.get_cookie_name(app), **self.options)
@@ -227,6 +240,16 @@ class FastSessionInterface(SessionInterface):
         """Flask-Session's spelling of ``session.regenerate()``."""
         session.regenerate()
 
+    def _bind_on_login(self, app: Flask, user: Any, **extra: Any) -> None:
+        if app.session_interface is self:
+            from flask import request
+
+            current_store().bind_user(str(user.get_id()), user_agent=request.headers.get("User-Agent", "")[:200])
+
+    def _unbind_on_logout(self, app: Flask, user: Any, **extra: Any) -> None:
+        if app.session_interface is self:
+            current_store().bind_user(None)
+
     def _release_at_teardown(self, app: Flask, **extra: Any) -> None:
         if app.session_interface is not self:
             return
@@ -235,3 +258,10 @@ class FastSessionInterface(SessionInterface):
         store = request.environ.get(STORE_KEY)
         if store is not None:
             store.rollback()  # nothing if save_session already closed it
+
+
+def current_store() -> Any:
+    """The store of the request being handled (for sessions_of, revoke_all, bind_user)."""
+    from flask import request
+
+    return request.environ[STORE_KEY]
