@@ -559,9 +559,11 @@ class OnRedis(StoreCore):
         on_conflict: Resolver = "raise",
         max_size: Optional[int] = None,
         max_lifetime: Optional[float] = None,
+        encrypt: bool = False,
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict, max_size, max_lifetime)
+        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict, max_size, max_lifetime,
+                           encrypt)
         self.client = client
         self.concurrent = concurrent
         self.delay = delay

@@ -27,6 +27,7 @@ import orjson
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
+from . import sealed
 from .names import stored_name
 from .users import UserSession, user_hash
 from .session import Session
@@ -127,12 +128,12 @@ class StoreCore:
         "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
         "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
         "locking", "on_conflict", "_optimistic", "_cookie_after", "max_size", "max_lifetime", "_meta",
-        "_indexed",
+        "_indexed", "encrypt", "_plain",
     )
 
     def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID",
                  locking: str = "request", on_conflict: Resolver = "raise", max_size: Optional[int] = None,
-                 max_lifetime: Optional[float] = None) -> None:
+                 max_lifetime: Optional[float] = None, encrypt: bool = False) -> None:
         if locking != "request" or on_conflict != "raise":  # (the defaults cost no check per request)
             if locking not in LOCKING:
                 raise ValueError(f"locking must be one of {LOCKING}, not {locking!r}")
@@ -145,6 +146,12 @@ class StoreCore:
         self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
         self._meta: Optional[dict] = None  # the session in hand's META (None: none stored, none needed)
         self._indexed: Optional[Tuple[str, str]] = None  # (user hash, stored name) of the stored record's entry
+        if encrypt:
+            sealed.require()
+        self.encrypt = bool(encrypt)  # seal the data under a key derived from the id (fastsession.sealed)
+        # What a commit compares against when the stored bytes are not the plain encoding: the plain
+        # encoding of an opened sealed record; b"" for a plain record encrypt=True must seal.
+        self._plain: Optional[bytes] = None
         self.locking = locking
         self.on_conflict = on_conflict
         self._optimistic = locking == "commit"  # this request reads without a lock
@@ -267,9 +274,10 @@ class StoreCore:
         body = encode(session, self.max_size, meta)  # too large: nothing locked, nothing written
         if stored is None and not session:  # new and empty: bots must not fill the disk
             return False
-        if body == stored:
+        if self._unchanged(body, stored):
             yield RELEASE, handle, stamp
             return False
+        data: dict = session
         handle, loaded = yield OPEN_LOAD, session.session_id
         current = loaded[1] if loaded is not None else None
         if current != stored:
@@ -279,14 +287,22 @@ class StoreCore:
                                 "it; it stays deleted", stored_name(session.session_id)[:8])
                     yield RELEASE, handle
                     return False
-                base = orjson.loads(stored) if stored is not None else {}
+                base = orjson.loads(self._plain or stored) if stored is not None else {}
                 theirs = loaded[0]
                 base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
-                merged = merge(base, session, theirs, self.on_conflict)
-                body = encode(merged, self.max_size, meta if meta != base_meta else their_meta)
+                if their_meta is not None and "x" in their_meta:
+                    theirs, their_meta = self._unsealed(session.session_id, their_meta)
+                    if theirs is None:  # what is stored now does not open: left as it is
+                        yield RELEASE, handle
+                        return False
+                data = merge(base, session, theirs, self.on_conflict)
+                meta = meta if meta != base_meta else their_meta
+                body = encode(data, self.max_size, meta)
             except BaseException:
                 yield RELEASE, handle
                 raise
+        if self.encrypt:
+            body = self._sealed(session.session_id, data, meta)
         yield from self._saved_indexed((SAVE, handle, body), session, meta)
         return stored is None
 
@@ -325,6 +341,16 @@ class StoreCore:
             if loaded is not None:
                 data, stored, stamp = loaded
                 meta = data.pop(META) if META in data else None
+                self._plain = None
+                if meta is not None and "x" in meta:
+                    data, meta = self._unsealed(session_id, meta)
+                    if data is None:  # does not open: as absent (and never overwritten unread)
+                        loaded = None
+                    else:
+                        self._plain = encode(data, None, meta)
+                elif self.encrypt:
+                    self._plain = b""  # stored before encrypt=True: sealed by this request's commit
+            if loaded is not None:
                 if meta is not None and "u" in meta:
                     self._indexed = (meta["u"], stored_name(session_id))
                 if self.max_lifetime is None:
@@ -529,9 +555,35 @@ class StoreCore:
             return (RELEASE, handle), False, exc
         if stored is None and not session:  # new and empty: bots must not fill the disk
             return (RELEASE, handle), False, None
-        if body == stored:
+        if self._unchanged(body, stored):
             return (RELEASE, handle, stamp), False, None
+        if self.encrypt:
+            body = self._sealed(session.session_id, session, meta)
         return (SAVE, handle, body), stored is None, None
+
+    def _unchanged(self, body: bytes, stored: Optional[bytes]) -> bool:
+        """Whether ``body`` (the plain encoding) is what is stored (for a sealed record: what it opened to)."""
+        plain = self._plain
+        return stored is not None and body == (stored if plain is None else plain)
+
+    def _unsealed(self, session_id: str, meta: dict) -> Tuple[Optional[dict], Optional[dict]]:
+        """(data, META without the seal) of a sealed record; (None, None) when it does not open."""
+        sealed.require()
+        plain = sealed.unseal(session_id, stored_name(session_id), meta["x"])
+        try:
+            data = orjson.loads(plain) if plain is not None else None
+        except orjson.JSONDecodeError:
+            data = None
+        if type(data) is not dict:
+            logger.warning("fastsession: sealed session %s… does not open (tampered, or not its record): "
+                           "read as absent", stored_name(session_id)[:8])
+            return None, None
+        return data, {key: value for key, value in meta.items() if key != "x"} or None
+
+    def _sealed(self, session_id: str, data: dict, meta: Optional[dict]) -> bytes:
+        """The stored document of ``data`` sealed under the id's key; META (less the seal) stays readable."""
+        token = sealed.seal(session_id, stored_name(session_id), orjson.dumps(data))
+        return orjson.dumps({META: {**(meta or {}), "x": token}})
 
     def _index_plan(self, session: Session, meta: Optional[dict]) -> Tuple[Optional[tuple], Optional[tuple]]:
         """The index calls around a commit of ``session``: the entry to add before it, the one to remove after."""
@@ -675,12 +727,13 @@ class OnFiles(StoreCore):
         on_conflict: Resolver = "raise",
         max_size: Optional[int] = None,
         max_lifetime: Optional[float] = None,
+        encrypt: bool = False,
     ) -> None:
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
         StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name, locking, on_conflict,
-                           max_size, max_lifetime)
+                           max_size, max_lifetime, encrypt)
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay

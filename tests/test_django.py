@@ -945,3 +945,45 @@ def test_login_binds_the_session_and_revoke_all_logs_out_the_other_devices(stora
     devices[0].get("/signout")
     assert SessionStore().sessions_of("7") == []
     assert locks(storage) == []
+
+
+# -- FASTSESSION_ENCRYPT -----------------------------------------------------------------------------
+
+
+def remember(request):
+    request.session["email"] = "ann@example.com"
+    request.session["n"] = request.session.get("n", 0) + 1
+    return HttpResponse(str(request.session["n"]))
+
+
+urlpatterns.append(path("remember", remember))
+
+
+def stored_values(storage):
+    """Every byte storage holds for the engine: files' contents, or Redis values under the prefix."""
+    if storage.client is None:
+        found = b""
+        for name in session_files(storage.path):
+            with open(os.path.join(storage.path, name), "rb") as f:
+                found += f.read()
+        return found
+    return b"".join(storage.client.get(k) or b"" for k in storage.client.scan_iter(match=storage.prefix + "*")
+                    if storage.client.type(k) == b"string")
+
+
+def test_encrypt_keeps_no_value_at_rest_and_survives_login_and_merges(storage):
+    with override_settings(FASTSESSION_ENCRYPT=True):
+        client = Client()
+        assert [client.get("/remember").content for _ in range(2)] == [b"1", b"2"]
+        assert b"ann@example.com" not in stored_values(storage) and stored_values(storage)
+        client.get("/login")  # cycle_key: sealed again under the new key
+        assert client.get("/remember").content == b"3"
+        key = client.cookies[settings.SESSION_COOKIE_NAME].value
+        with override_settings(FASTSESSION_LOCKING="commit"):
+            other = SessionStore(key)
+            other["elsewhere"] = True  # loaded now, saved after the next request saved
+            assert client.get("/remember").content == b"4"
+            other.save()
+        assert SessionStore(key)["elsewhere"] is True and SessionStore(key)["n"] == 4
+        assert b"ann@example.com" not in stored_values(storage)
+    assert locks(storage) == []

@@ -20,7 +20,9 @@ middleware takes no lock for it), ``FASTSESSION_MAX_SIZE`` (bytes of the
 encoded session; a save over it raises SessionTooLarge and writes nothing),
 ``FASTSESSION_MAX_LIFETIME`` (seconds from a session's creation after which it
 is gone however recently used; kept across ``cycle_key``, so it counts from
-the first request, not from login: Django cycles the key at login). ``request.session.release()`` saves now and
+the first request, not from login: Django cycles the key at login),
+``FASTSESSION_ENCRYPT`` (True: the data is sealed under a key derived from the
+session key, fastsession.sealed; needs ``fastsession[crypto]``). ``request.session.release()`` saves now and
 releases the lock; the view carries on.
 
 On Redis (many hosts): ``FASTSESSION_REDIS_URL = "redis://..."``, or
@@ -117,6 +119,11 @@ def max_lifetime() -> Optional[float]:
     return value
 
 
+def encrypting() -> bool:
+    """FASTSESSION_ENCRYPT: seal session data under a key derived from the session key (fastsession.sealed)."""
+    return bool(getattr(settings, "FASTSESSION_ENCRYPT", False))
+
+
 def max_size() -> Optional[int]:
     """FASTSESSION_MAX_SIZE: the bytes an encoded session may take (None: no limit)."""
     value = getattr(settings, "FASTSESSION_MAX_SIZE", None)
@@ -171,6 +178,7 @@ class SessionStore(SessionBase):
         self._migrating: Any = None  # the old engine's store whose record goes once this one is saved
         self._meta: Optional[dict] = None  # the stored META (store.META): creation time, bound user
         self._indexed: Optional[tuple] = None  # (user hash, stored name) of the stored record's index entry
+        self._base_plain: Optional[bytes] = None  # what a sealed record opened to: what "commit" merges against
 
     # -- keys -----------------------------------------------------------------
 
@@ -217,9 +225,19 @@ class SessionStore(SessionBase):
             self._session_key = None
             return {}
         self._meta = data.pop(META) if META in data else None
+        if self._meta is not None and "x" in self._meta:  # sealed (FASTSESSION_ENCRYPT)
+            data, self._meta = self._opener()._unsealed(key, self._meta)
+            if data is None:
+                self._session_key = None
+                return {}
+            self._base_plain = encode(data, None, self._meta)
         if self._meta is not None and "u" in self._meta:
             self._indexed = (self._meta["u"], stored_name(key))
         return data
+
+    def _opener(self) -> BaseStore:
+        """A store on this engine's backend: the seal and the user index are the core's."""
+        return BaseStore(None, self._backend, max_lifetime=max_lifetime(), encrypt=encrypting())
 
     def _migrated(self, key: Optional[str]) -> Optional[dict]:
         """The session the engine being replaced (FASTSESSION_MIGRATE_FROM) holds for ``key``, moved here; else None.
@@ -360,6 +378,10 @@ class SessionStore(SessionBase):
             if not held:
                 self._backend.release(handle)
             raise
+        if encrypting():  # sealed under a key derived from this key: only its cookie opens it
+            plain = orjson.loads(body)
+            plain.pop(META, None)
+            body = self._opener()._sealed(key, plain, self._meta)
         if held:
             self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
         else:
@@ -389,7 +411,7 @@ class SessionStore(SessionBase):
         self.modified = True
 
     def _index_store(self) -> BaseStore:
-        return BaseStore(None, self._backend, max_lifetime=max_lifetime())
+        return self._opener()
 
     def sessions_of(self, user_id: str) -> list:
         """The user's sessions (fastsession.users.UserSession): stored name, created, last seen, metadata."""
@@ -421,9 +443,13 @@ class SessionStore(SessionBase):
         if loaded[1] == self._base:
             return body
         on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
-        base = {} if self._base is None else orjson.loads(self._base)
+        base = {} if self._base is None else orjson.loads(self._base_plain or self._base)
         theirs = loaded[0]
         base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
+        if their_meta is not None and "x" in their_meta:
+            theirs, their_meta = self._opener()._unsealed(self.session_key, their_meta)  # type: ignore[arg-type]
+            if theirs is None:
+                raise UpdateError  # what is stored now does not open: never overwritten unread
         if self._meta == base_meta:
             self._meta = their_meta
         return self._encoded(merge(base, data, theirs, on_conflict))

@@ -1,0 +1,60 @@
+"""Session data only the cookie can open (``encrypt=True``; ``pip install "fastsession[crypto]"``).
+
+The session's data is sealed with AES-256-GCM under a key derived from the
+session id (HKDF-SHA256): the server never stores the id (storage holds a
+hash of it, fastsession.names), so storage holds nothing that opens the
+data, nor anything that would let someone write a record the server would
+accept. There is no key to manage or rotate: the key lives in the cookie.
+The stored name is the associated data, so a sealed record moved to another
+session's name does not open. Metadata that expiry and the user index need
+(creation time, user hash) stays outside the seal.
+
+A record is ``{META: {..., "x": base64url(nonce + ciphertext)}}``; one
+that does not open (a flipped byte, another session's record) reads as
+absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Optional
+
+try:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+except ImportError:  # the extra is not installed: encrypt=True says so when asked for
+    AESGCM = None  # type: ignore[assignment,misc]
+
+SALT = b"fastsession sealed sessions"
+INFO = b"fastsession session data v1"
+NONCE = 12
+
+
+def require() -> None:
+    if AESGCM is None:
+        raise ImportError('encrypt=True needs the cryptography package: pip install "fastsession[crypto]"')
+
+
+def _key(session_id: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=SALT, info=INFO).derive(session_id.encode("ascii"))
+
+
+def seal(session_id: str, name: str, plaintext: bytes) -> str:
+    """``plaintext`` sealed under the id's key, bound to the stored ``name``: base64url text."""
+    nonce = os.urandom(NONCE)
+    sealed = AESGCM(_key(session_id)).encrypt(nonce, plaintext, name.encode("ascii"))
+    return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+
+def unseal(session_id: str, name: str, token: object) -> Optional[bytes]:
+    """The plaintext of ``token``; None when it does not open (tampered, truncated, another session's)."""
+    if not isinstance(token, str):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+        return AESGCM(_key(session_id)).decrypt(raw[:NONCE], raw[NONCE:], name.encode("ascii"))
+    except (InvalidTag, ValueError, UnicodeEncodeError):
+        return None

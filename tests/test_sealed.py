@@ -1,0 +1,181 @@
+"""encrypt=True: the stored bytes hold none of the session's values, and a record that does not open is absent.
+
+On the four stores (files and Redis, sync and async), through the adapters and Django.
+"""
+
+import asyncio
+import os
+
+import httpx
+import pytest
+import redis
+from flask import Flask, session
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from werkzeug.test import Client as WSGIClient
+
+import fastsession
+from fastsession import sealed
+from fastsession.asgi import SessionMiddleware as ASGIMiddleware
+from fastsession.contrib.flask import FastSessionInterface
+from fastsession.redis import data_key
+from fastsession.wsgi import SessionMiddleware
+
+from conftest import session_files
+from helpers import session_path
+from test_commit_mode import FACES, Face
+
+SECRET = {"email": "ann@example.com", "cart": ["very-secret-item"], "token": "tok-3141592653"}
+
+
+@pytest.fixture(params=FACES)
+def face(request, tmp_path, redis_url):
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    f.redis_url = redis_url
+    yield f
+    f.finish()
+
+
+def stored_bytes(face, sid):
+    if face.kind.startswith("files"):
+        with open(session_path(face.directory, sid), "rb") as f:
+            return f.read()
+    client = redis.Redis.from_url(face.redis_url)
+    try:
+        return client.get(data_key(face.prefix, sid))
+    finally:
+        client.close()
+
+
+def put_bytes(face, sid, body):
+    if face.kind.startswith("files"):
+        with open(session_path(face.directory, sid), "wb") as f:
+            f.write(body)
+    else:
+        client = redis.Redis.from_url(face.redis_url)
+        client.set(data_key(face.prefix, sid), body)
+        client.close()
+
+
+def open_with(face, sid, **options):
+    store = face.store(sid, encrypt=True, **options)
+    session = store.get_session(False)
+    data = None if session is None else dict(session)
+    store.close()
+    return data
+
+
+def test_the_stored_bytes_hold_none_of_the_values_and_the_cookie_opens_them(face):
+    sid = face.stored(SECRET, encrypt=True)
+    body = stored_bytes(face, sid)
+    for needle in (b"ann@example.com", b"very-secret-item", b"tok-3141592653", b"email", b"cart", sid.encode()):
+        assert needle not in body
+    assert open_with(face, sid) == SECRET
+
+
+def test_a_flipped_byte_reads_as_absent(face):
+    sid = face.stored(SECRET, encrypt=True)
+    body = bytearray(stored_bytes(face, sid))
+    at = body.index(b'"x":"') + 30  # inside the sealed token
+    body[at] = ord("A") if body[at] != ord("A") else ord("B")
+    put_bytes(face, sid, bytes(body))
+    assert open_with(face, sid) is None
+    store = face.store(sid, encrypt=True)
+    assert store.get_session(True).session_id != sid  # a new session, never the tampered one adopted
+    store.rollback()
+
+
+def test_another_sessions_record_does_not_open_under_this_id(face):
+    mine = face.stored({"user": "ann"}, encrypt=True)
+    theirs = face.stored({"user": "mallory"}, encrypt=True)
+    put_bytes(face, mine, stored_bytes(face, theirs))  # moved under my name
+    assert open_with(face, mine) is None
+
+
+def test_an_unchanged_request_rewrites_nothing_and_a_change_reseals(face):
+    sid = face.stored({"n": 1}, encrypt=True)
+    before = stored_bytes(face, sid)
+    assert open_with(face, sid) == {"n": 1}
+    assert stored_bytes(face, sid) == before  # the same sealed bytes: no write for a read
+    store = face.store(sid, encrypt=True)
+    store.get_session(False)["n"] = 2
+    store.close()
+    assert stored_bytes(face, sid) != before and open_with(face, sid) == {"n": 2}
+
+
+def test_a_plain_record_is_sealed_by_its_first_request_with_encrypt(face):
+    sid = face.stored(SECRET)
+    assert b"ann@example.com" in stored_bytes(face, sid)
+    assert open_with(face, sid) == SECRET
+    assert b"ann@example.com" not in stored_bytes(face, sid)
+    assert open_with(face, sid) == SECRET
+
+
+def test_regenerate_id_reseals_under_the_new_id_and_commit_mode_merges(face):
+    sid = face.stored({"a": 1}, encrypt=True)
+    store = face.store(sid, encrypt=True)
+    store.get_session(False)
+    new_id = store.regenerate_id()
+    store.close()
+    assert open_with(face, sid) is None and open_with(face, new_id) == {"a": 1}
+    first, second = face.store(new_id, encrypt=True, locking="commit"), face.store(new_id, encrypt=True,
+                                                                                    locking="commit")
+    first.get_session(False)["b"] = 2
+    second.get_session(False)["c"] = 3
+    first.close()
+    second.close()  # merged with what first stored: both opened, merged, sealed again
+    assert open_with(face, new_id) == {"a": 1, "b": 2, "c": 3}
+
+
+def test_without_cryptography_encrypt_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(sealed, "AESGCM", None)
+    with pytest.raises(ImportError, match=r"fastsession\[crypto\]"):
+        fastsession.SessionStore(None, str(tmp_path), encrypt=True)
+
+
+# -- adapters --------------------------------------------------------------------------------
+
+
+def no_values_at_rest(directory):
+    for name in session_files(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            assert b"ann@example.com" not in f.read()
+
+
+def test_wsgi_flask_asgi(tmp_path):
+    def wsgi(environ, start_response):
+        environ["fastsession.store"].get_session(True)["email"] = "ann@example.com"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    response = WSGIClient(SessionMiddleware(wsgi, str(tmp_path / "w"), encrypt=True)).get("/")
+    response.close()
+    no_values_at_rest(str(tmp_path / "w"))
+
+    app = Flask(__name__)
+    app.session_interface = FastSessionInterface(str(tmp_path / "f"), encrypt=True)
+
+    @app.route("/")
+    def view():
+        session["email"] = session.get("email", "ann@example.com")
+        return session["email"]
+
+    client = app.test_client()
+    assert client.get("/").text == client.get("/").text == "ann@example.com"
+    no_values_at_rest(str(tmp_path / "f"))
+
+    async def asgi_view(request):
+        request.session["email"] = "ann@example.com"
+        return PlainTextResponse("ok")
+
+    asgi = ASGIMiddleware(Starlette(routes=[Route("/", asgi_view)]), session_directory=str(tmp_path / "a"),
+                          encrypt=True)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as c:
+            return (await c.get("/")).status_code
+
+    assert asyncio.run(go()) == 200
+    assert session_files(str(tmp_path / "a"))
+    no_values_at_rest(str(tmp_path / "a"))
