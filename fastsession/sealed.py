@@ -17,8 +17,9 @@ absent.
 from __future__ import annotations
 
 import base64
+import functools
 import os
-from typing import Optional
+from typing import Any, Optional
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -42,10 +43,16 @@ def _key(session_id: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=SALT, info=INFO).derive(session_id.encode("ascii"))
 
 
+# A request opens its record and seals it again: derive once. (In memory only, like the ids themselves.)
+@functools.lru_cache(maxsize=1024)
+def _cipher(session_id: str) -> Any:
+    return AESGCM(_key(session_id))
+
+
 def seal(session_id: str, name: str, plaintext: bytes) -> str:
     """``plaintext`` sealed under the id's key, bound to the stored ``name``: base64url text."""
     nonce = os.urandom(NONCE)
-    sealed = AESGCM(_key(session_id)).encrypt(nonce, plaintext, name.encode("ascii"))
+    sealed = _cipher(session_id).encrypt(nonce, plaintext, name.encode("ascii"))
     return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
 
@@ -55,6 +62,6 @@ def unseal(session_id: str, name: str, token: object) -> Optional[bytes]:
         return None
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
-        return AESGCM(_key(session_id)).decrypt(raw[:NONCE], raw[NONCE:], name.encode("ascii"))
+        return _cipher(session_id).decrypt(raw[:NONCE], raw[NONCE:], name.encode("ascii"))
     except (InvalidTag, ValueError, UnicodeEncodeError):
         return None

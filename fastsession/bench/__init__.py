@@ -15,7 +15,7 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
 from .asgi import ASGI
-from .contenders import FLASK, KERNELS, ROUND_TRIP, Missing, id_peers
+from .contenders import FLASK, KERNELS, OPTIONS, ROUND_TRIP, Missing, id_peers
 from .measure import Broke, contend, interleaved_medians
 
 BASELINE = "fastsession (compiled)"
@@ -45,6 +45,8 @@ SCENARIOS = [
     ("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)",
      ROUND_TRIP, "modify", True),
     ("read", "read-only round trip (load, no change)", ROUND_TRIP, "read", True),
+    ("options", "what each store option costs: locked read-modify-write, compiled kernels", OPTIONS, "modify",
+     False),
     ("flask", "one Flask request (test client) to a view that counts visits", FLASK, "modify", False),
     ("asgi", "one ASGI request through Starlette (in-process, no sockets) to a view that counts visits",
      ASGI, "modify", False),

@@ -92,11 +92,17 @@ def twin_store(kind: str) -> type:
     return type(f"SessionStore_{kind}", (SessionStore,), {"backend_class": backend})
 
 
-def facade_ops(store_class: type, where: object, **options: object) -> Dict[str, Callable]:
-    """Round trips through the public facade: a store per request, as a web app makes them."""
+def facade_ops(store_class: type, where: object, setup: Optional[Callable[[Any], None]] = None,
+               **options: object) -> Dict[str, Callable]:
+    """Round trips through the public facade: a store per request, as a web app makes them.
+
+    ``setup(store)`` runs in the request that creates the session (a login's bind_user, say).
+    """
     jar = CookieJar()
     with store_class(jar, where, **options) as store:
         store.get_session(True).update(SESSION)
+        if setup is not None:
+            setup(store)
 
     def modify() -> None:
         store = store_class(jar, where, **options)
@@ -116,8 +122,13 @@ def facade_ops(store_class: type, where: object, **options: object) -> Dict[str,
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
-def fastsession_ops(kind: str, directory: str) -> Dict[str, Callable]:
-    return facade_ops(twin_store(kind), directory)
+def fastsession_ops(kind: str, directory: str, **options: object) -> Dict[str, Callable]:
+    return facade_ops(twin_store(kind), directory, **options)
+
+
+def bound_ops(directory: str) -> Dict[str, Callable]:
+    """facade_ops on a session bound to a user (bind_user), as after a login."""
+    return facade_ops(twin_store("c"), directory, setup=lambda store: store.bind_user("user-42", user_agent="bench"))
 
 
 _redis_url = None
@@ -487,6 +498,16 @@ ROUND_TRIP = {
     "Beaker file sessions": beaker_ops,
     "cachelib FileSystemCache": cachelib_ops,
     "WebStack 2005 design": webstack_ops,
+}
+
+# What each store option costs on a locked read-modify-write (the first row is BASELINE).
+OPTIONS = {
+    "fastsession (compiled)": lambda d: fastsession_ops("c", d),
+    "  encrypt=True": lambda d: fastsession_ops("c", d, encrypt=True),
+    "  max_lifetime=86400": lambda d: fastsession_ops("c", d, max_lifetime=86400),
+    "  max_size=65536": lambda d: fastsession_ops("c", d, max_size=65536),
+    "  bound to a user (bind_user)": bound_ops,
+    "  locking=\"commit\"": lambda d: fastsession_ops("c", d, locking="commit"),
 }
 
 KERNELS = {

@@ -2,7 +2,8 @@
 
 The cookie carries only the session's opaque id; the data lives in the
 store. Options are SessionStore's (concurrent, delay, timeout, stale_after,
-max_age, fsync, locking, on_conflict; ``timeout`` defaults to 10 s here);
+max_age, fsync, locking, on_conflict, max_size, max_lifetime, encrypt;
+``timeout`` defaults to 10 s here);
 cookies follow Flask's SESSION_COOKIE_* settings and, for permanent
 sessions, PERMANENT_SESSION_LIFETIME. With locking on (the default,
 ``concurrent=1``, ``locking="request"``) the session's lock is held from
