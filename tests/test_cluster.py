@@ -210,3 +210,20 @@ def test_lock_table_lists_the_held_locks_of_every_master(cluster, client, prefix
     finally:
         for store in held:
             store.rollback()
+
+
+def test_the_user_index_on_cluster_lists_and_revokes_sessions_on_every_master(cluster, client, prefix):
+    ids = []
+    while len({client.get_node_from_key(data_key(prefix, i)).port for i in ids}) < 3:  # devices on every master
+        trans = Transaction()
+        with RedisSessionStore(trans, client, prefix=prefix) as store:
+            store.get_session(True)["user"] = "ann"
+            store.bind_user("ann", device=str(len(ids)))
+        ids.append(trans.cookies["SID"])
+    store = RedisSessionStore(Transaction({"SID": ids[0]}), client, prefix=prefix)
+    assert sorted(e.session for e in store.sessions_of("ann")) == sorted(stored_name(i) for i in ids)
+    assert store.revoke_all("ann", keep=ids[0]) == len(ids) - 1
+    store.close()
+    assert [load(client, prefix, i) is not None for i in ids] == [True] + [False] * (len(ids) - 1)
+    with RedisSessionStore(Transaction(), client, prefix=prefix) as store:
+        assert [e.session for e in store.sessions_of("ann")] == [stored_name(ids[0])]
