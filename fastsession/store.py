@@ -29,7 +29,7 @@ from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
 from . import sealed
 from .names import stored_name
-from .users import UserSession, user_hash
+from .users import UserSession, bound, entry, user_hash
 from .session import Session
 
 logger = logging.getLogger("fastsession")
@@ -386,17 +386,7 @@ class StoreCore:
         """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close()."""
         if self._session is None:
             yield from self._do_get_session(True)
-        meta = dict(self._meta or ())
-        if user_id is None:
-            meta.pop("u", None)
-            meta.pop("m", None)
-        else:
-            meta["u"] = user_hash(user_id)
-            meta.setdefault("c", time.time())
-            if metadata:
-                orjson.dumps(metadata)  # TypeError now, not at close()
-                meta["m"] = metadata
-        self._meta = meta or None
+        self._meta = bound(self._meta, user_id, metadata)
 
     def _do_sessions_of(self, user_id: str) -> Steps:
         """The user's sessions (UserSession), newest first."""
@@ -591,11 +581,7 @@ class StoreCore:
         target = (meta["u"], stored_name(session.session_id)) if meta is not None and "u" in meta else None
         if target == indexed:
             return None, None
-        add = None
-        if target is not None:
-            info = orjson.dumps({"created": meta.get("c"), "added": time.time(),  # type: ignore[union-attr]
-                                 "metadata": meta.get("m") or {}})  # type: ignore[union-attr]
-            add = (INDEX_ADD, target[0], target[1], info)
+        add = (INDEX_ADD, target[0], target[1], entry(meta)) if target is not None else None  # type: ignore[arg-type]
         return add, (INDEX_REMOVE, *indexed) if indexed is not None else None
 
 

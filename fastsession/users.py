@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from typing import Any, Dict, Optional
+
+import orjson
 
 # An entry may be written a moment before its session's commit lands: only
 # older entries whose session is missing are removed.
@@ -28,6 +31,27 @@ def user_hash(user_id: str) -> str:
         raise TypeError(f"a user id is a non-empty str, not {user_id!r}")
     digest = hashlib.sha256(b"fastsession user\x00" + user_id.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest)[:43].decode("ascii")
+
+
+def bound(meta: Optional[dict], user_id: Optional[str], metadata: Optional[dict]) -> Optional[dict]:
+    """A session's META once bound to ``user_id`` (``u``, ``m``; a creation time if it had none), or unbound (None)."""
+    meta = dict(meta or ())
+    if user_id is None:
+        meta.pop("u", None)
+        meta.pop("m", None)
+    else:
+        meta["u"] = user_hash(user_id)
+        meta.setdefault("c", time.time())
+        meta.pop("m", None)
+        if metadata:
+            orjson.dumps(metadata)  # TypeError now, not at the commit
+            meta["m"] = metadata
+    return meta or None
+
+
+def entry(meta: dict) -> bytes:
+    """The index entry of a session bound with ``meta``: its creation time, when it was added, the metadata."""
+    return orjson.dumps({"created": meta.get("c"), "added": time.time(), "metadata": meta.get("m") or {}})
 
 
 class UserSession:

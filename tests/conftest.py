@@ -152,3 +152,13 @@ def sentinel_setup():
     setup = started(SentinelSetup())
     yield setup
     setup.stop()
+
+
+@pytest.fixture(params=["files", "files-async", "redis", "redis-async"])
+def face(request, tmp_path, redis_url):
+    """One kind of store (tests/faces.py): files and Redis, sync and async, in turn."""
+    from faces import Face
+
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    yield f
+    f.finish()

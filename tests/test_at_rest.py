@@ -17,14 +17,6 @@ from fastsession.redis import RedisSessionStore, data_key
 
 from conftest import Transaction, session_files, store_session
 from helpers import session_path, stored_relpath
-from test_commit_mode import FACES, Face
-
-
-@pytest.fixture(params=FACES)
-def face(request, tmp_path, redis_url):
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    yield f
-    f.finish()
 
 
 def everything_at_rest(face, redis_url):

@@ -1,6 +1,5 @@
 """fastsession.contrib.flask through Flask's own test client and real processes."""
 
-import os
 import re
 
 import flask

@@ -21,16 +21,8 @@ from fastsession.contrib.flask import FastSessionInterface
 from fastsession.store import META
 from fastsession.wsgi import SessionMiddleware
 
-from test_commit_mode import FACES, Face
 
 LIFETIME = 0.6
-
-
-@pytest.fixture(params=FACES)
-def face(request, tmp_path, redis_url):
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    yield f
-    f.finish()
 
 
 @pytest.mark.parametrize("locking", ["request", "commit"])

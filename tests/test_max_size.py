@@ -20,17 +20,9 @@ from fastsession.contrib.flask import FastSessionInterface
 from fastsession.wsgi import SessionMiddleware
 
 from conftest import Transaction
-from test_commit_mode import FACES, Face
 from test_adapter_locking import stored
 
 BIG = "x" * 5000
-
-
-@pytest.fixture(params=FACES)
-def face(request, tmp_path, redis_url):
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    yield f
-    f.finish()
 
 
 @pytest.mark.parametrize("locking", ["request", "commit"])

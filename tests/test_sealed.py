@@ -24,17 +24,8 @@ from fastsession.wsgi import SessionMiddleware
 
 from conftest import session_files
 from helpers import session_path
-from test_commit_mode import FACES, Face
 
 SECRET = {"email": "ann@example.com", "cart": ["very-secret-item"], "token": "tok-3141592653"}
-
-
-@pytest.fixture(params=FACES)
-def face(request, tmp_path, redis_url):
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    f.redis_url = redis_url
-    yield f
-    f.finish()
 
 
 def stored_bytes(face, sid):

@@ -17,16 +17,8 @@ from fastsession import users
 from fastsession.names import stored_name
 from fastsession.users import UserSession, user_hash
 
-from conftest import Transaction, session_files
-from test_commit_mode import FACES, Face
-
-
-@pytest.fixture(params=FACES)
-def face(request, tmp_path, redis_url):
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    f.redis_url = redis_url
-    yield f
-    f.finish()
+from conftest import session_files
+from faces import Face
 
 
 def log_in(face, user="ann", **metadata):
@@ -167,7 +159,6 @@ def _requests(kind, directory, redis_url, prefix, sid, locking, stop_at, report)
 @pytest.fixture(params=["files", "redis"])
 def sync_face(request, tmp_path, redis_url):
     f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    f.redis_url = redis_url
     yield f
     f.finish()
 

@@ -66,7 +66,7 @@ from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
 from ..names import stored_name
 from ..store import LOCKING, META, RELEASE, BaseStore, check_max_size, encode, shared_backend
-from ..users import UserSession, user_hash
+from ..users import UserSession, bound, entry, user_hash
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
@@ -371,9 +371,7 @@ class SessionStore(SessionBase):
         target = (self._meta["u"], stored_name(key)) if self._meta and "u" in self._meta else None
         try:
             if target is not None and target != self._indexed:  # listed before the commit lands (users.py)
-                info = orjson.dumps({"created": self._meta.get("c"), "added": time.time(),  # type: ignore[union-attr]
-                                     "metadata": self._meta.get("m") or {}})  # type: ignore[union-attr]
-                self._backend.index_add(target[0], target[1], info)
+                self._backend.index_add(target[0], target[1], entry(self._meta))  # type: ignore[arg-type]
         except BaseException:
             if not held:
                 self._backend.release(handle)
@@ -398,16 +396,7 @@ class SessionStore(SessionBase):
         Done on login and logout by this module's signal receivers.
         """
         self._get_session()  # loaded first: binding is part of what is stored
-        meta = dict(self._meta or ())
-        if user_id is None:
-            meta.pop("u", None)
-            meta.pop("m", None)
-        else:
-            meta["u"] = user_hash(user_id)
-            meta.setdefault("c", time.time())
-            if metadata:
-                meta["m"] = metadata
-        self._meta = meta or None
+        self._meta = bound(self._meta, user_id, metadata)
         self.modified = True
 
     def _index_store(self) -> BaseStore:
