@@ -419,18 +419,20 @@ class StoreCore:
         return True
 
     def _do_revoke_all(self, user_id: str, keep: Any) -> Steps:
-        """Revoke every session of ``user_id`` but ``keep`` (a session id, or a UserSession); how many."""
-        kept = keep.session if isinstance(keep, UserSession) else stored_name(keep) if keep else None
+        """Revoke every session of ``user_id`` but ``keep`` (a session id, a UserSession, or a list of them); how
+        many."""
+        kept = {item.session if isinstance(item, UserSession) else stored_name(item)
+                for item in (keep if isinstance(keep, (list, tuple, set)) else [keep]) if item}
         count = 0
         for _ in range(3):  # again: a session bound while this ran (a racing login) goes too
             live, pending = yield from self._do_index_of(user_id)
             # A pending entry's commit holds the session's lock: taking it waits for that commit to land.
-            entries = [e for e in live + pending if e.session != kept]
+            entries = [e for e in live + pending if e.session not in kept]
             if not entries:
                 break
             for entry in entries:
                 yield from self._do_revoke(entry)
-            count += len([e for e in live if e.session != kept])
+            count += len([e for e in live if e.session not in kept])
         return count
 
     def _get_session_identifier(self) -> str:
@@ -453,7 +455,7 @@ class StoreCore:
             else:  # never stored: nothing to delete
                 yield RELEASE, self._handle
         session.session_id = new_id
-        self._hold(session, new_handle, None, 0.0, self._meta)  # created stays: max_lifetime counts from login
+        self._hold(session, new_handle, None, 0.0, self._meta)  # the creation time stays (max_lifetime)
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return new_id
 
@@ -643,7 +645,8 @@ class BaseStore(StoreCore):
         return run(self.backend, self._do_revoke(entry))
 
     def revoke_all(self, user_id: str, keep: Any = None) -> int:
-        """Delete every session of ``user_id`` but ``keep`` (a session id, or a UserSession); how many went."""
+        """Delete every session of ``user_id`` but ``keep`` (a session id, a UserSession, or a list of them);
+        how many went."""
         return run(self.backend, self._do_revoke_all(user_id, keep))
 
     def response_cookie(self) -> Optional[str]:

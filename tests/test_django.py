@@ -913,7 +913,7 @@ def signin(request):
 
 
 def others_out(request):
-    return HttpResponse(str(request.session.revoke_all("7")))
+    return HttpResponse(str(request.session.revoke_all("7", keep=request.session.session_key)))
 
 
 def signout(request):
@@ -986,4 +986,23 @@ def test_encrypt_keeps_no_value_at_rest_and_survives_login_and_merges(storage):
             other.save()
         assert SessionStore(key)["elsewhere"] is True and SessionStore(key)["n"] == 4
         assert b"ann@example.com" not in stored_values(storage)
+    assert locks(storage) == []
+
+
+def everyone_out(request):
+    return HttpResponse(str(request.session.revoke_all("7")))
+
+
+urlpatterns.append(path("everyone-out", everyone_out))
+
+
+def test_revoke_all_without_keep_logs_out_this_device_too(storage):
+    devices = [Client() for _ in range(2)]
+    for device in devices:
+        device.get("/count")
+        device.get("/signin")
+    keys = [d.cookies[settings.SESSION_COOKIE_NAME].value for d in devices]
+    assert devices[0].get("/everyone-out").content == b"2"
+    assert [SessionStore().exists(k) for k in keys] == [False, False]
+    assert SessionStore().sessions_of("7") == []
     assert locks(storage) == []

@@ -413,13 +413,18 @@ class SessionStore(SessionBase):
             return True
         return self._index_store().revoke(entry)
 
-    def revoke_all(self, user_id: str, keep: Any = "current") -> int:
-        """Delete the user's sessions but ``keep``: by default this request's own ("log out my other
-        devices"); a session key or UserSession; None revokes this one too (flushed). How many went."""
+    def revoke_all(self, user_id: str, keep: Any = None) -> int:
+        """Delete the user's sessions but ``keep`` (a session key or UserSession); how many went.
+
+        ``keep=request.session.session_key``: "log out my other devices". This
+        request's own session, unless kept, is flushed (never waited for).
+        """
+        self._get_session()  # loaded: whether this session is the user's is in what it read
         own = self.session_key
-        spared = own if keep == "current" else keep
-        count = self._index_store().revoke_all(user_id, keep=spared if spared is not None else own)
-        if keep is None and own is not None and self._meta and self._meta.get("u") == user_hash(user_id):
+        kept = keep.session if isinstance(keep, UserSession) else stored_name(keep) if keep else None
+        own_name = stored_name(own) if own else None
+        count = self._index_store().revoke_all(user_id, keep=[own, keep])  # not its own lock: never waited for
+        if own_name is not None and kept != own_name and self._meta and self._meta.get("u") == user_hash(user_id):
             self.flush()
             count += 1
         return count
