@@ -21,32 +21,41 @@ import functools
 import os
 from typing import Any, Optional
 
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-except ImportError:  # the extra is not installed: encrypt=True says so when asked for
-    AESGCM = None  # type: ignore[assignment,misc]
-
 SALT = b"fastsession sealed sessions"
 INFO = b"fastsession session data v1"
 NONCE = 12
+_crypto: Any = None  # (AESGCM, HKDF, SHA256, InvalidTag), imported on first use: only encrypt=True needs them
+
+
+def _classes() -> Any:
+    global _crypto
+    if _crypto is None:
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            from cryptography.hazmat.primitives.hashes import SHA256
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+        except ImportError:
+            raise ImportError('encrypt=True needs the cryptography package: pip install "fastsession[crypto]"') \
+                from None
+        _crypto = (AESGCM, HKDF, SHA256, InvalidTag)
+    return _crypto
 
 
 def require() -> None:
-    if AESGCM is None:
-        raise ImportError('encrypt=True needs the cryptography package: pip install "fastsession[crypto]"')
+    """ImportError naming the extra to install, when cryptography is missing."""
+    _classes()
 
 
 def _key(session_id: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=SALT, info=INFO).derive(session_id.encode("ascii"))
+    _, hkdf, sha256, _ = _classes()
+    return hkdf(algorithm=sha256(), length=32, salt=SALT, info=INFO).derive(session_id.encode("ascii"))
 
 
 # A request opens its record and seals it again: derive once. (In memory only, like the ids themselves.)
 @functools.lru_cache(maxsize=1024)
 def _cipher(session_id: str) -> Any:
-    return AESGCM(_key(session_id))
+    return _classes()[0](_key(session_id))
 
 
 def seal(session_id: str, name: str, plaintext: bytes) -> str:
@@ -63,5 +72,5 @@ def unseal(session_id: str, name: str, token: object) -> Optional[bytes]:
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
         return _cipher(session_id).decrypt(raw[:NONCE], raw[NONCE:], name.encode("ascii"))
-    except (InvalidTag, ValueError, UnicodeEncodeError):
+    except (_classes()[3], ValueError, UnicodeEncodeError):
         return None

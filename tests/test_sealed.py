@@ -120,7 +120,10 @@ def test_regenerate_id_reseals_under_the_new_id_and_commit_mode_merges(face):
 
 
 def test_without_cryptography_encrypt_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(sealed, "AESGCM", None)
+    import sys
+
+    monkeypatch.setattr(sealed, "_crypto", None)
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)  # as if not installed
     with pytest.raises(ImportError, match=r"fastsession\[crypto\]"):
         fastsession.SessionStore(None, str(tmp_path), encrypt=True)
 
