@@ -16,18 +16,26 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     done = bench("--json", cwd=tmp_path)
     results = json.loads(done.stdout)
     keys = [entry["key"] for entry in results["scenarios"]]
-    assert keys == ["ids", "modify", "read", "flask", "asgi", "lock", "load", "commit"]
-    modify = results["scenarios"][1]["places"]
-    for figures in modify.values():
-        assert figures["fastsession (compiled)"] > 0
+    assert keys == ["ids", "modify", "read", "options", "redis-modify", "redis-read", "flask", "asgi",
+                    "flask-request", "django-request", "lock", "load", "commit"]
+    scenarios = {entry["key"]: entry for entry in results["scenarios"]}
+    for figures in scenarios["modify"]["places"].values():
+        assert figures["fastsession (compiled)"] > 0 and figures["C floor (same system calls)"] > 0
+    redis_rows = scenarios["redis-modify"]["places"]["loopback"]
+    assert redis_rows["fastsession on Redis"] > 0 and redis_rows["plain redis-py, no lock (floor)"] > 0
+    for key in ("flask", "asgi", "flask-request", "django-request"):
+        spread = scenarios[key]["spread"]["tmpfs"]
+        assert spread and all(value >= 0 for value in spread.values())  # the spread is reported
     rows = results["contention"]["rows"]
     assert rows["fastsession (compiled)"]["lost"] == 0
     assert rows["fastsession (pure twins)"]["lost"] == 0
     assert rows["fastsession on Redis"]["lost"] == 0
     assert rows["Starlette + fastsession (files)"]["lost"] == rows["Starlette + fastsession on Redis"]["lost"] == 0
-    asgi = results["scenarios"][4]["places"]["tmpfs"]
+    asgi = scenarios["asgi"]["places"]["tmpfs"]
     assert asgi["fastsession (compiled)"] > 0 and asgi["Starlette signed cookie (default)"] > 0
-    assert "[14/14]" in done.stderr  # progress was shown
+    assert "ext4 journal" in scenarios["modify"]["places"] or "journaled ext4 column" in results["missing"]
+    steps = 1 + sum(len(entry["places"]) for entry in results["scenarios"][1:]) + 1
+    assert f"[{steps}/{steps}]" in done.stderr  # progress was shown
 
 
 def test_table_and_plot(tmp_path):

@@ -10,17 +10,49 @@ import asyncio
 from typing import Any, Optional
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, is_cluster
+from redis.exceptions import NoScriptError
+
+from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, ScriptCaller, is_cluster
 from .store import (DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE,
                     SAVE, Steps)
 
 
 class AsyncScripts:
-    """The Redis routines' calls, on a ``redis.asyncio`` client: every one awaited."""
+    """The Redis routines' calls, on a ``redis.asyncio`` client: every one awaited.
+
+    Scripts go as EVALSHA on one of the client's pooled connections, as redis.ScriptCaller does for
+    the sync client (the same reasons, the same fallback for Cluster and single-connection clients).
+    """
 
     def __init__(self, client: Any) -> None:
+        from redis.asyncio import Redis
+
         self.client = client
-        self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        self.shas = ScriptCaller.digests()
+        plain = type(client) is Redis and getattr(client, "connection", None) is None
+        self.pool = client.connection_pool if plain else None
+        self.scripts = None if plain else {name: client.register_script(source) for name, source in SCRIPTS.items()}
+
+    async def script(self, name: str, keys: Any, args: Any) -> Any:
+        pool = self.pool
+        if pool is None:
+            return await self.scripts[name](keys=keys, args=args)  # type: ignore[index]
+        connection = await pool.get_connection()
+        try:
+            return await connection.retry.call_with_retry(lambda: self._evalsha(connection, name, keys, args),
+                                                          lambda error: connection.disconnect())
+        finally:
+            await pool.release(connection)
+
+    async def _evalsha(self, connection: Any, name: str, keys: Any, args: Any) -> Any:
+        await connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+        try:
+            return await connection.read_response()
+        except NoScriptError:  # not loaded on this server (yet, or any more)
+            await connection.send_command("SCRIPT", "LOAD", SCRIPTS[name])
+            await connection.read_response()
+            await connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+            return await connection.read_response()
 
     @staticmethod
     def now(step: tuple) -> Any:
@@ -31,7 +63,7 @@ class AsyncScripts:
             return await asyncio.sleep(step[1])
         if step[0] == WAIT:
             return await self.client.blpop([step[1]], timeout=step[2])
-        return await self.scripts[step[1]](keys=step[2], args=step[3])
+        return await self.script(step[1], step[2], step[3])
 
 
 class AsyncRedisBackend(RedisCore):

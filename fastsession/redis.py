@@ -25,7 +25,8 @@ import time
 from typing import Any, Dict, Generator, List, Optional, Tuple
 
 import orjson
-from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, RedisError, TimeoutError
+from redis.exceptions import (ClusterDownError, ConnectionError, NoScriptError, RedisClusterException, RedisError,
+                              TimeoutError)
 
 from . import _kernels
 from ._holder import MAGIC, describe, holder_record, summary
@@ -465,6 +466,54 @@ class RedisCore:
             yield SLEEP, RETRY_EVERY
 
 
+class ScriptCaller:
+    """The backend's scripts as EVALSHA on one of the client's pooled connections, without redis-py's
+    per-command client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
+
+    Kept from redis-py: the connection pool, the connection's own retry policy (a connection or timeout
+    error disconnects and retries, as ``execute_command`` does), its reply parser and errors. A script
+    the server does not know (after a restart or SCRIPT FLUSH) is loaded and called again. Clients this
+    cannot drive so (Cluster, a single-connection client, anything not a plain ``redis.Redis``) get
+    redis-py's own ``register_script`` objects.
+    """
+
+    def __init__(self, client: Any) -> None:
+        from redis import Redis
+
+        self.shas = self.digests()
+        plain = type(client) is Redis and getattr(client, "connection", None) is None
+        self.pool = client.connection_pool if plain else None
+        self.scripts = None if plain else {name: client.register_script(source) for name, source in SCRIPTS.items()}
+
+    @staticmethod
+    def digests() -> Dict[str, str]:
+        """Each script's SHA1, the name EVALSHA calls it by."""
+        import hashlib
+
+        return {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SCRIPTS.items()}
+
+    def __call__(self, name: str, keys: List[str], args: List[Any]) -> Any:
+        pool = self.pool
+        if pool is None:
+            return self.scripts[name](keys=keys, args=args)  # type: ignore[index]
+        connection = pool.get_connection()
+        try:
+            return connection.retry.call_with_retry(lambda: self._evalsha(connection, name, keys, args),
+                                                    lambda error: connection.disconnect())
+        finally:
+            pool.release(connection)
+
+    def _evalsha(self, connection: Any, name: str, keys: List[str], args: List[Any]) -> Any:
+        connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+        try:
+            return connection.read_response()
+        except NoScriptError:  # not loaded on this server (yet, or any more)
+            connection.send_command("SCRIPT", "LOAD", SCRIPTS[name])
+            connection.read_response()
+            connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+            return connection.read_response()
+
+
 class RedisBackend(RedisCore):
     """Sessions as Redis strings, locked with SET NX PX and a token (redis-py's sync client)."""
 
@@ -472,7 +521,7 @@ class RedisBackend(RedisCore):
         RedisCore.__init__(self, *options)
         self.client = client
         self.legacy = not is_cluster(client)
-        self.scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        self.scripts = ScriptCaller(client)
         self.guard = threading.Lock()  # one sweeper thread at a time
         self.sweeper: Optional[threading.Thread] = None
 
@@ -481,7 +530,7 @@ class RedisBackend(RedisCore):
         return run(self, steps)
 
     def script(self, name: str, keys: List[str], args: List[Any]) -> Any:
-        return self.scripts[name](keys=keys, args=args)
+        return self.scripts(name, keys, args)
 
     sleep = staticmethod(time.sleep)
 

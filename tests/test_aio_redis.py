@@ -226,3 +226,25 @@ def test_a_request_cancelled_while_its_acquire_is_on_the_wire_leaves_no_lock():
         assert sync_client.keys("fastsession:*:lock") == []
     finally:
         server.stop()
+
+
+def test_async_scripts_survive_a_script_flush_and_killed_connections(redis_url, sync_client, prefix):
+    session_id = stored(sync_client, prefix, {"n": 0})
+
+    async def go():
+        # Retries are the client's, as for its own commands: from_url's async client makes none, this one does.
+        kwargs = redis.asyncio.Redis.from_url(redis_url).connection_pool.connection_kwargs
+        client = redis.asyncio.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379))
+        try:
+            await increment(client, prefix, session_id)
+            await sync_client_flush_and_kill()
+            await increment(client, prefix, session_id)  # NOSCRIPT and a dropped connection: handled
+        finally:
+            await client.aclose()
+
+    async def sync_client_flush_and_kill():
+        sync_client.script_flush()
+        sync_client.execute_command("CLIENT", "KILL", "TYPE", "normal")
+
+    run(go())
+    assert load(sync_client, prefix, session_id)["n"] == 2

@@ -348,3 +348,28 @@ def test_without_locks_a_0_1_session_is_read_at_its_old_key_and_a_write_or_delet
         store.expire_session()
     assert our_keys(client, prefix) == [data_key(prefix, kept)]
     assert load(make, kept) == {"n": 2}
+
+
+# -- scripts on a pooled connection, without redis-py's per-command layer ---------------------------
+
+
+def test_scripts_survive_a_script_flush_and_killed_connections(make, client, prefix):
+    store = make()
+    assert store.backend.scripts.pool is client.connection_pool  # the fast path, on a plain client
+    session_id = stored(make, {"n": 1})
+    client.script_flush()  # a restarted or flushed server: NOSCRIPT, then loaded again
+    with make(Transaction({"SID": session_id})) as store:
+        store.get_session(False)["n"] += 1
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal")  # every pooled connection dropped
+    with make(Transaction({"SID": session_id})) as store:
+        store.get_session(False)["n"] += 1  # reconnected and retried, as redis-py's own commands are
+    assert load(make, session_id) == {"n": 3}
+
+
+def test_a_script_error_is_a_session_error_with_the_cause(make, client, prefix):
+    session_id = stored(make, {"n": 1})
+    client.delete(data_key(prefix, session_id))
+    client.rpush(data_key(prefix, session_id), "not a string")
+    with pytest.raises(SessionError, match="WRONGTYPE") as caught:
+        make(Transaction({"SID": session_id})).get_session(False)
+    assert isinstance(caught.value.__cause__, redis.exceptions.ResponseError)

@@ -15,8 +15,9 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
 from .asgi import ASGI
-from .contenders import FLASK, KERNELS, OPTIONS, ROUND_TRIP, Missing, id_peers
-from .measure import Broke, contend, interleaved_medians
+from .contenders import (DJANGO_REQUEST_BASELINE, DJANGO_REQUESTS, FLASK, FLASK_REQUEST_BASELINE, FLASK_REQUESTS,
+                         KERNELS, OPTIONS, REDIS, REDIS_BASELINE, ROUND_TRIP, Missing, id_peers)
+from .measure import Broke, contend, interleaved_medians, interleaved_stats
 
 BASELINE = "fastsession (compiled)"
 FLOOR = "C floor (same system calls)"
@@ -26,13 +27,13 @@ UNDER_CONTENTION = {
     for name in (
         "fastsession (compiled)",
         "fastsession (pure twins)",
-        "fastsession on Redis",
         "Django file backend",
         "Beaker file sessions",
         "cachelib FileSystemCache",
         "WebStack 2005 design",
     )
 }
+UNDER_CONTENTION["fastsession on Redis"] = REDIS["fastsession on Redis"]
 UNDER_CONTENTION["Flask + fastsession on Redis"] = FLASK["fastsession on Redis"]
 UNDER_CONTENTION["Flask-Session, Redis backend"] = FLASK["Flask-Session, Redis backend"]
 UNDER_CONTENTION["Starlette + fastsession (files)"] = ASGI["fastsession (compiled)"]
@@ -40,19 +41,45 @@ UNDER_CONTENTION["Starlette + fastsession on Redis"] = ASGI["fastsession on Redi
 UNDER_CONTENTION["Starlette signed cookie"] = ASGI["Starlette signed cookie (default)"]
 UNDER_CONTENTION["Starlette + starsessions on Redis"] = ASGI["starsessions on Redis (no lock)"]
 
-# (key, title, factories, scenario name in the factories' output, every place or only the first)
+class Scenario:
+    """One table of the bench: its contenders (factories), the operation timed, where, and against what."""
+
+    def __init__(self, key: str, title: str, factories: Dict[str, Callable], operation: str, *,
+                 every_place: bool = True, baseline: str = BASELINE, place: Optional[str] = None,
+                 rounds_times: int = 1, spread: bool = False) -> None:
+        self.key, self.title, self.factories, self.operation = key, title, factories, operation
+        self.every_place = every_place  # every filesystem, or only the first (tmpfs when there is one)
+        self.baseline = baseline  # the row every ratio of this table is taken against
+        self.place = place  # a column name of its own (Redis: "loopback"), not a filesystem's
+        self.rounds_times = rounds_times  # noisy scenarios (whole requests) get more rounds
+        self.spread = spread  # show the interquartile range of the batches beside each median
+
+
 SCENARIOS = [
-    ("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)",
-     ROUND_TRIP, "modify", True),
-    ("read", "read-only round trip (load, no change)", ROUND_TRIP, "read", True),
-    ("options", "what each store option costs: locked read-modify-write, compiled kernels", OPTIONS, "modify",
-     False),
-    ("flask", "one Flask request (test client) to a view that counts visits", FLASK, "modify", False),
-    ("asgi", "one ASGI request through Starlette (in-process, no sockets) to a view that counts visits",
-     ASGI, "modify", False),
-    ("lock", "lock acquire + release", KERNELS, "lock", True),
-    ("load", "read + decode a session file", KERNELS, "load", True),
-    ("commit", "lock + encode + commit", KERNELS, "commit", True),
+    Scenario("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)",
+             ROUND_TRIP, "modify"),
+    Scenario("read", "read-only round trip (load, no change)", ROUND_TRIP, "read"),
+    Scenario("options", "what each store option costs: locked read-modify-write, compiled kernels", OPTIONS,
+             "modify", every_place=False),
+    Scenario("redis-modify", "Redis: locked read-modify-write round trip, against two plain redis-py calls "
+             "(GET, SET with a TTL)",
+             REDIS, "modify", baseline=REDIS_BASELINE, place="loopback", every_place=False),
+    Scenario("redis-read", "Redis: read-only round trip (a locked read), against one plain redis-py GET", REDIS,
+             "read",
+             baseline=REDIS_BASELINE, place="loopback", every_place=False),
+    Scenario("flask", "one Flask request (test client) to a view that counts visits", FLASK, "modify",
+             every_place=False, rounds_times=3, spread=True),
+    Scenario("asgi", "one ASGI request through Starlette (in-process, no sockets) to a view that counts visits",
+             ASGI, "modify", every_place=False, rounds_times=3, spread=True),
+    Scenario("flask-request", "what the store costs of a whole Flask request (test client, a view that counts "
+             "visits; the last row: the same request with no session store)", FLASK_REQUESTS, "modify",
+             every_place=False, rounds_times=3, spread=True, baseline=FLASK_REQUEST_BASELINE),
+    Scenario("django-request", "what the store costs of a whole Django request (test client, a view that counts "
+             "visits; the last row: the same request with no session middleware)", DJANGO_REQUESTS, "modify",
+             every_place=False, rounds_times=3, spread=True, baseline=DJANGO_REQUEST_BASELINE),
+    Scenario("lock", "lock acquire + release", KERNELS, "lock"),
+    Scenario("load", "read + decode a session file", KERNELS, "load"),
+    Scenario("commit", "lock + encode + commit", KERNELS, "commit"),
 ]
 
 
@@ -63,6 +90,51 @@ def filesystems() -> Dict[str, str]:
         places["tmpfs"] = "/dev/shm"
     places["disk"] = tempfile.gettempdir()
     return places
+
+
+class JournaledExt4:
+    """A journaled ext4 (mkfs.ext4 defaults: data=ordered) on a loop-mounted file, when this process may mount.
+
+    ``path`` is its mount point, or None with ``why`` saying what stopped it.
+    """
+
+    SIZE = 256 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.path: Optional[str] = None
+        self.why = ""
+        self.image = ""
+
+    def __enter__(self) -> "JournaledExt4":
+        import subprocess
+
+        if os.geteuid() != 0:
+            self.why = "a loop mount needs root"
+            return self
+        if not shutil.which("mkfs.ext4") or not shutil.which("mount"):
+            self.why = "mkfs.ext4 or mount is not installed"
+            return self
+        folder = tempfile.mkdtemp(prefix="fastsession-bench-ext4-")
+        self.image, point = os.path.join(folder, "image"), os.path.join(folder, "mnt")
+        os.mkdir(point)
+        with open(self.image, "wb") as f:
+            f.truncate(self.SIZE)
+        for command in (["mkfs.ext4", "-q", "-F", self.image], ["mount", "-o", "loop", self.image, point]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                self.why = f"{command[0]} failed: {(done.stderr or done.stdout).strip()[:200]}"
+                shutil.rmtree(folder, ignore_errors=True)
+                return self
+        self.path = point
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import subprocess
+
+        if self.path is not None:
+            subprocess.run(["umount", self.path], capture_output=True)
+        if self.image:
+            shutil.rmtree(os.path.dirname(self.image), ignore_errors=True)
 
 
 def fs_type(path: str) -> str:
@@ -142,14 +214,23 @@ def build(factories: Dict[str, Callable], directory: str, scenario: str,
 
 
 def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
+    with JournaledExt4() as journaled:
+        return _run(quick, quiet, journaled)
+
+
+def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> Dict[str, Any]:
     rounds = 7 if quick else 31
     count = 100 if quick else 400
     places = filesystems()
+    if journaled.path is not None:
+        places["ext4 journal"] = journaled.path
     work = {name: tempfile.mkdtemp(prefix="fastsession-bench-", dir=path) for name, path in places.items()}
-    steps = sum(len(places) if every_place else 1 for *_, every_place in SCENARIOS)
+    steps = sum(len(places) if scenario.every_place else 1 for scenario in SCENARIOS)
     progress = Progress(1 + steps + 1, quiet)
     results: Dict[str, Any] = {"machine": machine(places), "rounds": rounds, "scenarios": [], "missing": {}}
     missing: Dict[str, str] = results["missing"]
+    if journaled.path is None:
+        missing["journaled ext4 column"] = journaled.why
     try:
         progress.step("session ids")
         any_place = next(iter(work.values()))
@@ -160,16 +241,24 @@ def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
                 ids[name] = ops["ids"]
         ids.update(id_peers())
         results["scenarios"].append({
-            "key": "ids", "title": "new session id",
+            "key": "ids", "title": "new session id", "baseline": BASELINE,
             "places": {"memory": interleaved_medians(ids, rounds * 2, progress=progress.tick)},
         })
-        for key, title, factories, scenario, every_place in SCENARIOS:
-            entry: Dict[str, Any] = {"key": key, "title": title, "places": {}}
-            for place, directory in list(work.items())[: None if every_place else 1]:
-                progress.step(f"{key} ({place})")
-                folder = tempfile.mkdtemp(prefix=key + "-", dir=directory)
-                runners = build(factories, folder, scenario, missing)
-                entry["places"][place] = interleaved_medians(runners, rounds, progress=progress.tick)
+        for scenario in SCENARIOS:
+            entry: Dict[str, Any] = {"key": scenario.key, "title": scenario.title, "baseline": scenario.baseline,
+                                     "places": {}, "spread": {}, "rounds": rounds * scenario.rounds_times}
+            for place, directory in list(work.items())[: None if scenario.every_place else 1]:
+                column = scenario.place or place
+                progress.step(f"{scenario.key} ({column})")
+                folder = tempfile.mkdtemp(prefix=scenario.key + "-", dir=directory)
+                runners = build(scenario.factories, folder, scenario.operation, missing)
+                stats = interleaved_stats(runners, rounds * scenario.rounds_times, progress=progress.tick)
+                entry["places"][column] = {name: figures["median"] for name, figures in stats.items()}
+                entry["spread"][column] = {name: figures["iqr"] for name, figures in stats.items()}
+                if not scenario.spread:
+                    del entry["spread"][column]
+            if not entry["spread"]:
+                del entry["spread"]
             results["scenarios"].append(entry)
         progress.step(f"contention: 4 processes x {count} increments of one session")
         place = "tmpfs" if "tmpfs" in work else "disk"
@@ -199,13 +288,17 @@ def format_table(results: Dict[str, Any]) -> str:
     lines = [
         f"fastsession {m['fastsession']} bench: Python {m['python']}, {m['cpu']}, {m['cores']} cores",
         "places: " + ", ".join(f"{k} = {v}" for k, v in m["places"].items()),
-        f"median of {results['rounds']} interleaved batches per figure; "
-        f"ratio = contender time / {BASELINE} time (higher is slower)",
+        f"median of {results['rounds']} interleaved batches per figure (whole requests: 3x as many); "
+        f"ratio = contender time / {BASELINE} time unless a table names another (higher is slower); "
+        f"iqr = interquartile range of the batches, % of the median",
     ]
     for entry in results["scenarios"]:
         places = list(entry["places"])
-        lines += ["", entry["title"]]
-        lines.append(f"  {'':34s}" + "".join(f"{place + ' µs':>12s}{'ratio':>9s}" for place in places))
+        baseline = entry.get("baseline", BASELINE)
+        spread = entry.get("spread", {})
+        lines += ["", entry["title"] + (f"  [ratio against {baseline}]" if baseline != BASELINE else "")]
+        lines.append(f"  {'':34s}" + "".join(f"{place + ' µs':>12s}{'ratio':>9s}" + ("   iqr" if place in spread else "")
+                                            for place in places))
         names: List[str] = []
         for figures in entry["places"].values():
             names += [n for n in figures if n not in names]
@@ -216,13 +309,15 @@ def format_table(results: Dict[str, Any]) -> str:
             for place in places:
                 figures = entry["places"][place]
                 if name not in figures:
-                    row += f"{'-':>12s}{'':>9s}"
+                    row += f"{'-':>12s}{'':>9s}" + ("      " if place in spread else "")
                     continue
                 us = figures[name] * 1e6
-                base = figures.get(BASELINE)
+                base = figures.get(baseline)
                 ratio = f"{figures[name] / base:.2f}x" if base else ""
                 row += f"{us:12.2f}{ratio:>9s}"
-            lines.append(row)
+                if place in spread:
+                    row += f"{spread[place][name] * 100:5.0f}%"
+            lines.append(row.rstrip())
     contention = results.get("contention")
     if contention:
         lines += ["", f"contention: {contention['processes']} processes x {contention['count']} increments "

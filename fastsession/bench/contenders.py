@@ -12,13 +12,14 @@ import atexit
 import os
 import secrets
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import orjson
 
 from .. import _kernels
 from .._holder import holder_record
 from ..files import FileBackend
+from ..names import stored_name
 from ..store import SessionStore
 from .floor import checked, load_floor
 from .redis_server import RedisServer
@@ -169,6 +170,23 @@ def redis_ops(directory: str) -> Dict[str, Callable]:
     return facade_ops(RedisSessionStore, redis_client(), prefix=f"bench-{secrets.token_hex(4)}:")
 
 
+def plain_redis_ops(directory: str) -> Dict[str, Callable]:
+    """The same session with two plain redis-py calls and no lock (GET, then SET with a TTL): the Redis floor."""
+    client = redis_client()
+    key = f"bench-plain-{secrets.token_hex(4)}"
+    client.set(key, orjson.dumps(SESSION), px=3_600_000)
+
+    def modify() -> None:
+        data = orjson.loads(client.get(key))
+        data["visits"] += 1
+        client.set(key, orjson.dumps(data), px=3_600_000)
+
+    def read() -> None:
+        orjson.loads(client.get(key))["visits"]
+
+    return {"modify": repeat(modify), "read": repeat(read)}
+
+
 def fastsession_kernels(kind: str, directory: str) -> Dict[str, Runner]:
     k = twin_kernels(kind)
     path = os.fsencode(os.path.join(directory, f"kernel-{kind}"))
@@ -196,9 +214,16 @@ def fastsession_kernels(kind: str, directory: str) -> Dict[str, Runner]:
 LEAN_LOCK = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
+def real_layout(directory: str) -> str:
+    """A session file where fastsession would keep one: a shard folder, then a 43-character stored name."""
+    name = stored_name(_kernels.ACTIVE.new_session_id())
+    os.makedirs(os.path.join(directory, name[:2]), mode=0o700, exist_ok=True)
+    return os.path.join(directory, name[:2], name)
+
+
 def lean_ops(directory: str) -> Dict[str, Callable]:
-    """The shortest plain-Python locked round trip: os.open/os.read/orjson/os.rename."""
-    path = os.path.join(directory, "lean-session")
+    """The shortest plain-Python locked round trip: os.open/os.read/orjson/os.rename (on the real layout)."""
+    path = real_layout(directory)
     lock, temp = path + ".lock", path + ".tmp"
     holder = b"%d\n" % os.getpid()
     with open(path, "wb") as f:
@@ -262,7 +287,7 @@ def floor_ops(directory: str) -> Dict[str, Runner]:
     if not _floor:
         raise Missing("no C compiler to build the floor")
     lib = _floor
-    path = os.fsencode(os.path.join(directory, "floor-session"))
+    path = os.fsencode(real_layout(directory))
     lock = path + b".lock"
     header = holder_record()
     body = orjson.dumps(SESSION)
@@ -282,13 +307,23 @@ def floor_ops(directory: str) -> Dict[str, Runner]:
 # -- the peers ------------------------------------------------------------------------
 
 
-def django_ops(directory: str) -> Dict[str, Callable]:
+def django_settings() -> Any:
+    """Django's settings, configured once for the bench (its one-view project: fastsession.bench.django_app)."""
     try:
+        import django
         from django.conf import settings
     except ImportError:
         raise Missing("Django is not installed") from None
     if not settings.configured:
-        settings.configure(SECRET_KEY="fastsession-benchmark-" + "k" * 40, USE_TZ=True)
+        settings.configure(SECRET_KEY="fastsession-benchmark-" + "k" * 40, USE_TZ=True, ALLOWED_HOSTS=["testserver"],
+                           ROOT_URLCONF="fastsession.bench.django_app", MIDDLEWARE=[],
+                           INSTALLED_APPS=["django.contrib.sessions"])
+        django.setup()
+    return settings
+
+
+def django_ops(directory: str) -> Dict[str, Callable]:
+    django_settings()
     from django.contrib.sessions.backends.file import SessionStore as DjangoFileStore
 
     store_class = type("DjangoFileStore", (DjangoFileStore,), {"_storage_path": directory})
@@ -409,7 +444,8 @@ def flask_ops(configure: Callable, directory: str) -> Dict[str, Callable]:
     client = app.test_client()
     client.get("/")
     name = app.config["SESSION_COOKIE_NAME"]
-    cookie = client.get_cookie(name).value
+    jar = client.get_cookie(name)
+    cookie = jar.value if jar is not None else ""  # no cookie: the "no session" row
 
     def increment() -> None:
         web = app.test_client()  # a worker process's own client, on the shared session
@@ -452,6 +488,40 @@ def with_flask_session_redis(app: object, directory: str) -> None:
     Session(app)
 
 
+def with_no_session(app: object, directory: str) -> None:
+    """The same Flask request with no session store at all: a dict nobody stores (the request's floor)."""
+    from flask.sessions import SessionInterface, SessionMixin
+
+    class Unstored(dict, SessionMixin):  # type: ignore[type-arg]
+        pass
+
+    class NoStore(SessionInterface):
+        def open_session(self, app: Any, request: Any) -> Unstored:
+            return Unstored()
+
+        def save_session(self, app: Any, session: Any, response: Any) -> None:
+            pass
+
+    app.session_interface = NoStore()  # type: ignore[attr-defined]
+
+
+def django_request_ops(engine: Optional[str], directory: str) -> Dict[str, Callable]:
+    """One request through Django's test client to a view that counts visits, with the engine's middleware
+    (fastsession's LockingSessionMiddleware for fastsession), or with no session middleware at all."""
+    settings = django_settings()
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    middleware = {"fastsession.contrib.django": "fastsession.contrib.django.LockingSessionMiddleware",
+                  "django.contrib.sessions.backends.file": "django.contrib.sessions.middleware.SessionMiddleware"}
+    settings.SESSION_FILE_PATH = directory  # read per request by both file engines
+    with override_settings(MIDDLEWARE=[middleware[engine]] if engine else [],
+                           SESSION_ENGINE=engine or "django.contrib.sessions.backends.db"):
+        client = Client()
+        client.get("/visit")  # the middleware chain is built now, with these settings
+    return {"modify": repeat(lambda: client.get("/visit"))}
+
+
 def with_signed_cookie(app: object, directory: str) -> None:
     pass  # Flask's default: the data itself, signed, in the cookie
 
@@ -491,7 +561,6 @@ def id_peers() -> Dict[str, Runner]:
 ROUND_TRIP = {
     "fastsession (compiled)": lambda d: fastsession_ops("c", d),
     "fastsession (pure twins)": lambda d: fastsession_ops("py", d),
-    "fastsession on Redis": redis_ops,
     "C floor (same system calls)": floor_ops,
     "lean pure Python": lean_ops,
     "Django file backend": django_ops,
@@ -510,6 +579,13 @@ OPTIONS = {
     "  locking=\"commit\"": lambda d: fastsession_ops("c", d, locking="commit"),
 }
 
+# Redis in a table of its own: the same session through fastsession and through two plain redis-py calls.
+REDIS_BASELINE = "plain redis-py, no lock (floor)"
+REDIS = {
+    "fastsession on Redis": redis_ops,
+    REDIS_BASELINE: plain_redis_ops,
+}
+
 KERNELS = {
     "fastsession (compiled)": lambda d: fastsession_kernels("c", d),
     "fastsession (pure twins)": lambda d: fastsession_kernels("py", d),
@@ -523,4 +599,17 @@ FLASK = {
     "fastsession on Redis": lambda d: flask_ops(with_fastsession_redis, d),
     "Flask-Session, Redis backend": lambda d: flask_ops(with_flask_session_redis, d),
     "Flask signed cookie (default)": lambda d: flask_ops(with_signed_cookie, d),
+}
+
+# What the store costs of a whole request: each framework with fastsession, and with no session at all.
+FLASK_REQUEST_BASELINE = "Flask, no session"
+FLASK_REQUESTS = {
+    "Flask + fastsession (files)": lambda d: flask_ops(with_fastsession_files, d),
+    FLASK_REQUEST_BASELINE: lambda d: flask_ops(with_no_session, d),
+}
+DJANGO_REQUEST_BASELINE = "Django, no session middleware"
+DJANGO_REQUESTS = {
+    "Django + fastsession (files)": lambda d: django_request_ops("fastsession.contrib.django", d),
+    "Django + its file backend": lambda d: django_request_ops("django.contrib.sessions.backends.file", d),
+    DJANGO_REQUEST_BASELINE: lambda d: django_request_ops(None, d),
 }

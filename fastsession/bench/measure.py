@@ -29,6 +29,14 @@ def batch_size(run: Runner, target: float) -> int:
 def interleaved_medians(runners: Dict[str, Runner], rounds: int, target: float = 0.002,
                         progress: Callable[[], None] = lambda: None) -> Dict[str, float]:
     """Median seconds per operation of each runner, all timed in the same rounds."""
+    stats = interleaved_stats(runners, rounds, target, progress)
+    return {name: figures["median"] for name, figures in stats.items()}
+
+
+def interleaved_stats(runners: Dict[str, Runner], rounds: int, target: float = 0.002,
+                      progress: Callable[[], None] = lambda: None) -> Dict[str, Dict[str, float]]:
+    """``median`` seconds per operation of each runner, all timed in the same rounds, and ``iqr``: the
+    interquartile range of its batches over that median (how far to trust the figure)."""
     sizes = {name: batch_size(run, target) for name, run in runners.items()}
     samples: Dict[str, List[float]] = {name: [] for name in runners}
     names = list(runners)
@@ -39,7 +47,12 @@ def interleaved_medians(runners: Dict[str, Runner], rounds: int, target: float =
         for name in names[shift:] + names[:shift]:
             samples[name].append(runners[name](sizes[name]) / sizes[name])
         progress()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    stats = {}
+    for name, values in samples.items():
+        median = statistics.median(values)
+        quartiles = statistics.quantiles(values, n=4) if len(values) >= 2 else [median, median, median]
+        stats[name] = {"median": median, "iqr": (quartiles[2] - quartiles[0]) / median if median else 0.0}
+    return stats
 
 
 def _worker(increment: Callable[[], None], start, count: int) -> None:
