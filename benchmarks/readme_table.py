@@ -54,10 +54,10 @@ def markdown(results: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     contention = results.get("contention")
     if contention:
-        lines += ["", f"**contention: {contention['processes']} processes, each making {contention['count']} "
-                      f"increments of one session, then one process alone ({contention['place']})**: ops/s counts "
-                      "completed increments per second; lost updates = increments made minus what the counter "
-                      "gained", "", "| store | 1 process ops/s | 4 processes ops/s | 4 / 1 | lost updates |",
+        lines += ["", f"**contention: one process alone, then {contention['processes']} processes at once, each "
+                      f"making {contention['count']} increments of one session ({contention['place']})**: ops/s "
+                      "counts completed increments per second, all processes together; lost updates = increments "
+                      "made minus what the stored counter gained, over both runs", "", "| store | 1 process ops/s | 4 processes ops/s | 4 / 1 | lost updates |",
                   "|---|---|---|---|---|"]
         for name, row in contention["rows"].items():
             if "broke" in row:
