@@ -160,7 +160,7 @@ class FileBackend:
         """
         if timeout is ...:
             timeout = self.timeout
-        return self._lock(key, self.kernels.acquire, self.delay, timeout, self.stale_after)
+        return self._lock_path(self.path(key), key, self.kernels.acquire, self.delay, timeout, self.stale_after)
 
     def open_load(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
         """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails."""
@@ -177,14 +177,11 @@ class FileBackend:
 
     def try_open(self, key: str) -> Optional[Handle]:
         """``open`` without waiting: None when another holds the lock (then ``waits(key)``)."""
-        return self._lock(key, self.kernels.try_lock)
+        return self._lock_path(self.path(key), key, self.kernels.try_lock)
 
     def waits(self, key: str) -> Iterator[float]:
         """The pauses between tries of a taken lock (lock_waits): breaks a stale one, raises LockTimeout."""
         return lock_waits(self.path(key) + b".lock", self.delay, self.timeout, self.stale_after)
-
-    def _lock(self, key: str, take: Callable[..., int], *waiting: Any) -> Optional[Handle]:
-        return self._lock_path(self.path(key), key, take, *waiting)
 
     def open_stored(self, name: "bytes | str", timeout: Any = ...) -> Handle:
         """``open`` by stored name (what ``names()`` and the user index list): no key, no legacy file."""

@@ -212,7 +212,10 @@ class StoreCore:
             call, stored_new, error = self._commit_plan()
             if call is not None:
                 try:
-                    yield from self._saved_indexed(call, session, session_meta)
+                    if session_meta is None and self._indexed is None:  # bound to no user: the one call
+                        yield call
+                    else:
+                        yield from self._saved_indexed(call, session, session_meta)
                 except BaseException as exc:  # re-raised below, once nothing is left locked
                     stored_new, error = False, exc
         if self._retired is not None:
@@ -547,7 +550,8 @@ class StoreCore:
             return (RELEASE, handle), False, exc
         if stored is None and not session:  # new and empty: bots must not fill the disk
             return (RELEASE, handle), False, None
-        if self._unchanged(body, stored):
+        plain = self._plain
+        if stored is not None and body == (stored if plain is None else plain):  # unchanged (see _unchanged)
             return (RELEASE, handle, stamp), False, None
         if self.encrypt:
             body = self._sealed(session.session_id, session, meta)
