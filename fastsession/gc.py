@@ -38,6 +38,7 @@ class Collected:
     bytes_freed: int = 0
     locks_removed: int = 0
     temps_removed: int = 0
+    index_entries_removed: int = 0  # user index entries whose session is gone (fastsession.users)
     errors: List[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> object:
@@ -105,7 +106,44 @@ def collect(directory: str, max_age: Optional[float] = None, *, stale_after: flo
             done.errors.append(f"{os.fsdecode(shard)}: {exc}")
         if progress is not None:
             progress(number, len(shards), done)
+    if not stale_locks_only:
+        _sweep_user_index(backend, dry_run, done)
     return done
+
+
+def _sweep_user_index(backend: FileBackend, dry_run: bool, done: Collected) -> None:
+    """Remove the user index entries (``.users/<user>/<stored name>``) of sessions that are gone.
+
+    An entry younger than users.GRACE may belong to a commit about to land: it stays.
+    """
+    from .users import GRACE
+
+    index = backend.directory + b".users"
+    try:
+        users = [os.fsencode(entry.path) for entry in os.scandir(index) if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        done.errors.append(f"{os.fsdecode(index)}: {exc}")
+        return
+    for folder in users:
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not backend.kernels.is_valid_id(os.fsdecode(name)):
+                        continue
+                    if os.path.exists(backend.stored_path(os.fsencode(name))):
+                        continue
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime <= GRACE:
+                        continue
+                    if not dry_run:
+                        os.unlink(entry.path)
+                    done.index_entries_removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            done.errors.append(f"{os.fsdecode(folder)}: {exc}")
 
 
 def _visit(backend: FileBackend, entry: os.DirEntry, max_age: Optional[float], stale_after: float,
@@ -172,4 +210,6 @@ def summary(counts: Collected, seconds: float, dry_run: bool) -> str:
         f"kept {counts.kept}; {verb} {counts.locks_removed} stale locks and {counts.temps_removed} "
         f"leftover temp files; {freed} {counts.bytes_freed} bytes; {len(counts.errors)} errors"
     )
+    if counts.index_entries_removed:
+        text += f"; {verb} {counts.index_entries_removed} user index entries of sessions gone"
     return "\n".join([text] + [f"  error: {e}" for e in counts.errors])

@@ -266,3 +266,25 @@ def test_the_users_command_lists_and_revokes(kind, tmp_path, redis_url):
         assert "0 sessions" in users()
     finally:
         f.finish()
+
+
+def test_gc_removes_index_entries_of_gone_sessions_and_keeps_the_others(tmp_path):
+    from fastsession.gc import collect
+    from fastsession.files import FileBackend
+
+    directory = str(tmp_path / "sessions")
+    f = Face("files", directory, None)
+    try:
+        live, gone = log_in(f), log_in(f)
+        store = f.store(gone)
+        store.expire_session()  # a logout that leaves its entry behind
+        store.close()
+        backend = FileBackend(directory)
+        entry = backend.directory + b".users/" + user_hash("ann").encode() + b"/" + stored_name(gone).encode()
+        old = time.time() - 3600
+        os.utime(entry, (old, old))  # older than the grace a landing commit gets
+        counts = collect(directory, 3600)
+        assert counts.index_entries_removed == 1 and not os.path.exists(entry)
+        assert [e.session for e in listed(f)] == [stored_name(live)]
+    finally:
+        f.finish()
