@@ -27,13 +27,12 @@ def short(session_id: str) -> str:
     return session_id[:SHOWN] + "…"
 
 
-def _row(session_id: str, head: bytes, age: float) -> Dict[str, Any]:
-    row: Dict[str, Any] = {"session": short(session_id)}
-    row.update(describe(head, age))
+def _row(session_id: str, head: bytes, holder: Dict[str, Any]) -> Dict[str, Any]:
+    """A table row: the session, ``holder`` (_holder.describe's), and the PID namespace from the holder line."""
     fields = head.partition(b"\n")[0].split(b" ")
-    row["pidns"] = fields[1].rpartition(b"/")[2].decode("ascii", "replace") if head.startswith(MAGIC) \
+    pidns = fields[1].rpartition(b"/")[2].decode("ascii", "replace") if head.startswith(MAGIC) \
         and len(fields) == 5 else None
-    return row
+    return {"session": short(session_id), **holder, "pidns": pidns}
 
 
 def file_locks(directory: str, stale_after: float = 30.0) -> List[Dict[str, Any]]:
@@ -59,7 +58,7 @@ def file_locks(directory: str, stale_after: float = 30.0) -> List[Dict[str, Any]
                         age = max(time.time() - os.fstat(fd).st_mtime, 0.0)
                     finally:
                         os.close(fd)
-                    row = _row(name[: -len(".lock")], head, age)
+                    row = _row(name[: -len(".lock")], head, describe(head, age))
                     row["breakable"] = is_stale(head, age, stale_after)
                     rows.append(row)
     return sorted(rows, key=lambda row: -row["age"])
@@ -80,10 +79,9 @@ def redis_locks(client: Any, prefix: str = "fastsession:", lock_ttl: float = 30.
         if value is None:
             continue  # released meanwhile
         session_id = name[len(prefix) + 1 : -len("}:lock")]
-        holder = describe_lock(value, pttl, lock_ttl) or {}
         text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
         head = MAGIC + text.partition(" ")[2].encode("ascii", "replace") + b"\n"
-        row = _row(session_id, head, holder.get("age", 0.0))
+        row = _row(session_id, head, describe_lock(value, pttl, lock_ttl))  # type: ignore[arg-type]
         row["breakable"] = None
         row["expires_in"] = round(max(pttl, 0) / 1000.0, 3)
         rows.append(row)

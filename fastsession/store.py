@@ -56,6 +56,16 @@ def encode(session: Session, max_size: Optional[int] = None, meta: Optional[dict
     return body
 
 
+def created_meta(meta: Optional[dict]) -> dict:
+    """``meta`` with a creation time: its own, or now (a new session, or one first seen since max_lifetime)."""
+    return meta if meta is not None and "c" in meta else dict(meta or (), c=time.time())
+
+
+def outlived(created: Optional[float], max_lifetime: Optional[float]) -> bool:
+    """Whether a session created at ``created`` is older than ``max_lifetime`` (None: no such limit)."""
+    return max_lifetime is not None and created is not None and time.time() - created > max_lifetime
+
+
 def check_max_size(max_size: Any) -> None:
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
         raise ValueError(f"max_size must be a positive number of bytes, not {max_size!r}")
@@ -358,8 +368,8 @@ class StoreCore:
                     self._indexed = (meta["u"], stored_name(session_id))
                 if self.max_lifetime is None:
                     return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
-                meta = dict(meta or (), c=meta["c"] if meta and "c" in meta else time.time())
-                if time.time() - meta["c"] <= self.max_lifetime:
+                meta = created_meta(meta)
+                if not outlived(meta["c"], self.max_lifetime):
                     return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
                 # Past its absolute lifetime: gone for good, however recently used.
                 if optimistic:
@@ -400,11 +410,10 @@ class StoreCore:
         """(the user's sessions, entries whose commit may not have landed yet), each newest first."""
         user = user_hash(user_id)
         found = yield INDEX_LIST, user
-        now = time.time()
         live, pending = [], []
         for name, entry, last_seen, there in found:
             created = entry.get("created")
-            if self.max_lifetime is not None and created is not None and now - created > self.max_lifetime:
+            if outlived(created, self.max_lifetime):
                 continue  # past its lifetime: gone at its next read
             (live if there else pending).append(UserSession(name, user, created, last_seen,
                                                             entry.get("metadata") or {}))
@@ -529,7 +538,7 @@ class StoreCore:
 
     def _new_meta(self) -> Optional[dict]:
         """A new session's META: its creation time when max_lifetime needs it."""
-        return None if self.max_lifetime is None else {"c": time.time()}
+        return None if self.max_lifetime is None else created_meta(None)
 
     def _drop_current(self) -> None:
         self._session = self._handle = self._stored = None

@@ -50,7 +50,7 @@ import re
 import tempfile
 import weakref
 from importlib import import_module
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -59,13 +59,14 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse
 
-from ..aio import PENDING, async_files
+from ..aio import PENDING, AsyncFiles, async_files
 from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
 from ..names import stored_name
-from ..store import LOCKING, META, RELEASE, BaseStore, check_max_size, encode, shared_backend
+from ..store import (LOCKING, META, RELEASE, BaseStore, check_max_size, created_meta, encode, outlived,
+                     shared_backend)
 from ..users import UserSession, bound, entry, user_hash
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
@@ -315,18 +316,15 @@ class SessionStore(SessionBase):
 
     def _is_expired(self, data: dict, mtime: float) -> bool:
         """Past its expiry, or (FASTSESSION_MAX_LIFETIME) older than its absolute lifetime."""
-        lifetime = max_lifetime()
         meta = data.get(META)
-        if lifetime is not None and meta and time.time() - meta.get("c", time.time()) > lifetime:
+        if meta and outlived(meta.get("c"), max_lifetime()):
             return True
         return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0
 
     def _encoded(self, data: dict) -> bytes:
         """``data``'s bytes with the session's META (its creation time, once max_lifetime needs it)."""
-        if self._meta is None and max_lifetime() is not None:
-            self._meta = {"c": time.time()}  # a new session, or the first save since the setting was made
-        elif self._meta is not None and "c" not in self._meta and max_lifetime() is not None:
-            self._meta = dict(self._meta, c=time.time())
+        if max_lifetime() is not None:  # a new session, or the first save since the setting was made: now
+            self._meta = created_meta(self._meta)
         return encode(data, max_size(), self._meta)
 
     def create(self) -> None:
@@ -354,32 +352,25 @@ class SessionStore(SessionBase):
             raise UpdateError  # a key Django accepts but no file may be named after
         handle = self._handle(key)
         held = self._is_held(handle)
+        target = (self._meta["u"], stored_name(key)) if self._meta and "u" in self._meta else None
         try:
             if not held and not must_create and locking() == "commit":
-                body = self._merged(handle, data, body)
+                data, body = self._merged(handle, data, body)
             else:
                 exists = self._backend.exists(handle)
                 if must_create and exists:
                     raise CreateError
                 if not must_create and not exists:
                     raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
-        except BaseException:
-            if not held:
-                self._backend.release(handle)
-            raise
-        ttl = (self.get_expiry_age(),) if on_redis(self._backend) else ()  # Redis expires it; files keep an mtime
-        target = (self._meta["u"], stored_name(key)) if self._meta and "u" in self._meta else None
-        try:
             if target is not None and target != self._indexed:  # listed before the commit lands (users.py)
                 self._backend.index_add(target[0], target[1], entry(self._meta))  # type: ignore[arg-type]
         except BaseException:
             if not held:
                 self._backend.release(handle)
             raise
+        ttl = (self.get_expiry_age(),) if on_redis(self._backend) else ()  # Redis expires it; files keep an mtime
         if encrypting():  # sealed under a key derived from this key: only its cookie opens it
-            plain = orjson.loads(body)
-            plain.pop(META, None)
-            body = self._opener()._sealed(key, plain, self._meta)
+            body = self._opener()._sealed(key, data, self._meta)
         if held:
             self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
         else:
@@ -399,19 +390,16 @@ class SessionStore(SessionBase):
         self._meta = bound(self._meta, user_id, metadata)
         self.modified = True
 
-    def _index_store(self) -> BaseStore:
-        return self._opener()
-
     def sessions_of(self, user_id: str) -> list:
         """The user's sessions (fastsession.users.UserSession): stored name, created, last seen, metadata."""
-        return self._index_store().sessions_of(user_id)
+        return self._opener().sessions_of(user_id)
 
     def revoke(self, entry: UserSession) -> bool:
         """Delete the session ``entry`` names (this request's own: flushed)."""
         if self.session_key is not None and entry.session == stored_name(self.session_key):
             self.flush()
             return True
-        return self._index_store().revoke(entry)
+        return self._opener().revoke(entry)
 
     def revoke_all(self, user_id: str, keep: Any = None) -> int:
         """Delete the user's sessions but ``keep`` (a session key or UserSession); how many went.
@@ -423,19 +411,20 @@ class SessionStore(SessionBase):
         own = self.session_key
         kept = keep.session if isinstance(keep, UserSession) else stored_name(keep) if keep else None
         own_name = stored_name(own) if own else None
-        count = self._index_store().revoke_all(user_id, keep=[own, keep])  # not its own lock: never waited for
+        count = self._opener().revoke_all(user_id, keep=[own, keep])  # not its own lock: never waited for
         if own_name is not None and kept != own_name and self._meta and self._meta.get("u") == user_hash(user_id):
             self.flush()
             count += 1
         return count
 
-    def _merged(self, handle: tuple, data: dict, body: bytes) -> bytes:
-        """Under the lock: ``body``, or the merge of this request's changes into what is stored now."""
+    def _merged(self, handle: tuple, data: dict, body: bytes) -> Tuple[dict, bytes]:
+        """Under the lock: (``data``, ``body``), or the merge of this request's changes into what is stored now
+        (and its bytes)."""
         loaded = self._backend.load(handle)
         if loaded is None:
             raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
         if loaded[1] == self._base:
-            return body
+            return data, body
         on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
         base = {} if self._base is None else orjson.loads(self._base_plain or self._base)
         theirs = loaded[0]
@@ -446,7 +435,8 @@ class SessionStore(SessionBase):
                 raise UpdateError  # what is stored now does not open: never overwritten unread
         if self._meta == base_meta:
             self._meta = their_meta
-        return self._encoded(merge(base, data, theirs, on_conflict))
+        merged = merge(base, data, theirs, on_conflict)
+        return merged, self._encoded(merged)
 
     def release(self) -> None:
         """Save now (if changed) and release the lock: the view carries on without holding the session."""
@@ -495,7 +485,8 @@ class SessionStore(SessionBase):
         key = self._session_key
         if self._held is None and path_safe(key):
             if on_redis(self._backend):
-                self._held = (key, await in_thread(self._backend.open, self._backend.release, key))
+                # waited for in a thread; a cancelled request gives back the lock once the thread gets it
+                self._held = (key, await AsyncFiles._in_thread(self._backend.open, key, undo=self._backend.release))
             else:
                 self._held = (key, await async_files(self._backend).open(key))
 
@@ -514,20 +505,6 @@ class SessionStore(SessionBase):
             io = async_files(self._backend)
             if io.now((RELEASE, held)) is PENDING:
                 await io.call((RELEASE, held))
-
-
-async def in_thread(take: Any, undo: Any, *args: Any) -> Any:
-    """``take(*args)`` in a thread; if the waiting task is cancelled, ``undo`` what it took once it lands."""
-    future = asyncio.get_running_loop().run_in_executor(None, take, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        def landed(done: "asyncio.Future[Any]") -> None:
-            if not done.cancelled() and done.exception() is None:
-                done.get_loop().run_in_executor(None, undo, done.result())
-
-        future.add_done_callback(landed)
-        raise
 
 
 class LockingSessionMiddleware(SessionMiddleware):
@@ -608,7 +585,7 @@ def bind_on_login(sender: Any, request: Any, user: Any, **extra: Any) -> None:
 
 def unbind_on_logout(sender: Any, request: Any, user: Any, **extra: Any) -> None:
     session = getattr(request, "session", None)
-    if isinstance(session, SessionStore) and request is not None:
+    if isinstance(session, SessionStore):
         session.bind_user(None)
 
 
