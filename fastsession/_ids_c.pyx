@@ -1,10 +1,15 @@
-"""Session ids, compiled twin of ``_ids_py``.
+"""Session ids and their stored names, compiled twin of ``_ids_py``.
 
 The kernel is read 4096 bytes at a time (one getrandom call per 128 ids);
 each id is cut from that pool. A forked child must never hand out the bytes
 its parent also holds, so a pthread_atfork child hook empties the pool.
+
+A stored name is SHA-256 of the id (fastsession.names). An id is 43 ASCII
+bytes: one SHA-256 block, hashed here without hashlib's object, its OpenSSL
+context and the base64 round trip (FIPS 180-4, section 6.2).
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport (
     PyUnicode_1BYTE_DATA,
     PyUnicode_1BYTE_KIND,
@@ -12,12 +17,15 @@ from cpython.unicode cimport (
     PyUnicode_KIND,
 )
 from libc.errno cimport EINTR, errno
+from libc.stdint cimport uint32_t
 
 cdef extern from "Python.h":
     str PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
 from libc.string cimport memcpy, memset
 
 from fastsession._posix cimport getrandom, pthread_atfork, raise_oserror
+
+from fastsession import _ids_py
 
 cdef enum:
     POOL_BYTES = 4096
@@ -92,19 +100,114 @@ def new_session_id():
     return out
 
 
-def is_valid_id(value):
-    """True when ``value`` is a str of exactly 43 characters of ``[A-Za-z0-9_-]``."""
+cdef const unsigned char *id_chars(object value) noexcept:
+    # The 43 ASCII bytes of an id, or NULL when ``value`` is not one.
     cdef Py_ssize_t i
     cdef const unsigned char *chars
     if not isinstance(value, str):
-        return False
+        return NULL
     if PyUnicode_GET_LENGTH(value) != ID_CHARS or PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND:
-        return False
+        return NULL
     chars = PyUnicode_1BYTE_DATA(value)
     for i in range(ID_CHARS):
         if not VALID[chars[i]]:
-            return False
-    return True
+            return NULL
+    return chars
+
+
+def is_valid_id(value):
+    """True when ``value`` is a str of exactly 43 characters of ``[A-Za-z0-9_-]``."""
+    return id_chars(value) != NULL
+
+
+# FIPS 180-4, 4.2.2 and 5.3.3: the round constants and the initial hash value.
+cdef uint32_t K[64]
+K[:] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+]
+cdef uint32_t H0[8]
+H0[:] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+
+
+cdef inline uint32_t rotr(uint32_t x, int n) noexcept nogil:
+    return (x >> n) | (x << (32 - n))
+
+
+cdef void sha256_of_id(const unsigned char *chars, unsigned char *digest) noexcept nogil:
+    # One block: the 43 bytes, the 0x80 end mark, zeros, the length in bits (344) big-endian.
+    cdef unsigned char block[64]
+    cdef uint32_t w[64]
+    cdef uint32_t h[8]
+    cdef uint32_t a, b, c, d, e, f, g, hh, t1, t2
+    cdef int i
+    memcpy(block, chars, ID_CHARS)
+    block[ID_CHARS] = 0x80
+    memset(&block[ID_CHARS + 1], 0, 64 - ID_CHARS - 1)
+    block[62] = (ID_CHARS * 8) >> 8
+    block[63] = (ID_CHARS * 8) & 0xFF
+    for i in range(16):
+        w[i] = (<uint32_t>block[4 * i] << 24) | (<uint32_t>block[4 * i + 1] << 16) | (
+            <uint32_t>block[4 * i + 2] << 8) | block[4 * i + 3]
+    for i in range(16, 64):
+        w[i] = (w[i - 16] + (rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 7]
+                + (rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)))
+    a, b, c, d, e, f, g, hh = H0[0], H0[1], H0[2], H0[3], H0[4], H0[5], H0[6], H0[7]
+    for i in range(64):
+        t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i]
+        t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))
+        hh = g
+        g = f
+        f = e
+        e = d + t1
+        d = c
+        c = b
+        b = a
+        a = t1 + t2
+    h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7] = a, b, c, d, e, f, g, hh
+    for i in range(8):
+        h[i] += H0[i]
+        digest[4 * i] = h[i] >> 24
+        digest[4 * i + 1] = (h[i] >> 16) & 0xFF
+        digest[4 * i + 2] = (h[i] >> 8) & 0xFF
+        digest[4 * i + 3] = h[i] & 0xFF
+
+
+def stored_name(session_id):
+    """SHA-256 of ``session_id``, base64url without padding (43 characters): what storage keeps it under."""
+    cdef const unsigned char *chars = id_chars(session_id)
+    cdef unsigned char digest[ID_BYTES]
+    if chars == NULL:  # not an id (a name asked for by a caller): the general case
+        return _ids_py.stored_name(session_id)
+    cdef str out = PyUnicode_New(ID_CHARS, 127)
+    sha256_of_id(chars, digest)
+    encode_b64url(digest, <char *>PyUnicode_1BYTE_DATA(out))
+    return out
+
+
+def session_path(bytes directory, key):
+    """``<directory><name[:2]>/<name>`` for the stored name of ``key``; None when ``key`` is not an id."""
+    cdef const unsigned char *chars = id_chars(key)
+    cdef unsigned char digest[ID_BYTES]
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(directory)
+    cdef char *out
+    if chars == NULL:
+        return None
+    path = PyBytes_FromStringAndSize(NULL, size + 3 + ID_CHARS)
+    out = PyBytes_AS_STRING(path)
+    memcpy(out, PyBytes_AS_STRING(directory), size)
+    sha256_of_id(chars, digest)
+    encode_b64url(digest, &out[size + 3])
+    out[size] = out[size + 3]
+    out[size + 1] = out[size + 4]
+    out[size + 2] = b"/"
+    return path
 
 
 cdef int init() except -1:

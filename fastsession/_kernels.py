@@ -2,7 +2,7 @@
 
 ``FASTSESSION_NO_EXTENSIONS=1`` (read once, at import) forces the pure twins;
 so does a Python without the compiled modules (a build without a compiler).
-A kernel set is a namespace of the eight kernel functions; ``ACTIVE`` is the
+A kernel set is a namespace of the ten kernel functions; ``ACTIVE`` is the
 chosen one, ``twin("c")`` and ``twin("py")`` name one explicitly (tests,
 benchmarks).
 """
@@ -13,7 +13,7 @@ import platform
 from types import SimpleNamespace
 
 NAMES = {
-    "ids": ("new_session_id", "is_valid_id"),
+    "ids": ("new_session_id", "is_valid_id", "stored_name", "session_path"),
     "lock": ("acquire", "try_lock", "unlock"),
     "io": ("read_session", "commit_locked", "write_unlocked"),
 }

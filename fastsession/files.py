@@ -25,7 +25,7 @@ from . import _kernels
 from ._holder import holder_record
 from ._lock_py import lock_lost, lock_waits, owns
 from .errors import CorruptSession, SessionError
-from .names import stored_name_bytes
+from .names import stored_name
 
 logger = logging.getLogger("fastsession")
 
@@ -128,12 +128,17 @@ class FileBackend:
         self.max_age = max_age
         self.fsync = bool(fsync)
         self.check_key = check_key or self.kernels.is_valid_id
+        self._id_keys = check_key is None  # keys are session ids: session_path checks and hashes in one call
 
     def path(self, key: str) -> bytes:
         """The session file of ``key`` (under its stored name); ValueError for a key that is not an id."""
-        if not self.check_key(key):
+        if self._id_keys:
+            path = self.kernels.session_path(self.directory, key)
+        else:
+            path = self.stored_path(stored_name(key).encode("ascii")) if self.check_key(key) else None
+        if path is None:
             raise ValueError("invalid session id")
-        return self.stored_path(stored_name_bytes(key))
+        return path
 
     def stored_path(self, name: bytes) -> bytes:
         """The session file of a stored name (as ``names()`` lists them)."""
@@ -164,8 +169,9 @@ class FileBackend:
 
     def open_load(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
         """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails."""
-        handle = self.open(key)
-        return handle, self.load_or_release(handle)
+        handle = self._lock_path(self.path(key), key, self.kernels.acquire, self.delay, self.timeout,
+                                 self.stale_after)  # open's steps, without its frame: every request makes this call
+        return handle, self.load_or_release(handle)  # type: ignore[arg-type]
 
     def load_or_release(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
         """``load``, releasing the lock when it raises."""

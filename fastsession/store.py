@@ -181,7 +181,8 @@ class StoreCore:
         self._closed = False
 
     def _do_get_session(self, create: Any) -> Steps:
-        self._check_open()
+        if self._closed:
+            self._check_open()
         self.accessed = True
         return self._do_open(None if self._expired else self._cookie_id(), create, True)
 

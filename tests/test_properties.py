@@ -1,5 +1,7 @@
 """Property tests (hypothesis): round trips, rejections, hostile cookies, twins that agree."""
 
+import base64
+import hashlib
 import os
 import re
 import shutil
@@ -107,6 +109,31 @@ def test_arbitrary_cookie_bytes_never_reach_a_path_nor_raise(directory, raw):
 @given(st.text(max_size=60) | st.text(alphabet="ABCabc019_-=./\n\x00é", min_size=40, max_size=46))
 def test_twins_agree_on_id_validation(value):
     assert compiled_twin("ids").is_valid_id(value) is _ids_py.is_valid_id(value)
+
+
+ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+ids = st.text(alphabet=ID_ALPHABET, min_size=43, max_size=43)
+
+
+def sha256_name(text):
+    """The stored name as fastsession.names defines it, computed here with hashlib."""
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode("ascii")).digest())[:43].decode("ascii")
+
+
+@given(ids | st.text(alphabet=ID_ALPHABET + "=.", min_size=40, max_size=46) | st.text(alphabet="abc", max_size=80))
+def test_twins_hash_every_name_to_sha256(text):
+    assert compiled_twin("ids").stored_name(text) == _ids_py.stored_name(text) == sha256_name(text)
+
+
+@given(ids | st.text(max_size=60), st.binary(max_size=40))
+def test_twins_build_the_same_session_path_and_refuse_the_same_keys(key, directory):
+    got = compiled_twin("ids").session_path(directory, key)
+    assert got == _ids_py.session_path(directory, key)
+    if _ids_py.is_valid_id(key):
+        name = sha256_name(key).encode()
+        assert got == directory + name[:2] + b"/" + name
+    else:
+        assert got is None  # no path is ever made of what is not an id
 
 
 def read_with(module, path):
