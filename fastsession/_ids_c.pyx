@@ -16,7 +16,7 @@ from cpython.unicode cimport (
     PyUnicode_GET_LENGTH,
     PyUnicode_KIND,
 )
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EINTR, ENOSYS, errno
 from libc.stdint cimport uint32_t
 
 cdef extern from "Python.h":
@@ -24,6 +24,8 @@ cdef extern from "Python.h":
 from libc.string cimport memcpy, memset
 
 from fastsession._posix cimport getrandom, pthread_atfork, raise_oserror
+
+import os
 
 from fastsession import _ids_py
 
@@ -59,7 +61,10 @@ cdef int refill() except -1:
                 err = errno
                 break
             got += n
-    if err:
+    if err == ENOSYS:  # a kernel before Linux 3.17: the pool comes from os.urandom (/dev/urandom) instead
+        spare = os.urandom(POOL_BYTES)
+        memcpy(fresh, <const char *>spare, POOL_BYTES)
+    elif err:
         raise_oserror(err, None)
     # Copied under the GIL: no other thread can take an id half-way through.
     memcpy(pool, fresh, POOL_BYTES)

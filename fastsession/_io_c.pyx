@@ -9,10 +9,10 @@ import os
 from libc.errno cimport EINTR, ELOOP, ENOENT, errno
 from libc.string cimport memchr, memcmp
 from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_NONBLOCK, O_RDONLY, O_WRONLY, open
-from posix.stat cimport S_ISREG, fstat, struct_stat
+from posix.stat cimport S_ISREG, struct_stat
 from posix.unistd cimport close, fsync, read, unlink, write
 
-from fastsession._posix cimport O_NOFOLLOW, owns_fd, raise_oserror, rename
+from fastsession._posix cimport O_NOFOLLOW, fstat, owns_fd, raise_oserror, rename
 
 from orjson import JSONDecodeError, loads
 

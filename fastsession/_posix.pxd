@@ -1,8 +1,13 @@
 # System calls the compiled kernels make, beyond Cython's own posix/*.pxd,
 # and the one place an errno becomes the OSError subclass the pure twins raise.
 
-cdef extern from "<sys/random.h>" nogil:
-    ssize_t getrandom(void *buf, size_t buflen, unsigned int flags)
+from posix.stat cimport struct_stat
+
+# getrandom, fstat and lstat without the glibc symbols that would raise the wheel's glibc floor.
+cdef extern from "_compat.h" nogil:
+    ssize_t getrandom "fastsession_getrandom" (void *buf, size_t buflen, unsigned int flags)
+    int fstat "fastsession_fstat" (int fd, struct_stat *st)
+    int lstat "fastsession_lstat" (const char *path, struct_stat *st)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef void (*fork_hook)() noexcept nogil
@@ -15,7 +20,6 @@ cdef extern from "<stdio.h>" nogil:
     int rename(const char *oldpath, const char *newpath)
 
 from libc.errno cimport ENOENT, errno
-from posix.stat cimport fstat, lstat, struct_stat
 
 
 cdef inline bint owns_fd(int fd, const char *lock_path) noexcept nogil:
