@@ -64,10 +64,7 @@ def extensions():
     except ImportError:
         warn_pure("Cython is not installed")
         return []
-    modules = [
-        Extension(f"fastsession.{name}", [f"fastsession/{name}.pyx"])
-        for name in KERNELS
-    ]
+    modules = [Extension(f"fastsession.{name}", [f"fastsession/{name}.pyx"]) for name in KERNELS]
     return cythonize(modules, compiler_directives=DIRECTIVES)
 
 

@@ -65,8 +65,10 @@ def measure(kind: str, where: str, waiters: int, wake: bool, seconds: float) -> 
     release_at = ctx.Value("d", 0.0, lock=False)
     out = ctx.Queue()
     start = ctx.Barrier(waiters + 1)
-    procs = [ctx.Process(target=worker, args=(kind, where, wake, release_at, start, seconds, out))
-             for _ in range(waiters + 1)]
+    procs = [
+        ctx.Process(target=worker, args=(kind, where, wake, release_at, start, seconds, out))
+        for _ in range(waiters + 1)
+    ]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -74,8 +76,12 @@ def measure(kind: str, where: str, waiters: int, wake: bool, seconds: float) -> 
         p.join()
     handoffs = sorted(h for r in results for h in r[0])
     p99 = handoffs[min(len(handoffs) - 1, int(len(handoffs) * 0.99))] if handoffs else float("nan")
-    return {"p50": statistics.median(handoffs) if handoffs else float("nan"), "p99": p99,
-            "worst_wait": max(r[1] for r in results), "held": sum(r[2] for r in results)}
+    return {
+        "p50": statistics.median(handoffs) if handoffs else float("nan"),
+        "p99": p99,
+        "worst_wait": max(r[1] for r in results),
+        "held": sum(r[2] for r in results),
+    }
 
 
 def main() -> None:
@@ -88,14 +94,18 @@ def main() -> None:
     folder = args.dir or tempfile.mkdtemp(prefix="handoff-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     kinds = [("files", folder)] + ([("redis", args.redis)] if args.redis else [])
     print(f"hold {HOLD * 1000:.0f} ms, {args.seconds:.0f} s per row; ms; wake-ups on | off (polling only)")
-    print(f"{'backend':8} {'waiters':>7} | {'p50':>6} {'p99':>6} {'worst':>7} {'held':>5} | "
-          f"{'p50':>6} {'p99':>6} {'worst':>7} {'held':>5}")
+    print(
+        f"{'backend':8} {'waiters':>7} | {'p50':>6} {'p99':>6} {'worst':>7} {'held':>5} | "
+        f"{'p50':>6} {'p99':>6} {'worst':>7} {'held':>5}"
+    )
     for kind, where in kinds:
         for waiters in [int(w) for w in args.waiters.split(",")]:
             on = measure(kind, where, waiters, True, args.seconds)
             off = measure(kind, where, waiters, False, args.seconds)
-            cells = " | ".join(f"{r['p50'] * 1e3:6.2f} {r['p99'] * 1e3:6.2f} {r['worst_wait'] * 1e3:7.1f} {r['held']:5d}"
-                               for r in (on, off))
+            cells = " | ".join(
+                f"{r['p50'] * 1e3:6.2f} {r['p99'] * 1e3:6.2f} {r['worst_wait'] * 1e3:7.1f} {r['held']:5d}"
+                for r in (on, off)
+            )
             print(f"{kind:8} {waiters:7d} | {cells}")
     if args.redis:
         backend = RedisBackend(redis.Redis.from_url(args.redis))

@@ -41,7 +41,9 @@ class Jar:
 def summary(samples):
     samples = sorted(samples)
     p99 = samples[int(len(samples) * 0.99) - 1]
-    return f"median {statistics.median(samples) * 1e6:7.1f} µs  p99 {p99 * 1e6:7.1f} µs  max {samples[-1] * 1e6:8.1f} µs"
+    return (
+        f"median {statistics.median(samples) * 1e6:7.1f} µs  p99 {p99 * 1e6:7.1f} µs  max {samples[-1] * 1e6:8.1f} µs"
+    )
 
 
 async def measure(directory):

@@ -35,8 +35,13 @@ def markdown(results: dict) -> str:
         header = ["contender"]
         for place in places:
             header += [f"{place} µs", "ratio"] + (["iqr"] if place in spread else [])
-        lines += ["", f"**{entry['title']}** (ratio against {baseline})", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [
+            "",
+            f"**{entry['title']}** (ratio against {baseline})",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         names = []
         for figures in entry["places"].values():
             names += [n for n in figures if n not in names]
@@ -54,17 +59,24 @@ def markdown(results: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     contention = results.get("contention")
     if contention:
-        lines += ["", f"**contention: one process alone, then {contention['processes']} processes at once, each "
-                      f"making {contention['count']} increments of one session ({contention['place']})**: ops/s "
-                      "counts completed increments per second, all processes together; lost updates = increments "
-                      "made minus what the stored counter gained, over both runs", "", "| store | 1 process ops/s | 4 processes ops/s | 4 / 1 | lost updates |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"**contention: one process alone, then {contention['processes']} processes at once, each "
+            f"making {contention['count']} increments of one session ({contention['place']})**: ops/s "
+            "counts completed increments per second, all processes together; lost updates = increments "
+            "made minus what the stored counter gained, over both runs",
+            "",
+            "| store | 1 process ops/s | 4 processes ops/s | 4 / 1 | lost updates |",
+            "|---|---|---|---|---|",
+        ]
         for name, row in contention["rows"].items():
             if "broke" in row:
                 lines.append(f"| {name} | broke: {row['broke']} | | | |")
                 continue
-            lines.append(f"| {name} | {row['alone_ops']:.0f} | {row['together_ops']:.0f} | "
-                         f"{row['together_ops'] / row['alone_ops']:.2f} | {row['lost']} of {row['updates']} |")
+            lines.append(
+                f"| {name} | {row['alone_ops']:.0f} | {row['together_ops']:.0f} | "
+                f"{row['together_ops'] / row['alone_ops']:.2f} | {row['lost']} of {row['updates']} |"
+            )
     if results.get("missing"):
         lines += ["", "Not measured: " + "; ".join(f"{k}: {v}" for k, v in results["missing"].items()) + "."]
     return "\n".join(lines)

@@ -69,8 +69,9 @@ def run_gc(directory, max_age):
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode);"
         "print(r.stdout.strip())"
     )
-    done = subprocess.run([sys.executable, "-c", code, directory, str(max_age)], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, directory, str(max_age)], capture_output=True, text=True, check=True
+    )
     first, summary = done.stdout.split("\n", 1)
     seconds, peak_kib, returncode = first.split()
     if returncode != "0":
@@ -127,14 +128,14 @@ def main():
         print(json.dumps(report, indent=2))
         return
     print(f"""fastsession scale run: {n:,} sessions in {directory}
-fill: {report['fill_per_second']:,.0f} sessions/s through the public API
-space: {report['files']:,} files, {report['bytes']:,} bytes ({report['bytes_on_disk']:,} bytes on disk)
-round trip (median µs): {report['round_trip_us_at_0']:.1f} at 0, {report['round_trip_us_at_tenth']:.1f} at {n // 10:,}, \
-{report['round_trip_us_at_all']:.1f} at {n:,}  (x{report['ratio_all_to_0']:.2f})
-gc of {report['expired']:,} expired of {report['files']:,}: {report['gc_seconds']:.1f} s, peak RSS \
-{report['gc_peak_mib']:.1f} MiB (empty directory: {report['gc_peak_mib_empty_directory']:.1f} MiB)
-  {report['gc_summary']}
-files after gc: {report['files_after_gc']:,}""")
+fill: {report["fill_per_second"]:,.0f} sessions/s through the public API
+space: {report["files"]:,} files, {report["bytes"]:,} bytes ({report["bytes_on_disk"]:,} bytes on disk)
+round trip (median µs): {report["round_trip_us_at_0"]:.1f} at 0, {report["round_trip_us_at_tenth"]:.1f} at {n // 10:,}, \
+{report["round_trip_us_at_all"]:.1f} at {n:,}  (x{report["ratio_all_to_0"]:.2f})
+gc of {report["expired"]:,} expired of {report["files"]:,}: {report["gc_seconds"]:.1f} s, peak RSS \
+{report["gc_peak_mib"]:.1f} MiB (empty directory: {report["gc_peak_mib_empty_directory"]:.1f} MiB)
+  {report["gc_summary"]}
+files after gc: {report["files_after_gc"]:,}""")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ class Model:
     def check_loaded(self, session_id, seen):
         expected = self.state.get(session_id)
         if session_id in self.pending:  # its announcer was killed before confirming
-            pid, kind, argument = self.pending.pop(session_id)
+            _pid, kind, argument = self.pending.pop(session_id)
             if seen == self.after(session_id, kind, argument) and seen != expected:
                 self.apply(session_id, kind, argument)  # it committed before dying
                 self.done["resolved"] += 1
@@ -229,7 +229,7 @@ def main():
             workers[pid] = (requests, replies)
             next_kill = now + rng.expovariate(1 / args.kill_every)
     # Last word: every slot's session, read once more, resolving what killed workers left.
-    for slot, session_id in enumerate(model.slots):
+    for _slot, session_id in enumerate(model.slots):
         if session_id is None:
             continue
         with SessionStore(Jar(session_id), directory, timeout=60) as store:

@@ -8,7 +8,10 @@ import sys
 def bench(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "fastsession", "bench", "--quick", *args],
-        capture_output=True, text=True, check=True, cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=cwd,
     )
 
 
@@ -16,8 +19,21 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     done = bench("--json", cwd=tmp_path)
     results = json.loads(done.stdout)
     keys = [entry["key"] for entry in results["scenarios"]]
-    assert keys == ["ids", "modify", "read", "options", "redis-modify", "redis-read", "flask", "asgi",
-                    "flask-request", "django-request", "lock", "load", "commit"]
+    assert keys == [
+        "ids",
+        "modify",
+        "read",
+        "options",
+        "redis-modify",
+        "redis-read",
+        "flask",
+        "asgi",
+        "flask-request",
+        "django-request",
+        "lock",
+        "load",
+        "commit",
+    ]
     scenarios = {entry["key"]: entry for entry in results["scenarios"]}
     for figures in scenarios["modify"]["places"].values():
         assert figures["fastsession (compiled)"] > 0 and figures["C floor (same system calls)"] > 0

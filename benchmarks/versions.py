@@ -66,8 +66,10 @@ def main(where: str) -> None:
                 request()
             samples.append((time.perf_counter() - started) / 300 * 1e6)
         medians[name] = statistics.median(samples)
-    print(f"fastsession {fastsession.__version__} ({'compiled' if fastsession.EXTENSIONS else 'pure'}) "
-          f"at {fastsession.__file__}: " + ", ".join(f"{k} {v:.2f} µs" for k, v in medians.items()))
+    print(
+        f"fastsession {fastsession.__version__} ({'compiled' if fastsession.EXTENSIONS else 'pure'}) "
+        f"at {fastsession.__file__}: " + ", ".join(f"{k} {v:.2f} µs" for k, v in medians.items())
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from .errors import LockTimeout, SerializationError, SessionConflict, SessionErr
 from .session import Session
 from .store import SessionStore
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one version source: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = [
     "EXTENSIONS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any
 
 
 def positive(text: str) -> float:
@@ -15,13 +15,16 @@ def positive(text: str) -> float:
     return value
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from . import __version__
     from ._kernels import EXTENSIONS
 
     parser = argparse.ArgumentParser(prog="fastsession", description="fastsession: demo, benchmark, gc, locks, users")
-    parser.add_argument("--version", action="version",
-                        version=f"fastsession {__version__} ({'compiled' if EXTENSIONS else 'pure-Python'} kernels)")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"fastsession {__version__} ({'compiled' if EXTENSIONS else 'pure-Python'} kernels)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="serve a WSGI app that keeps a visit counter")
     demo.add_argument("--host", default="127.0.0.1")
@@ -35,8 +38,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     gc.add_argument("directory")
     gc.add_argument("--max-age", type=positive, metavar="SECONDS", help="remove sessions idle longer than this")
     gc.add_argument("--stale-locks", action="store_true", help="remove only the stale lockfiles")
-    gc.add_argument("--stale-after", type=positive, default=30.0, metavar="SECONDS",
-                    help="age at which another host's lock counts as stale (default 30)")
+    gc.add_argument(
+        "--stale-after",
+        type=positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="age at which another host's lock counts as stale (default 30)",
+    )
     gc.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
     gc.add_argument("--quiet", action="store_true", help="no progress bar")
     locks = commands.add_parser("locks", help="list the held locks: session, holder host, pid, age, alive")
@@ -44,10 +52,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     locks.add_argument("--redis", metavar="URL", help="list the locks on this Redis instead (redis://...)")
     locks.add_argument("--cluster", action="store_true", help="the URL is a node of a Redis Cluster")
     locks.add_argument("--prefix", default="fastsession:", help="the stores' Redis key prefix (default fastsession:)")
-    locks.add_argument("--lock-ttl", type=positive, default=30.0, metavar="SECONDS",
-                       help="the stores' lock_ttl, to tell a Redis lock's age (default 30)")
-    locks.add_argument("--stale-after", type=positive, default=30.0, metavar="SECONDS",
-                       help="age at which another host's lockfile counts as stale (default 30)")
+    locks.add_argument(
+        "--lock-ttl",
+        type=positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="the stores' lock_ttl, to tell a Redis lock's age (default 30)",
+    )
+    locks.add_argument(
+        "--stale-after",
+        type=positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="age at which another host's lockfile counts as stale (default 30)",
+    )
     locks.add_argument("--json", action="store_true", help="print a JSON list of objects")
     users = commands.add_parser("users", help="list a user's sessions (or revoke them all: log out everywhere)")
     users.add_argument("where", nargs="?", help="a session directory")
@@ -84,9 +102,14 @@ def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() and not args.quiet
     started = time.monotonic()
     try:
-        counts = collect(args.directory, args.max_age, stale_after=args.stale_after, dry_run=args.dry_run,
-                         stale_locks_only=args.stale_locks and args.max_age is None,
-                         progress=ProgressBar() if show else None)
+        counts = collect(
+            args.directory,
+            args.max_age,
+            stale_after=args.stale_after,
+            dry_run=args.dry_run,
+            stale_locks_only=args.stale_locks and args.max_age is None,
+            progress=ProgressBar() if show else None,
+        )
     except (FileNotFoundError, SessionError) as exc:  # no such folder, or one that is refused
         sys.stderr.write(f"fastsession gc: {exc}\n")
         return 2
@@ -146,18 +169,25 @@ def run_users(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def users_table(found: list) -> str:
+def users_table(found: list[Any]) -> str:
     import time
 
-    def when(seconds: "float | None") -> str:
+    def when(seconds: float | None) -> str:
         return "?" if seconds is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
     rows = [["session", "created", "last seen", "metadata"]]
-    rows += [[entry.session[:8] + "…", when(entry.created), when(entry.last_seen),
-              " ".join(f"{k}={v}" for k, v in sorted(entry.metadata.items()))] for entry in found]
+    rows += [
+        [
+            entry.session[:8] + "…",
+            when(entry.created),
+            when(entry.last_seen),
+            " ".join(f"{k}={v}" for k, v in sorted(entry.metadata.items())),
+        ]
+        for entry in found
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines + [f"{len(found)} session{'s' * (len(found) != 1)}"])
+    return "\n".join([*lines, f"{len(found)} session{'s' * (len(found) != 1)}"])
 
 
 def _redis_client(url: str, cluster: bool) -> object:

@@ -23,7 +23,7 @@ import fcntl
 import os
 import socket
 import time
-from typing import Optional
+from typing import Any
 
 MAGIC = b"FSv1 "
 # A lockfile whose creator died before writing its holder line.
@@ -38,7 +38,7 @@ def _read_small(path: str) -> bytes:
         return b""
 
 
-def _proc_stat(pid: "int | str") -> tuple[bytes, bytes]:
+def _proc_stat(pid: int | str) -> tuple[bytes, bytes]:
     """(state, start time in clock ticks since boot) of a process; (b"", b"") when it is gone."""
     stat = _read_small(f"/proc/{pid}/stat")
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
@@ -120,7 +120,7 @@ def is_stale(head: bytes, age: float, stale_after: float) -> bool:
     return not _holder_alive(int(pid), start)
 
 
-def describe(head: bytes, age: float) -> dict:
+def describe(head: bytes, age: float) -> dict[str, Any]:
     """Who holds a lock whose file starts with ``head`` and is ``age`` seconds old, for logs and errors.
 
     ``host``, ``pid`` (None when unreadable), ``age`` in seconds, and
@@ -136,7 +136,7 @@ def describe(head: bytes, age: float) -> dict:
     return {"host": name, "pid": int(pid), "age": round(age, 3), "alive": alive}
 
 
-def summary(holder: dict) -> str:
+def summary(holder: dict[str, Any]) -> str:
     """``describe``'s answer in words: "pid 42 on web-1, alive, locked 3.2 s ago"."""
     if holder["pid"] is None:
         return f"holder unknown, locked {holder['age']:.1f} s ago"
@@ -144,7 +144,7 @@ def summary(holder: dict) -> str:
     return f"pid {holder['pid']} on {holder['host']}, {state}, locked {holder['age']:.1f} s ago"
 
 
-def holder_of(lock_path: bytes) -> Optional[dict]:
+def holder_of(lock_path: bytes) -> dict[str, Any] | None:
     """``describe`` of a lockfile; None when it is gone."""
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

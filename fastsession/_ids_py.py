@@ -1,5 +1,7 @@
 """Session ids and their stored names, pure-Python twin of ``_ids_c``."""
 
+from __future__ import annotations
+
 import hashlib
 import os
 import re
@@ -23,7 +25,7 @@ def stored_name(session_id: str) -> str:
     return urlsafe_b64encode(hashlib.sha256(session_id.encode("ascii")).digest())[:43].decode("ascii")
 
 
-def session_path(directory: bytes, key: object) -> "bytes | None":
+def session_path(directory: bytes, key: object) -> bytes | None:
     """``<directory><name[:2]>/<name>`` for the stored name of ``key``; None when ``key`` is not an id."""
     if not is_valid_id(key):
         return None

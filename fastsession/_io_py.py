@@ -6,9 +6,12 @@ newline ends the holder line. A file that is just a JSON object (written by
 another tool) reads as well.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import stat
+from typing import Any
 
 import orjson
 
@@ -25,23 +28,23 @@ CHUNK = 16384  # most sessions fit: one read
 MAX_SESSION_BYTES = 16 << 20  # more is no session: a file that large counts as corrupt
 
 
-def symlink_found(path) -> CorruptSession:
+def symlink_found(path: bytes) -> CorruptSession:
     return CorruptSession(f"{os.fsdecode(path)}: a symbolic link where a session should be (not followed)")
 
 
-def not_a_file(path) -> CorruptSession:
+def not_a_file(path: bytes) -> CorruptSession:
     return CorruptSession(f"{os.fsdecode(path)}: not a regular file (never read)")
 
 
-def too_large(path) -> CorruptSession:
+def too_large(path: bytes) -> CorruptSession:
     return CorruptSession(f"{os.fsdecode(path)}: larger than {MAX_SESSION_BYTES} bytes")
 
 
-def no_holder_line(path) -> CorruptSession:
+def no_holder_line(path: bytes) -> CorruptSession:
     return CorruptSession(f"{os.fsdecode(path)}: no holder line")
 
 
-def decode_body(body: bytes, path) -> dict:
+def decode_body(body: bytes, path: bytes) -> dict[str, Any]:
     """The session's data; CorruptSession when ``body`` is not one JSON object."""
     try:
         data = orjson.loads(body)
@@ -52,7 +55,7 @@ def decode_body(body: bytes, path) -> dict:
     return data
 
 
-def read_session(path: bytes, want_mtime: bool):
+def read_session(path: bytes, want_mtime: bool) -> tuple[dict[str, Any], bytes, float] | None:
     """(data, body, mtime) of the session file; None when there is none.
 
     ``mtime`` is 0.0 unless ``want_mtime``. Raises CorruptSession for bytes
@@ -95,7 +98,7 @@ def read_session(path: bytes, want_mtime: bool):
     return data, body, status.st_mtime if want_mtime else 0.0
 
 
-def parse(raw: bytes, path):
+def parse(raw: bytes, path: bytes) -> tuple[dict[str, Any], bytes]:
     """(data, body) of a session file's bytes: the holder line skipped, the JSON decoded."""
     if raw[:1] == b"{":  # a plain JSON document, written without a holder line
         body = raw

@@ -7,10 +7,13 @@ chosen one, ``twin("c")`` and ``twin("py")`` name one explicitly (tests,
 benchmarks).
 """
 
+from __future__ import annotations
+
 import importlib
 import os
 import platform
 from types import SimpleNamespace
+from typing import Any, Protocol, cast
 
 NAMES = {
     "ids": ("new_session_id", "is_valid_id", "stored_name", "session_path"),
@@ -19,13 +22,32 @@ NAMES = {
 }
 
 
-def twin(kind: str) -> SimpleNamespace:
+class KernelSet(Protocol):
+    """What a twin set offers (the signatures of the .pyi stubs and of the pure twins)."""
+
+    kind: str
+
+    def new_session_id(self) -> str: ...
+    def is_valid_id(self, value: object) -> bool: ...
+    def stored_name(self, session_id: str) -> str: ...
+    def session_path(self, directory: bytes, key: object) -> bytes | None: ...
+    def try_lock(self, lock_path: bytes, record: bytes) -> int: ...
+    def acquire(
+        self, lock_path: bytes, record: bytes, delay: float, timeout: float | None, stale_after: float
+    ) -> int: ...
+    def unlock(self, fd: int, lock_path: bytes) -> None: ...
+    def read_session(self, path: bytes, want_mtime: bool) -> tuple[dict[str, Any], bytes, float] | None: ...
+    def commit_locked(self, fd: int, lock_path: bytes, path: bytes, body: bytes, fsync: bool) -> None: ...
+    def write_unlocked(self, temp_path: bytes, path: bytes, record: bytes, body: bytes, fsync: bool) -> None: ...
+
+
+def twin(kind: str) -> KernelSet:
     """The kernel set of one twin: ``"c"`` (compiled) or ``"py"`` (pure Python)."""
-    functions = {}
+    functions: dict[str, Any] = {}
     for module, names in NAMES.items():
         loaded = importlib.import_module(f"fastsession._{module}_{kind}")
         functions.update((name, getattr(loaded, name)) for name in names)
-    return SimpleNamespace(kind=kind, **functions)
+    return cast(KernelSet, SimpleNamespace(kind=kind, **functions))
 
 
 def why_pure(error: ImportError) -> str:
@@ -48,9 +70,7 @@ def why_pure(error: ImportError) -> str:
     )
 
 
-NO_EXTENSIONS = bool(os.environ.get("FASTSESSION_NO_EXTENSIONS")) or (
-    platform.python_implementation() != "CPython"
-)
+NO_EXTENSIONS = bool(os.environ.get("FASTSESSION_NO_EXTENSIONS")) or (platform.python_implementation() != "CPython")
 
 if NO_EXTENSIONS:
     ACTIVE = twin("py")

@@ -4,9 +4,12 @@ Whoever creates ``<session file>.lock`` owns the session. The file starts
 with the holder line, so a waiter can tell a dead holder from a live one.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import time
+from collections.abc import Callable, Iterator
 
 from . import _syscalls as sc
 from . import _wake
@@ -39,7 +42,7 @@ def try_lock(lock_path: bytes, record: bytes) -> int:
     return fd
 
 
-def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after: float) -> int:
+def acquire(lock_path: bytes, record: bytes, delay: float, timeout: float | None, stale_after: float) -> int:
     """Lock, waiting while locked (``wait_to_lock``).
 
     Raises LockTimeout after ``timeout`` seconds (None: never), OSError at once
@@ -51,7 +54,14 @@ def acquire(lock_path: bytes, record: bytes, delay: float, timeout, stale_after:
     return wait_to_lock(lock_path, record, delay, timeout, stale_after, try_lock)
 
 
-def wait_to_lock(lock_path: bytes, record: bytes, delay: float, timeout, stale_after: float, take) -> int:
+def wait_to_lock(
+    lock_path: bytes,
+    record: bytes,
+    delay: float,
+    timeout: float | None,
+    stale_after: float,
+    take: Callable[[bytes, bytes], int],
+) -> int:
     """A taken lock's waiting, shared by both twins: woken when the lockfile goes, else polling.
 
     ``take`` is the twin's try_lock. Polls follow lock_waits (50 µs doubling
@@ -74,7 +84,7 @@ def wait_to_lock(lock_path: bytes, record: bytes, delay: float, timeout, stale_a
     raise AssertionError("lock_waits never ends")  # pragma: no cover
 
 
-def lock_waits(lock_path: bytes, delay: float, timeout, stale_after: float):
+def lock_waits(lock_path: bytes, delay: float, timeout: float | None, stale_after: float) -> Iterator[float]:
     """The pauses a waiter takes between tries of a taken lock (``acquire``'s schedule).
 
     Endless; raises LockTimeout once ``timeout`` has passed. Breaks the lock

@@ -7,7 +7,7 @@ make, say, the third write fail with ENOSPC, and checks what survives.
 from os import close, fstat, fsync, open, read, rename, unlink, write
 from os import lstat as stat  # never follows a symlink: a path is judged as itself
 
-__all__ = ["close", "fstat", "fsync", "open", "read", "rename", "stat", "unlink", "write", "named"]
+__all__ = ["close", "fstat", "fsync", "named", "open", "read", "rename", "stat", "unlink", "write"]
 
 
 def named(exc: OSError, path: bytes) -> OSError:

@@ -21,7 +21,7 @@ import select
 import struct
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 logger = logging.getLogger("fastsession")
 
@@ -38,9 +38,9 @@ MAX_WATCHES = 64  # shard folders watched at once per process; the least recentl
 class Subscription:
     """One waiter's interest in one lockfile: ``wait(seconds)`` returns early when it goes."""
 
-    __slots__ = ("waker", "key", "callback", "event")
+    __slots__ = ("callback", "event", "key", "waker")
 
-    def __init__(self, waker: "Waker", key: Tuple[int, bytes], callback: Optional[Callable[[], Any]]) -> None:
+    def __init__(self, waker: Waker, key: tuple[int, bytes], callback: Callable[[], Any] | None) -> None:
         self.waker, self.key = waker, key
         self.event = threading.Event() if callback is None else None
         self.callback = callback or self.event.set  # type: ignore[union-attr]
@@ -67,11 +67,11 @@ class Waker:
         self.fd = fd
         self.pid = os.getpid()
         self.mutex = threading.Lock()
-        self.watches: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()  # wd -> folder
-        self.waiting: Dict[Tuple[int, bytes], List[Subscription]] = {}
+        self.watches: collections.OrderedDict[int, bytes] = collections.OrderedDict()  # wd -> folder
+        self.waiting: dict[tuple[int, bytes], list[Subscription]] = {}
         threading.Thread(target=self._serve, name="fastsession-lock-waker", daemon=True).start()
 
-    def subscribe(self, lock_path: bytes, callback: Optional[Callable[[], Any]] = None) -> Optional[Subscription]:
+    def subscribe(self, lock_path: bytes, callback: Callable[[], Any] | None = None) -> Subscription | None:
         """Be woken when ``lock_path`` goes: a Subscription, or None when it cannot be watched."""
         folder, name = os.path.split(lock_path)
         with self.mutex:
@@ -120,7 +120,7 @@ class Waker:
             self._dispatch(data)
 
     def _dispatch(self, data: bytes) -> None:
-        woken: List[Subscription] = []
+        woken: list[Subscription] = []
         offset = 0
         with self.mutex:
             while offset + EVENT.size <= len(data):
@@ -130,8 +130,9 @@ class Waker:
                 if mask & (IN_Q_OVERFLOW | IN_IGNORED):  # events lost, or a folder gone: wake them all
                     if mask & IN_IGNORED:
                         self.watches.pop(wd, None)
-                    woken += [s for key, subs in self.waiting.items() if mask & IN_Q_OVERFLOW or key[0] == wd
-                              for s in subs]
+                    woken += [
+                        s for key, subs in self.waiting.items() if mask & IN_Q_OVERFLOW or key[0] == wd for s in subs
+                    ]
                 else:
                     woken += self.waiting.get((wd, name), ())
         for subscription in woken:
@@ -141,12 +142,12 @@ class Waker:
                 pass
 
 
-_waker: Optional[Waker] = None
+_waker: Waker | None = None
 _unavailable = not sys.platform.startswith("linux")
 _creating = threading.Lock()
 
 
-def subscribe(lock_path: bytes, callback: Optional[Callable[[], Any]] = None) -> Optional[Subscription]:
+def subscribe(lock_path: bytes, callback: Callable[[], Any] | None = None) -> Subscription | None:
     """This process's Waker's subscription to ``lock_path``; None where waiting can only poll."""
     global _waker, _unavailable
     waker = _waker

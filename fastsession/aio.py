@@ -28,13 +28,26 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from . import _wake
 from .files import FileBackend
 from .session import Session
-from .store import (DELETE, OPEN, OPEN_LOAD, OPEN_STORED, RELEASE, SAVE, OnFiles, StoreCore, Steps, run,
-                    shared_backend)
+from .store import (
+    DELETE,
+    OPEN,
+    OPEN_LOAD,
+    OPEN_STORED,
+    RELEASE,
+    SAVE,
+    OnFiles,
+    Steps,
+    StoreCore,
+    T,
+    run,
+    shared_backend,
+)
 from .users import UserSession
 
 logger = logging.getLogger("fastsession")
@@ -56,7 +69,9 @@ PENDING: Any = object()
 UNLOCKING = (SAVE, RELEASE, DELETE)
 
 
-async def arun(backend: Any, steps: Steps, now: Optional[Callable[[tuple], Any]] = None, first: Any = None) -> Any:
+async def arun(
+    backend: Any, steps: Steps[T], now: Callable[[tuple[Any, ...]], Any] | None = None, first: Any = None
+) -> T:
     """``store.run`` for the async face: each call made at once when the backend can, else awaited.
 
     ``first``: the first call, when the caller already took it from ``steps``.
@@ -76,7 +91,7 @@ async def arun(backend: Any, steps: Steps, now: Optional[Callable[[tuple], Any]]
                 continue
             call = steps.send(result)
     except StopIteration as done:
-        return done.value
+        return done.value  # type: ignore[no-any-return]  # what the routine returned: its T
 
 
 async def to_completion(work: Awaitable[Any]) -> Any:
@@ -94,12 +109,12 @@ async def to_completion(work: Awaitable[Any]) -> Any:
     return future.result()
 
 
-def _set_done(future: "asyncio.Future[None]") -> None:
+def _set_done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _log_unseen(future: "asyncio.Future[Any]") -> None:
+def _log_unseen(future: asyncio.Future[Any]) -> None:
     """The error of cleanup whose caller was cancelled: nobody else will see it."""
     if not future.cancelled() and future.exception() is not None:
         logger.error("fastsession: cleanup after a cancelled request failed", exc_info=future.exception())
@@ -115,18 +130,18 @@ class AsyncFiles:
         self.slow_calls = 0  # slow inline calls in a row
         # Waiters of this process for a lockfile, first come first woken: a
         # release made here wakes the next at once instead of at its next poll.
-        self.waiters: Dict[bytes, Deque["asyncio.Future[None]"]] = {}
+        self.waiters: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
 
     def offloaded(self) -> bool:
         return self.offloaded_until > 0.0 and time.monotonic() < self.offloaded_until
 
-    def now(self, step: tuple) -> Any:
+    def now(self, step: tuple[Any, ...]) -> Any:
         """The call made at once, on the loop (PENDING while offloaded, or for a lock someone holds)."""
         if self.offloaded_until and self.offloaded():
             return PENDING
         return self.now_inline(step)
 
-    def now_inline(self, step: tuple) -> Any:
+    def now_inline(self, step: tuple[Any, ...]) -> Any:
         """``now``, offloaded or not (cleanup begun inline stays inline: nothing can cancel it midway)."""
         name = step[0]
         if name == OPEN_STORED:
@@ -144,7 +159,7 @@ class AsyncFiles:
             if self.waiters and name in UNLOCKING:
                 self._wake(step[1][1])
 
-    async def call(self, step: tuple) -> Any:
+    async def call(self, step: tuple[Any, ...]) -> Any:
         """A call ``now`` could not make: a lock to wait for, or a call for a worker thread."""
         name = step[0]
         if name == OPEN_STORED:  # rare (revoke): waits in a thread; cancelled, the lock it gets is let go
@@ -155,8 +170,9 @@ class AsyncFiles:
                 return handle
             if not self.offloaded():
                 return handle, self.inline(self.files.load_or_release, handle)
-            return handle, await self._in_thread(self.files.load_or_release, handle,
-                                                 undo=lambda _: self.files.release(handle))
+            return handle, await self._in_thread(
+                self.files.load_or_release, handle, undo=lambda _: self.files.release(handle)
+            )
         try:
             return await self.blocking(getattr(self.files, name), *step[1:])
         finally:
@@ -185,8 +201,13 @@ class AsyncFiles:
         self.slow_calls += 1
         if self.slow_calls >= SLOW_STREAK:
             self.slow_calls = 0
-            logger.info("fastsession: session file calls blocked the event loop %d times in a row (the last "
-                        "%.1f ms); they go to a thread for %.0f s", SLOW_STREAK, took * 1000, OFFLOAD_FOR)
+            logger.info(
+                "fastsession: session file calls blocked the event loop %d times in a row (the last "
+                "%.1f ms); they go to a thread for %.0f s",
+                SLOW_STREAK,
+                took * 1000,
+                OFFLOAD_FOR,
+            )
             self.offloaded_until = time.monotonic() + OFFLOAD_FOR
 
     async def open(self, key: str, tried: bool = False) -> Any:
@@ -244,8 +265,11 @@ class AsyncFiles:
     async def _try_open(self, key: str) -> Any:
         if not self.offloaded():
             return self.inline(self.files.try_open, key)
-        return await self._in_thread(self.files.try_open, key,
-                                     undo=lambda handle: handle is not None and self.files.release(handle))
+        return await self._in_thread(
+            self.files.try_open,
+            key,
+            undo=lambda handle: handle is not None and self.files.release(handle),  # type: ignore[func-returns-value]
+        )
 
     @staticmethod
     async def _in_thread(function: Callable[..., Any], *args: Any, undo: Callable[[Any], Any]) -> Any:
@@ -257,11 +281,12 @@ class AsyncFiles:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            future.add_done_callback(lambda done: done.cancelled() or done.exception() is not None
-                                     or undo(done.result()))
+            future.add_done_callback(
+                lambda done: done.cancelled() or done.exception() is not None or undo(done.result())
+            )
             raise
 
-    async def finish(self, steps: Steps) -> Any:
+    async def finish(self, steps: Steps[Any]) -> Any:
         """Drive cleanup (close, rollback) to its end whatever cancellation the caller meets."""
         if not self.offloaded():
             # Inline calls never yield to the loop, so nothing can cancel them
@@ -276,14 +301,14 @@ class AsyncBaseStore(StoreCore):
 
     __slots__ = ()
 
-    async def get_session(self, create: Any) -> Optional[Session]:
+    async def get_session(self, create: Any) -> Session | None:
         """The session of this transaction; a new one with a fresh id when ``create``, else None."""
         session = self._session
         if session is not None:
             return session
         return await arun(self.backend, self._do_get_session(create))
 
-    async def expire_session(self) -> None:
+    async def expire_session(self) -> None:  # type: ignore[override]  # the async face awaits it
         """Mark the session named by the cookie (and the one in hand) for removal at close()."""
         StoreCore.expire_session(self)
 
@@ -301,10 +326,10 @@ class AsyncBaseStore(StoreCore):
         """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
         return await arun(self.backend, self._do_regenerate_id())
 
-    async def bind_user(self, user_id: Optional[str], **metadata: Any) -> None:
+    async def bind_user(self, user_id: str | None, **metadata: Any) -> None:
         await arun(self.backend, self._do_bind_user(user_id, metadata))
 
-    async def sessions_of(self, user_id: str) -> List[UserSession]:
+    async def sessions_of(self, user_id: str) -> list[UserSession]:
         return await arun(self.backend, self._do_sessions_of(user_id))
 
     async def revoke(self, entry: UserSession) -> bool:
@@ -313,19 +338,20 @@ class AsyncBaseStore(StoreCore):
     async def revoke_all(self, user_id: str, keep: Any = None) -> int:
         return await arun(self.backend, self._do_revoke_all(user_id, keep))
 
-    async def response_cookie(self) -> Optional[str]:
+    async def response_cookie(self) -> str | None:
         """What the session cookie must become as response headers go out (see BaseStore.response_cookie)."""
-        return await self.backend.finish(self._do_response_cookie())
+        cookie: str | None = await self.backend.finish(self._do_response_cookie())
+        return cookie
 
     async def _expire_session(self, session_id: str) -> None:
         """Delete that session now, waiting (when concurrent) for whoever is editing it."""
         await arun(self.backend, self._do_expire(session_id))
 
-    async def _get_session(self, session_id: str, create: Any) -> Optional[Session]:
+    async def _get_session(self, session_id: str, create: Any) -> Session | None:
         """Lock (when concurrent) and load that session; None if absent and not ``create``."""
         return await arun(self.backend, self._do_load(session_id, create))
 
-    async def __aenter__(self) -> "AsyncBaseStore":
+    async def __aenter__(self) -> AsyncBaseStore:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -337,14 +363,15 @@ class AsyncBaseStore(StoreCore):
 
 def async_files(files: FileBackend) -> AsyncFiles:
     """The AsyncFiles of a FileBackend, one per backend (its offload state is the backend's)."""
-    return shared_backend(AsyncFiles, files)
+    backend: AsyncFiles = shared_backend(AsyncFiles, files)
+    return backend
 
 
 class AsyncSessionStore(AsyncBaseStore, OnFiles):
     """SessionStore for asyncio: the same sessions on disk, awaited (the same constructor)."""
 
     __slots__ = ()
-    face_backend = staticmethod(async_files)
+    face_backend = staticmethod(async_files)  # type: ignore[assignment]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,14 +7,13 @@ that ``fastsession.aio`` imports without redis-py.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any, Callable
 
-from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from redis.exceptions import NoScriptError
 
+from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, ScriptCaller, is_cluster
-from .store import (DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE,
-                    SAVE, Steps)
+from .store import DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE, SAVE, Steps
 
 
 class AsyncScripts:
@@ -39,8 +38,9 @@ class AsyncScripts:
             return await self.scripts[name](keys=keys, args=args)  # type: ignore[index]
         connection = await pool.get_connection()
         try:
-            return await connection.retry.call_with_retry(lambda: self._evalsha(connection, name, keys, args),
-                                                          lambda error: connection.disconnect())
+            return await connection.retry.call_with_retry(
+                lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
+            )
         finally:
             await pool.release(connection)
 
@@ -55,10 +55,10 @@ class AsyncScripts:
             return await connection.read_response()
 
     @staticmethod
-    def now(step: tuple) -> Any:
+    def now(step: tuple[Any, ...]) -> Any:
         return PENDING
 
-    async def call(self, step: tuple) -> Any:
+    async def call(self, step: tuple[Any, ...]) -> Any:
         if step[0] == SLEEP:
             return await asyncio.sleep(step[1])
         if step[0] == WAIT:
@@ -74,23 +74,32 @@ class AsyncRedisBackend(RedisCore):
         self.client = client
         self.legacy = not is_cluster(client)
         self.caller = AsyncScripts(client)
-        self.routines = {OPEN: self._open, OPEN_LOAD: self._open_load, SAVE: self._save, RELEASE: self._release,
-                         DELETE: self._delete, PEEK: self._peek, OPEN_STORED: self._open_stored,
-                         INDEX_ADD: self._index_add, INDEX_REMOVE: self._index_remove, INDEX_LIST: self._index_list}
-        self.sweeper: Optional["asyncio.Task[None]"] = None
+        self.routines: dict[str, Callable[..., RedisSteps]] = {
+            OPEN: self._open,
+            OPEN_LOAD: self._open_load,
+            SAVE: self._save,
+            RELEASE: self._release,
+            DELETE: self._delete,
+            PEEK: self._peek,
+            OPEN_STORED: self._open_stored,
+            INDEX_ADD: self._index_add,
+            INDEX_REMOVE: self._index_remove,
+            INDEX_LIST: self._index_list,
+        }
+        self.sweeper: asyncio.Task[None] | None = None
 
     async def _run(self, steps: RedisSteps) -> Any:
         """Make a routine's calls on the async client (a cancelled call may yet run: the routine lets its lock go)."""
         return await arun(self.caller, steps)
 
     @staticmethod
-    def now(step: tuple) -> Any:
+    def now(step: tuple[Any, ...]) -> Any:
         return PENDING  # every call is a round trip: awaited
 
-    async def call(self, step: tuple) -> Any:
+    async def call(self, step: tuple[Any, ...]) -> Any:
         return await self._run(self.routines[step[0]](*step[1:]))
 
-    async def finish(self, steps: Steps) -> Any:
+    async def finish(self, steps: Steps[Any]) -> Any:
         """Drive cleanup (close, rollback) to its end whatever cancellation the caller meets."""
         try:
             first = next(steps)

@@ -19,7 +19,8 @@ written, the lock released.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
+from collections.abc import Awaitable, MutableMapping
+from typing import Any, Callable
 
 from .aio import AsyncSessionStore
 from .busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
@@ -43,15 +44,15 @@ class ASGISession(TrackedSession):
 class ASGITransaction:
     """WebStack's transaction protocol for an ASGI scope; collects the Set-Cookie header values."""
 
-    __slots__ = ("scope", "attributes", "outgoing", "_incoming")
+    __slots__ = ("_incoming", "attributes", "outgoing", "scope")
 
-    def __init__(self, scope: Scope, attributes: Tuple[str, str]) -> None:
+    def __init__(self, scope: Scope, attributes: tuple[str, str]) -> None:
         self.scope = scope
         self.attributes = attributes  # (to set a cookie, to delete it): "; path=/; httponly; ..."
-        self.outgoing: Dict[str, bytes] = {}  # cookie name -> Set-Cookie value
-        self._incoming: Optional[Dict[str, str]] = None
+        self.outgoing: dict[str, bytes] = {}  # cookie name -> Set-Cookie value
+        self._incoming: dict[str, str] | None = None
 
-    def get_cookie(self, name: str) -> Optional[Cookie]:
+    def get_cookie(self, name: str) -> Cookie | None:
         if self._incoming is None:
             header = "; ".join(value.decode("latin-1") for key, value in self.scope["headers"] if key == b"cookie")
             self._incoming = parse_cookie_header(header)
@@ -79,6 +80,9 @@ async def adopt(store: Any, session: ASGISession) -> None:
 class EarlyClose:
     """A store whose ``close()`` the app may call early: ``scope["session"]`` is stored as it is then."""
 
+    closed: bool  # the store's own (a mixin of it)
+    trans: Any
+
     async def close(self) -> None:
         if not self.closed:
             await adopt(self, self.trans.scope["session"])
@@ -104,16 +108,16 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        session_directory: Optional[str] = None,
+        session_directory: str | None = None,
         *,
         redis: Any = None,
         session_cookie: str = "session",
-        max_age: Optional[int] = 14 * 24 * 60 * 60,
+        max_age: int | None = 14 * 24 * 60 * 60,
         path: str = "/",
         same_site: str = "lax",
         https_only: bool = False,
-        domain: Optional[str] = None,
-        read_only: Optional[Callable[[Scope], bool]] = None,
+        domain: str | None = None,
+        read_only: Callable[[Scope], bool] | None = None,
         **options: Any,
     ) -> None:
         if (session_directory is None) == (redis is None):
@@ -129,8 +133,9 @@ class SessionMiddleware:
         else:
             store_class, self.where = AsyncSessionStore, session_directory
         # The store hands out ASGISession objects; storage stays the store's.
-        self.store_class = type(f"ASGI{store_class.__name__}", (EarlyClose, store_class),
-                                {"session_class": ASGISession})
+        self.store_class = type(
+            f"ASGI{store_class.__name__}", (EarlyClose, store_class), {"session_class": ASGISession}
+        )
         self.read_only = read_only
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options, max_age=max_age)
         self.peek_options = dict(self.options, concurrent=0)  # websockets read, never lock
@@ -148,7 +153,7 @@ class SessionMiddleware:
         else:  # lifespan, and whatever comes next
             await self.app(scope, receive, send)
 
-    async def _open(self, scope: Scope, options: Dict[str, Any]) -> Tuple[Any, ASGITransaction, ASGISession]:
+    async def _open(self, scope: Scope, options: dict[str, Any]) -> tuple[Any, ASGITransaction, ASGISession]:
         trans = ASGITransaction(scope, self.attributes)
         store = self.store_class(trans, self.where, self.session_cookie, **options)
         if self.read_only is not None and self.read_only(scope):
@@ -169,10 +174,17 @@ class SessionMiddleware:
             store, trans, session = await self._open(scope, self.options)
         except LockTimeout as exc:
             answered_busy(exc)
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                    (b"retry-after", RETRY_AFTER.encode()),
-                                    (b"content-length", str(len(BODY)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"retry-after", RETRY_AFTER.encode()),
+                        (b"content-length", str(len(BODY)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": BODY})
             return
         disconnected = False
@@ -199,8 +211,9 @@ class SessionMiddleware:
             raise
         await self._finish(store, session, disconnected)
 
-    async def _headers(self, store: Any, trans: ASGITransaction, session: ASGISession,
-                       headers: Any) -> List[Tuple[bytes, bytes]]:
+    async def _headers(
+        self, store: Any, trans: ASGITransaction, session: ASGISession, headers: Any
+    ) -> list[tuple[bytes, bytes]]:
         """The response's headers with the session's Set-Cookie and Vary."""
         if not store.closed:
             await adopt(store, session)
@@ -214,8 +227,10 @@ class SessionMiddleware:
             trans.set_cookie_value(name, cookie)
         out = list(headers)
         if trans.outgoing or session.accessed:
-            out = [(key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary"
-                    else value) for key, value in out]
+            out = [
+                (key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary" else value)
+                for key, value in out
+            ]
             if not any(key.lower() == b"vary" for key, _ in out):
                 out.append((b"vary", b"Cookie"))
             out.extend((b"set-cookie", value) for value in trans.outgoing.values())
@@ -231,8 +246,10 @@ class SessionMiddleware:
             dict.clear(stored)
             stored.update(session)
         elif stored is None and session.session_id is None and dict.__len__(session):
-            logger.warning("fastsession: a new session was filled after the response headers went out; "
-                           "it could get no cookie and was not stored")
+            logger.warning(
+                "fastsession: a new session was filled after the response headers went out; "
+                "it could get no cookie and was not stored"
+            )
         if disconnected:
             await store.rollback()
         else:

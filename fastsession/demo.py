@@ -7,8 +7,9 @@ import html
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from socketserver import ThreadingMixIn
-from typing import Any, Callable, Dict, Iterable
+from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from . import EXTENSIONS
@@ -25,7 +26,7 @@ PAGE = """<!doctype html>
 """
 
 
-def visits_app(environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+def visits_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """``/`` counts visits in the session, ``/logout`` expires it, the rest is 404."""
     store = environ["fastsession.store"]
     path = environ.get("PATH_INFO") or "/"
@@ -38,7 +39,7 @@ def visits_app(environ: Dict[str, Any], start_response: Callable) -> Iterable[by
             kernels="compiled" if EXTENSIONS else "pure Python",
         ).encode()
         headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")]
-        start_response("200 OK", headers + [("Content-Length", str(len(body)))])
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
         return [body]
     if path == "/logout":
         store.expire_session()
@@ -54,7 +55,7 @@ class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 class QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, directory: str = "") -> int:

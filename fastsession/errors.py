@@ -1,5 +1,7 @@
 """The one error hierarchy of fastsession."""
 
+from typing import Any
+
 
 class SessionError(Exception):
     """Base of every error fastsession raises on its own account."""
@@ -12,7 +14,7 @@ class LockTimeout(SessionError):
     ``alive``), as far as is known; adapters answer 503 and log it.
     """
 
-    def __init__(self, message: str, holder: "dict | None" = None) -> None:
+    def __init__(self, message: str, holder: "dict[str, Any] | None" = None) -> None:
         super().__init__(message)
         self.holder = holder or {"host": None, "pid": None, "age": None, "alive": None}
 
@@ -42,7 +44,8 @@ class SessionTooLarge(SessionError):
     ``size`` and ``max_size`` in bytes; ``largest``: the biggest keys, (key, encoded bytes) pairs.
     """
 
-    def __init__(self, message: str, size: int = 0, max_size: int = 0,
-                 largest: "tuple[tuple[str, int], ...]" = ()) -> None:
+    def __init__(
+        self, message: str, size: int = 0, max_size: int = 0, largest: "tuple[tuple[str, int], ...]" = ()
+    ) -> None:
         super().__init__(message)
         self.size, self.max_size, self.largest = size, max_size, largest

@@ -19,7 +19,8 @@ import os
 import secrets
 import stat
 import time
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
 
 from . import _kernels
 from ._holder import holder_record
@@ -31,7 +32,7 @@ logger = logging.getLogger("fastsession")
 
 # (session file, its lockfile, the lock's descriptor, its key); (path, b"", -1, key) when not
 # locking. The key is None for a handle made from a stored name (gc, clearsessions).
-Handle = Tuple[bytes, bytes, int, Optional[str]]
+Handle = tuple[bytes, bytes, int, Optional[str]]
 
 
 def check_folder(path: bytes, what: str = "session directory", private: bool = False) -> None:
@@ -53,7 +54,8 @@ def check_folder(path: bytes, what: str = "session directory", private: bool = F
     if status.st_uid not in owners:
         raise SessionError(
             f"{what} {name!r} belongs to uid {status.st_uid}, not to this user (uid {uid})"
-            + ("" if private else " or root") + ": refused, another user could read or plant sessions there"
+            + ("" if private else " or root")
+            + ": refused, another user could read or plant sessions there"
         )
     open_to = stat.S_IMODE(status.st_mode) & (0o077 if private else 0o022)
     if open_to:
@@ -65,7 +67,7 @@ def check_folder(path: bytes, what: str = "session directory", private: bool = F
 
 # Folders checked by this process: a relative directory makes a backend per
 # request (store.shared_backend), which must not rescan its shards each time.
-_checked: set = set()
+_checked: set[Any] = set()
 
 
 def prepare_directory(directory: str) -> bytes:
@@ -87,7 +89,8 @@ def check_tree(path: bytes) -> None:
     if stat.S_IMODE(os.stat(path).st_mode) & 0o005:
         logger.warning(
             "fastsession: other users may list the session directory %s (who has a session, and "
-            "when it was last used): chmod 700 it", os.fsdecode(path),
+            "when it was last used): chmod 700 it",
+            os.fsdecode(path),
         )
     with os.scandir(path) as entries:
         for entry in entries:
@@ -112,11 +115,11 @@ class FileBackend:
         directory: str,
         concurrent: bool = True,
         delay: float = 1.0,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         stale_after: float = 30.0,
-        max_age: Optional[float] = None,
+        max_age: float | None = None,
         fsync: bool = False,
-        check_key: Optional[Callable[[object], bool]] = None,
+        check_key: Callable[[object], bool] | None = None,
     ) -> None:
         if delay <= 0:
             raise ValueError("delay must be positive")
@@ -165,15 +168,17 @@ class FileBackend:
         """
         if timeout is ...:
             timeout = self.timeout
-        return self._lock_path(self.path(key), key, self.kernels.acquire, self.delay, timeout, self.stale_after)
+        handle = self._lock_path(self.path(key), key, self.kernels.acquire, self.delay, timeout, self.stale_after)
+        return handle  # type: ignore[return-value]  # acquire waits: never None
 
-    def open_load(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
+    def open_load(self, key: str) -> tuple[Handle, tuple[dict[str, Any], bytes, float] | None]:
         """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails."""
-        handle = self._lock_path(self.path(key), key, self.kernels.acquire, self.delay, self.timeout,
-                                 self.stale_after)  # open's steps, without its frame: every request makes this call
-        return handle, self.load_or_release(handle)  # type: ignore[arg-type]
+        handle = self._lock_path(
+            self.path(key), key, self.kernels.acquire, self.delay, self.timeout, self.stale_after
+        )  # open's steps, without its frame: every request makes this call
+        return handle, self.load_or_release(handle)  # type: ignore[arg-type,return-value]  # as in open
 
-    def load_or_release(self, handle: Handle) -> Optional[Tuple[dict, bytes, float]]:
+    def load_or_release(self, handle: Handle) -> tuple[dict[str, Any], bytes, float] | None:
         """``load``, releasing the lock when it raises."""
         try:
             return self.load(handle)
@@ -181,7 +186,7 @@ class FileBackend:
             self.release(handle)
             raise
 
-    def try_open(self, key: str) -> Optional[Handle]:
+    def try_open(self, key: str) -> Handle | None:
         """``open`` without waiting: None when another holds the lock (then ``waits(key)``)."""
         return self._lock_path(self.path(key), key, self.kernels.try_lock)
 
@@ -189,18 +194,23 @@ class FileBackend:
         """The pauses between tries of a taken lock (lock_waits): breaks a stale one, raises LockTimeout."""
         return lock_waits(self.path(key) + b".lock", self.delay, self.timeout, self.stale_after)
 
-    def open_stored(self, name: "bytes | str", timeout: Any = ...) -> Handle:
+    def open_stored(self, name: bytes | str, timeout: Any = ...) -> Handle:
         """``open`` by stored name (what ``names()`` and the user index list): no key, no legacy file."""
         text = name if isinstance(name, str) else os.fsdecode(name)
         if not self.kernels.is_valid_id(text):  # a stored name has the shape of an id
             raise ValueError("invalid stored name")
-        handle = self._lock_path(self.stored_path(text.encode("ascii")), None, self.kernels.acquire, self.delay,
-                                 self.timeout if timeout is ... else timeout, self.stale_after)
+        handle = self._lock_path(
+            self.stored_path(text.encode("ascii")),
+            None,
+            self.kernels.acquire,
+            self.delay,
+            self.timeout if timeout is ... else timeout,
+            self.stale_after,
+        )
         assert handle is not None
         return handle
 
-    def _lock_path(self, path: bytes, key: Optional[str], take: Callable[..., int], *waiting: Any
-                   ) -> Optional[Handle]:
+    def _lock_path(self, path: bytes, key: str | None, take: Callable[..., int], *waiting: Any) -> Handle | None:
         if not self.concurrent:
             return path, b"", -1, key
         lock_path = path + b".lock"
@@ -211,12 +221,12 @@ class FileBackend:
             fd = take(lock_path, holder_record(), *waiting)
         return (path, lock_path, fd, key) if fd >= 0 else None
 
-    def peek(self, key: str) -> Tuple[Handle, Optional[Tuple[dict, bytes, float]]]:
+    def peek(self, key: str) -> tuple[Handle, tuple[dict[str, Any], bytes, float] | None]:
         """Read without a lock: (a handle holding nothing, what ``load`` gives)."""
         handle = self.unlocked(key)
         return handle, self.load(handle)
 
-    def load(self, handle: Handle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+    def load(self, handle: Handle, want_mtime: bool = False) -> tuple[dict[str, Any], bytes, float] | None:
         """(data, stored bytes, mtime) of the session; None when absent, corrupt or expired.
 
         mtime is 0.0 unless ``want_mtime`` or max_age needs it. An expired
@@ -238,7 +248,7 @@ class FileBackend:
             return None
         return loaded
 
-    def _load_legacy(self, handle: Handle, want_mtime: bool) -> Optional[Tuple[dict, bytes, float]]:
+    def _load_legacy(self, handle: Handle, want_mtime: bool) -> tuple[dict[str, Any], bytes, float] | None:
         """The session at its 0.1 path: moved to its stored name by a holder of its lock, else only read."""
         if handle[2] >= 0 or not self.concurrent:
             return self.kernels.read_session(handle[0], want_mtime) if self._adopt_legacy(handle) else None
@@ -311,7 +321,7 @@ class FileBackend:
 
     def delete(self, handle: Handle) -> None:
         """Remove the session and release its lock."""
-        path, lock_path, fd, _ = handle
+        _path, lock_path, fd, _ = handle
         try:
             self._check_held(handle)
         except BaseException:
@@ -328,11 +338,10 @@ class FileBackend:
         if fd >= 0 and not owns(fd, lock_path):
             raise lock_lost(lock_path)
 
-    def shards(self) -> List[bytes]:
+    def shards(self) -> list[bytes]:
         """The shard folders (at most 4096, two characters each: not the user index), sorted."""
         with os.scandir(self.directory) as entries:
-            return sorted(os.fsencode(e.path) for e in entries
-                          if len(e.name) == 2 and e.is_dir(follow_symlinks=False))
+            return sorted(os.fsencode(e.path) for e in entries if len(e.name) == 2 and e.is_dir(follow_symlinks=False))
 
     # -- the per-user index (fastsession.users): <directory>/.users/<user hash>/<stored name> ----------
 
@@ -352,7 +361,7 @@ class FileBackend:
     def index_remove(self, user: str, name: str) -> None:
         self._unlink(self._user_folder(user) + b"/" + name.encode("ascii"))
 
-    def index_list(self, user: str) -> List[Tuple[str, dict, Optional[float], bool]]:
+    def index_list(self, user: str) -> list[tuple[str, dict[str, Any], float | None, bool]]:
         """(stored name, entry, last seen, whether the session is there) of the user's index entries.
 
         An entry whose session is gone is removed once older than GRACE;
@@ -361,7 +370,7 @@ class FileBackend:
         from .users import GRACE
 
         folder = self._user_folder(user)
-        found = []
+        found: list[tuple[str, dict[str, Any], float | None, bool]] = []
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
@@ -377,7 +386,7 @@ class FileBackend:
             if loaded is None:
                 continue
             try:
-                last_seen: Optional[float] = os.stat(self.stored_path(name.encode("ascii"))).st_mtime
+                last_seen: float | None = os.stat(self.stored_path(name.encode("ascii"))).st_mtime
             except FileNotFoundError:
                 if time.time() - loaded[2] > GRACE:  # not a commit about to land: the session is gone
                     self._unlink(os.fsencode(entry.path))

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, TextIO
 
 from ._holder import BROKEN, HELD, break_if_stale, holder_record
 from ._lock_py import owns
@@ -39,15 +39,16 @@ class Collected:
     locks_removed: int = 0
     temps_removed: int = 0
     index_entries_removed: int = 0  # user index entries whose session is gone (fastsession.users)
-    errors: List[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> object:
         """The counts read as a mapping as well: ``counts["removed"]``."""
         return getattr(self, name)
 
 
-def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: float,
-                       dry_run: bool, done: Collected) -> None:
+def _remove_if_expired(
+    backend: FileBackend, path: bytes, max_age: float, now: float, dry_run: bool, done: Collected
+) -> None:
     lock_path = path + b".lock"
     if dry_run:  # taking the lock could break a stale one: only look
         if break_if_stale(lock_path, backend.stale_after, True) == HELD:
@@ -75,9 +76,15 @@ def _remove_if_expired(backend: FileBackend, path: bytes, max_age: float, now: f
         backend.kernels.unlock(fd, lock_path)
 
 
-def collect(directory: str, max_age: Optional[float] = None, *, stale_after: float = 30.0,
-            dry_run: bool = False, stale_locks_only: bool = False,
-            progress: Optional[Callable[[int, int, Collected], None]] = None) -> Collected:
+def collect(
+    directory: str,
+    max_age: float | None = None,
+    *,
+    stale_after: float = 30.0,
+    dry_run: bool = False,
+    stale_locks_only: bool = False,
+    progress: Callable[[int, int, Collected], None] | None = None,
+) -> Collected:
     """Remove expired sessions and stale lockfiles from ``directory``; the counts.
 
     ``progress(shards_done, shards_total, counts)`` is called after each shard.
@@ -146,15 +153,22 @@ def _sweep_user_index(backend: FileBackend, dry_run: bool, done: Collected) -> N
             done.errors.append(f"{os.fsdecode(folder)}: {exc}")
 
 
-def _visit(backend: FileBackend, entry: os.DirEntry, max_age: Optional[float], stale_after: float,
-           dry_run: bool, stale_locks_only: bool, done: Collected) -> None:
+def _visit(
+    backend: FileBackend,
+    entry: os.DirEntry[bytes],
+    max_age: float | None,
+    stale_after: float,
+    dry_run: bool,
+    stale_locks_only: bool,
+    done: Collected,
+) -> None:
     name = os.fsdecode(entry.name)
     path = os.fsencode(entry.path)
     try:
         if name.endswith(".lock"):
             if backend.check_key(name[: -len(".lock")]) and _stale(path, stale_after, dry_run):
                 done.locks_removed += 1
-        elif stale_locks_only:
+        elif stale_locks_only or max_age is None:  # (collect asks for max_age unless stale_locks_only)
             return
         elif name.endswith(".tmp"):
             status = entry.stat(follow_symlinks=False)
@@ -173,7 +187,7 @@ def _visit(backend: FileBackend, entry: os.DirEntry, max_age: Optional[float], s
     except FileNotFoundError:
         pass  # gone between listing and looking: a request got there first
     except OSError as exc:
-        done.errors.append(f"{entry.path}: {exc}")
+        done.errors.append(f"{os.fsdecode(entry.path)}: {exc}")
 
 
 def _stale(lock_path: bytes, stale_after: float, dry_run: bool) -> bool:
@@ -184,7 +198,7 @@ def _stale(lock_path: bytes, stale_after: float, dry_run: bool) -> bool:
 class ProgressBar:
     """A one-line progress bar with rate and ETA on stderr (when it is a terminal)."""
 
-    def __init__(self, stream=sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.started = time.monotonic()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ._holder import MAGIC, describe, is_stale
 
@@ -27,15 +27,18 @@ def short(session_id: str) -> str:
     return session_id[:SHOWN] + "…"
 
 
-def _row(session_id: str, head: bytes, holder: Dict[str, Any]) -> Dict[str, Any]:
+def _row(session_id: str, head: bytes, holder: dict[str, Any]) -> dict[str, Any]:
     """A table row: the session, ``holder`` (_holder.describe's), and the PID namespace from the holder line."""
     fields = head.partition(b"\n")[0].split(b" ")
-    pidns = fields[1].rpartition(b"/")[2].decode("ascii", "replace") if head.startswith(MAGIC) \
-        and len(fields) == 5 else None
+    pidns = (
+        fields[1].rpartition(b"/")[2].decode("ascii", "replace")
+        if head.startswith(MAGIC) and len(fields) == 5
+        else None
+    )
     return {"session": short(session_id), **holder, "pidns": pidns}
 
 
-def file_locks(directory: str, stale_after: float = 30.0) -> List[Dict[str, Any]]:
+def file_locks(directory: str, stale_after: float = 30.0) -> list[dict[str, Any]]:
     """The held locks of a session directory, oldest first."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such session directory", directory)
@@ -64,7 +67,7 @@ def file_locks(directory: str, stale_after: float = 30.0) -> List[Dict[str, Any]
     return sorted(rows, key=lambda row: -row["age"])
 
 
-def redis_locks(client: Any, prefix: str = "fastsession:", lock_ttl: float = 30.0) -> List[Dict[str, Any]]:
+def redis_locks(client: Any, prefix: str = "fastsession:", lock_ttl: float = 30.0) -> list[dict[str, Any]]:
     """The held locks under ``prefix`` on Redis (SCAN, then the lock's value and TTL), oldest first.
 
     A lock's age is ``lock_ttl`` minus its remaining TTL: give the stores' lock_ttl.
@@ -95,9 +98,9 @@ def _glob_escape(text: str) -> str:
 COLUMNS = ("session", "host", "pidns", "pid", "age", "alive", "breakable")
 
 
-def table(rows: List[Dict[str, Any]], redis: bool = False) -> str:
+def table(rows: list[dict[str, Any]], redis: bool = False) -> str:
     """The rows as an aligned text table (``expires_in`` instead of ``breakable`` for Redis)."""
-    columns = COLUMNS[:-1] + ("expires_in",) if redis else COLUMNS
+    columns = (*COLUMNS[:-1], "expires_in") if redis else COLUMNS
     shown = [[_cell(row.get(column)) for column in columns] for row in rows]
     widths = [max([len(column)] + [len(line[i]) for line in shown]) for i, column in enumerate(columns)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths)).rstrip()]
@@ -106,7 +109,7 @@ def table(rows: List[Dict[str, Any]], redis: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Optional[object]) -> str:
+def _cell(value: object | None) -> str:
     if value is None:
         return "?"
     if value is True or value is False:

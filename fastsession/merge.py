@@ -9,7 +9,7 @@ orjson bytes, so ``1``, ``1.0`` and ``True`` are three different values.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Union
+from typing import Any, Callable, Union
 
 import orjson
 
@@ -43,10 +43,10 @@ def _same(a: Any, b: Any) -> bool:
     return orjson.dumps(a) == orjson.dumps(b)
 
 
-def merge(base: Dict[str, Any], ours: Dict[str, Any], theirs: Dict[str, Any], on_conflict: Resolver) -> Dict[str, Any]:
+def merge(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any], on_conflict: Resolver) -> dict[str, Any]:
     """Theirs with our changes to base applied; SessionConflict (``"raise"``) naming the keys both changed."""
     merged = dict(theirs)
-    conflicts: List[str] = []
+    conflicts: list[str] = []
     for key in list(ours) + [key for key in base if key not in ours]:
         mine, was = ours.get(key, ABSENT), base.get(key, ABSENT)
         if _same(mine, was):
@@ -62,14 +62,15 @@ def merge(base: Dict[str, Any], ours: Dict[str, Any], theirs: Dict[str, Any], on
         elif on_conflict == "theirs":
             value = other
         else:
-            value = on_conflict(key, was, mine, other)
+            value = on_conflict(key, was, mine, other)  # type: ignore[operator]  # checked: a callable
         if value is ABSENT:
             merged.pop(key, None)
         else:
             merged[key] = value
     if conflicts:
         raise SessionConflict(
-            "the session changed meanwhile: key(s) " + ", ".join(repr(key) for key in conflicts)
+            "the session changed meanwhile: key(s) "
+            + ", ".join(repr(key) for key in conflicts)
             + " changed by another request to other values; nothing was written",
             tuple(conflicts),
         )

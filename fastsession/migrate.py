@@ -26,25 +26,24 @@ import logging
 import os
 import struct
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 logger = logging.getLogger("fastsession")
 
-Found = Optional[Tuple[str, dict]]
+Found = Optional[tuple[str, dict[str, Any]]]
 
 
 class FlaskSessionReader:
     """What Flask-Session's backends share: the key prefix and the (optionally signed) cookie."""
 
-    def __init__(self, key_prefix: str = "session:", use_signer: bool = False,
-                 secret_key: Optional[str] = None) -> None:
+    def __init__(self, key_prefix: str = "session:", use_signer: bool = False, secret_key: str | None = None) -> None:
         if use_signer and not secret_key:
             raise ValueError("use_signer=True needs the app's secret_key")
         self.key_prefix = key_prefix
         self.use_signer = use_signer
         self.secret_key = secret_key
 
-    def session_id(self, cookie_value: str) -> Optional[str]:
+    def session_id(self, cookie_value: str) -> str | None:
         """The id the cookie names: itself, or its unsigned value (None when the signature is bad)."""
         if not self.use_signer:
             return cookie_value
@@ -88,8 +87,9 @@ def decode_msgspec(body: bytes) -> Any:
 class FlaskSessionRedis(FlaskSessionReader):
     """Flask-Session's RedisSessionInterface: ``<key_prefix><sid>`` holding msgpack (or JSON)."""
 
-    def __init__(self, client: Any, key_prefix: str = "session:", use_signer: bool = False,
-                 secret_key: Optional[str] = None) -> None:
+    def __init__(
+        self, client: Any, key_prefix: str = "session:", use_signer: bool = False, secret_key: str | None = None
+    ) -> None:
         FlaskSessionReader.__init__(self, key_prefix, use_signer, secret_key)
         self.client = client
 
@@ -104,8 +104,14 @@ class FlaskSessionRedis(FlaskSessionReader):
 class FlaskSessionFiles(FlaskSessionReader):
     """Flask-Session's FileSystemSessionInterface (cachelib's FileSystemCache in ``cache_dir``)."""
 
-    def __init__(self, cache_dir: str, key_prefix: str = "session:", use_signer: bool = False,
-                 secret_key: Optional[str] = None, hash_method: Callable[[bytes], Any] = hashlib.sha256) -> None:
+    def __init__(
+        self,
+        cache_dir: str,
+        key_prefix: str = "session:",
+        use_signer: bool = False,
+        secret_key: str | None = None,
+        hash_method: Callable[[bytes], Any] = hashlib.sha256,
+    ) -> None:
         FlaskSessionReader.__init__(self, key_prefix, use_signer, secret_key)
         self.cache_dir = cache_dir
         self.hash_method = hash_method
@@ -150,20 +156,20 @@ def plain_pickle(body: bytes) -> Any:
 
 
 def _read_plain(body: bytes) -> Any:
-    stack: List[Any] = []
-    marks: List[int] = []
-    memo: dict = {}
+    stack: list[Any] = []
+    marks: list[int] = []
+    memo: dict[int, Any] = {}
     at = 0
 
     def take(count: int) -> bytes:
         nonlocal at
         if at + count > len(body):
             raise ValueError("truncated pickle")
-        chunk = body[at:at + count]
+        chunk = body[at : at + count]
         at += count
         return chunk
 
-    def since_mark() -> List[Any]:
+    def since_mark() -> list[Any]:
         if not marks:
             raise ValueError("no mark")
         start = marks.pop()

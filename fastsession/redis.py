@@ -22,11 +22,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Generator, List, Optional, Tuple
+from collections.abc import Generator
+from typing import Any
 
 import orjson
-from redis.exceptions import (ClusterDownError, ConnectionError, NoScriptError, RedisClusterException, RedisError,
-                              TimeoutError)
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
+)
 
 from . import _kernels
 from ._holder import MAGIC, describe, holder_record, summary
@@ -51,19 +58,19 @@ MAX_PAUSE = 0.05
 # ends a lock pushes one token there while someone waits, so one waiter wakes
 # at once instead of at its next poll. The list holds at most one token.
 WAITING_MS = 1000
-WAKE = """
+WAKE = f"""
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('RPUSH', KEYS[4], 1)
   redis.call('LTRIM', KEYS[4], 0, 0)
-  redis.call('PEXPIRE', KEYS[4], %d)
+  redis.call('PEXPIRE', KEYS[4], {WAITING_MS})
 end
-""" % WAITING_MS
+"""
 # Lock, and in the same round trip read the data and its remaining TTL. A
 # value of another type at the session's key fails the GET: the lock taken
 # a moment before goes too (a script is not rolled back by an error).
 # KEYS: lock, data, waiting[, legacy data]: a session 0.1 stored is moved
 # (with its TTL) to its new key under the lock just taken.
-ACQUIRE = """
+ACQUIRE = f"""
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if KEYS[4] and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
     redis.call('RENAME', KEYS[4], KEYS[2])
@@ -73,22 +80,26 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     redis.call('DEL', KEYS[1])
     return body
   end
-  return {1, body, redis.call('PTTL', KEYS[2])}
+  return {{1, body, redis.call('PTTL', KEYS[2])}}
 end
-redis.call('SET', KEYS[3], 1, 'PX', %d)
-return {0}
-""" % WAITING_MS
+redis.call('SET', KEYS[3], 1, 'PX', {WAITING_MS})
+return {{0}}
+"""
 # The scripts that end a lock act only while the token still holds it.
 # KEYS: lock, data, waiting, wake.
 # Write and unlock.
-COMMIT = """
+COMMIT = (
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else redis.call('SET', KEYS[2], ARGV[2]) end
 redis.call('DEL', KEYS[1])
-""" + WAKE + """
+"""
+    + WAKE
+    + """
 return 1
 """
+)
 # Write and keep the lock (a holder that writes before its request ends).
 PUT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -97,26 +108,38 @@ else redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
 # Unlock without writing; refresh the data's TTL when asked.
-RELEASE = """
+RELEASE = (
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 redis.call('DEL', KEYS[1])
-""" + WAKE + """
+"""
+    + WAKE
+    + """
 return 1
 """
-DELETE = """
+)
+DELETE = (
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2], KEYS[1])
-""" + WAKE + """
+"""
+    + WAKE
+    + """
 return 1
 """
+)
 # Unlock only (what a request whose outcome is unknown leaves to the unlocker).
-UNLOCK = """
+UNLOCK = (
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-""" + WAKE + """
+"""
+    + WAKE
+    + """
 return 1
 """
+)
 # Reads and writes without a lock (concurrent=0), as scripts too: every call
 # the backend makes is one named script, so the sync and async drivers are
 # one line each. KEYS: data[, legacy data] (read where the session is; a
@@ -154,9 +177,20 @@ PTTL = """
 return redis.call('PTTL', KEYS[1])
 """
 SCRIPTS = {
-    "acquire": ACQUIRE, "commit": COMMIT, "put": PUT, "release": RELEASE, "delete": DELETE, "unlock": UNLOCK,
-    "read": READ, "write": WRITE, "touch": TOUCH, "drop": DROP,
-    "index_add": INDEX_ADD, "index_remove": INDEX_REMOVE, "index_read": INDEX_READ, "pttl": PTTL,
+    "acquire": ACQUIRE,
+    "commit": COMMIT,
+    "put": PUT,
+    "release": RELEASE,
+    "delete": DELETE,
+    "unlock": UNLOCK,
+    "read": READ,
+    "write": WRITE,
+    "touch": TOUCH,
+    "drop": DROP,
+    "index_add": INDEX_ADD,
+    "index_remove": INDEX_REMOVE,
+    "index_read": INDEX_READ,
+    "pttl": PTTL,
 }
 
 # After Redis answers again, how long a token may still show up: a command sent
@@ -168,9 +202,9 @@ RETRY_EVERY = 0.1
 class RedisHandle:
     """One opened session: its keys, the lock's token (None when not locking), what was read."""
 
-    __slots__ = ("key", "data_key", "lock_key", "token", "read")
+    __slots__ = ("data_key", "key", "lock_key", "read", "token")
 
-    def __init__(self, key: Optional[str], data_key: str, lock_key: str, token: Optional[str], read: Any) -> None:
+    def __init__(self, key: str | None, data_key: str, lock_key: str, token: str | None, read: Any) -> None:
         self.key, self.data_key, self.lock_key, self.token, self.read = key, data_key, lock_key, token, read
 
 
@@ -197,18 +231,18 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, (RedisCluster, AsyncRedisCluster))
 
 
-def lock_keys(lock_key: str) -> List[str]:
+def lock_keys(lock_key: str) -> list[str]:
     """The keys a script that ends a lock touches, from the lock's key: lock, data, waiting, wake."""
     data_key = lock_key[: -len(":lock")]
     return [lock_key, data_key, data_key + ":waiting", data_key + ":wake"]
 
 
-def holder_token(kernels: Any) -> str:
+def holder_token(kernels: _kernels.KernelSet) -> str:
     """A lock's value: a random token, then who holds it (the lockfiles' holder line, for logs and errors)."""
-    return kernels.new_session_id() + " " + holder_record()[len(MAGIC):-1].decode("ascii", "replace")
+    return kernels.new_session_id() + " " + holder_record()[len(MAGIC) : -1].decode("ascii", "replace")
 
 
-def describe_lock(value: Any, pttl: int, lock_ttl: float) -> Optional[dict]:
+def describe_lock(value: Any, pttl: int, lock_ttl: float) -> dict[str, Any] | None:
     """_holder.describe of a lock's value and remaining TTL; None when there is no lock."""
     if value is None:
         return None
@@ -216,6 +250,8 @@ def describe_lock(value: Any, pttl: int, lock_ttl: float) -> Optional[dict]:
     identity = text.partition(" ")[2].encode("ascii", "replace")
     age = max(lock_ttl - max(pttl, 0) / 1000.0, 0.0)
     return describe(MAGIC + identity + b"\n", age)
+
+
 RedisSteps = Generator[Any, Any, Any]
 
 
@@ -225,8 +261,15 @@ class RedisCore:
     kernels = _kernels.ACTIVE
     legacy = True  # also read 0.1's keys (a plain Redis; on Cluster they would be in other slots)
 
-    def __init__(self, concurrent: Any = True, delay: float = 1.0, timeout: Optional[float] = None,
-                 lock_ttl: float = 30.0, max_age: Optional[float] = None, prefix: str = "fastsession:") -> None:
+    def __init__(
+        self,
+        concurrent: Any = True,
+        delay: float = 1.0,
+        timeout: float | None = None,
+        lock_ttl: float = 30.0,
+        max_age: float | None = None,
+        prefix: str = "fastsession:",
+    ) -> None:
         if delay <= 0 or lock_ttl <= 0:
             raise ValueError("delay and lock_ttl must be positive")
         self.concurrent = bool(concurrent)
@@ -241,26 +284,26 @@ class RedisCore:
         # Never a brace: the id is the key's hash tag.
         self.check_key = self.kernels.is_valid_id
         # Tokens whose fate is unknown (see _sweep): (lock key, token) -> [given, first answered]
-        self.pending: Dict[Tuple[str, str], List[float]] = {}
+        self.pending: dict[tuple[str, str], list[float]] = {}
 
-    def _keys(self, key: str) -> Tuple[str, str]:
+    def _keys(self, key: str) -> tuple[str, str]:
         if not self.check_key(key):
             raise ValueError("invalid session id")
         data = data_key(self.prefix, key)
         return data, data + ":lock"
 
-    def _stored_keys(self, name: str) -> Tuple[str, str]:
+    def _stored_keys(self, name: str) -> tuple[str, str]:
         """``_keys`` from a stored name (what the user index lists) instead of an id."""
         if not self.kernels.is_valid_id(name):
             raise ValueError("invalid stored name")
         data = self.prefix + "{" + name + "}"
         return data, data + ":lock"
 
-    def _legacy(self, key: Optional[str]) -> List[str]:
+    def _legacy(self, key: str | None) -> list[str]:
         """0.1's key of the session, to pass after the others to a script; none on Cluster (or without an id)."""
         return [self.prefix + key] if self.legacy and key is not None else []
 
-    def _script(self, what: str, name: str, keys: List[str], args: List[Any], token: Optional[str] = None) -> RedisSteps:
+    def _script(self, what: str, name: str, keys: list[str], args: list[Any], token: str | None = None) -> RedisSteps:
         """One script call; a RedisError becomes SessionError, and a lock held with ``token`` is let go."""
         try:
             return (yield SCRIPT, name, keys, args)
@@ -298,8 +341,11 @@ class RedisCore:
             if timeout is not None and waited >= timeout:
                 value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
                 holder = describe_lock(value, pttl, self.lock_ttl)
-                raise LockTimeout(f"session lock {lock_key!r} still held after {timeout} s"
-                                  + (f" ({summary(holder)})" if holder else ""), holder)
+                raise LockTimeout(
+                    f"session lock {lock_key!r} still held after {timeout} s"
+                    + (f" ({summary(holder)})" if holder else ""),
+                    holder,
+                )
             if timeout is not None:
                 pause = min(pause, max(timeout - waited, 0.0))
             try:  # until the holder's release pushes a wake-up, or the pause is over
@@ -328,8 +374,9 @@ class RedisCore:
         if handle.read is not None:
             body, pttl = handle.read
         else:
-            body, pttl = yield from self._script("read the session", "read",
-                                                 [handle.data_key, *self._legacy(handle.key)], [])
+            body, pttl = yield from self._script(
+                "read the session", "read", [handle.data_key, *self._legacy(handle.key)], []
+            )
         if body is None:
             return None
         try:
@@ -341,19 +388,24 @@ class RedisCore:
             return None
         return data, body, float(pttl)
 
-    def _save(self, handle: RedisHandle, body: bytes, ttl_ms: Optional[str] = None,
-              keep_lock: bool = False) -> RedisSteps:
+    def _save(self, handle: RedisHandle, body: bytes, ttl_ms: str | None = None, keep_lock: bool = False) -> RedisSteps:
         """Write ``body`` and release the lock (unless ``keep_lock``); SessionError if the lock was lost meanwhile.
 
         ``ttl_ms``: the data's TTL for this write ("0": none), by default max_age's.
         """
         ttl = self.ttl_ms if ttl_ms is None else ttl_ms
         if handle.token is None:
-            yield from self._script("write the session", "write", [handle.data_key, *self._legacy(handle.key)],
-                                    [body, ttl])
+            yield from self._script(
+                "write the session", "write", [handle.data_key, *self._legacy(handle.key)], [body, ttl]
+            )
             return
-        written = yield from self._script("write the session", "put" if keep_lock else "commit",
-                                          lock_keys(handle.lock_key), [handle.token, body, ttl], handle.token)
+        written = yield from self._script(
+            "write the session",
+            "put" if keep_lock else "commit",
+            lock_keys(handle.lock_key),
+            [handle.token, body, ttl],
+            handle.token,
+        )
         if not written:
             raise SessionError(
                 f"session lock {handle.lock_key!r} expired and was taken by another holder: "
@@ -367,19 +419,22 @@ class RedisCore:
             touch = self.ttl_ms
         if handle.token is None:
             if touch != "0":
-                yield from self._script("refresh the session", "touch",
-                                        [handle.data_key, *self._legacy(handle.key)], [touch])
+                yield from self._script(
+                    "refresh the session", "touch", [handle.data_key, *self._legacy(handle.key)], [touch]
+                )
             return
-        yield from self._script("unlock the session", "release", lock_keys(handle.lock_key),
-                                [handle.token, touch], handle.token)
+        yield from self._script(
+            "unlock the session", "release", lock_keys(handle.lock_key), [handle.token, touch], handle.token
+        )
 
     def _delete(self, handle: RedisHandle) -> RedisSteps:
         """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
             yield from self._script("delete the session", "drop", [handle.data_key, *self._legacy(handle.key)], [])
             return
-        deleted = yield from self._script("delete the session", "delete", lock_keys(handle.lock_key),
-                                          [handle.token], handle.token)
+        deleted = yield from self._script(
+            "delete the session", "delete", lock_keys(handle.lock_key), [handle.token], handle.token
+        )
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
 
@@ -486,24 +541,25 @@ class ScriptCaller:
         self.scripts = None if plain else {name: client.register_script(source) for name, source in SCRIPTS.items()}
 
     @staticmethod
-    def digests() -> Dict[str, str]:
+    def digests() -> dict[str, str]:
         """Each script's SHA1, the name EVALSHA calls it by."""
         import hashlib
 
         return {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SCRIPTS.items()}
 
-    def __call__(self, name: str, keys: List[str], args: List[Any]) -> Any:
+    def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
         pool = self.pool
         if pool is None:
             return self.scripts[name](keys=keys, args=args)  # type: ignore[index]
         connection = pool.get_connection()
         try:
-            return connection.retry.call_with_retry(lambda: self._evalsha(connection, name, keys, args),
-                                                    lambda error: connection.disconnect())
+            return connection.retry.call_with_retry(
+                lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
+            )
         finally:
             pool.release(connection)
 
-    def _evalsha(self, connection: Any, name: str, keys: List[str], args: List[Any]) -> Any:
+    def _evalsha(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
         connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
         try:
             return connection.read_response()
@@ -523,13 +579,13 @@ class RedisBackend(RedisCore):
         self.legacy = not is_cluster(client)
         self.scripts = ScriptCaller(client)
         self.guard = threading.Lock()  # one sweeper thread at a time
-        self.sweeper: Optional[threading.Thread] = None
+        self.sweeper: threading.Thread | None = None
 
     def _run(self, steps: RedisSteps) -> Any:
         """Make a routine's calls on the sync client; its result."""
         return run(self, steps)
 
-    def script(self, name: str, keys: List[str], args: List[Any]) -> Any:
+    def script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self.scripts(name, keys, args)
 
     sleep = staticmethod(time.sleep)
@@ -538,16 +594,16 @@ class RedisBackend(RedisCore):
         return self.client.blpop([key], timeout=seconds)
 
     def open(self, key: str) -> RedisHandle:
-        return self._run(self._open(key))
+        return self._run(self._open(key))  # type: ignore[no-any-return]
 
-    def open_load(self, key: str) -> Tuple[RedisHandle, Optional[Tuple[dict, bytes, float]]]:
-        return self._run(self._open_load(key))
+    def open_load(self, key: str) -> tuple[RedisHandle, tuple[dict[str, Any], bytes, float] | None]:
+        return self._run(self._open_load(key))  # type: ignore[no-any-return]
 
-    def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
-        return self._run(self._load(handle))
+    def load(self, handle: RedisHandle, want_mtime: bool = False) -> tuple[dict[str, Any], bytes, float] | None:
+        return self._run(self._load(handle))  # type: ignore[no-any-return]
 
-    def peek(self, key: str) -> Tuple[RedisHandle, Optional[Tuple[dict, bytes, float]]]:
-        return self._run(self._peek(key))
+    def peek(self, key: str) -> tuple[RedisHandle, tuple[dict[str, Any], bytes, float] | None]:
+        return self._run(self._peek(key))  # type: ignore[no-any-return]
 
     def save(self, handle: RedisHandle, body: bytes) -> None:
         self._run(self._save(handle, body))
@@ -559,7 +615,7 @@ class RedisBackend(RedisCore):
         self._run(self._delete(handle))
 
     def open_stored(self, name: str, timeout: Any = ...) -> RedisHandle:
-        return self._run(self._open_stored(name, timeout))
+        return self._run(self._open_stored(name, timeout))  # type: ignore[no-any-return]
 
     def index_add(self, user: str, name: str, info: bytes) -> None:
         self._run(self._index_add(user, name, info))
@@ -567,14 +623,13 @@ class RedisBackend(RedisCore):
     def index_remove(self, user: str, name: str) -> None:
         self._run(self._index_remove(user, name))
 
-    def index_list(self, user: str) -> List[Tuple[str, dict, Optional[float], bool]]:
-        return self._run(self._index_list(user))
+    def index_list(self, user: str) -> list[tuple[str, dict[str, Any], float | None, bool]]:
+        return self._run(self._index_list(user))  # type: ignore[no-any-return]
 
     def _start_sweeper(self) -> None:
         with self.guard:
             if self.sweeper is None:
-                self.sweeper = threading.Thread(target=self._run_sweep, name="fastsession-redis-unlocker",
-                                                daemon=True)
+                self.sweeper = threading.Thread(target=self._run_sweep, name="fastsession-redis-unlocker", daemon=True)
                 self.sweeper.start()
 
     def _run_sweep(self) -> None:
@@ -600,19 +655,20 @@ class OnRedis(StoreCore):
         concurrent: Any = 1,
         delay: float = 1,
         *,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         lock_ttl: float = 30.0,
-        max_age: Optional[float] = None,
+        max_age: float | None = None,
         prefix: str = "fastsession:",
         locking: str = "request",
         on_conflict: Resolver = "raise",
-        max_size: Optional[int] = None,
-        max_lifetime: Optional[float] = None,
+        max_size: int | None = None,
+        max_lifetime: float | None = None,
         encrypt: bool = False,
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
-        StoreCore.__init__(self, trans, backend, session_cookie_name, locking, on_conflict, max_size, max_lifetime,
-                           encrypt)
+        StoreCore.__init__(
+            self, trans, backend, session_cookie_name, locking, on_conflict, max_size, max_lifetime, encrypt
+        )
         self.client = client
         self.concurrent = concurrent
         self.delay = delay

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
-from typing import Any, Optional
+from typing import Any
 
 SALT = b"fastsession sealed sessions"
 INFO = b"fastsession session data v1"
@@ -36,8 +36,9 @@ def _classes() -> Any:
             from cryptography.hazmat.primitives.hashes import SHA256
             from cryptography.hazmat.primitives.kdf.hkdf import HKDF
         except ImportError:
-            raise ImportError('encrypt=True needs the cryptography package: pip install "fastsession[crypto]"') \
-                from None
+            raise ImportError(
+                'encrypt=True needs the cryptography package: pip install "fastsession[crypto]"'
+            ) from None
         _crypto = (AESGCM, HKDF, SHA256, InvalidTag)
     return _crypto
 
@@ -49,7 +50,8 @@ def require() -> None:
 
 def _key(session_id: str) -> bytes:
     _, hkdf, sha256, _ = _classes()
-    return hkdf(algorithm=sha256(), length=32, salt=SALT, info=INFO).derive(session_id.encode("ascii"))
+    key: bytes = hkdf(algorithm=sha256(), length=32, salt=SALT, info=INFO).derive(session_id.encode("ascii"))
+    return key
 
 
 # A request opens its record and seals it again: derive once. (In memory only, like the ids themselves.)
@@ -65,12 +67,13 @@ def seal(session_id: str, name: str, plaintext: bytes) -> str:
     return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
 
-def unseal(session_id: str, name: str, token: object) -> Optional[bytes]:
+def unseal(session_id: str, name: str, token: object) -> bytes | None:
     """The plaintext of ``token``; None when it does not open (tampered, truncated, another session's)."""
     if not isinstance(token, str):
         return None
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
-        return _cipher(session_id).decrypt(raw[:NONCE], raw[NONCE:], name.encode("ascii"))
+        plain: bytes = _cipher(session_id).decrypt(raw[:NONCE], raw[NONCE:], name.encode("ascii"))
+        return plain
     except (_classes()[3], ValueError, UnicodeEncodeError):
         return None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 
-class Session(dict):
+class Session(dict[str, Any]):
     """A session's data: a dict of str keys to values orjson can encode.
 
     ``session_id`` names it. Changes, nested ones included, are found at
@@ -13,10 +13,11 @@ class Session(dict):
     """
 
     __slots__ = ("session_id",)
+    session_id: str  # None only in ASGI's placeholder, before anything is stored
 
-    def __init__(self, session_id: Optional[str], data=()) -> None:
+    def __init__(self, session_id: str | None, data: Any = ()) -> None:
         dict.__init__(self, data)  # not super(): this runs once per request
-        self.session_id = session_id
+        self.session_id = session_id  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         shown = f"{self.session_id[:6]}…" if self.session_id else "(no id yet)"
@@ -32,7 +33,7 @@ class TrackedSession(Session):
     on it.)
     """
 
-    def __init__(self, session_id: Optional[str] = None, data: Any = ()) -> None:
+    def __init__(self, session_id: str | None = None, data: Any = ()) -> None:
         Session.__init__(self, session_id, data)
         self.accessed = False
 

@@ -20,17 +20,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Generator, List, NoReturn, Optional, Tuple
+from collections.abc import Generator
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 
+from . import sealed
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
-from . import sealed
 from .names import stored_name
-from .users import UserSession, bound, entry, user_hash
 from .session import Session
+from .users import UserSession, bound, entry, user_hash
 
 logger = logging.getLogger("fastsession")
 
@@ -41,7 +42,7 @@ logger = logging.getLogger("fastsession")
 META = "\x00fastsession"
 
 
-def encode(session: Session, max_size: Optional[int] = None, meta: Optional[dict] = None) -> bytes:
+def encode(session: dict[str, Any], max_size: int | None = None, meta: dict[str, Any] | None = None) -> bytes:
     """The session's orjson bytes (with ``meta`` under META, last); SerializationError naming the key that
     cannot be stored.
 
@@ -56,12 +57,12 @@ def encode(session: Session, max_size: Optional[int] = None, meta: Optional[dict
     return body
 
 
-def created_meta(meta: Optional[dict]) -> dict:
+def created_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     """``meta`` with a creation time: its own, or now (a new session, or one first seen since max_lifetime)."""
     return meta if meta is not None and "c" in meta else dict(meta or (), c=time.time())
 
 
-def outlived(created: Optional[float], max_lifetime: Optional[float]) -> bool:
+def outlived(created: float | None, max_lifetime: float | None) -> bool:
     """Whether a session created at ``created`` is older than ``max_lifetime`` (None: no such limit)."""
     return max_lifetime is not None and created is not None and time.time() - created > max_lifetime
 
@@ -71,16 +72,20 @@ def check_max_size(max_size: Any) -> None:
         raise ValueError(f"max_size must be a positive number of bytes, not {max_size!r}")
 
 
-def too_large(session: Session, size: int, max_size: int) -> SessionTooLarge:
+def too_large(session: dict[str, Any], size: int, max_size: int) -> SessionTooLarge:
     """The error for a session of ``size`` bytes over ``max_size``, naming its three largest keys."""
     sizes = sorted(((key, len(orjson.dumps(value))) for key, value in session.items()), key=lambda kv: -kv[1])
     largest = tuple(sizes[:3])
     named = ", ".join(f"{key!r} ({n} bytes)" for key, n in largest)
-    return SessionTooLarge(f"session is {size} bytes, over max_size={max_size}; largest keys: {named}; "
-                           "nothing was written", size, max_size, largest)
+    return SessionTooLarge(
+        f"session is {size} bytes, over max_size={max_size}; largest keys: {named}; nothing was written",
+        size,
+        max_size,
+        largest,
+    )
 
 
-def _name_unencodable(session: Session, exc: Exception) -> NoReturn:
+def _name_unencodable(session: dict[str, Any], exc: Exception) -> NoReturn:
     """Raise SerializationError naming what in ``session`` orjson could not encode."""
     for key, value in session.items():
         if not isinstance(key, str):
@@ -89,8 +94,7 @@ def _name_unencodable(session: Session, exc: Exception) -> NoReturn:
             orjson.dumps(value)
         except orjson.JSONEncodeError as inner:
             raise SerializationError(
-                f"session value for key {key!r} ({type(value).__name__}) "
-                f"cannot be stored: {inner}"
+                f"session value for key {key!r} ({type(value).__name__}) cannot be stored: {inner}"
             ) from exc
     raise SerializationError(f"session cannot be stored: {exc}") from exc
 
@@ -107,10 +111,12 @@ OPEN, OPEN_LOAD, SAVE, RELEASE, DELETE, PEEK = "open", "open_load", "save", "rel
 OPEN_STORED, INDEX_ADD, INDEX_REMOVE, INDEX_LIST = "open_stored", "index_add", "index_remove", "index_list"
 LOCKING = ("request", "commit")
 
-Steps = Generator[Tuple[Any, ...], Any, Any]
+T = TypeVar("T")
+# A core routine: yields backend calls, is sent their results, returns its own.
+Steps = Generator[tuple[Any, ...], Any, T]
 
 
-def run(backend: Any, steps: Steps) -> Any:
+def run(backend: Any, steps: Steps[T]) -> T:
     """Carry out a core routine's backend calls one after another; its result."""
     try:
         call = next(steps)
@@ -122,7 +128,7 @@ def run(backend: Any, steps: Steps) -> Any:
             else:
                 call = steps.send(result)
     except StopIteration as done:
-        return done.value
+        return done.value  # type: ignore[no-any-return]  # what the routine returned: its T
 
 
 class StoreCore:
@@ -135,15 +141,42 @@ class StoreCore:
     session_class = Session  # what get_session returns (adapters use a subclass)
 
     __slots__ = (
-        "trans", "session_cookie_name", "backend", "accessed", "_session", "_handle",
-        "_stored", "_stamp", "_retired", "_doomed", "_doomed_ids", "_expired", "_closed",
-        "locking", "on_conflict", "_optimistic", "_cookie_after", "max_size", "max_lifetime", "_meta",
-        "_indexed", "encrypt", "_plain",
+        "_closed",
+        "_cookie_after",
+        "_doomed",
+        "_doomed_ids",
+        "_expired",
+        "_handle",
+        "_indexed",
+        "_meta",
+        "_optimistic",
+        "_plain",
+        "_retired",
+        "_session",
+        "_stamp",
+        "_stored",
+        "accessed",
+        "backend",
+        "encrypt",
+        "locking",
+        "max_lifetime",
+        "max_size",
+        "on_conflict",
+        "session_cookie_name",
+        "trans",
     )
 
-    def __init__(self, trans: Any, backend: Any, session_cookie_name: str = "SID",
-                 locking: str = "request", on_conflict: Resolver = "raise", max_size: Optional[int] = None,
-                 max_lifetime: Optional[float] = None, encrypt: bool = False) -> None:
+    def __init__(
+        self,
+        trans: Any,
+        backend: Any,
+        session_cookie_name: str = "SID",
+        locking: str = "request",
+        on_conflict: Resolver = "raise",
+        max_size: int | None = None,
+        max_lifetime: float | None = None,
+        encrypt: bool = False,
+    ) -> None:
         if locking != "request" or on_conflict != "raise":  # (the defaults cost no check per request)
             if locking not in LOCKING:
                 raise ValueError(f"locking must be one of {LOCKING}, not {locking!r}")
@@ -154,33 +187,33 @@ class StoreCore:
         if max_lifetime is not None and not max_lifetime > 0:
             raise ValueError(f"max_lifetime must be a positive number of seconds, not {max_lifetime!r}")
         self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
-        self._meta: Optional[dict] = None  # the session in hand's META (None: none stored, none needed)
-        self._indexed: Optional[Tuple[str, str]] = None  # (user hash, stored name) of the stored record's entry
+        self._meta: dict[str, Any] | None = None  # the session in hand's META (None: none stored, none needed)
+        self._indexed: tuple[str, str] | None = None  # (user hash, stored name) of the stored record's entry
         if encrypt:
             sealed.require()
         self.encrypt = bool(encrypt)  # seal the data under a key derived from the id (fastsession.sealed)
         # What a commit compares against when the stored bytes are not the plain encoding: the plain
         # encoding of an opened sealed record; b"" for a plain record encrypt=True must seal.
-        self._plain: Optional[bytes] = None
+        self._plain: bytes | None = None
         self.locking = locking
         self.on_conflict = on_conflict
         self._optimistic = locking == "commit"  # this request reads without a lock
-        # _cookie_after, set once closed: what response_cookie answers then
+        self._cookie_after: str | None = None  # set once closed: what response_cookie answers then
         self.trans = trans
         self.session_cookie_name = session_cookie_name
         self.backend = backend  # what the face's calls go to; its .kernels give ids
         self.accessed = False  # get_session or expire_session was called: responses vary by cookie
-        self._session: Optional[Session] = None
+        self._session: Session | None = None
         self._handle: Any = None
-        self._stored: Optional[bytes] = None  # the bytes in storage; None for a new id
+        self._stored: bytes | None = None  # the bytes in storage; None for a new id
         self._stamp = 0.0  # what the backend's load gave besides the data (files: mtime), for release
         self._retired: Any = None  # after regenerate_id, the old id's handle (optimistic: its id), deleted at close
-        self._doomed: Optional[List[Any]] = None  # handles held for expiry (made when needed)
-        self._doomed_ids: Optional[List[str]] = None  # ids to expire at close, not locked yet
+        self._doomed: list[Any] | None = None  # handles held for expiry (made when needed)
+        self._doomed_ids: list[str] | None = None  # ids to expire at close, not locked yet
         self._expired = False
         self._closed = False
 
-    def _do_get_session(self, create: Any) -> Steps:
+    def _do_get_session(self, create: Any) -> Steps[Session | None]:
         if self._closed:
             self._check_open()
         self.accessed = True
@@ -207,7 +240,7 @@ class StoreCore:
         """Expire the session of ``session_id`` at close (locked then)."""
         self._doomed_ids = (self._doomed_ids or []) + [session_id]
 
-    def _do_close(self) -> Steps:
+    def _do_close(self) -> Steps[None]:
         if self._closed:
             return
         self._closed = True
@@ -226,7 +259,7 @@ class StoreCore:
                     if session_meta is None and self._indexed is None:  # bound to no user: the one call
                         yield call
                     else:
-                        yield from self._saved_indexed(call, session, session_meta)
+                        yield from self._saved_indexed(call, session, session_meta)  # type: ignore[arg-type]
                 except BaseException as exc:  # re-raised below, once nothing is left locked
                     stored_new, error = False, exc
         if self._retired is not None:
@@ -242,13 +275,13 @@ class StoreCore:
         doomed_ids, self._doomed_ids = self._doomed_ids or (), None
         for session_id in doomed_ids:
             yield from self._do_expire(session_id)
-        self._cookie_after = session.session_id if stored_new else "" if self._expired else None
+        self._cookie_after = session.session_id if session is not None and stored_new else "" if self._expired else None
         if self._expired and not stored_new:
             self.trans.delete_cookie(self.session_cookie_name)
         if error is not None:
             raise error
 
-    def _saved_indexed(self, call: tuple, session: Session, meta: Optional[dict]) -> Steps:
+    def _saved_indexed(self, call: tuple[Any, ...], session: Session, meta: dict[str, Any] | None) -> Steps[Any]:
         """Make ``call`` (a SAVE, or a release); a SAVE that changes the user binding updates the index around it.
 
         The entry is written first, under the session's lock, so a committed
@@ -273,7 +306,7 @@ class StoreCore:
         if call[0] == SAVE:
             self._indexed = add[1:3] if add is not None else None if remove is not None else self._indexed
 
-    def _do_commit_optimistic(self) -> Steps:
+    def _do_commit_optimistic(self) -> Steps[bool]:
         """close()'s commit for a session read without a lock; whether a new id got stored.
 
         Unchanged: no lock (a touch when max_age asks). Changed: lock, read
@@ -291,14 +324,17 @@ class StoreCore:
         if self._unchanged(body, stored):
             yield RELEASE, handle, stamp
             return False
-        data: dict = session
+        data: dict[str, Any] = session
         handle, loaded = yield OPEN_LOAD, session.session_id
         current = loaded[1] if loaded is not None else None
         if current != stored:
             try:
                 if current is None:
-                    logger.info("fastsession: session %s… (stored name) was deleted while a request changed "
-                                "it; it stays deleted", stored_name(session.session_id)[:8])
+                    logger.info(
+                        "fastsession: session %s… (stored name) was deleted while a request changed "
+                        "it; it stays deleted",
+                        stored_name(session.session_id)[:8],
+                    )
                     yield RELEASE, handle
                     return False
                 base = orjson.loads(self._plain or stored) if stored is not None else {}
@@ -320,7 +356,7 @@ class StoreCore:
         yield from self._saved_indexed((SAVE, handle, body), session, meta)
         return stored is None
 
-    def _do_expire(self, session_id: str) -> Steps:
+    def _do_expire(self, session_id: str) -> Steps[None]:
         current = self._session
         if current is not None and current.session_id == session_id:
             handle = self._handle  # held by this very store: waiting for it would deadlock
@@ -331,18 +367,16 @@ class StoreCore:
             handle = yield OPEN, session_id
         yield DELETE, handle
 
-    def _do_load(self, session_id: str, create: Any) -> Steps:
+    def _do_load(self, session_id: str, create: Any) -> Steps[Session | None]:
         current = self._session
         if current is not None:
             if current.session_id == session_id:
                 return _done(current)
-            raise SessionError(
-                "this store already holds another session; close() it before opening one more"
-            )
+            raise SessionError("this store already holds another session; close() it before opening one more")
         self._check_open()
         return self._do_open(session_id, create, False)
 
-    def _do_open(self, session_id: Optional[str], create: Any, fresh: bool) -> Steps:
+    def _do_open(self, session_id: str | None, create: Any, fresh: bool) -> Steps[Session | None]:
         """Lock and load the session of ``session_id``; None when absent (or no id) and not ``create``.
 
         Absent with ``create``: a session under a fresh id when ``fresh``
@@ -396,31 +430,32 @@ class StoreCore:
 
     # -- the per-user index (fastsession.users) --------------------------------------------------
 
-    def _do_bind_user(self, user_id: Optional[str], metadata: Optional[dict]) -> Steps:
+    def _do_bind_user(self, user_id: str | None, metadata: dict[str, Any] | None) -> Steps[None]:
         """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close()."""
         if self._session is None:
             yield from self._do_get_session(True)
         self._meta = bound(self._meta, user_id, metadata)
 
-    def _do_sessions_of(self, user_id: str) -> Steps:
+    def _do_sessions_of(self, user_id: str) -> Steps[list[UserSession]]:
         """The user's sessions (UserSession), newest first."""
         live, _ = yield from self._do_index_of(user_id)
         return live
 
-    def _do_index_of(self, user_id: str) -> Steps:
+    def _do_index_of(self, user_id: str) -> Steps[tuple[list[UserSession], list[UserSession]]]:
         """(the user's sessions, entries whose commit may not have landed yet), each newest first."""
         user = user_hash(user_id)
         found = yield INDEX_LIST, user
-        live, pending = [], []
-        for name, entry, last_seen, there in found:
-            created = entry.get("created")
+        live: list[UserSession] = []
+        pending: list[UserSession] = []
+        for name, info, last_seen, there in found:
+            created = info.get("created")
             if outlived(created, self.max_lifetime):
                 continue  # past its lifetime: gone at its next read
-            (live if there else pending).append(UserSession(name, user, created, last_seen,
-                                                            entry.get("metadata") or {}))
-        return [sorted(found_, key=lambda e: -(e.created or 0)) for found_ in (live, pending)]
+            (live if there else pending).append(UserSession(name, user, created, last_seen, info.get("metadata") or {}))
+        newest_first = sorted(live, key=lambda e: -(e.created or 0)), sorted(pending, key=lambda e: -(e.created or 0))
+        return newest_first
 
-    def _do_revoke(self, entry: UserSession) -> Steps:
+    def _do_revoke(self, entry: UserSession) -> Steps[bool]:
         """Delete the session of ``entry`` (waiting for a request that holds it) and its index entry."""
         current = self._session
         if current is not None and stored_name(current.session_id) == entry.session:
@@ -431,11 +466,14 @@ class StoreCore:
         yield INDEX_REMOVE, entry.user, entry.session
         return True
 
-    def _do_revoke_all(self, user_id: str, keep: Any) -> Steps:
+    def _do_revoke_all(self, user_id: str, keep: Any) -> Steps[int]:
         """Revoke every session of ``user_id`` but ``keep`` (a session id, a UserSession, or a list of them); how
         many."""
-        kept = {item.session if isinstance(item, UserSession) else stored_name(item)
-                for item in (keep if isinstance(keep, (list, tuple, set)) else [keep]) if item}
+        kept = {
+            item.session if isinstance(item, UserSession) else stored_name(item)
+            for item in (keep if isinstance(keep, (list, tuple, set)) else [keep])
+            if item
+        }
         count = 0
         for _ in range(3):  # again: a session bound while this ran (a racing login) goes too
             live, pending = yield from self._do_index_of(user_id)
@@ -443,19 +481,20 @@ class StoreCore:
             entries = [e for e in live + pending if e.session not in kept]
             if not entries:
                 break
-            for entry in entries:
-                yield from self._do_revoke(entry)
+            for listed in entries:
+                yield from self._do_revoke(listed)
             count += len([e for e in live if e.session not in kept])
         return count
 
     def _get_session_identifier(self) -> str:
         """A new session id: 32 bytes from the OS CSPRNG, base64url, 43 characters."""
-        return self.backend.kernels.new_session_id()
+        return self.backend.kernels.new_session_id()  # type: ignore[no-any-return]
 
-    def _do_regenerate_id(self) -> Steps:
+    def _do_regenerate_id(self) -> Steps[str]:
         session = self._session
         if session is None:
             session = yield from self._do_get_session(True)
+            assert session is not None  # created
         new_id = self._get_session_identifier()
         if self._optimistic:  # nothing held: the old id is locked and deleted once the new one is stored
             new_handle = None
@@ -472,7 +511,7 @@ class StoreCore:
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return new_id
 
-    def _do_rollback(self) -> Steps:
+    def _do_rollback(self) -> Steps[None]:
         if self._closed:
             return
         self._closed = True
@@ -482,7 +521,7 @@ class StoreCore:
         held += self._doomed or ()
         self._drop_current()
         self._retired = self._doomed = self._doomed_ids = None
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         for handle in held:  # every lock goes, even when releasing one fails
             try:
                 yield RELEASE, handle
@@ -496,7 +535,7 @@ class StoreCore:
         """Whether close() or rollback() has run."""
         return self._closed
 
-    def _do_response_cookie(self) -> Steps:
+    def _do_response_cookie(self) -> Steps[str | None]:
         if self._closed:  # closed early (the view released it): what close() decided
             return self._cookie_after
         session = self._session
@@ -526,25 +565,26 @@ class StoreCore:
         if self._closed:
             raise SessionError("the session store is closed")
 
-    def _cookie_id(self) -> Optional[str]:
+    def _cookie_id(self) -> str | None:
         """The cookie's session id, or None when there is none or it is not a valid id."""
         cookie = self.trans.get_cookie(self.session_cookie_name)
         value = getattr(cookie, "value", None)
         return value if self.backend.kernels.is_valid_id(value) else None
 
-    def _hold(self, session: Session, handle: Any, stored: Optional[bytes], stamp: float,
-              meta: Optional[dict] = None) -> Session:
+    def _hold(
+        self, session: Session, handle: Any, stored: bytes | None, stamp: float, meta: dict[str, Any] | None = None
+    ) -> Session:
         self._session, self._handle, self._stored, self._stamp, self._meta = session, handle, stored, stamp, meta
         return session
 
-    def _new_meta(self) -> Optional[dict]:
+    def _new_meta(self) -> dict[str, Any] | None:
         """A new session's META: its creation time when max_lifetime needs it."""
         return None if self.max_lifetime is None else created_meta(None)
 
     def _drop_current(self) -> None:
         self._session = self._handle = self._stored = None
 
-    def _commit_plan(self) -> Tuple[Optional[Tuple[Any, ...]], bool, Optional[BaseException]]:
+    def _commit_plan(self) -> tuple[tuple[Any, ...] | None, bool, BaseException | None]:
         """How the session in hand ends: (the one backend call, whether a new id gets stored, an error to raise).
 
         The write if it changed, else the release; for a value that cannot be
@@ -567,12 +607,12 @@ class StoreCore:
             body = self._sealed(session.session_id, session, meta)
         return (SAVE, handle, body), stored is None, None
 
-    def _unchanged(self, body: bytes, stored: Optional[bytes]) -> bool:
+    def _unchanged(self, body: bytes, stored: bytes | None) -> bool:
         """Whether ``body`` (the plain encoding) is what is stored (for a sealed record: what it opened to)."""
         plain = self._plain
         return stored is not None and body == (stored if plain is None else plain)
 
-    def _unsealed(self, session_id: str, meta: dict) -> Tuple[Optional[dict], Optional[dict]]:
+    def _unsealed(self, session_id: str, meta: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(data, META without the seal) of a sealed record; (None, None) when it does not open."""
         sealed.require()
         plain = sealed.unseal(session_id, stored_name(session_id), meta["x"])
@@ -581,17 +621,21 @@ class StoreCore:
         except orjson.JSONDecodeError:
             data = None
         if type(data) is not dict:
-            logger.warning("fastsession: sealed session %s… does not open (tampered, or not its record): "
-                           "read as absent", stored_name(session_id)[:8])
+            logger.warning(
+                "fastsession: sealed session %s… does not open (tampered, or not its record): read as absent",
+                stored_name(session_id)[:8],
+            )
             return None, None
         return data, {key: value for key, value in meta.items() if key != "x"} or None
 
-    def _sealed(self, session_id: str, data: dict, meta: Optional[dict]) -> bytes:
+    def _sealed(self, session_id: str, data: dict[str, Any], meta: dict[str, Any] | None) -> bytes:
         """The stored document of ``data`` sealed under the id's key; META (less the seal) stays readable."""
         token = sealed.seal(session_id, stored_name(session_id), orjson.dumps(data))
         return orjson.dumps({META: {**(meta or {}), "x": token}})
 
-    def _index_plan(self, session: Session, meta: Optional[dict]) -> Tuple[Optional[tuple], Optional[tuple]]:
+    def _index_plan(
+        self, session: Session, meta: dict[str, Any] | None
+    ) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
         """The index calls around a commit of ``session``: the entry to add before it, the one to remove after."""
         indexed = self._indexed
         target = (meta["u"], stored_name(session.session_id)) if meta is not None and "u" in meta else None
@@ -601,7 +645,7 @@ class StoreCore:
         return add, (INDEX_REMOVE, *indexed) if indexed is not None else None
 
 
-def _done(value: Any) -> Steps:
+def _done(value: Any) -> Steps[Any]:
     """Steps that make no call and give ``value``."""
     return value
     yield  # a generator
@@ -614,7 +658,7 @@ class BaseStore(StoreCore):
 
     # -- WebStack's documented methods ---------------------------------
 
-    def get_session(self, create: Any) -> Optional[Session]:
+    def get_session(self, create: Any) -> Session | None:
         """The session of this transaction; a new one with a fresh id when ``create``, else None."""
         session = self._session
         if session is not None:
@@ -629,7 +673,7 @@ class BaseStore(StoreCore):
         """Delete that session now, waiting (when concurrent) for whoever is editing it."""
         run(self.backend, self._do_expire(session_id))
 
-    def _get_session(self, session_id: str, create: Any) -> Optional[Session]:
+    def _get_session(self, session_id: str, create: Any) -> Session | None:
         """Lock (when concurrent) and load that session; None if absent and not ``create``."""
         return run(self.backend, self._do_load(session_id, create))
 
@@ -643,14 +687,14 @@ class BaseStore(StoreCore):
         """Release every lock and write nothing (what ``with`` does on an exception)."""
         run(self.backend, self._do_rollback())
 
-    def bind_user(self, user_id: Optional[str], **metadata: Any) -> None:
+    def bind_user(self, user_id: str | None, **metadata: Any) -> None:
         """Bind this session to ``user_id`` (a str; None unbinds), listed by sessions_of once closed.
 
         ``metadata`` (a user agent, an IP, ...) is listed with it.
         """
         run(self.backend, self._do_bind_user(user_id, metadata))
 
-    def sessions_of(self, user_id: str) -> List[UserSession]:
+    def sessions_of(self, user_id: str) -> list[UserSession]:
         """The sessions bound to ``user_id`` that exist: stored name, created, last seen, metadata."""
         return run(self.backend, self._do_sessions_of(user_id))
 
@@ -663,7 +707,7 @@ class BaseStore(StoreCore):
         how many went."""
         return run(self.backend, self._do_revoke_all(user_id, keep))
 
-    def response_cookie(self) -> Optional[str]:
+    def response_cookie(self) -> str | None:
         """For adapters, as response headers go out: what the session cookie must become.
 
         The id the client must now hold, "" when its cookie must be deleted, or
@@ -672,7 +716,7 @@ class BaseStore(StoreCore):
         """
         return run(self.backend, self._do_response_cookie())
 
-    def __enter__(self) -> "BaseStore":
+    def __enter__(self) -> BaseStore:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -684,7 +728,7 @@ class BaseStore(StoreCore):
 
 # Backends are configuration only: one per (class, directory, options), shared by
 # every store (request) that asks for the same. Bounded: apps use a handful.
-_backends: Dict[tuple, Any] = {}
+_backends: dict[tuple[Any, ...], Any] = {}
 
 
 def shared_backend(backend_class: type, where: Any, *options: Any) -> Any:
@@ -711,7 +755,7 @@ class OnFiles(StoreCore):
     the async face wraps the backend (``face_backend``).
     """
 
-    __slots__ = ("session_directory", "concurrent", "delay")
+    __slots__ = ("concurrent", "delay", "session_directory")
     backend_class = FileBackend
 
     def __init__(
@@ -722,21 +766,30 @@ class OnFiles(StoreCore):
         concurrent: Any = 1,
         delay: float = 1,
         *,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         stale_after: float = 30.0,
-        max_age: Optional[float] = None,
+        max_age: float | None = None,
         fsync: bool = False,
         locking: str = "request",
         on_conflict: Resolver = "raise",
-        max_size: Optional[int] = None,
-        max_lifetime: Optional[float] = None,
+        max_size: int | None = None,
+        max_lifetime: float | None = None,
         encrypt: bool = False,
     ) -> None:
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
         )
-        StoreCore.__init__(self, trans, self.face_backend(backend), session_cookie_name, locking, on_conflict,
-                           max_size, max_lifetime, encrypt)
+        StoreCore.__init__(
+            self,
+            trans,
+            self.face_backend(backend),
+            session_cookie_name,
+            locking,
+            on_conflict,
+            max_size,
+            max_lifetime,
+            encrypt,
+        )
         self.session_directory = session_directory
         self.concurrent = concurrent
         self.delay = delay

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from typing import Any, Dict, Optional
+from typing import Any
 
 import orjson
 
@@ -33,7 +33,7 @@ def user_hash(user_id: str) -> str:
     return base64.urlsafe_b64encode(digest)[:43].decode("ascii")
 
 
-def bound(meta: Optional[dict], user_id: Optional[str], metadata: Optional[dict]) -> Optional[dict]:
+def bound(meta: dict[str, Any] | None, user_id: str | None, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     """A session's META once bound to ``user_id`` (``u``, ``m``; a creation time if it had none), or unbound (None)."""
     meta = dict(meta or ())
     if user_id is None:
@@ -49,7 +49,7 @@ def bound(meta: Optional[dict], user_id: Optional[str], metadata: Optional[dict]
     return meta or None
 
 
-def entry(meta: dict) -> bytes:
+def entry(meta: dict[str, Any]) -> bytes:
     """The index entry of a session bound with ``meta``: its creation time, when it was added, the metadata."""
     return orjson.dumps({"created": meta.get("c"), "added": time.time(), "metadata": meta.get("m") or {}})
 
@@ -63,16 +63,27 @@ class UserSession:
     what the app gave ``bind_user`` (a user agent, an IP, ...).
     """
 
-    __slots__ = ("session", "user", "created", "last_seen", "metadata")
+    __slots__ = ("created", "last_seen", "metadata", "session", "user")
 
-    def __init__(self, session: str, user: str, created: Optional[float], last_seen: Optional[float],
-                 metadata: Dict[str, Any]) -> None:
+    def __init__(
+        self, session: str, user: str, created: float | None, last_seen: float | None, metadata: dict[str, Any]
+    ) -> None:
         self.session, self.user, self.created, self.last_seen, self.metadata = (
-            session, user, created, last_seen, metadata)
+            session,
+            user,
+            created,
+            last_seen,
+            metadata,
+        )
 
-    def as_dict(self) -> Dict[str, Any]:
-        return {"session": self.session, "user": self.user, "created": self.created,
-                "last_seen": self.last_seen, "metadata": self.metadata}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "user": self.user,
+            "created": self.created,
+            "last_seen": self.last_seen,
+            "metadata": self.metadata,
+        }
 
     def __repr__(self) -> str:
         return f"UserSession({self.session[:8]}…, created={self.created}, last_seen={self.last_seen})"

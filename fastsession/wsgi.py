@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
 
 from .busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, STATUS, answered_busy
 from .errors import LockTimeout
@@ -11,7 +12,7 @@ from .store import SessionStore
 
 logger = logging.getLogger("fastsession")
 
-Headers = List[Tuple[str, str]]
+Headers = list[tuple[str, str]]
 DELETED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 
 
@@ -28,13 +29,13 @@ class Cookie:
         return f"Cookie({self.name!r}, {self.value!r})"
 
 
-def parse_cookie_header(header: str) -> Dict[str, str]:
+def parse_cookie_header(header: str) -> dict[str, str]:
     """Name to value of a ``Cookie`` header; never raises, skips what is not ``name=value``.
 
     The first of two cookies with one name wins: browsers send the one with
     the most specific path first.
     """
-    cookies: Dict[str, str] = {}
+    cookies: dict[str, str] = {}
     for part in header.split(";"):
         name, sep, value = part.partition("=")
         name = name.strip()
@@ -50,13 +51,13 @@ def parse_cookie_header(header: str) -> Dict[str, str]:
 class WSGITransaction:
     """WebStack's transaction protocol for a WSGI environ; collects the Set-Cookie headers."""
 
-    def __init__(self, environ: Dict[str, Any], *, secure: bool = False) -> None:
+    def __init__(self, environ: dict[str, Any], *, secure: bool = False) -> None:
         self.environ = environ
         self.secure = secure
-        self.outgoing: Dict[str, str] = {}  # cookie name -> Set-Cookie value
-        self._incoming: Optional[Dict[str, str]] = None
+        self.outgoing: dict[str, str] = {}  # cookie name -> Set-Cookie value
+        self._incoming: dict[str, str] | None = None
 
-    def get_cookie(self, name: str) -> Optional[Cookie]:
+    def get_cookie(self, name: str) -> Cookie | None:
         if self._incoming is None:
             self._incoming = parse_cookie_header(self.environ.get("HTTP_COOKIE", ""))
         value = self._incoming.get(name)
@@ -82,7 +83,7 @@ def vary_with_cookie(value: str) -> str:
     return value if "cookie" in tokens or "*" in tokens else f"{value}, Cookie"
 
 
-def add_vary_cookie(headers: Iterable[Tuple[str, str]]) -> Headers:
+def add_vary_cookie(headers: Iterable[tuple[str, str]]) -> Headers:
     """``headers`` with ``Cookie`` in their Vary header (added when there is none)."""
     out: Headers = []
     found = False
@@ -112,12 +113,12 @@ class SessionMiddleware:
 
     def __init__(
         self,
-        app: Callable,
+        app: Callable[..., Any],
         session_directory: str,
         *,
         secure: bool = False,
         store_factory: Callable[..., Any] = SessionStore,
-        read_only: Optional[Callable[[Dict[str, Any]], bool]] = None,
+        read_only: Callable[[dict[str, Any]], bool] | None = None,
         **options: Any,
     ) -> None:
         self.app = app
@@ -127,7 +128,7 @@ class SessionMiddleware:
         self.read_only = read_only
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
 
-    def __call__(self, environ: Dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         trans = WSGITransaction(environ, secure=self.secure)
         store = self.store_factory(trans, self.session_directory, **self.options)
         if self.read_only is not None and self.read_only(environ):
@@ -156,8 +157,14 @@ class SessionMiddleware:
             if started:
                 raise
             answered_busy(exc)
-            start_response(STATUS, [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", RETRY_AFTER),
-                                    ("Content-Length", str(len(BODY)))])
+            start_response(
+                STATUS,
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Retry-After", RETRY_AFTER),
+                    ("Content-Length", str(len(BODY))),
+                ],
+            )
             return [BODY]
         except BaseException:
             store.rollback()
@@ -177,9 +184,9 @@ class ClosingResponse:
     def __init__(self, result: Iterable[bytes], store: Any) -> None:
         self.result = result
         self.store = store
-        self._chunks: Optional[Iterator[bytes]] = None
+        self._chunks: Iterator[bytes] | None = None
 
-    def __iter__(self) -> "ClosingResponse":
+    def __iter__(self) -> ClosingResponse:
         return self
 
     def __next__(self) -> bytes:

@@ -40,12 +40,20 @@ settings.configure(
     ROOT_URLCONF=__name__,
     INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions"],
     DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.path.join(workdir, "db.sqlite3")}},
-    CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url,
-                        "KEY_PREFIX": os.path.basename(workdir)}},
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": os.path.basename(workdir),
+        }
+    },
     SESSION_FILE_PATH=session_files,  # the old file engine's folder, kept as it was: fastsession shares it
     PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],  # fast; not what is tested
-    MIDDLEWARE=(["django.contrib.sessions.middleware.SessionMiddleware"] if action == "login"
-                else ["fastsession.contrib.django.LockingSessionMiddleware"])
+    MIDDLEWARE=(
+        ["django.contrib.sessions.middleware.SessionMiddleware"]
+        if action == "login"
+        else ["fastsession.contrib.django.LockingSessionMiddleware"]
+    )
     + ["django.contrib.auth.middleware.AuthenticationMiddleware"],
     SESSION_ENGINE=old_engine if action == "login" else "fastsession.contrib.django",
     **({} if action == "login" else {"FASTSESSION_MIGRATE_FROM": old_engine}),
@@ -75,5 +83,12 @@ else:
     client = Client()
     client.cookies[settings.SESSION_COOKIE_NAME] = cookie
     user = client.get("/whoami").content.decode()
-    print(json.dumps({"user": user, "cookie": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                      "old_record": old_record(cookie)}))
+    print(
+        json.dumps(
+            {
+                "user": user,
+                "cookie": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "old_record": old_record(cookie),
+            }
+        )
+    )

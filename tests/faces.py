@@ -6,12 +6,11 @@ import uuid
 
 import redis
 import redis.asyncio
+from conftest import Transaction
 
 import fastsession
 from fastsession.aio import AsyncRedisSessionStore, AsyncSessionStore
 from fastsession.redis import RedisSessionStore
-
-from conftest import Transaction
 
 FACES = ["files", "files-async", "redis", "redis-async"]
 
@@ -26,8 +25,9 @@ class Face:
         self.loop = asyncio.new_event_loop()
         self.prefix = f"test-commit-{uuid.uuid4().hex[:8]}:"
         if kind.startswith("redis"):
-            self.client = (redis.asyncio.Redis.from_url(redis_url) if kind.endswith("async")
-                           else redis.Redis.from_url(redis_url))
+            self.client = (
+                redis.asyncio.Redis.from_url(redis_url) if kind.endswith("async") else redis.Redis.from_url(redis_url)
+            )
         self.opened = []
 
     def store(self, cookie=None, **options):

@@ -119,9 +119,18 @@ time.sleep(600)
 def hold_in_new_pid_namespace(twin, lock_path):
     """A live holder in a PID namespace of its own, as in a second container of one pod."""
     child = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-c",
-         HOLD_IN_NEW_PID_NAMESPACE.format(twin=twin, path=lock_path)],
-        stdout=subprocess.PIPE, cwd="/",  # the installed package, not the source folder
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            sys.executable,
+            "-c",
+            HOLD_IN_NEW_PID_NAMESPACE.format(twin=twin, path=lock_path),
+        ],
+        stdout=subprocess.PIPE,
+        cwd="/",  # the installed package, not the source folder
     )
     assert child.stdout.read(1) == b"L", "unshare --pid failed (the tests run as root)"
     return child

@@ -58,9 +58,21 @@ class Node:
             raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
         with open(f"{self.folder}/server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder, "--save", "",
-                 *self.options],
-                stdout=log, stderr=subprocess.STDOUT)
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    self.folder,
+                    "--save",
+                    "",
+                    *self.options,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         client = redis.Redis(host="127.0.0.1", port=self.port)
         try:
             wait_until(client.ping, 10, f"redis-server on port {self.port}")
@@ -93,9 +105,21 @@ class Cluster:
         for index in range(masters):
             folder = f"{self.root}/{index}"
             subprocess.run(["mkdir", "-p", folder], check=True)
-            self.nodes.append(Node(folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                   "--cluster-node-timeout", "2000", "--appendonly", "yes",
-                                   "--appendfsync", "always"))
+            self.nodes.append(
+                Node(
+                    folder,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                )
+            )
 
     def start(self):
         try:
@@ -107,9 +131,20 @@ class Cluster:
     def _start(self):
         for node in self.nodes:
             node.start()
-        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(self.ready, 30, "the cluster to be ok")
         return self
 
@@ -160,24 +195,34 @@ class SentinelSetup:
     def _start(self):
         self.master.start()
         self.replica.start()
-        wait_until(lambda: redis.Redis(host="127.0.0.1", port=self.replica.port).info("replication")["master_link_status"] == "up",
-                   30, "the replica to sync")
+        wait_until(
+            lambda: (
+                redis.Redis(host="127.0.0.1", port=self.replica.port).info("replication")["master_link_status"] == "up"
+            ),
+            30,
+            "the replica to sync",
+        )
         config = f"{self.root}/sentinel/sentinel.conf"
         with open(config, "w") as out:
-            out.write(f"port {self.sentinel_port}\nbind 127.0.0.1\n"
-                      f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1\n"
-                      f"sentinel down-after-milliseconds {self.name} 1000\n"
-                      f"sentinel failover-timeout {self.name} 5000\n")
-        self.sentinel = subprocess.Popen([shutil.which("redis-server"), config, "--sentinel"],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out.write(
+                f"port {self.sentinel_port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {self.name} 1000\n"
+                f"sentinel failover-timeout {self.name} 5000\n"
+            )
+        self.sentinel = subprocess.Popen(
+            [shutil.which("redis-server"), config, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(self.replica_promotable, 60, "the sentinel to know the replica well enough to promote it")
         return self
 
     def replica_promotable(self):
         """Whether the Sentinel has the replica's own INFO: until then a failover answers NOGOODSLAVE."""
         replicas = redis.Redis(host="127.0.0.1", port=self.sentinel_port).sentinel_slaves(self.name)
-        return any(r.get("master-link-status") == "ok" and not r.get("is_disconnected")
-                   and r.get("info-refresh", 10**9) < 5000 for r in replicas)
+        return any(
+            r.get("master-link-status") == "ok" and not r.get("is_disconnected") and r.get("info-refresh", 10**9) < 5000
+            for r in replicas
+        )
 
     def sentinel_client(self):
         from redis.sentinel import Sentinel
@@ -185,7 +230,9 @@ class SentinelSetup:
         return Sentinel([("127.0.0.1", self.sentinel_port)], socket_timeout=2.0)
 
     def master_port(self):
-        return int(redis.Redis(host="127.0.0.1", port=self.sentinel_port).sentinel_get_master_addr_by_name(self.name)[1])
+        return int(
+            redis.Redis(host="127.0.0.1", port=self.sentinel_port).sentinel_get_master_addr_by_name(self.name)[1]
+        )
 
     def failover(self):
         """Ask the Sentinel to promote the replica; returns once the old master follows the new one."""
@@ -194,8 +241,11 @@ class SentinelSetup:
         redis.Redis(host="127.0.0.1", port=self.sentinel_port).execute_command("SENTINEL", "FAILOVER", self.name)
         wait_until(lambda: self.master_port() != old, 30, "the failover")
         new = self.master_port()
-        wait_until(lambda: redis.Redis(host="127.0.0.1", port=old).info("replication")["role"] == "slave", 30,
-                   "the old master to become a replica")
+        wait_until(
+            lambda: redis.Redis(host="127.0.0.1", port=old).info("replication")["role"] == "slave",
+            30,
+            "the old master to become a replica",
+        )
         return new
 
     def stop(self):

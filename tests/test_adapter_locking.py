@@ -5,6 +5,7 @@ import logging
 import os
 
 import httpx
+from conftest import Transaction
 from flask import Flask, session
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -15,8 +16,6 @@ import fastsession
 from fastsession.asgi import SessionMiddleware as ASGIMiddleware
 from fastsession.contrib.flask import FastSessionInterface
 from fastsession.wsgi import SessionMiddleware
-
-from conftest import Transaction
 
 
 def stored(directory, data):
@@ -105,8 +104,9 @@ def flask_app(directory, **options):
     def early():
         session["n"] = session.get("n", 0) + 1
         session.release()
-        with fastsession.SessionStore(Transaction({"session": session.session_id}), directory, "session",
-                                      timeout=0) as other:
+        with fastsession.SessionStore(
+            Transaction({"session": session.session_id}), directory, "session", timeout=0
+        ) as other:
             return str(other.get_session(False)["n"])  # stored, and not locked any more
 
     @app.get("/untouched")

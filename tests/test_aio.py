@@ -5,15 +5,14 @@ import os
 import time
 
 import pytest
+from conftest import Transaction, session_files, store_session
+from helpers import fork_child, hold_until_killed, kill_and_reap, session_path, wait_for_byte, wait_ok
 
 import fastsession
 from fastsession import LockTimeout, SerializationError, SessionError
 from fastsession.aio import AsyncSessionStore, async_files
 from fastsession.files import FileBackend
 from fastsession.store import shared_backend
-
-from conftest import Transaction, session_files, store_session
-from helpers import fork_child, hold_until_killed, kill_and_reap, session_path, wait_for_byte, wait_ok
 
 
 def run(coroutine, timeout=30):
@@ -111,7 +110,7 @@ def test_expire_regenerate_and_rollback(session_dir):
 
 
 def test_an_unencodable_value_raises_at_close_keeps_the_data_and_releases(session_dir):
-    sid, trans = store_session(session_dir, {"n": 1})
+    _sid, trans = store_session(session_dir, {"n": 1})
 
     async def go():
         store = AsyncSessionStore(trans, session_dir)
@@ -135,7 +134,7 @@ async def increment(session_dir, cookies, pause):
 
 def test_a_hundred_concurrent_increments_in_one_event_loop_lose_nothing(session_dir):
     # Waiters wait on the loop: if one blocked it, the holder could never finish (timeout).
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     async def go():
         await asyncio.gather(*(increment(session_dir, trans.cookies, 0.001) for _ in range(100)))
@@ -147,7 +146,7 @@ def test_a_hundred_concurrent_increments_in_one_event_loop_lose_nothing(session_
 
 
 def test_a_waiter_lets_the_rest_of_the_loop_run(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
     ticks = []
 
     async def ticker(stop):
@@ -174,7 +173,7 @@ def test_a_waiter_lets_the_rest_of_the_loop_run(session_dir):
 
 
 def test_sync_and_async_processes_exclude_each_other(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     def sync_worker():
         for _ in range(50):
@@ -198,7 +197,7 @@ def test_sync_and_async_processes_exclude_each_other(session_dir):
 
 
 def test_a_lock_held_by_a_dead_process_is_broken(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     def hold():
         fastsession.SessionStore(Transaction(trans.cookies), session_dir).get_session(False)
@@ -210,7 +209,7 @@ def test_a_lock_held_by_a_dead_process_is_broken(session_dir):
 
 
 def test_timeout_raises_lock_timeout_and_leaves_the_holders_lock(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     async def go():
         holder = AsyncSessionStore(Transaction(trans.cookies), session_dir)
@@ -227,7 +226,7 @@ def test_timeout_raises_lock_timeout_and_leaves_the_holders_lock(session_dir):
 
 
 def test_cancelled_while_waiting_takes_no_lock(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     async def go():
         holder = AsyncSessionStore(Transaction(trans.cookies), session_dir)
@@ -243,7 +242,7 @@ def test_cancelled_while_waiting_takes_no_lock(session_dir):
 
 
 def test_cancelled_request_releases_its_lock_and_writes_nothing(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     async def view():
         async with AsyncSessionStore(Transaction(trans.cookies), session_dir) as store:
@@ -280,7 +279,7 @@ def slow_disk(monkeypatch):
 
 
 def test_a_slow_disk_moves_calls_off_the_event_loop(session_dir, slow_disk):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
     io = backend_of(session_dir)
     io.offloaded_until = 0.0
 
@@ -323,7 +322,7 @@ def tmpfs_dir():
 
 def test_one_slow_call_among_fast_ones_keeps_calls_inline(tmpfs_dir, monkeypatch):
     session_dir = tmpfs_dir
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
     io = backend_of(session_dir)
     io.offloaded_until = 0.0
     monkeypatch.setattr(FileBackend, "save", slowly(FileBackend.save))  # one slow call per request
@@ -337,7 +336,7 @@ def test_one_slow_call_among_fast_ones_keeps_calls_inline(tmpfs_dir, monkeypatch
 
 
 def test_close_in_a_thread_finishes_through_two_cancellations(session_dir, slow_disk):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
     io = backend_of(session_dir)
 
     async def go():
@@ -363,7 +362,7 @@ def test_close_in_a_thread_finishes_through_two_cancellations(session_dir, slow_
 
 
 def test_a_lock_taken_in_a_thread_after_cancellation_is_released(session_dir, monkeypatch):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
     io = backend_of(session_dir)
     try_open = FileBackend.try_open
 
@@ -387,7 +386,7 @@ def test_a_lock_taken_in_a_thread_after_cancellation_is_released(session_dir, mo
 
 
 def test_cancelled_while_its_session_is_read_in_a_thread_releases_the_lock(session_dir, monkeypatch):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
     io = backend_of(session_dir)
     monkeypatch.setattr(FileBackend, "load", slowly(FileBackend.load, 0.1))
 
@@ -418,7 +417,7 @@ def test_a_store_holds_one_session(session_dir):
 
 
 def test_holder_in_another_process_is_waited_for(session_dir):
-    sid, trans = store_session(session_dir, {"n": 0})
+    _sid, trans = store_session(session_dir, {"n": 0})
 
     def body(ready):
         with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:

@@ -9,14 +9,13 @@ import uuid
 import pytest
 import redis
 import redis.asyncio
+from conftest import Transaction
+from test_aio import run
 
 from fastsession import LockTimeout, SessionError
 from fastsession.aio import AsyncRedisSessionStore
 from fastsession.bench.redis_server import RedisServer
 from fastsession.redis import RedisSessionStore, data_key
-
-from conftest import Transaction
-from test_aio import run
 
 
 @pytest.fixture

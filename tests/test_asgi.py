@@ -9,6 +9,8 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
+from conftest import session_files
+from helpers import session_path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse, StreamingResponse
@@ -17,9 +19,6 @@ from starlette.testclient import TestClient
 
 from fastsession.asgi import SessionMiddleware
 from fastsession.redis import data_key
-
-from conftest import session_files
-from helpers import session_path
 
 ID = r"[A-Za-z0-9_-]{43}"
 
@@ -71,8 +70,16 @@ async def socket(websocket):
     await websocket.close()
 
 
-ROUTES = [Route("/", count), Route("/plain", plain), Route("/peek", peek), Route("/logout", logout),
-          Route("/login", login), Route("/fail", fail), Route("/stream", stream), WebSocketRoute("/ws", socket)]
+ROUTES = [
+    Route("/", count),
+    Route("/plain", plain),
+    Route("/peek", peek),
+    Route("/logout", logout),
+    Route("/login", login),
+    Route("/fail", fail),
+    Route("/stream", stream),
+    WebSocketRoute("/ws", socket),
+]
 
 
 def starlette_app(**options):
@@ -97,20 +104,29 @@ def test_counts_and_sets_starlettes_cookie(app, session_dir):
     with TestClient(app) as client:
         first = client.get("/")
         assert first.text == "1"
-        assert re.fullmatch(f"session={ID}; path=/; Max-Age=1209600; httponly; samesite=lax",
-                            first.headers["set-cookie"])
+        assert re.fullmatch(
+            f"session={ID}; path=/; Max-Age=1209600; httponly; samesite=lax", first.headers["set-cookie"]
+        )
         assert first.headers["vary"] == "Cookie"
         assert [client.get("/").text for _ in range(3)] == ["2", "3", "4"]
     assert session_files(session_dir) == [session_path("", session_cookie(first))]
 
 
 def test_cookie_options_follow_starlettes_names(session_dir):
-    app = starlette_app(session_directory=session_dir, session_cookie="sid", max_age=60, path="/app",
-                        same_site="strict", https_only=True, domain="example.com")
+    app = starlette_app(
+        session_directory=session_dir,
+        session_cookie="sid",
+        max_age=60,
+        path="/app",
+        same_site="strict",
+        https_only=True,
+        domain="example.com",
+    )
     with TestClient(app, base_url="https://example.com") as client:
         cookie = client.get("/").headers["set-cookie"]
-    assert re.fullmatch(f"sid={ID}; path=/app; Max-Age=60; httponly; samesite=strict; secure; domain=example.com",
-                        cookie)
+    assert re.fullmatch(
+        f"sid={ID}; path=/app; Max-Age=60; httponly; samesite=strict; secure; domain=example.com", cookie
+    )
 
 
 def test_a_response_that_never_touched_the_session_gets_no_cookie_and_no_vary(app, session_dir):
@@ -183,10 +199,20 @@ async def call_asgi(app, path, cookie, disconnect_after):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())],
-             "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
     await asyncio.wait_for(app(scope, receive, send), 10)
     return sent
 
@@ -222,8 +248,9 @@ def test_lifespan_passes_through(session_dir):
         yield
         events.append("stopped")
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan,
-                    middleware=[Middleware(SessionMiddleware, session_directory=session_dir)])
+    app = Starlette(
+        routes=ROUTES, lifespan=lifespan, middleware=[Middleware(SessionMiddleware, session_directory=session_dir)]
+    )
     with TestClient(app) as client:
         assert client.get("/").text == "1"
     assert events == ["started", "stopped"]
@@ -280,5 +307,7 @@ def test_on_redis(redis_url):
     assert seen == "21"
     sync = redis.Redis.from_url(redis_url)
     keys = sorted(k.decode() for k in sync.scan_iter(match=prefix + "*"))
-    assert [k for k in keys if not k.endswith((":waiting", ":wake"))] == [data_key(prefix, cookie)]  # wake marks: TTL 1 s
+    assert [k for k in keys if not k.endswith((":waiting", ":wake"))] == [
+        data_key(prefix, cookie)
+    ]  # wake marks: TTL 1 s
     assert 1_209_000_000 < sync.pttl(data_key(prefix, cookie)) <= 1_209_600_000  # max_age: the server's expiry too

@@ -10,13 +10,12 @@ import uuid
 
 import pytest
 import redis
+from conftest import Transaction, session_files, store_session
+from helpers import session_path, stored_relpath
 
 from fastsession import LockTimeout, SessionStore
 from fastsession.names import stored_name
 from fastsession.redis import RedisSessionStore, data_key
-
-from conftest import Transaction, session_files, store_session
-from helpers import session_path, stored_relpath
 
 
 def everything_at_rest(face, redis_url):
@@ -35,7 +34,7 @@ def test_no_name_at_rest_contains_a_live_id_while_held_and_after(face, redis_url
     holder = face.store(sid)
     holder.get_session(False)  # a lock is held: a lockfile or a lock key exists now
     held = everything_at_rest(face, redis_url)
-    assert any(name.endswith(".lock") or name.endswith(":lock") for name in held)
+    assert any(name.endswith((".lock", ":lock")) for name in held)
     with caplog.at_level(logging.DEBUG, logger="fastsession"):
         with pytest.raises(LockTimeout) as caught:
             face.store(sid, timeout=0.05).get_session(False)
@@ -106,7 +105,7 @@ def test_without_locks_a_0_1_file_is_moved_by_its_first_write(session_dir):
 def test_gc_expires_a_0_1_file_like_any_other(session_dir):
     from fastsession.gc import collect
 
-    sid, old = legacy(session_dir, {"n": 1})
+    _sid, old = legacy(session_dir, {"n": 1})
     then = time.time() - 7200
     os.utime(old, (then, then))
     counts = collect(session_dir, 3600)

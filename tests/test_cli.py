@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 
-
 import fastsession
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +30,13 @@ def test_console_script_run_from_the_checkout_uses_the_installed_package():
 
 
 def test_console_script_serves_the_demo_on_the_kernels_in_use(tmp_path):
-    demo = subprocess.Popen([console_script(), "demo", "--port", "0", "--directory", str(tmp_path / "s")],
-                            cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        [console_script(), "demo", "--port", "0", "--directory", str(tmp_path / "s")],
+        cwd=CHECKOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = demo.stdout.readline()
         assert re.search(r"http://127\.0\.0\.1:\d+/", line), line
@@ -50,8 +54,9 @@ def test_python_dash_m_still_works(tmp_path):
 def test_source_folder_warning_tells_what_to_run_instead():
     env = dict(os.environ)
     env.pop("FASTSESSION_NO_EXTENSIONS", None)
-    done = subprocess.run([sys.executable, "-m", "fastsession", "--version"], cwd=CHECKOUT,
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsession", "--version"], cwd=CHECKOUT, capture_output=True, text=True, env=env
+    )
     assert "source folder" in done.stderr and "fastsession demo" in done.stderr  # not "install a compiler"
     assert "pure-Python kernels" in done.stdout
 
@@ -61,8 +66,12 @@ def test_demo_on_a_busy_port_says_which_port_and_how_to_choose_another(tmp_path)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([console_script(), "demo", "--port", str(port), "--directory", str(tmp_path / "s")],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [console_script(), "demo", "--port", str(port), "--directory", str(tmp_path / "s")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 2
     assert f"127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
     assert "Traceback" not in done.stderr

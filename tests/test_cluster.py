@@ -9,16 +9,15 @@ import uuid
 
 import pytest
 import redis
+from conftest import Transaction
+from helpers import run_in_processes
 from redis.cluster import key_slot
+from redis_topologies import wait_until
 
 from fastsession import SessionError
 from fastsession.aio import AsyncRedisSessionStore
 from fastsession.names import stored_name
 from fastsession.redis import RedisSessionStore, data_key
-
-from conftest import Transaction
-from helpers import run_in_processes
-from redis_topologies import wait_until
 
 
 @pytest.fixture
@@ -76,8 +75,9 @@ def test_async_store_on_the_async_cluster_client(cluster, client, prefix):
             session_id = trans.cookies["SID"]
 
             async def add(item):
-                async with AsyncRedisSessionStore(Transaction({"SID": session_id}), async_client,
-                                                  prefix=prefix) as store:
+                async with AsyncRedisSessionStore(
+                    Transaction({"SID": session_id}), async_client, prefix=prefix
+                ) as store:
                     session = await store.get_session(False)
                     await asyncio.sleep(0.001)
                     session["cart"] = session["cart"] + [item]
@@ -118,15 +118,16 @@ def _hammer(port, prefix, ids, report, stop_at):
     from redis.cluster import RedisCluster
 
     client = RedisCluster(host="127.0.0.1", port=port, socket_timeout=1.0, cluster_error_retry_attempts=1)
-    acknowledged = {i: 0 for i in ids}
-    attempted = {i: 0 for i in ids}
+    acknowledged = dict.fromkeys(ids, 0)
+    attempted = dict.fromkeys(ids, 0)
     errors = []
     while time.time() < stop_at:
         for session_id in ids:
             attempted[session_id] += 1
             try:
-                with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix,
-                                       timeout=2, lock_ttl=3) as store:
+                with RedisSessionStore(
+                    Transaction({"SID": session_id}), client, prefix=prefix, timeout=2, lock_ttl=3
+                ) as store:
                     session = store.get_session(False)
                     if session is None:
                         errors.append("session vanished")
@@ -160,9 +161,10 @@ def test_a_master_killed_and_restarted_mid_run_gives_session_errors_and_loses_no
 
     report = multiprocessing.get_context("fork").Queue()
     stop_at = time.time() + 6
-    workers = [multiprocessing.get_context("fork").Process(target=_hammer,
-                                                           args=(cluster.port, prefix, ids, report, stop_at))
-               for _ in range(2)]
+    workers = [
+        multiprocessing.get_context("fork").Process(target=_hammer, args=(cluster.port, prefix, ids, report, stop_at))
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     time.sleep(1.5)
@@ -201,8 +203,21 @@ def test_lock_table_lists_the_held_locks_of_every_master(cluster, client, prefix
     for store in held:
         store.get_session(False)
     try:
-        done = subprocess.run(["fastsession", "locks", "--redis", f"redis://127.0.0.1:{cluster.port}", "--cluster",
-                               "--prefix", prefix, "--json"], capture_output=True, text=True, cwd="/")
+        done = subprocess.run(
+            [
+                "fastsession",
+                "locks",
+                "--redis",
+                f"redis://127.0.0.1:{cluster.port}",
+                "--cluster",
+                "--prefix",
+                prefix,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)
         assert sorted(row["session"] for row in rows) == sorted(stored_name(i)[:8] + "…" for i in ids)

@@ -3,9 +3,9 @@
 Every test runs on four stores: files and Redis, sync and async (one core).
 """
 
-
 import orjson
 import pytest
+from conftest import Transaction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +14,6 @@ from fastsession import LockTimeout, SessionError
 from fastsession.errors import SessionConflict
 from fastsession.merge import ABSENT, merge
 
-from conftest import Transaction
 
 def test_an_unchanged_session_takes_no_lock(face):
     sid = face.stored({"user": "ann"})
@@ -74,7 +73,9 @@ def test_a_key_changed_on_both_sides_raises_and_writes_nothing(face):
     assert face.read(sid)["n"] == 5
 
 
-@pytest.mark.parametrize("policy, expected", [("ours", 2), ("theirs", 1), (lambda key, base, ours, theirs: base + ours + theirs, 3)])
+@pytest.mark.parametrize(
+    "policy, expected", [("ours", 2), ("theirs", 1), (lambda key, base, ours, theirs: base + ours + theirs, 3)]
+)
 def test_on_conflict_resolves_a_same_key_change(face, policy, expected):
     sid = face.stored({"n": 0})
     a = face.store(sid, locking="commit")
@@ -189,8 +190,9 @@ def test_bad_locking_options_are_refused(face):
 
 # -- the merge itself, on every interleaving ------------------------------------
 
-values = st.one_of(st.integers(-3, 3), st.booleans(), st.text(max_size=2), st.none(),
-                   st.lists(st.integers(0, 2), max_size=2))
+values = st.one_of(
+    st.integers(-3, 3), st.booleans(), st.text(max_size=2), st.none(), st.lists(st.integers(0, 2), max_size=2)
+)
 sessions = st.dictionaries(st.sampled_from("abcdef"), values, max_size=6)
 
 
@@ -250,8 +252,7 @@ def test_any_interleaving_of_two_requests_on_disjoint_keys_loses_nothing(tmp_pat
     with fastsession.SessionStore(trans, directory) as first:
         first.get_session(True)["base"] = 0
     sid = trans.cookies["SID"]
-    stores = {name: fastsession.SessionStore(Transaction({"SID": sid}), directory, locking="commit")
-              for name in "ab"}
+    stores = {name: fastsession.SessionStore(Transaction({"SID": sid}), directory, locking="commit") for name in "ab"}
     for step in order:
         verb, name = step.split()
         if verb == "read":

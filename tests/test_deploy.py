@@ -9,10 +9,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import session_files
 
-DJANGO_ASGI_APP = '''
+DJANGO_ASGI_APP = """
 import asyncio
 import django
 from django.conf import settings
@@ -39,7 +38,7 @@ settings.configure(
 django.setup()
 from django.core.asgi import get_asgi_application
 application = get_asgi_application()
-'''
+"""
 
 
 def free_port():
@@ -54,9 +53,22 @@ def uvicorn_serving(folder, source, workers=1, env=None):
     (folder / "deployed.py").write_text(source)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "deployed:application", "--port", str(port), "--log-level", "warning",
-         "--workers", str(workers)],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "deployed:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 30
     while True:
@@ -66,7 +78,7 @@ def uvicorn_serving(folder, source, workers=1, env=None):
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise AssertionError(server.stderr.read().decode())
+                raise AssertionError(server.stderr.read().decode()) from None
             time.sleep(0.05)
     try:
         yield port, server.pid
@@ -76,7 +88,7 @@ def uvicorn_serving(folder, source, workers=1, env=None):
             server.wait(10)  # graceful shutdown does not hang on a stranded lock
         except subprocess.TimeoutExpired:
             server.kill()
-            raise AssertionError("uvicorn's graceful shutdown hung")
+            raise AssertionError("uvicorn's graceful shutdown hung") from None
 
 
 @pytest.fixture
@@ -117,7 +129,7 @@ def test_a_client_that_disconnects_leaves_no_lock_behind(django_under_uvicorn):
     assert [f for f in session_files(directory) if f.endswith(".lock")] == []
 
 
-STARLETTE_APP = '''
+STARLETTE_APP = """
 import asyncio, os
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -169,9 +181,9 @@ if KIND == "fastsession-fastapi":
 else:
     application = Starlette(routes=[Route("/count", count), Route("/peek", peek), Route("/stream", stream)],
                             middleware=middleware)
-'''
+"""
 
-DJANGO_ASYNC_VIEWS = '''
+DJANGO_ASYNC_VIEWS = """
 async def acount(request):
     seen = await request.session.aget("n", 0)
     await asyncio.sleep(0.002)
@@ -185,7 +197,7 @@ async def hold(request):
     await request.session.aset("held", True)
     await asyncio.sleep(1.5)  # the session's lock is held all along
     return HttpResponse("held")
-'''
+"""
 
 
 def hammer(port, cookie_name, path="/count", total=400, connections=8):
@@ -226,12 +238,21 @@ def hammer(port, cookie_name, path="/count", total=400, connections=8):
 
 def test_one_user_over_8_connections_to_2_uvicorn_workers_loses_nothing_where_the_others_lose(tmp_path, redis_url):
     results = {}
-    for kind in ("fastsession-files", "fastsession-redis", "fastsession-fastapi",
-                 "starlette-signed-cookie", "starsessions-redis"):
+    for kind in (
+        "fastsession-files",
+        "fastsession-redis",
+        "fastsession-fastapi",
+        "starlette-signed-cookie",
+        "starsessions-redis",
+    ):
         folder = tmp_path / kind
         folder.mkdir()
-        env = {"KIND": kind, "DIRECTORY": str(folder / "sessions"), "REDIS_URL": redis_url,
-               "PREFIX": f"deploy-{kind}-{os.getpid()}:"}
+        env = {
+            "KIND": kind,
+            "DIRECTORY": str(folder / "sessions"),
+            "REDIS_URL": redis_url,
+            "PREFIX": f"deploy-{kind}-{os.getpid()}:",
+        }
         with uvicorn_serving(folder, STARLETTE_APP, workers=2, env=env) as (port, _):
             results[kind] = 400 - hammer(port, "session")
     print("\nlost of 400 increments (one user, 8 connections, 2 uvicorn workers):", results)
@@ -243,7 +264,9 @@ def test_one_user_over_8_connections_to_2_uvicorn_workers_loses_nothing_where_th
 def test_django_asgi_with_the_locking_middleware_loses_nothing_on_two_workers(tmp_path):
     directory = str(tmp_path / "sessions")
     source = DJANGO_ASGI_APP.replace("DIRECTORY", repr(directory)).replace(
-        "urlpatterns = [", DJANGO_ASYNC_VIEWS + "\nurlpatterns = [path(\"acount\", acount), path(\"peek\", peek), path(\"hold\", hold), ")
+        "urlpatterns = [",
+        DJANGO_ASYNC_VIEWS + '\nurlpatterns = [path("acount", acount), path("peek", peek), path("hold", hold), ',
+    )
     with uvicorn_serving(tmp_path, source, workers=2) as (port, _):
         assert hammer(port, "sessionid", path="/acount") == 400
         assert hammer(port, "sessionid", path="/count") == 400  # a sync view: a fresh user, the same
@@ -251,8 +274,12 @@ def test_django_asgi_with_the_locking_middleware_loses_nothing_on_two_workers(tm
 
 
 def test_a_client_that_disconnects_from_starlette_leaves_no_lock_and_no_change(tmp_path, redis_url):
-    env = {"KIND": "fastsession-files", "DIRECTORY": str(tmp_path / "sessions"), "REDIS_URL": redis_url,
-           "PREFIX": "unused:"}
+    env = {
+        "KIND": "fastsession-files",
+        "DIRECTORY": str(tmp_path / "sessions"),
+        "REDIS_URL": redis_url,
+        "PREFIX": "unused:",
+    }
     with uvicorn_serving(tmp_path, STARLETTE_APP, env=env) as (port, _):
         status, body, cookie = request(port, "count", cookie_name="session")
         assert (status, body) == (200, b"1")
@@ -275,7 +302,8 @@ def test_django_asgi_requests_waiting_for_a_lock_stall_no_one_else(tmp_path):
 
     directory = str(tmp_path / "sessions")
     source = DJANGO_ASGI_APP.replace("DIRECTORY", repr(directory)).replace(
-        "urlpatterns = [", DJANGO_ASYNC_VIEWS + "\nurlpatterns = [path(\"hold\", hold), ")
+        "urlpatterns = [", DJANGO_ASYNC_VIEWS + '\nurlpatterns = [path("hold", hold), '
+    )
     with uvicorn_serving(tmp_path, source) as (port, _):
         _, _, cookie_a = request(port, "count")
         slow = threading.Thread(target=request, args=(port, "hold", cookie_a))

@@ -8,11 +8,10 @@ import time
 
 import django
 import pytest
+from conftest import session_files
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
-
-from conftest import session_files
 from helpers import run_in_processes, stored_relpath
 from helpers import session_path as file_of
 
@@ -45,8 +44,13 @@ def early(request):
     return HttpResponse(str(other.load()["n"]))
 
 
-urlpatterns = [path("count", count), path("boom", boom), path("stream", stream), path("peek", peek),
-               path("early", early)]
+urlpatterns = [
+    path("count", count),
+    path("boom", boom),
+    path("stream", stream),
+    path("peek", peek),
+    path("early", early),
+]
 
 if not settings.configured:
     settings.configure(
@@ -737,8 +741,9 @@ def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(
 def test_a_read_only_request_takes_no_lock(storage):
     client, holder = client_and_holder()
     try:
-        with override_settings(FASTSESSION_READ_ONLY=lambda request: request.path == "/peek",
-                               FASTSESSION_LOCK_TIMEOUT=0.05):
+        with override_settings(
+            FASTSESSION_READ_ONLY=lambda request: request.path == "/peek", FASTSESSION_LOCK_TIMEOUT=0.05
+        ):
             assert client.get("/peek").content == b"1"
             assert client.get("/count").status_code == 503
     finally:
@@ -777,8 +782,10 @@ def test_on_redis_each_save_sets_the_ttl_to_the_expiry_age_and_clearsessions_has
 def test_on_redis_through_a_django_cache_alias_client(storage, redis_url):
     from fastsession.redis import data_key
 
-    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-              "sessions": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "sessions": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url},
+    }
     with override_settings(CACHES=caches, FASTSESSION_REDIS_URL=None, FASTSESSION_REDIS_CACHE="sessions"):
         client = Client()
         assert [client.get("/count").content for _ in range(3)] == [b"1", b"2", b"3"]
@@ -795,8 +802,11 @@ def test_on_a_redis_cluster(redis_cluster):
     from fastsession.redis import data_key
 
     prefix = f"django-{uuid.uuid4().hex[:8]}:"
-    with override_settings(FASTSESSION_REDIS_URL=f"redis://127.0.0.1:{redis_cluster.port}",
-                           FASTSESSION_REDIS_CLUSTER=True, FASTSESSION_REDIS_PREFIX=prefix):
+    with override_settings(
+        FASTSESSION_REDIS_URL=f"redis://127.0.0.1:{redis_cluster.port}",
+        FASTSESSION_REDIS_CLUSTER=True,
+        FASTSESSION_REDIS_PREFIX=prefix,
+    ):
         cookie, count = count_in_four_processes(25)
         assert count == 101
         cluster = redis_cluster.client()
@@ -832,8 +842,10 @@ class PickleSerializer:
 def test_migration_through_a_pickle_serializer_is_refused(session_path):
     from django.core.exceptions import ImproperlyConfigured
 
-    with override_settings(FASTSESSION_MIGRATE_FROM="django.contrib.sessions.backends.cache",
-                           SESSION_SERIALIZER=f"{__name__}.PickleSerializer"):
+    with override_settings(
+        FASTSESSION_MIGRATE_FROM="django.contrib.sessions.backends.cache",
+        SESSION_SERIALIZER=f"{__name__}.PickleSerializer",
+    ):
         with pytest.raises(ImproperlyConfigured, match="unpickles"):
             SessionStore("a" * 32).load()
 
@@ -967,8 +979,11 @@ def stored_values(storage):
             with open(os.path.join(storage.path, name), "rb") as f:
                 found += f.read()
         return found
-    return b"".join(storage.client.get(k) or b"" for k in storage.client.scan_iter(match=storage.prefix + "*")
-                    if storage.client.type(k) == b"string")
+    return b"".join(
+        storage.client.get(k) or b""
+        for k in storage.client.scan_iter(match=storage.prefix + "*")
+        if storage.client.type(k) == b"string"
+    )
 
 
 def test_encrypt_keeps_no_value_at_rest_and_survives_login_and_merges(storage):

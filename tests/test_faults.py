@@ -11,14 +11,12 @@ import resource
 import subprocess
 
 import pytest
+from conftest import Transaction, session_files, store_session
+from helpers import fork_child, wait_for_byte, wait_ok
 
 from fastsession import SessionStore, _syscalls
 from fastsession.bench.contenders import twin_store
-
 from fastsession.names import stored_name
-
-from conftest import Transaction, session_files, store_session
-from helpers import fork_child, wait_for_byte, wait_ok
 
 PureStore = twin_store("py")  # the injected faults go through the pure twins' seam
 CALLS = ["open", "read", "write", "fsync", "close", "rename", "unlink", "fstat", "stat"]
@@ -100,8 +98,9 @@ def test_fsync_true_syncs_the_file_before_the_rename_and_the_directory_after(ses
 
 
 def mount_small_tmpfs(where):
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True, text=True
+    )
     return done.returncode == 0
 
 
@@ -250,8 +249,22 @@ def test_fsync_order_of_the_live_twin_seen_by_strace(session_dir, tmp_path):
         "    store.get_session(0)['n'] = 2\n"
     )
     log = tmp_path / "trace"
-    subprocess.run(["strace", "-f", "-o", str(log), "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
-                    sys.executable, str(script), session_dir, session_id], check=True, cwd="/")
+    subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-o",
+            str(log),
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            sys.executable,
+            str(script),
+            session_dir,
+            session_id,
+        ],
+        check=True,
+        cwd="/",
+    )
     calls = [line.split("(")[0].split()[-1] for line in log.read_text().splitlines() if "(" in line]
     calls = [c for c in calls if c in ("fsync", "fdatasync", "rename", "renameat", "renameat2")]
     renames = [i for i, c in enumerate(calls) if c.startswith("rename")]

@@ -4,11 +4,10 @@ import re
 
 import flask
 import pytest
-
-from fastsession.contrib.flask import FastSessionInterface
-
 from conftest import session_files
 from helpers import run_in_processes, stored_relpath
+
+from fastsession.contrib.flask import FastSessionInterface
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 

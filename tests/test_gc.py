@@ -6,16 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Transaction, session_files, store_session
+from helpers import age, fork_child, hold_in_new_pid_namespace, hold_until_killed, kill_and_reap, stored_relpath
+from helpers import plant_lock as plant
+from helpers import session_path as path_of
 
 from fastsession import SessionStore
 from fastsession._holder import BOOT, HOST, holder_record
 from fastsession.gc import collect
-
-from conftest import Transaction, session_files, store_session
-from helpers import age, fork_child, hold_in_new_pid_namespace, hold_until_killed, kill_and_reap
-from helpers import plant_lock as plant
-from helpers import session_path as path_of
-from helpers import stored_relpath
 
 
 def load(session_dir, session_id):
@@ -85,7 +83,7 @@ def test_stale_locks_alone_removes_nothing_else(session_dir, three):
     before = [f for f in session_files(session_dir) if not f.endswith(".lock")]
     counts = collect(session_dir, stale_locks_only=True)
     assert counts.locks_removed == 1 and counts.removed == 0
-    assert [f for f in session_files(session_dir)] == before
+    assert list(session_files(session_dir)) == before
     assert not os.path.exists(lock)
 
 
@@ -108,8 +106,9 @@ def test_missing_directory_is_an_error_not_a_new_directory(tmp_path):
 
 
 def gc_command(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "fastsession", "gc", *args], text=True,
-                          capture_output=True, cwd="/", **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "fastsession", "gc", *args], text=True, capture_output=True, cwd="/", **kwargs
+    )
 
 
 def test_cli_prints_a_summary(session_dir, three):
@@ -142,16 +141,22 @@ def test_dry_run_removes_no_stale_lockfile(session_dir, three):
     old1, _, _ = three
     lock = plant(session_dir, old1, b"", 5)  # stale: its creator died before writing
     for stale_locks_only in (False, True):
-        counts = collect(session_dir, None if stale_locks_only else 3600, dry_run=True,
-                         stale_locks_only=stale_locks_only)
+        counts = collect(
+            session_dir, None if stale_locks_only else 3600, dry_run=True, stale_locks_only=stale_locks_only
+        )
         assert counts.locks_removed == 1  # counted...
         assert os.path.exists(lock)  # ...never removed
 
 
 def test_cli_shows_progress_with_rate_and_eta_on_a_terminal(session_dir, three):
     main, child = pty.openpty()
-    done = subprocess.run([sys.executable, "-m", "fastsession", "gc", session_dir, "--max-age", "3600"],
-                          stdout=subprocess.PIPE, stderr=child, cwd="/", text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsession", "gc", session_dir, "--max-age", "3600"],
+        stdout=subprocess.PIPE,
+        stderr=child,
+        cwd="/",
+        text=True,
+    )
     os.close(child)
     shown = os.read(main, 65536).decode()
     os.close(main)
@@ -174,7 +179,7 @@ def test_gc_in_a_loop_beside_four_writers_loses_nothing(session_dir):
     for sid in expired:
         age(path_of(session_dir, sid), 120)
     writers = [fork_child(lambda _: _increment(session_dir, live, 40)) for _ in range(4)]
-    removed, running = 0, set(pid for pid, _ in writers)
+    removed, running = 0, {pid for pid, _ in writers}
     while running:  # gc over and over while the writers work
         removed += collect(session_dir, 5).removed
         for pid in list(running):

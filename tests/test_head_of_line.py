@@ -14,12 +14,11 @@ import sys
 import time
 
 import pytest
-
 from test_deploy import free_port, request, uvicorn_serving
 
 SLOW = 2.0
 
-WSGI_APPS = '''
+WSGI_APPS = """
 import os, time
 DIRECTORY, FRAMEWORK, MODE = os.environ["SESSIONS"], os.environ["FRAMEWORK"], os.environ["MODE"]
 
@@ -113,9 +112,9 @@ else:  # plain WSGI
         app, DIRECTORY, locking="commit" if MODE == "commit" else "request",
         read_only=(lambda environ: environ["PATH_INFO"] == "/fast") if MODE == "release" else None)
 SLOW = float(os.environ["SLOW"])
-'''
+"""
 
-STARLETTE_APP = '''
+STARLETTE_APP = """
 import asyncio, os
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -145,16 +144,33 @@ application = Starlette(routes=[Route("/login", login), Route("/slow", slow), Ro
                                 Route("/show", show)])
 application.add_middleware(SessionMiddleware, session_directory=os.environ["SESSIONS"],
                            locking="commit" if MODE == "commit" else "request")
-'''
+"""
 
 
 def gunicorn_serving(folder, env):
     (folder / "hol_app.py").write_text(WSGI_APPS)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "hol_app:application", "-b", f"127.0.0.1:{port}", "-w", "4",
-         "-k", "sync", "--timeout", "60", "--log-level", "warning"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env},
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "hol_app:application",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "4",
+            "-k",
+            "sync",
+            "--timeout",
+            "60",
+            "--log-level",
+            "warning",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
     )
     deadline = time.monotonic() + 30
     while True:
@@ -164,7 +180,7 @@ def gunicorn_serving(folder, env):
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise AssertionError(server.stderr.read().decode())
+                raise AssertionError(server.stderr.read().decode()) from None
             time.sleep(0.1)
 
 
@@ -188,7 +204,7 @@ def scenario(port, name):
         other = other.result()
         slow = slow.result()
     assert slow[0] == 200 and slow[2] >= SLOW
-    for status, body, _ in fast + [other]:
+    for status, body, _ in [*fast, other]:
         assert (status, body) == (200, b"ann")
     deadline = time.monotonic() + 5
     while True:  # plain WSGI commits in close(), which the server calls after the client has the response
@@ -206,8 +222,9 @@ def test_gunicorn_fast_reads_of_a_user_do_not_queue_behind_their_slow_request(tm
     env = {"SESSIONS": str(tmp_path / "sessions"), "FRAMEWORK": framework, "MODE": mode, "SLOW": str(SLOW)}
     server, port = gunicorn_serving(tmp_path, env)
     try:
-        fast, other = scenario(port, "sessionid" if framework == "django" else "session" if framework == "flask"
-                               else "SID")
+        fast, other = scenario(
+            port, "sessionid" if framework == "django" else "session" if framework == "flask" else "SID"
+        )
     finally:
         server.terminate()
         server.wait(10)

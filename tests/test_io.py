@@ -42,7 +42,7 @@ def test_read_returns_data_stored_bytes_and_mtime_when_asked(kernels, path):
 
 
 def test_large_session_is_read_whole(kernels, path):
-    data = {"k%d" % i: "x" * 100 for i in range(2000)}  # ~220 KB, past one read
+    data = {f"k{i}": "x" * 100 for i in range(2000)}  # ~220 KB, past one read
     body = orjson.dumps(data)
     write_locked(kernels, path, body)
     assert kernels.io.read_session(path, False)[:2] == (data, body)
@@ -145,6 +145,7 @@ def test_unlocked_write_refuses_an_existing_temp_name(kernels, path, tmp_path):
 
 def test_twins_read_each_others_files(path):
     from conftest import compiled_twin
+
     from fastsession import _io_py as py
 
     c = compiled_twin("io")

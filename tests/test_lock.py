@@ -4,10 +4,6 @@ import stat
 import time
 
 import pytest
-
-from fastsession import LockTimeout
-from fastsession._holder import BOOT, HOST, holder_record
-
 from helpers import (
     fork_child,
     hold_in_new_pid_namespace,
@@ -18,6 +14,9 @@ from helpers import (
     wait_for_byte,
     wait_ok,
 )
+
+from fastsession import LockTimeout
+from fastsession._holder import BOOT, HOST, holder_record
 
 
 @pytest.fixture
@@ -230,6 +229,7 @@ def test_breaking_stale_locks_is_race_free(kernels, lock_path, tmp_path):
 
 
 # -- PID namespaces, broken locks, timeout=0 ---------------------------------------
+
 
 def test_live_holder_in_another_pid_namespace_is_never_broken(kernels, lock_path):
     child = hold_in_new_pid_namespace(kernels.name, lock_path)

@@ -9,14 +9,13 @@ import uuid
 
 import pytest
 import redis
+from conftest import Transaction
+from helpers import hold_in_new_pid_namespace, hold_until_killed, kill_and_reap, kill_leave_zombie, session_path
 
 from fastsession import SessionStore
 from fastsession._holder import HOST
 from fastsession.names import stored_name
 from fastsession.redis import RedisSessionStore
-
-from conftest import Transaction
-from helpers import hold_in_new_pid_namespace, hold_until_killed, kill_and_reap, kill_leave_zombie, session_path
 
 OUR_PIDNS = HOST.rpartition(b"/")[2].decode()
 
@@ -38,6 +37,7 @@ def new_session(session_dir):
 def hold_files(session_dir, session_id):
     def hold():
         SessionStore(Transaction({"SID": session_id}), session_dir).get_session(False)
+
     return hold_until_killed(hold)
 
 
@@ -49,7 +49,12 @@ def test_files_a_live_holder_then_the_same_holder_dead(session_dir):
         (row,) = locks(session_dir)
         assert row["session"] == stored_name(session_id)[:8] + "…" and session_id not in json.dumps(row)
         assert (row["host"], row["pid"], row["pidns"], row["alive"], row["breakable"]) == (
-            socket.gethostname(), pid, OUR_PIDNS, True, False)
+            socket.gethostname(),
+            pid,
+            OUR_PIDNS,
+            True,
+            False,
+        )
         assert 0 <= row["age"] < 30
         kill_leave_zombie(pid)  # killed, not yet reaped: dead all the same
         (row,) = locks(session_dir)
@@ -77,7 +82,12 @@ def test_text_table_and_errors(session_dir):
         done = subprocess.run(["fastsession", "locks", session_dir], capture_output=True, text=True, cwd="/")
         header, line, footer = done.stdout.splitlines()
         assert header.split() == ["session", "host", "pidns", "pid", "age", "alive", "breakable"]
-        assert line.split()[0] == stored_name(session_id)[:8] + "…" and session_id not in done.stdout and str(pid) in line.split() and footer == "1 lock held"
+        assert (
+            line.split()[0] == stored_name(session_id)[:8] + "…"
+            and session_id not in done.stdout
+            and str(pid) in line.split()
+            and footer == "1 lock held"
+        )
     finally:
         kill_and_reap(pid)
     missing = subprocess.run(["fastsession", "locks", session_dir + "/nope"], capture_output=True, text=True)
@@ -110,8 +120,16 @@ def test_redis_live_dead_and_other_namespace_holders(redis_url):
     tests = os.path.dirname(os.path.abspath(__file__))
 
     def holder(session_id, *wrap):
-        child = subprocess.Popen([*wrap, sys.executable, "-c", HOLD_ON_REDIS.format(
-            tests=tests, sid=session_id, url=redis_url, prefix=prefix)], stdout=subprocess.PIPE, cwd="/")
+        child = subprocess.Popen(
+            [
+                *wrap,
+                sys.executable,
+                "-c",
+                HOLD_ON_REDIS.format(tests=tests, sid=session_id, url=redis_url, prefix=prefix),
+            ],
+            stdout=subprocess.PIPE,
+            cwd="/",
+        )
         assert child.stdout.read(1) == b"L"
         return child
 
@@ -124,7 +142,11 @@ def test_redis_live_dead_and_other_namespace_holders(redis_url):
         assert set(rows) == {stored_name(i)[:8] + "…" for i in ids}
         live_row, dead_row, other_row = (rows[stored_name(i)[:8] + "…"] for i in ids)
         assert (live_row["pid"], live_row["alive"], live_row["host"], live_row["pidns"]) == (
-            alive.pid, True, socket.gethostname(), OUR_PIDNS)
+            alive.pid,
+            True,
+            socket.gethostname(),
+            OUR_PIDNS,
+        )
         assert (dead_row["pid"], dead_row["alive"]) == (dead.pid, False)  # held until its TTL all the same
         assert other_row["pid"] == 1 and other_row["alive"] is None and other_row["pidns"] != OUR_PIDNS
         for row in rows.values():

@@ -21,7 +21,6 @@ from fastsession.contrib.flask import FastSessionInterface
 from fastsession.store import META
 from fastsession.wsgi import SessionMiddleware
 
-
 LIFETIME = 0.6
 
 
@@ -146,8 +145,7 @@ def test_asgi(tmp_path):
         request.session["n"] = request.session.get("n", 0) + 1
         return PlainTextResponse(str(request.session["n"]))
 
-    app = ASGIMiddleware(Starlette(routes=[Route("/", view)]), session_directory=str(tmp_path),
-                         max_lifetime=LIFETIME)
+    app = ASGIMiddleware(Starlette(routes=[Route("/", view)]), session_directory=str(tmp_path), max_lifetime=LIFETIME)
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:

@@ -7,10 +7,12 @@ import asyncio
 
 import httpx
 import pytest
+from conftest import Transaction
 from flask import Flask, session
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from test_adapter_locking import stored
 from werkzeug.test import Client as WSGIClient
 
 import fastsession
@@ -18,9 +20,6 @@ from fastsession import SessionError, SessionTooLarge
 from fastsession.asgi import SessionMiddleware as ASGIMiddleware
 from fastsession.contrib.flask import FastSessionInterface
 from fastsession.wsgi import SessionMiddleware
-
-from conftest import Transaction
-from test_adapter_locking import stored
 
 BIG = "x" * 5000
 
@@ -109,8 +108,9 @@ def test_asgi(tmp_path):
         request.session["blob"] = BIG
         return PlainTextResponse("ok")
 
-    app = ASGIMiddleware(Starlette(routes=[Route("/", view)]), session_directory=directory, max_size=1000,
-                         session_cookie="SID")
+    app = ASGIMiddleware(
+        Starlette(routes=[Route("/", view)]), session_directory=directory, max_size=1000, session_cookie="SID"
+    )
 
     async def go():
         transport = httpx.ASGITransport(app=app)

@@ -77,8 +77,9 @@ def client(redis_url):
 @pytest.mark.parametrize("signed", [False, True])
 def test_flask_session_redis_users_stay_logged_in_and_the_old_record_goes(client, tmp_path, signed):
     prefix = f"session-{uuid.uuid4().hex[:6]}:"
-    old_app = old_flask_session_app(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=prefix,
-                                    SESSION_USE_SIGNER=signed)
+    old_app = old_flask_session_app(
+        SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=prefix, SESSION_USE_SIGNER=signed
+    )
     reader = FlaskSessionRedis(client, key_prefix=prefix, use_signer=signed, secret_key=SECRET)
     cookie, browser = switch(old_app, new_app(str(tmp_path / "s"), reader))
     sid = cookie.rsplit(".", 1)[0] if signed else cookie
@@ -144,12 +145,26 @@ def test_an_expired_or_unknown_old_record_is_not_migrated(client, tmp_path):
 def test_plain_pickle_reads_plain_data_and_refuses_the_rest():
     import datetime
 
-    value = {"s": "é" * 300, "b": b"x" * 300, "i": [0, 255, 65535, 2**31 - 1, -5, 10**30], "f": 1.5,
-             "t": (1, (2,), ()), "n": None, "yes": True, "no": False, "nested": {"k": [{"a": 1}]}}
+    value = {
+        "s": "é" * 300,
+        "b": b"x" * 300,
+        "i": [0, 255, 65535, 2**31 - 1, -5, 10**30],
+        "f": 1.5,
+        "t": (1, (2,), ()),
+        "n": None,
+        "yes": True,
+        "no": False,
+        "nested": {"k": [{"a": 1}]},
+    }
     for protocol in (3, 4, 5):
         assert plain_pickle(pickle.dumps(value, protocol)) == value
-    for bad in (pickle.dumps({"d": datetime.date(2026, 1, 1)}), pickle.dumps({1, 2}), b"\x80\x05",
-                b"\x80\x05a.", b"\x80\x05K\x01K\x02."):
+    for bad in (
+        pickle.dumps({"d": datetime.date(2026, 1, 1)}),
+        pickle.dumps({1, 2}),
+        b"\x80\x05",
+        b"\x80\x05a.",
+        b"\x80\x05K\x01K\x02.",
+    ):
         with pytest.raises(ValueError):
             plain_pickle(bad)
 
@@ -160,8 +175,12 @@ DJANGO_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "django_sw
 
 
 def django_app(action, workdir, engine, redis_url, cookie=""):
-    done = subprocess.run([sys.executable, DJANGO_APP, action, workdir, engine, redis_url, cookie],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, DJANGO_APP, action, workdir, engine, redis_url, cookie],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -2,24 +2,22 @@
 passed the whole suite before (see tools/mutation.sh)."""
 
 import errno
-import re
 import os
+import re
 import stat
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import Transaction, session_files, store_session
+from helpers import age, fork_child, kill_and_reap, plant_lock, run_as_nobody, stored_relpath, wait_for_byte, wait_ok
+from helpers import session_path as path_of
 
 from fastsession import LockTimeout, SerializationError, SessionError, SessionStore, _syscalls
 from fastsession._holder import BOOT, HOST, _holder_alive, holder_record, is_stale
 from fastsession.bench.contenders import twin_store
 from fastsession.files import FileBackend
-
-from conftest import Transaction, session_files, store_session
-from helpers import age, fork_child, kill_and_reap, plant_lock, run_as_nobody, wait_for_byte, wait_ok
-from helpers import session_path as path_of
-from helpers import stored_relpath
 
 
 def load(session_dir, session_id):
@@ -115,13 +113,16 @@ def test_without_proc_another_users_live_holder_is_alive():
     wait_ok(pid)
 
 
-@pytest.mark.parametrize("line", [
-    b"FSv1 %s %s notapid 1\n" % (HOST, BOOT),  # pid not a number
-    b"FSv1 %s %s 1\n" % (HOST, BOOT),  # a field missing
-    b"FSv1 %s %s 1 1 extra\n" % (HOST, BOOT),  # a field too many
-    b"FSv2 %s %s 1 1\n" % (HOST, BOOT),  # another format
-    b"FSv1 %s %s 1 1" % (HOST, BOOT),  # no end of line: cut short while written
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"FSv1 %s %s notapid 1\n" % (HOST, BOOT),  # pid not a number
+        b"FSv1 %s %s 1\n" % (HOST, BOOT),  # a field missing
+        b"FSv1 %s %s 1 1 extra\n" % (HOST, BOOT),  # a field too many
+        b"FSv2 %s %s 1 1\n" % (HOST, BOOT),  # another format
+        b"FSv1 %s %s 1 1" % (HOST, BOOT),  # no end of line: cut short while written
+    ],
+)
 def test_a_malformed_holder_line_is_kept_for_one_second_then_broken(line):
     assert is_stale(line, 0.5, 30.0) is False
     assert is_stale(line, 1.5, 30.0) is True
@@ -194,8 +195,12 @@ def test_keys_and_gc_never_follow_a_shard_symlinked_after_start(session_dir, tmp
     with pytest.raises(SessionError, match="shard folder .*Zz.* symbolic link"):
         collect(session_dir, 3600, stale_after=30)  # gc refuses a tampered directory outright
     assert victim.exists()  # outside the session directory: never removed
-    done = subprocess.run([sys.executable, "-m", "fastsession", "gc", session_dir, "--max-age", "3600"],
-                          capture_output=True, text=True, cwd="/")
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsession", "gc", session_dir, "--max-age", "3600"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     assert done.returncode == 2 and "symbolic link" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -259,8 +264,9 @@ print(_pid_namespace().decode(), _this_host()[1].decode(), _proc_stat(os.getpid(
 def test_without_proc_the_holder_line_says_so():
     # A container without /proc: namespace, boot id and start time are unknown ("-").
     script = f"umount -l /proc && exec {sys.executable} -c '{NO_PROC}'"
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          cwd="/", capture_output=True, text=True)
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script], cwd="/", capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     line, probes = done.stdout.splitlines()
     magic, host, boot, pid, start = line.split(" ")
@@ -504,11 +510,13 @@ def test_progress_bar_and_summary_text():
     assert shown.startswith("\r[" + "#" * 15 + "." * 15 + "] 1/2 shards, 10 sessions, ")
     assert "\r[" + "#" * 30 + "] 2/2 shards, 10 sessions, " in shown and shown.endswith("   \n")
     assert re.search(r"10 sessions, [\d,]+/s, ETA \d+ s", shown)
-    counts = Collected(scanned=3, removed=1, kept=2, bytes_freed=50, locks_removed=4, temps_removed=5,
-                       errors=["x: boom"])
+    counts = Collected(
+        scanned=3, removed=1, kept=2, bytes_freed=50, locks_removed=4, temps_removed=5, errors=["x: boom"]
+    )
     assert summary(counts, 1.25, False) == (
         "scanned 3 sessions in 1.2 s: removed 1 expired, kept 2; removed 4 stale locks and 5 "
-        "leftover temp files; freed 50 bytes; 1 errors\n  error: x: boom")
+        "leftover temp files; freed 50 bytes; 1 errors\n  error: x: boom"
+    )
     assert summary(counts, 1.25, True).startswith("scanned 3 sessions in 1.2 s: would remove 1 expired")
     assert "would free 50 bytes" in summary(counts, 1.25, True)
 
@@ -557,7 +565,7 @@ def test_expiry_with_a_failed_commit_still_deletes_the_cookie(session_dir):
 
 
 def test_expiry_then_an_empty_new_session_deletes_the_cookie(session_dir):
-    sid, trans = store_session(session_dir, {"n": 1})
+    _sid, trans = store_session(session_dir, {"n": 1})
     with SessionStore(trans, session_dir) as store:
         store.expire_session()
         store.get_session(True)  # nothing put in it: not stored
@@ -611,7 +619,7 @@ def test_gc_counts_add_up_over_many_sessions_temps_and_busy_ones(session_dir):
     for sid in ids[:3]:
         plant_lock(session_dir, sid, holder_record())  # busy: kept
     for n, sid in enumerate(ids[3:5]):
-        temp = path_of(session_dir, sid) + ".%016x.tmp" % n
+        temp = path_of(session_dir, sid) + f".{n:016x}.tmp"
         with open(temp, "wb") as f:
             f.write(b"t" * 10)
         age(temp, 120)

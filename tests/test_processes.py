@@ -7,11 +7,18 @@ import struct
 import time
 
 import pytest
+from conftest import Transaction, session_files, store_session
+from helpers import (
+    fork_child,
+    hold_until_killed,
+    kill_and_reap,
+    run_in_processes,
+    stored_relpath,
+    wait_for_byte,
+    wait_ok,
+)
 
 from fastsession import SessionStore
-
-from conftest import Transaction, session_files, store_session
-from helpers import fork_child, hold_until_killed, kill_and_reap, run_in_processes, stored_relpath, wait_for_byte, wait_ok
 
 
 def increment(session_dir, session_id, times, **options):
@@ -19,7 +26,7 @@ def increment(session_dir, session_id, times, **options):
         with SessionStore(Transaction({"SID": session_id}), session_dir, **options) as store:
             session = store.get_session(0)
             session["n"] += 1
-            session["log"] = session["log"][-20:] + [os.getpid()]
+            session["log"] = [*session["log"][-20:], os.getpid()]
 
 
 def read_n(session_dir, session_id, **options):
@@ -67,9 +74,7 @@ def test_writer_killed_at_random_moments_never_tears_or_loses_a_session(session_
     rng = random.Random(1234)
     stored = 0
     for _ in range(25):
-        pid, confirmations = fork_child(
-            lambda fd: _count_forever(session_dir, session_id, fd, options)
-        )
+        pid, confirmations = fork_child(lambda fd: _count_forever(session_dir, session_id, fd, options))
         time.sleep(rng.uniform(0.0, 0.03))
         kill_and_reap(pid)
         confirmed = stored  # a child killed before its first commit confirms nothing
@@ -167,8 +172,10 @@ def test_two_containers_sharing_a_volume_lose_no_update(session_dir):
 
     session_id, _ = store_session(session_dir, {"n": 0})
     script = INCREMENTS.format(session_id=session_id, times=100, directory=session_dir)
-    commands = [[sys.executable, "-c", script],
-                ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script]]
+    commands = [
+        [sys.executable, "-c", script],
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script],
+    ]
     workers = [subprocess.Popen(c, cwd="/", stdout=subprocess.PIPE, text=True) for c in commands]
     failed = [int(w.communicate(timeout=120)[0]) for w in workers]
     assert failed == [0, 0]

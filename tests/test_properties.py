@@ -9,6 +9,7 @@ import tempfile
 
 import orjson
 import pytest
+from conftest import Transaction, compiled_twin, session_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,10 +18,7 @@ from fastsession._holder import holder_record
 from fastsession.errors import CorruptSession
 from fastsession.wsgi import WSGITransaction
 
-from conftest import Transaction, compiled_twin, session_files
-
-settings.register_profile("fastsession", deadline=None, max_examples=150,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fastsession", deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("fastsession")
 
 scalars = (
@@ -143,8 +141,11 @@ def read_with(module, path):
         return "corrupt", str(exc)
 
 
-@given(st.binary(max_size=20_000) | st.builds(lambda b: holder_record() + b, st.binary(max_size=200))
-       | st.builds(lambda v: holder_record() + orjson.dumps(v), json_values))
+@given(
+    st.binary(max_size=20_000)
+    | st.builds(lambda b: holder_record() + b, st.binary(max_size=200))
+    | st.builds(lambda v: holder_record() + orjson.dumps(v), json_values)
+)
 def test_twins_read_any_bytes_alike(directory, content):
     path = os.path.join(directory, "differential").encode()
     with open(path, "wb") as f:

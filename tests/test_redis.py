@@ -8,13 +8,12 @@ import uuid
 
 import pytest
 import redis
-
-from fastsession import LockTimeout, SerializationError, SessionError
-from fastsession.redis import RedisSessionStore, data_key
-
 from conftest import Transaction
 from helpers import hold_until_killed, kill_and_reap, run_in_processes
+
+from fastsession import LockTimeout, SerializationError, SessionError
 from fastsession.bench.redis_server import RedisServer
+from fastsession.redis import RedisSessionStore, data_key
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -132,7 +131,7 @@ def test_exception_rolls_back_and_unlocks(make, client, prefix):
     with pytest.raises(ZeroDivisionError):
         with make(Transaction({"SID": session_id})) as store:
             store.get_session(False)["n"] = 2
-            1 / 0
+            raise ZeroDivisionError("the view fails")
     assert load(make, session_id, timeout=1) == {"n": 1}
     assert our_keys(client, prefix) == [data_key(prefix, session_id)]
 
@@ -305,7 +304,7 @@ def test_a_paused_redis_leaves_no_lock_once_it_resumes():
 def test_a_value_of_the_wrong_type_is_a_session_error_and_leaves_no_lock(make, client, prefix):
     session_id = "W" * 43
     client.rpush(data_key(prefix, session_id), "not", "a", "session")
-    for attempt in range(2):  # the second request is not kept waiting by a lock the first left
+    for _attempt in range(2):  # the second request is not kept waiting by a lock the first left
         started = time.monotonic()
         with pytest.raises(SessionError, match="WRONGTYPE"):
             make(Transaction({"SID": session_id}), timeout=5).get_session(False)
@@ -334,7 +333,8 @@ def test_a_session_stored_by_0_1_under_the_plain_id_is_read_and_moved_to_its_new
 
 
 def test_without_locks_a_0_1_session_is_read_at_its_old_key_and_a_write_or_delete_leaves_nothing_there(
-        make, client, prefix):
+    make, client, prefix
+):
     from fastsession._kernels import ACTIVE
 
     kept, dropped = ACTIVE.new_session_id(), ACTIVE.new_session_id()

@@ -9,7 +9,9 @@ import os
 import httpx
 import pytest
 import redis
+from conftest import session_files
 from flask import Flask, session
+from helpers import session_path
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -21,9 +23,6 @@ from fastsession.asgi import SessionMiddleware as ASGIMiddleware
 from fastsession.contrib.flask import FastSessionInterface
 from fastsession.redis import data_key
 from fastsession.wsgi import SessionMiddleware
-
-from conftest import session_files
-from helpers import session_path
 
 SECRET = {"email": "ann@example.com", "cart": ["very-secret-item"], "token": "tok-3141592653"}
 
@@ -110,8 +109,10 @@ def test_regenerate_id_reseals_under_the_new_id_and_commit_mode_merges(face):
     new_id = store.regenerate_id()
     store.close()
     assert open_with(face, sid) is None and open_with(face, new_id) == {"a": 1}
-    first, second = face.store(new_id, encrypt=True, locking="commit"), face.store(new_id, encrypt=True,
-                                                                                    locking="commit")
+    first, second = (
+        face.store(new_id, encrypt=True, locking="commit"),
+        face.store(new_id, encrypt=True, locking="commit"),
+    )
     first.get_session(False)["b"] = 2
     second.get_session(False)["c"] = 3
     first.close()
@@ -163,8 +164,9 @@ def test_wsgi_flask_asgi(tmp_path):
         request.session["email"] = "ann@example.com"
         return PlainTextResponse("ok")
 
-    asgi = ASGIMiddleware(Starlette(routes=[Route("/", asgi_view)]), session_directory=str(tmp_path / "a"),
-                          encrypt=True)
+    asgi = ASGIMiddleware(
+        Starlette(routes=[Route("/", asgi_view)]), session_directory=str(tmp_path / "a"), encrypt=True
+    )
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as c:

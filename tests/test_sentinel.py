@@ -4,10 +4,10 @@ import threading
 import time
 import uuid
 
+from conftest import Transaction
+
 from fastsession import SessionError
 from fastsession.redis import RedisSessionStore
-
-from conftest import Transaction
 
 
 def test_a_master_for_client_is_a_client(sentinel_setup):
@@ -38,8 +38,9 @@ def test_a_failover_mid_request_is_a_session_error_or_a_correct_commit_never_an_
     def requests():  # other requests of the same user all along
         while not stop.is_set():
             try:
-                with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, timeout=2,
-                                       lock_ttl=5) as store:
+                with RedisSessionStore(
+                    Transaction({"SID": session_id}), client, prefix=prefix, timeout=2, lock_ttl=5
+                ) as store:
                     session = store.get_session(False)
                     if session is None:
                         outcomes.append("empty session")

@@ -6,12 +6,11 @@ import stat
 import time
 
 import pytest
+from conftest import Transaction, session_files, store_session
+from helpers import fork_child, raises_at_once_as_nobody, session_path, stored_relpath, wait_for_byte, wait_ok
 
 import fastsession
 from fastsession import LockTimeout, SerializationError, Session, SessionError, SessionStore
-
-from conftest import Transaction, session_files, store_session
-from helpers import fork_child, raises_at_once_as_nobody, session_path, stored_relpath, wait_for_byte, wait_ok
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -78,7 +77,7 @@ def test_repeated_get_session_returns_the_same_object(make_store):
 
 
 def test_cookie_of_a_stored_session_gives_that_session(session_dir, make_store):
-    session_id, trans = store_session(session_dir, {"user": "ann"})
+    session_id, _trans = store_session(session_dir, {"user": "ann"})
     session = make_store(Transaction({"SID": session_id})).get_session(0)
     assert session.session_id == session_id
     assert session == {"user": "ann"}
@@ -367,7 +366,7 @@ def test_exception_in_with_rolls_back_and_releases(session_dir):
     with pytest.raises(ZeroDivisionError):
         with SessionStore(Transaction({"SID": session_id}), session_dir) as store:
             store.get_session(0)["n"] = 99
-            1 / 0
+            raise ZeroDivisionError("the view fails")
     assert not os.path.exists(session_path(session_dir, session_id) + ".lock")
     assert load(session_dir, session_id) == {"n": 1}
 

@@ -11,14 +11,13 @@ import time
 
 import pytest
 import redis
+from conftest import session_files
+from faces import Face
 
 import fastsession
 from fastsession import users
 from fastsession.names import stored_name
 from fastsession.users import UserSession, user_hash
-
-from conftest import session_files
-from faces import Face
 
 
 def log_in(face, user="ann", **metadata):
@@ -170,8 +169,13 @@ def test_revoke_all_under_concurrent_requests_leaves_no_session_of_the_user(sync
     context = multiprocessing.get_context("fork")
     report = context.Queue()
     stop_at = time.time() + 5
-    workers = [context.Process(target=_requests, args=(face.kind, face.directory, face.redis_url, face.prefix,
-                                                       sid, locking, stop_at, report)) for sid in devices]
+    workers = [
+        context.Process(
+            target=_requests,
+            args=(face.kind, face.directory, face.redis_url, face.prefix, sid, locking, stop_at, report),
+        )
+        for sid in devices
+    ]
     for worker in workers:
         worker.start()
     time.sleep(0.3)  # every device mid-requests
@@ -248,11 +252,12 @@ def test_the_users_command_lists_and_revokes(kind, tmp_path, redis_url):
     f = Face(kind, str(tmp_path / "sessions"), redis_url)
     try:
         ids = [log_in(f, "ann", user_agent="cli test") for _ in range(2)]
-        where = ([f.directory] if kind == "files" else ["--redis", redis_url, "--prefix", f.prefix])
+        where = [f.directory] if kind == "files" else ["--redis", redis_url, "--prefix", f.prefix]
 
         def users(*extra):
-            done = subprocess.run(["fastsession", "users", *where, "ann", *extra], capture_output=True, text=True,
-                                  cwd="/")
+            done = subprocess.run(
+                ["fastsession", "users", *where, "ann", *extra], capture_output=True, text=True, cwd="/"
+            )
             assert done.returncode == 0, done.stderr
             return done.stdout
 
@@ -269,8 +274,8 @@ def test_the_users_command_lists_and_revokes(kind, tmp_path, redis_url):
 
 
 def test_gc_removes_index_entries_of_gone_sessions_and_keeps_the_others(tmp_path):
-    from fastsession.gc import collect
     from fastsession.files import FileBackend
+    from fastsession.gc import collect
 
     directory = str(tmp_path / "sessions")
     f = Face("files", directory, None)

@@ -5,13 +5,12 @@ import uuid
 
 import pytest
 import redis
+from conftest import Transaction
+from helpers import fork_child, wait_ok
 
 from fastsession import LockTimeout, _wake
 from fastsession.files import FileBackend
 from fastsession.redis import RedisBackend, RedisSessionStore, lock_keys
-
-from conftest import Transaction
-from helpers import fork_child, wait_ok
 
 KEY = "w" * 43
 

@@ -2,12 +2,11 @@ import os
 import re
 
 import pytest
+from conftest import session_files
+from helpers import session_path
 
 from fastsession import SessionStore
 from fastsession.wsgi import SessionMiddleware, WSGITransaction, add_vary_cookie, parse_cookie_header
-
-from conftest import session_files
-from helpers import session_path
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -57,7 +56,7 @@ def counter(session_dir):
 
 
 def test_new_session_gets_a_cookie_with_the_documented_attributes(counter):
-    status, headers, body = call(counter)
+    _status, headers, body = call(counter)
     assert body == b"1"
     (cookie,) = header_values(headers, "Set-Cookie")
     assert re.fullmatch(r"SID=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Lax", cookie)
@@ -71,7 +70,7 @@ def test_secure_true_marks_the_cookie_secure(session_dir):
 
 def test_cookie_brings_the_session_back_without_a_new_set_cookie(counter):
     sid = sid_from(call(counter)[1])
-    status, headers, body = call(counter, f"SID={sid}")
+    _status, headers, body = call(counter, f"SID={sid}")
     assert body == b"2"
     assert header_values(headers, "Set-Cookie") == []
     assert header_values(headers, "Vary") == ["Cookie"]
@@ -116,7 +115,7 @@ def untouched_app(environ, start_response):
 
 
 def test_response_that_never_touched_the_session_has_no_cookie_and_no_vary(session_dir):
-    status, headers, _ = call(SessionMiddleware(untouched_app, session_dir))
+    _status, headers, _ = call(SessionMiddleware(untouched_app, session_dir))
     assert header_values(headers, "Set-Cookie") == [] and header_values(headers, "Vary") == []
 
 
@@ -127,7 +126,7 @@ def peek_app(environ, start_response):
 
 
 def test_new_empty_session_sends_no_cookie_and_stores_nothing(session_dir):
-    status, headers, _ = call(SessionMiddleware(peek_app, session_dir))
+    _status, headers, _ = call(SessionMiddleware(peek_app, session_dir))
     assert header_values(headers, "Set-Cookie") == []
     assert header_values(headers, "Vary") == ["Accept-Encoding, Cookie"]
     assert session_files(session_dir) == []
@@ -147,7 +146,7 @@ def logout_app(environ, start_response):
 
 def test_expiry_deletes_the_session_and_the_cookie(session_dir, counter):
     sid = sid_from(call(counter)[1])
-    status, headers, _ = call(SessionMiddleware(logout_app, session_dir), f"SID={sid}")
+    _status, headers, _ = call(SessionMiddleware(logout_app, session_dir), f"SID={sid}")
     (cookie,) = header_values(headers, "Set-Cookie")
     assert cookie.startswith("SID=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
     assert session_files(session_dir) == []

@@ -12,11 +12,23 @@ import platform
 import shutil
 import sys
 import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 from .asgi import ASGI
-from .contenders import (DJANGO_REQUEST_BASELINE, DJANGO_REQUESTS, FLASK, FLASK_REQUEST_BASELINE, FLASK_REQUESTS,
-                         KERNELS, OPTIONS, REDIS, REDIS_BASELINE, ROUND_TRIP, Missing, id_peers)
+from .contenders import (
+    DJANGO_REQUEST_BASELINE,
+    DJANGO_REQUESTS,
+    FLASK,
+    FLASK_REQUEST_BASELINE,
+    FLASK_REQUESTS,
+    KERNELS,
+    OPTIONS,
+    REDIS,
+    REDIS_BASELINE,
+    ROUND_TRIP,
+    Missing,
+    id_peers,
+)
 from .measure import Broke, contend, interleaved_medians, interleaved_stats
 
 BASELINE = "fastsession (compiled)"
@@ -41,12 +53,23 @@ UNDER_CONTENTION["Starlette + fastsession on Redis"] = ASGI["fastsession on Redi
 UNDER_CONTENTION["Starlette signed cookie"] = ASGI["Starlette signed cookie (default)"]
 UNDER_CONTENTION["Starlette + starsessions on Redis"] = ASGI["starsessions on Redis (no lock)"]
 
+
 class Scenario:
     """One table of the bench: its contenders (factories), the operation timed, where, and against what."""
 
-    def __init__(self, key: str, title: str, factories: Dict[str, Callable], operation: str, *,
-                 every_place: bool = True, baseline: str = BASELINE, place: Optional[str] = None,
-                 rounds_times: int = 1, spread: bool = False) -> None:
+    def __init__(
+        self,
+        key: str,
+        title: str,
+        factories: dict[str, Callable[..., Any]],
+        operation: str,
+        *,
+        every_place: bool = True,
+        baseline: str = BASELINE,
+        place: str | None = None,
+        rounds_times: int = 1,
+        spread: bool = False,
+    ) -> None:
         self.key, self.title, self.factories, self.operation = key, title, factories, operation
         self.every_place = every_place  # every filesystem, or only the first (tmpfs when there is one)
         self.baseline = baseline  # the row every ratio of this table is taken against
@@ -56,34 +79,85 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("modify", "locked read-modify-write round trip (SessionStore, get_session, one change, close)",
-             ROUND_TRIP, "modify"),
+    Scenario(
+        "modify",
+        "locked read-modify-write round trip (SessionStore, get_session, one change, close)",
+        ROUND_TRIP,
+        "modify",
+    ),
     Scenario("read", "read-only round trip (load, no change)", ROUND_TRIP, "read"),
-    Scenario("options", "what each store option costs: locked read-modify-write, compiled kernels", OPTIONS,
-             "modify", every_place=False),
-    Scenario("redis-modify", "Redis: locked read-modify-write round trip, against two plain redis-py calls "
-             "(GET, SET with a TTL)",
-             REDIS, "modify", baseline=REDIS_BASELINE, place="loopback", every_place=False),
-    Scenario("redis-read", "Redis: read-only round trip (a locked read), against one plain redis-py GET", REDIS,
-             "read",
-             baseline=REDIS_BASELINE, place="loopback", every_place=False),
-    Scenario("flask", "one Flask request (test client) to a view that counts visits", FLASK, "modify",
-             every_place=False, rounds_times=3, spread=True),
-    Scenario("asgi", "one ASGI request through Starlette (in-process, no sockets) to a view that counts visits",
-             ASGI, "modify", every_place=False, rounds_times=3, spread=True),
-    Scenario("flask-request", "what the store costs of a whole Flask request (test client, a view that counts "
-             "visits; the last row: the same request with no session store)", FLASK_REQUESTS, "modify",
-             every_place=False, rounds_times=3, spread=True, baseline=FLASK_REQUEST_BASELINE),
-    Scenario("django-request", "what the store costs of a whole Django request (test client, a view that counts "
-             "visits; the last row: the same request with no session middleware)", DJANGO_REQUESTS, "modify",
-             every_place=False, rounds_times=3, spread=True, baseline=DJANGO_REQUEST_BASELINE),
+    Scenario(
+        "options",
+        "what each store option costs: locked read-modify-write, compiled kernels",
+        OPTIONS,
+        "modify",
+        every_place=False,
+    ),
+    Scenario(
+        "redis-modify",
+        "Redis: locked read-modify-write round trip, against two plain redis-py calls (GET, SET with a TTL)",
+        REDIS,
+        "modify",
+        baseline=REDIS_BASELINE,
+        place="loopback",
+        every_place=False,
+    ),
+    Scenario(
+        "redis-read",
+        "Redis: read-only round trip (a locked read), against one plain redis-py GET",
+        REDIS,
+        "read",
+        baseline=REDIS_BASELINE,
+        place="loopback",
+        every_place=False,
+    ),
+    Scenario(
+        "flask",
+        "one Flask request (test client) to a view that counts visits",
+        FLASK,
+        "modify",
+        every_place=False,
+        rounds_times=3,
+        spread=True,
+    ),
+    Scenario(
+        "asgi",
+        "one ASGI request through Starlette (in-process, no sockets) to a view that counts visits",
+        ASGI,
+        "modify",
+        every_place=False,
+        rounds_times=3,
+        spread=True,
+    ),
+    Scenario(
+        "flask-request",
+        "what the store costs of a whole Flask request (test client, a view that counts "
+        "visits; the last row: the same request with no session store)",
+        FLASK_REQUESTS,
+        "modify",
+        every_place=False,
+        rounds_times=3,
+        spread=True,
+        baseline=FLASK_REQUEST_BASELINE,
+    ),
+    Scenario(
+        "django-request",
+        "what the store costs of a whole Django request (test client, a view that counts "
+        "visits; the last row: the same request with no session middleware)",
+        DJANGO_REQUESTS,
+        "modify",
+        every_place=False,
+        rounds_times=3,
+        spread=True,
+        baseline=DJANGO_REQUEST_BASELINE,
+    ),
     Scenario("lock", "lock acquire + release", KERNELS, "lock"),
     Scenario("load", "read + decode a session file", KERNELS, "load"),
     Scenario("commit", "lock + encode + commit", KERNELS, "commit"),
 ]
 
 
-def filesystems() -> Dict[str, str]:
+def filesystems() -> dict[str, str]:
     """The places to measure: tmpfs (/dev/shm) and the default temp directory."""
     places = {}
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
@@ -101,11 +175,11 @@ class JournaledExt4:
     SIZE = 256 * 1024 * 1024
 
     def __init__(self) -> None:
-        self.path: Optional[str] = None
+        self.path: str | None = None
         self.why = ""
         self.image = ""
 
-    def __enter__(self) -> "JournaledExt4":
+    def __enter__(self) -> JournaledExt4:
         import subprocess
 
         if os.geteuid() != 0:
@@ -150,9 +224,10 @@ def fs_type(path: str) -> str:
     return kind
 
 
-def machine(places: Dict[str, str]) -> Dict[str, Any]:
-    import fastsession
+def machine(places: dict[str, str]) -> dict[str, Any]:
     import orjson
+
+    import fastsession
 
     cpu = platform.processor() or "?"
     try:
@@ -194,17 +269,19 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def made(name: str, factory: Callable, where: str, missing: Dict[str, str]) -> Optional[Dict[str, Any]]:
+def made(name: str, factory: Callable[..., Any], where: str, missing: dict[str, str]) -> dict[str, Any] | None:
     """``factory(where)``; None, with the reason in ``missing``, when that contender cannot run here."""
     try:
-        return factory(where)
+        ops: dict[str, Any] = factory(where)
+        return ops
     except (Missing, ImportError) as exc:  # a peer not installed: "not measured"
         missing[name] = str(exc)
         return None
 
 
-def build(factories: Dict[str, Callable], directory: str, scenario: str,
-          missing: Dict[str, str]) -> Dict[str, Any]:
+def build(
+    factories: dict[str, Callable[..., Any]], directory: str, scenario: str, missing: dict[str, str]
+) -> dict[str, Any]:
     runners = {}
     for name, factory in factories.items():
         ops = made(name, factory, directory, missing)
@@ -213,12 +290,12 @@ def build(factories: Dict[str, Callable], directory: str, scenario: str,
     return runners
 
 
-def run(quick: bool = False, quiet: bool = False) -> Dict[str, Any]:
+def run(quick: bool = False, quiet: bool = False) -> dict[str, Any]:
     with JournaledExt4() as journaled:
         return _run(quick, quiet, journaled)
 
 
-def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> Dict[str, Any]:
+def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> dict[str, Any]:
     rounds = 7 if quick else 31
     count = 100 if quick else 400
     places = filesystems()
@@ -227,8 +304,8 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> Dict[str, Any]:
     work = {name: tempfile.mkdtemp(prefix="fastsession-bench-", dir=path) for name, path in places.items()}
     steps = sum(len(places) if scenario.every_place else 1 for scenario in SCENARIOS)
     progress = Progress(1 + steps + 1, quiet)
-    results: Dict[str, Any] = {"machine": machine(places), "rounds": rounds, "scenarios": [], "missing": {}}
-    missing: Dict[str, str] = results["missing"]
+    results: dict[str, Any] = {"machine": machine(places), "rounds": rounds, "scenarios": [], "missing": {}}
+    missing: dict[str, str] = results["missing"]
     if journaled.path is None:
         missing["journaled ext4 column"] = journaled.why
     try:
@@ -240,13 +317,23 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> Dict[str, Any]:
             if ops is not None:
                 ids[name] = ops["ids"]
         ids.update(id_peers())
-        results["scenarios"].append({
-            "key": "ids", "title": "new session id", "baseline": BASELINE,
-            "places": {"memory": interleaved_medians(ids, rounds * 2, progress=progress.tick)},
-        })
+        results["scenarios"].append(
+            {
+                "key": "ids",
+                "title": "new session id",
+                "baseline": BASELINE,
+                "places": {"memory": interleaved_medians(ids, rounds * 2, progress=progress.tick)},
+            }
+        )
         for scenario in SCENARIOS:
-            entry: Dict[str, Any] = {"key": scenario.key, "title": scenario.title, "baseline": scenario.baseline,
-                                     "places": {}, "spread": {}, "rounds": rounds * scenario.rounds_times}
+            entry: dict[str, Any] = {
+                "key": scenario.key,
+                "title": scenario.title,
+                "baseline": scenario.baseline,
+                "places": {},
+                "spread": {},
+                "rounds": rounds * scenario.rounds_times,
+            }
             for place, directory in list(work.items())[: None if scenario.every_place else 1]:
                 column = scenario.place or place
                 progress.step(f"{scenario.key} ({column})")
@@ -263,7 +350,7 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> Dict[str, Any]:
         progress.step(f"contention: 4 processes x {count} increments of one session")
         place = "tmpfs" if "tmpfs" in work else "disk"
         folder = tempfile.mkdtemp(prefix="contention-", dir=work[place])
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for name, factory in UNDER_CONTENTION.items():
             ops = made(name, factory, tempfile.mkdtemp(dir=folder), missing)
             if ops is None:
@@ -283,7 +370,7 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> Dict[str, Any]:
     return results
 
 
-def format_table(results: Dict[str, Any]) -> str:
+def format_table(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"fastsession {m['fastsession']} bench: Python {m['python']}, {m['cpu']}, {m['cores']} cores",
@@ -297,13 +384,15 @@ def format_table(results: Dict[str, Any]) -> str:
         baseline = entry.get("baseline", BASELINE)
         spread = entry.get("spread", {})
         lines += ["", entry["title"] + (f"  [ratio against {baseline}]" if baseline != BASELINE else "")]
-        lines.append(f"  {'':34s}" + "".join(f"{place + ' µs':>12s}{'ratio':>9s}" + ("   iqr" if place in spread else "")
-                                            for place in places))
-        names: List[str] = []
+        lines.append(
+            f"  {'':34s}"
+            + "".join(f"{place + ' µs':>12s}{'ratio':>9s}" + ("   iqr" if place in spread else "") for place in places)
+        )
+        names: list[str] = []
         for figures in entry["places"].values():
             names += [n for n in figures if n not in names]
         if not names:
-            lines.append("  (no contender installed: see \"not measured\")")
+            lines.append('  (no contender installed: see "not measured")')
         for name in names:
             row = f"  {name:34s}"
             for place in places:
@@ -320,8 +409,11 @@ def format_table(results: Dict[str, Any]) -> str:
             lines.append(row.rstrip())
     contention = results.get("contention")
     if contention:
-        lines += ["", f"contention: {contention['processes']} processes x {contention['count']} increments "
-                      f"of one session ({contention['place']})"]
+        lines += [
+            "",
+            f"contention: {contention['processes']} processes x {contention['count']} increments "
+            f"of one session ({contention['place']})",
+        ]
         lines.append(f"  {'':34s}{'1 proc ops/s':>14s}{'4 procs ops/s':>15s}{'4 / 1':>8s}{'lost updates':>16s}")
         for name, row in contention["rows"].items():
             if "broke" in row:
@@ -335,7 +427,7 @@ def format_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Dict[str, Any], path: str) -> None:
+def plot(results: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,8 +441,9 @@ def plot(results: Dict[str, Any], path: str) -> None:
             figures = entry["places"][place]
             names = list(figures)[::-1]
             ax = axes[row][col]
-            colours = ["tab:green" if n.startswith("fastsession") else "tab:grey" if n == FLOOR else "tab:red"
-                       for n in names]
+            colours = [
+                "tab:green" if n.startswith("fastsession") else "tab:grey" if n == FLOOR else "tab:red" for n in names
+            ]
             ax.barh(names, [figures[n] * 1e6 for n in names], color=colours)
             ax.set_xscale("log")
             ax.set_xlabel("µs per request (log scale, lower is better)")
@@ -360,7 +453,7 @@ def plot(results: Dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(quick: bool = False, as_json: bool = False, plot_path: Optional[str] = None) -> int:
+def main(quick: bool = False, as_json: bool = False, plot_path: str | None = None) -> int:
     if plot_path:
         try:
             import matplotlib  # noqa: F401
@@ -368,7 +461,7 @@ def main(quick: bool = False, as_json: bool = False, plot_path: Optional[str] = 
             sys.stderr.write("--plot needs matplotlib: pip install matplotlib\n")
             return 2
     results = run(quick=quick)
-    results["command"] = " ".join(["fastsession bench"] + sys.argv[2:])
+    results["command"] = " ".join(["fastsession bench", *sys.argv[2:]])
     if as_json:
         print(json.dumps(results, indent=2))
     else:

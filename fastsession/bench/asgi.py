@@ -13,14 +13,14 @@ import os
 import re
 import secrets
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable
 
 from .contenders import Missing, Runner, redis_url
 
 COOKIE = re.compile(rb"^session=([^;]*)")
 
 
-def starlette_ops(middleware: Callable[[], List[Any]]) -> Dict[str, Callable]:
+def starlette_ops(middleware: Callable[[], list[Any]]) -> dict[str, Callable[..., Any]]:
     """One in-process ASGI request to Starlette behind ``middleware()``: modify, increment, counter."""
     try:
         from starlette.applications import Starlette
@@ -38,8 +38,8 @@ def starlette_ops(middleware: Callable[[], List[Any]]) -> Dict[str, Callable]:
         return PlainTextResponse(str(request.session.get("visits", 0)))
 
     routes = [Route("/", visit), Route("/peek", peek)]
-    made: Dict[int, Any] = {}  # pid -> (loop, app)
-    jar: Dict[str, bytes] = {}
+    made: dict[int, Any] = {}  # pid -> (loop, app)
+    jar: dict[str, bytes] = {}
 
     def here() -> Any:
         pid = os.getpid()
@@ -53,15 +53,26 @@ def starlette_ops(middleware: Callable[[], List[Any]]) -> Dict[str, Callable]:
         headers = [(b"host", b"bench")]
         if "cookie" in jar:
             headers.append((b"cookie", b"session=" + jar["cookie"]))
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("bench", 80)}
-        body: List[bytes] = []
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("bench", 80),
+        }
+        body: list[bytes] = []
 
-        async def receive() -> Dict[str, Any]:
+        async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: Dict[str, Any]) -> None:
+        async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 for key, value in message["headers"]:
                     found = COOKIE.match(value) if key == b"set-cookie" else None
@@ -75,7 +86,8 @@ def starlette_ops(middleware: Callable[[], List[Any]]) -> Dict[str, Callable]:
 
     def request(path: str) -> bytes:
         loop, app = here()
-        return loop.run_until_complete(get(app, path))
+        answer: bytes = loop.run_until_complete(get(app, path))
+        return answer
 
     def modify(k: int) -> float:
         loop, app = here()
@@ -86,31 +98,32 @@ def starlette_ops(middleware: Callable[[], List[Any]]) -> Dict[str, Callable]:
                 await get(app, "/")
             return time.perf_counter() - start
 
-        return loop.run_until_complete(many())
+        seconds: float = loop.run_until_complete(many())
+        return seconds
 
     request("/")  # the session exists from here on
     return {"modify": modify, "increment": lambda: request("/"), "counter": lambda: int(request("/peek") or 0)}
 
 
-def with_fastsession_files(directory: str) -> Callable[[], List[Any]]:
+def with_fastsession_files(directory: str) -> Callable[[], list[Any]]:
     from starlette.middleware import Middleware
 
     from ..asgi import SessionMiddleware
 
-    return lambda: [Middleware(SessionMiddleware, session_directory=directory)]
+    return lambda: [Middleware(SessionMiddleware, session_directory=directory)]  # type: ignore[arg-type]
 
 
-def with_fastsession_redis(directory: str) -> Callable[[], List[Any]]:
+def with_fastsession_redis(directory: str) -> Callable[[], list[Any]]:
     import redis.asyncio
     from starlette.middleware import Middleware
 
     from ..asgi import SessionMiddleware
 
     url, prefix = redis_url(), f"bench-asgi-{secrets.token_hex(4)}:"
-    return lambda: [Middleware(SessionMiddleware, redis=redis.asyncio.Redis.from_url(url), prefix=prefix)]
+    return lambda: [Middleware(SessionMiddleware, redis=redis.asyncio.Redis.from_url(url), prefix=prefix)]  # type: ignore[arg-type]
 
 
-def with_signed_cookie(directory: str) -> Callable[[], List[Any]]:
+def with_signed_cookie(directory: str) -> Callable[[], list[Any]]:
     try:
         import itsdangerous  # noqa: F401  (Starlette's SessionMiddleware needs it)
     except ImportError:
@@ -121,7 +134,7 @@ def with_signed_cookie(directory: str) -> Callable[[], List[Any]]:
     return lambda: [Middleware(SessionMiddleware, secret_key="fastsession-benchmark-" + "k" * 32)]
 
 
-def with_starsessions_redis(directory: str) -> Callable[[], List[Any]]:
+def with_starsessions_redis(directory: str) -> Callable[[], list[Any]]:
     try:
         from starsessions import SessionAutoloadMiddleware, SessionMiddleware
         from starsessions.stores.redis import RedisStore
@@ -130,15 +143,17 @@ def with_starsessions_redis(directory: str) -> Callable[[], List[Any]]:
     from starlette.middleware import Middleware
 
     url, prefix = redis_url(), f"bench-starsessions-{secrets.token_hex(4)}:"
-    return lambda: [Middleware(SessionMiddleware, store=RedisStore(url, prefix=prefix), lifetime=3600,
-                               cookie_https_only=False), Middleware(SessionAutoloadMiddleware)]
+    return lambda: [
+        Middleware(SessionMiddleware, store=RedisStore(url, prefix=prefix), lifetime=3600, cookie_https_only=False),
+        Middleware(SessionAutoloadMiddleware),
+    ]
 
 
-def without_sessions(directory: str) -> Callable[[], List[Any]]:
-    return lambda: []
+def without_sessions(directory: str) -> Callable[[], list[Any]]:
+    return list
 
 
-def asgi(configure: Callable[[str], Callable[[], List[Any]]]) -> Callable[[str], Dict[str, Runner]]:
+def asgi(configure: Callable[[str], Callable[[], list[Any]]]) -> Callable[[str], dict[str, Runner]]:
     return lambda directory: starlette_ops(configure(directory))
 
 

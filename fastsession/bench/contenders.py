@@ -12,7 +12,7 @@ import atexit
 import os
 import secrets
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable
 
 import orjson
 
@@ -66,9 +66,9 @@ class CookieJar:
     """A transaction holding one browser's cookies."""
 
     def __init__(self) -> None:
-        self.cookies: Dict[str, str] = {}
+        self.cookies: dict[str, str] = {}
 
-    def get_cookie(self, name: str) -> Optional[Cookie]:
+    def get_cookie(self, name: str) -> Cookie | None:
         value = self.cookies.get(name)
         return None if value is None else Cookie(value)
 
@@ -79,7 +79,7 @@ class CookieJar:
         self.cookies.pop(name, None)
 
 
-def twin_kernels(kind: str) -> object:
+def twin_kernels(kind: str) -> Any:
     """One twin's kernel set; Missing when the compiled one was not built."""
     try:
         return _kernels.twin(kind)
@@ -93,8 +93,9 @@ def twin_store(kind: str) -> type:
     return type(f"SessionStore_{kind}", (SessionStore,), {"backend_class": backend})
 
 
-def facade_ops(store_class: type, where: object, setup: Optional[Callable[[Any], None]] = None,
-               **options: object) -> Dict[str, Callable]:
+def facade_ops(
+    store_class: type, where: Any, setup: Callable[[Any], None] | None = None, **options: Any
+) -> dict[str, Callable[..., Any]]:
     """Round trips through the public facade: a store per request, as a web app makes them.
 
     ``setup(store)`` runs in the request that creates the session (a login's bind_user, say).
@@ -118,16 +119,16 @@ def facade_ops(store_class: type, where: object, setup: Optional[Callable[[Any],
 
     def counter() -> int:
         with store_class(jar, where, **options) as store:
-            return store.get_session(False)["visits"]
+            return int(store.get_session(False)["visits"])
 
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
-def fastsession_ops(kind: str, directory: str, **options: object) -> Dict[str, Callable]:
+def fastsession_ops(kind: str, directory: str, **options: Any) -> dict[str, Callable[..., Any]]:
     return facade_ops(twin_store(kind), directory, **options)
 
 
-def bound_ops(directory: str) -> Dict[str, Callable]:
+def bound_ops(directory: str) -> dict[str, Callable[..., Any]]:
     """facade_ops on a session bound to a user (bind_user), as after a login."""
     return facade_ops(twin_store("c"), directory, setup=lambda store: store.bind_user("user-42", user_agent="bench"))
 
@@ -152,7 +153,7 @@ def redis_url() -> str:
     return _redis_url
 
 
-def redis_client() -> object:
+def redis_client() -> Any:
     """A client of redis_url()."""
     global _redis_client
     if _redis_client is None:
@@ -164,13 +165,13 @@ def redis_client() -> object:
     return _redis_client
 
 
-def redis_ops(directory: str) -> Dict[str, Callable]:
+def redis_ops(directory: str) -> dict[str, Callable[..., Any]]:
     from ..redis import RedisSessionStore
 
     return facade_ops(RedisSessionStore, redis_client(), prefix=f"bench-{secrets.token_hex(4)}:")
 
 
-def plain_redis_ops(directory: str) -> Dict[str, Callable]:
+def plain_redis_ops(directory: str) -> dict[str, Callable[..., Any]]:
     """The same session with two plain redis-py calls and no lock (GET, then SET with a TTL): the Redis floor."""
     client = redis_client()
     key = f"bench-plain-{secrets.token_hex(4)}"
@@ -187,7 +188,7 @@ def plain_redis_ops(directory: str) -> Dict[str, Callable]:
     return {"modify": repeat(modify), "read": repeat(read)}
 
 
-def fastsession_kernels(kind: str, directory: str) -> Dict[str, Runner]:
+def fastsession_kernels(kind: str, directory: str) -> dict[str, Runner]:
     k = twin_kernels(kind)
     path = os.fsencode(os.path.join(directory, f"kernel-{kind}"))
     lock = path + b".lock"
@@ -221,7 +222,7 @@ def real_layout(directory: str) -> str:
     return os.path.join(directory, name[:2], name)
 
 
-def lean_ops(directory: str) -> Dict[str, Callable]:
+def lean_ops(directory: str) -> dict[str, Callable[..., Any]]:
     """The shortest plain-Python locked round trip: os.open/os.read/orjson/os.rename (on the real layout)."""
     path = real_layout(directory)
     lock, temp = path + ".lock", path + ".tmp"
@@ -234,13 +235,14 @@ def lean_ops(directory: str) -> Dict[str, Callable]:
         os.write(fd, holder)
         os.close(fd)
 
-    def load() -> dict:
+    def load() -> dict[str, Any]:
         fd = os.open(path, os.O_RDONLY)
         raw = os.read(fd, os.fstat(fd).st_size)
         os.close(fd)
-        return orjson.loads(raw)
+        data: dict[str, Any] = orjson.loads(raw)
+        return data
 
-    def commit(data: dict) -> None:
+    def commit(data: dict[str, Any]) -> None:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, orjson.dumps(data))
         os.close(fd)
@@ -276,10 +278,10 @@ def lean_ops(directory: str) -> Dict[str, Callable]:
     }
 
 
-_floor = None
+_floor: Any = None
 
 
-def floor_ops(directory: str) -> Dict[str, Runner]:
+def floor_ops(directory: str) -> dict[str, Runner]:
     """The C program making fastsession's system calls and nothing else."""
     global _floor
     if _floor is None:
@@ -315,14 +317,19 @@ def django_settings() -> Any:
     except ImportError:
         raise Missing("Django is not installed") from None
     if not settings.configured:
-        settings.configure(SECRET_KEY="fastsession-benchmark-" + "k" * 40, USE_TZ=True, ALLOWED_HOSTS=["testserver"],
-                           ROOT_URLCONF="fastsession.bench.django_app", MIDDLEWARE=[],
-                           INSTALLED_APPS=["django.contrib.sessions"])
+        settings.configure(
+            SECRET_KEY="fastsession-benchmark-" + "k" * 40,
+            USE_TZ=True,
+            ALLOWED_HOSTS=["testserver"],
+            ROOT_URLCONF="fastsession.bench.django_app",
+            MIDDLEWARE=[],
+            INSTALLED_APPS=["django.contrib.sessions"],
+        )
         django.setup()
     return settings
 
 
-def django_ops(directory: str) -> Dict[str, Callable]:
+def django_ops(directory: str) -> dict[str, Callable[..., Any]]:
     django_settings()
     from django.contrib.sessions.backends.file import SessionStore as DjangoFileStore
 
@@ -341,12 +348,12 @@ def django_ops(directory: str) -> Dict[str, Callable]:
         store_class(key)["visits"]
 
     def counter() -> int:
-        return store_class(key)["visits"]
+        return int(store_class(key)["visits"])
 
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
-def beaker_ops(directory: str) -> Dict[str, Callable]:
+def beaker_ops(directory: str) -> dict[str, Callable[..., Any]]:
     try:
         from beaker.session import Session as BeakerSession
     except ImportError:
@@ -366,12 +373,12 @@ def beaker_ops(directory: str) -> Dict[str, Callable]:
         BeakerSession({}, id=sid, **options)["visits"]
 
     def counter() -> int:
-        return BeakerSession({}, id=sid, **options)["visits"]
+        return int(BeakerSession({}, id=sid, **options)["visits"])
 
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
-def cachelib_ops(directory: str) -> Dict[str, Callable]:
+def cachelib_ops(directory: str) -> dict[str, Callable[..., Any]]:
     try:
         from cachelib import FileSystemCache
     except ImportError:
@@ -390,39 +397,39 @@ def cachelib_ops(directory: str) -> Dict[str, Callable]:
         cache.get(key)["visits"]
 
     def counter() -> int:
-        return cache.get(key)["visits"]
+        return int(cache.get(key)["visits"])
 
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
-def webstack_ops(directory: str, delay: float = 0.01) -> Dict[str, Callable]:
+def webstack_ops(directory: str, delay: float = 0.01) -> dict[str, Callable[..., Any]]:
     # delay=0.01 instead of 2005's 1 s, or the contention run would take minutes.
     where = os.path.join(directory, "webstack")
     jar = CookieJar()
     store = WebStack2005Store(jar, where, delay=delay)
-    store.get_session(1).update(SESSION)
+    store.get_session(1).update(SESSION)  # type: ignore[union-attr]  # get_session(create) is never None
     store.close()
 
     def modify() -> None:
         store = WebStack2005Store(jar, where, delay=delay)
-        store.get_session(1)["visits"] += 1
+        store.get_session(1)["visits"] += 1  # type: ignore[index]  # get_session(create) is never None
         store.close()
 
     def read() -> None:
         store = WebStack2005Store(jar, where, delay=delay)
-        store.get_session(1)["visits"]
+        store.get_session(1)["visits"]  # type: ignore[index]  # get_session(create) is never None
         store.close()
 
     def counter() -> int:
         store = WebStack2005Store(jar, where, delay=delay)
-        value = store.get_session(0)["visits"]
+        value = store.get_session(0)["visits"]  # type: ignore[index]  # get_session(create) is never None
         store.close()
-        return value
+        return int(value)
 
     return {"modify": repeat(modify), "read": repeat(read), "increment": modify, "counter": counter}
 
 
-def flask_ops(configure: Callable, directory: str) -> Dict[str, Callable]:
+def flask_ops(configure: Callable[..., Any], directory: str) -> dict[str, Callable[..., Any]]:
     """One request through Flask's test client to a view that counts visits."""
     try:
         import flask
@@ -463,13 +470,13 @@ def flask_ops(configure: Callable, directory: str) -> Dict[str, Callable]:
     }
 
 
-def with_fastsession_files(app: object, directory: str) -> None:
+def with_fastsession_files(app: Any, directory: str) -> None:
     from ..contrib.flask import FastSessionInterface
 
     app.session_interface = FastSessionInterface(directory)
 
 
-def with_fastsession_redis(app: object, directory: str) -> None:
+def with_fastsession_redis(app: Any, directory: str) -> None:
     from ..contrib.flask import FastSessionInterface
     from ..redis import RedisSessionStore
 
@@ -478,17 +485,18 @@ def with_fastsession_redis(app: object, directory: str) -> None:
     )
 
 
-def with_flask_session_redis(app: object, directory: str) -> None:
+def with_flask_session_redis(app: Any, directory: str) -> None:
     try:
         from flask_session import Session
     except ImportError:
         raise Missing("Flask-Session is not installed") from None
-    app.config.update(SESSION_TYPE="redis", SESSION_REDIS=redis_client(),
-                      SESSION_KEY_PREFIX=f"bench-fs-{secrets.token_hex(4)}:")
+    app.config.update(
+        SESSION_TYPE="redis", SESSION_REDIS=redis_client(), SESSION_KEY_PREFIX=f"bench-fs-{secrets.token_hex(4)}:"
+    )
     Session(app)
 
 
-def with_no_session(app: object, directory: str) -> None:
+def with_no_session(app: Any, directory: str) -> None:
     """The same Flask request with no session store at all: a dict nobody stores (the request's floor)."""
     from flask.sessions import SessionInterface, SessionMixin
 
@@ -502,31 +510,35 @@ def with_no_session(app: object, directory: str) -> None:
         def save_session(self, app: Any, session: Any, response: Any) -> None:
             pass
 
-    app.session_interface = NoStore()  # type: ignore[attr-defined]
+    app.session_interface = NoStore()
 
 
-def django_request_ops(engine: Optional[str], directory: str) -> Dict[str, Callable]:
+def django_request_ops(engine: str | None, directory: str) -> dict[str, Callable[..., Any]]:
     """One request through Django's test client to a view that counts visits, with the engine's middleware
     (fastsession's LockingSessionMiddleware for fastsession), or with no session middleware at all."""
     settings = django_settings()
     from django.test import Client
     from django.test.utils import override_settings
 
-    middleware = {"fastsession.contrib.django": "fastsession.contrib.django.LockingSessionMiddleware",
-                  "django.contrib.sessions.backends.file": "django.contrib.sessions.middleware.SessionMiddleware"}
+    middleware = {
+        "fastsession.contrib.django": "fastsession.contrib.django.LockingSessionMiddleware",
+        "django.contrib.sessions.backends.file": "django.contrib.sessions.middleware.SessionMiddleware",
+    }
     settings.SESSION_FILE_PATH = directory  # read per request by both file engines
-    with override_settings(MIDDLEWARE=[middleware[engine]] if engine else [],
-                           SESSION_ENGINE=engine or "django.contrib.sessions.backends.db"):
+    with override_settings(
+        MIDDLEWARE=[middleware[engine]] if engine else [],
+        SESSION_ENGINE=engine or "django.contrib.sessions.backends.db",
+    ):
         client = Client()
         client.get("/visit")  # the middleware chain is built now, with these settings
     return {"modify": repeat(lambda: client.get("/visit"))}
 
 
-def with_signed_cookie(app: object, directory: str) -> None:
+def with_signed_cookie(app: Any, directory: str) -> None:
     pass  # Flask's default: the data itself, signed, in the cookie
 
 
-def filelock_ops(directory: str) -> Dict[str, Runner]:
+def filelock_ops(directory: str) -> dict[str, Runner]:
     try:
         from filelock import FileLock
     except ImportError:
@@ -540,7 +552,7 @@ def filelock_ops(directory: str) -> Dict[str, Runner]:
     return {"lock": repeat(lock_release)}
 
 
-def id_peers() -> Dict[str, Runner]:
+def id_peers() -> dict[str, Runner]:
     import random
     import sys
 
@@ -576,7 +588,7 @@ OPTIONS = {
     "  max_lifetime=86400": lambda d: fastsession_ops("c", d, max_lifetime=86400),
     "  max_size=65536": lambda d: fastsession_ops("c", d, max_size=65536),
     "  bound to a user (bind_user)": bound_ops,
-    "  locking=\"commit\"": lambda d: fastsession_ops("c", d, locking="commit"),
+    '  locking="commit"': lambda d: fastsession_ops("c", d, locking="commit"),
 }
 
 # Redis in a table of its own: the same session through fastsession and through two plain redis-py calls.

@@ -8,12 +8,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Optional
 
 SOURCE = os.path.join(os.path.dirname(__file__), "floor.c")
 
 
-def load_floor() -> Optional[ctypes.CDLL]:
+def load_floor() -> ctypes.CDLL | None:
     """The compiled floor library, built once per source version; None without a C compiler."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:

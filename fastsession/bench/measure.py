@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable
 
 Runner = Callable[[int], float]
 
@@ -26,19 +26,21 @@ def batch_size(run: Runner, target: float) -> int:
     return max(1, k)
 
 
-def interleaved_medians(runners: Dict[str, Runner], rounds: int, target: float = 0.002,
-                        progress: Callable[[], None] = lambda: None) -> Dict[str, float]:
+def interleaved_medians(
+    runners: dict[str, Runner], rounds: int, target: float = 0.002, progress: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     """Median seconds per operation of each runner, all timed in the same rounds."""
     stats = interleaved_stats(runners, rounds, target, progress)
     return {name: figures["median"] for name, figures in stats.items()}
 
 
-def interleaved_stats(runners: Dict[str, Runner], rounds: int, target: float = 0.002,
-                      progress: Callable[[], None] = lambda: None) -> Dict[str, Dict[str, float]]:
+def interleaved_stats(
+    runners: dict[str, Runner], rounds: int, target: float = 0.002, progress: Callable[[], None] = lambda: None
+) -> dict[str, dict[str, float]]:
     """``median`` seconds per operation of each runner, all timed in the same rounds, and ``iqr``: the
     interquartile range of its batches over that median (how far to trust the figure)."""
     sizes = {name: batch_size(run, target) for name, run in runners.items()}
-    samples: Dict[str, List[float]] = {name: [] for name in runners}
+    samples: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     if not names:  # every contender of this scenario is "not measured"
         return {}
@@ -55,7 +57,7 @@ def interleaved_stats(runners: Dict[str, Runner], rounds: int, target: float = 0
     return stats
 
 
-def _worker(increment: Callable[[], None], start, count: int) -> None:
+def _worker(increment: Callable[[], None], start: Any, count: int) -> None:
     start.wait()
     for _ in range(count):
         increment()
@@ -65,8 +67,9 @@ class Broke(Exception):
     """A store that failed under contention: a worker crashed, or they stopped progressing."""
 
 
-def contend(increment: Callable[[], None], counter: Callable[[], int], processes: int,
-            count: int, deadline: float = 20.0) -> Tuple[float, float, int]:
+def contend(
+    increment: Callable[[], None], counter: Callable[[], int], processes: int, count: int, deadline: float = 20.0
+) -> tuple[float, float, int]:
     """(operations/s of one process alone, aggregate operations/s of ``processes``, lost updates).
 
     Each process makes ``count`` increments of the same session; a store that

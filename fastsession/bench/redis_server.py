@@ -9,14 +9,15 @@ import time
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class RedisServer:
     def __init__(self, port: int = 0) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "RedisServer":
         import redis  # here, not at import: the bench runs without redis-py too

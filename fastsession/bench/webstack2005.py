@@ -16,23 +16,29 @@ import pickle
 import random
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 
 class WebStack2005Store:
-    def __init__(self, trans: Any, session_directory: str, session_cookie_name: str = "SID",
-                 concurrent: int = 1, delay: float = 1) -> None:
+    def __init__(
+        self,
+        trans: Any,
+        session_directory: str,
+        session_cookie_name: str = "SID",
+        concurrent: int = 1,
+        delay: float = 1,
+    ) -> None:
         self.trans = trans
         self.session_directory = session_directory
         self.session_cookie_name = session_cookie_name
         self.concurrent = concurrent
         self.delay = delay
-        self.editing: Optional[str] = None
-        self.data: Optional[dict] = None
+        self.editing: str | None = None
+        self.data: dict[str, Any] | None = None
         if not os.path.exists(session_directory):
             os.mkdir(session_directory)
 
-    def get_session(self, create: Any) -> Optional[dict]:
+    def get_session(self, create: Any) -> dict[str, Any] | None:
         cookie = self.trans.get_cookie(self.session_cookie_name)
         if cookie:
             return self._get_session(cookie.value, create)
@@ -42,7 +48,7 @@ class WebStack2005Store:
             return self._get_session(session_id, create)
         return None
 
-    def _get_session(self, session_id: str, create: Any) -> Optional[dict]:
+    def _get_session(self, session_id: str, create: Any) -> dict[str, Any] | None:
         filename = os.path.join(self.session_directory, session_id)
         if not os.path.exists(filename) and not os.path.exists(filename + ".edit"):
             if not create:

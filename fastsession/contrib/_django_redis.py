@@ -11,14 +11,14 @@ expired (its "modified" time reads as now).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from ..redis import RedisBackend, RedisHandle
 
-_clients: Dict[Tuple[str, str, bool], Any] = {}
+_clients: dict[tuple[str, str, bool], Any] = {}
 
 
-def client_for(url: Optional[str], cache_alias: Optional[str], cluster: bool) -> Any:
+def client_for(url: str | None, cache_alias: str | None, cluster: bool) -> Any:
     """The redis-py client of a URL, or of a Django cache alias (its RedisCache's), made once per process."""
     key = (url or "", cache_alias or "", cluster)
     client = _clients.get(key)
@@ -28,17 +28,18 @@ def client_for(url: Optional[str], cache_alias: Optional[str], cluster: bool) ->
 
             cache = caches[cache_alias]
             if not hasattr(cache, "_cache") or not hasattr(cache._cache, "get_client"):
-                raise ValueError(f"FASTSESSION_REDIS_CACHE={cache_alias!r} is not a "
-                                 "django.core.cache.backends.redis.RedisCache")
+                raise ValueError(
+                    f"FASTSESSION_REDIS_CACHE={cache_alias!r} is not a django.core.cache.backends.redis.RedisCache"
+                )
             client = cache._cache.get_client(None, write=True)
         elif cluster:
             from redis.cluster import RedisCluster
 
-            client = RedisCluster.from_url(url)
+            client = RedisCluster.from_url(url or "")
         else:
             import redis
 
-            client = redis.Redis.from_url(url)
+            client = redis.Redis.from_url(url or "")
         _clients[key] = client
     return client
 
@@ -46,7 +47,7 @@ def client_for(url: Optional[str], cache_alias: Optional[str], cluster: bool) ->
 class DjangoRedis(RedisBackend):
     """RedisBackend as the Django engine uses it: per-save TTLs, Django's session keys."""
 
-    def __init__(self, client: Any, timeout: Optional[float], prefix: str, check_key: Any) -> None:
+    def __init__(self, client: Any, timeout: float | None, prefix: str, check_key: Any) -> None:
         RedisBackend.__init__(self, client, True, 1.0, timeout, 30.0, None, prefix)
         self.check_key = check_key
 
@@ -54,23 +55,22 @@ class DjangoRedis(RedisBackend):
         data_key, lock_key = self._keys(key)
         return RedisHandle(key, data_key, lock_key, None, None)
 
-    def open(self, key: str, timeout: Any = ...) -> RedisHandle:  # type: ignore[override]
-        return self._run(self._open(key, timeout))
+    def open(self, key: str, timeout: Any = ...) -> RedisHandle:
+        return self._run(self._open(key, timeout))  # type: ignore[no-any-return]
 
-    def load(self, handle: RedisHandle, want_mtime: bool = False) -> Optional[Tuple[dict, bytes, float]]:
+    def load(self, handle: RedisHandle, want_mtime: bool = False) -> tuple[dict[str, Any], bytes, float] | None:
         loaded = self._run(self._load(handle))
         handle.read = None  # what the lock read is fresh once: read again next time
         return None if loaded is None else (loaded[0], loaded[1], time.time())
 
     def exists(self, handle: RedisHandle) -> bool:
-        body, _ = self._run(self._script("read the session", "read",
-                                         [handle.data_key, *self._legacy(handle.key)], []))
+        body, _ = self._run(self._script("read the session", "read", [handle.data_key, *self._legacy(handle.key)], []))
         return body is not None
 
-    def save(self, handle: RedisHandle, body: bytes, ttl: Optional[float] = None) -> None:  # type: ignore[override]
+    def save(self, handle: RedisHandle, body: bytes, ttl: float | None = None) -> None:
         self._run(self._save(handle, body, _ms(ttl)))
 
-    def write(self, handle: RedisHandle, body: bytes, ttl: Optional[float] = None) -> None:
+    def write(self, handle: RedisHandle, body: bytes, ttl: float | None = None) -> None:
         """Write and keep the lock (the middleware holds it until the request ends)."""
         self._run(self._save(handle, body, _ms(ttl), keep_lock=handle.token is not None))
 
@@ -78,6 +78,6 @@ class DjangoRedis(RedisBackend):
         self.delete(handle)  # data and lock: the request does not write this key again (Django cycles it)
 
 
-def _ms(seconds: Optional[float]) -> str:
+def _ms(seconds: float | None) -> str:
     """A TTL in ms for the scripts: "0" (none) for None, else at least 1 ms (an expiry already past)."""
     return "0" if seconds is None else str(max(1, int(seconds * 1000)))

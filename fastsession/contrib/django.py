@@ -45,12 +45,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import time
 import re
 import tempfile
 import weakref
 from importlib import import_module
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -65,8 +64,7 @@ from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
 from ..names import stored_name
-from ..store import (LOCKING, META, RELEASE, BaseStore, check_max_size, created_meta, encode, outlived,
-                     shared_backend)
+from ..store import LOCKING, META, RELEASE, BaseStore, check_max_size, created_meta, encode, outlived, shared_backend
 from ..users import UserSession, bound, entry, user_hash
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
@@ -77,7 +75,7 @@ def path_safe(key: object) -> bool:
     return isinstance(key, str) and _PATH_SAFE.fullmatch(key) is not None
 
 
-_private_checked: set = set()
+_private_checked: set[Any] = set()
 
 
 def default_path() -> str:
@@ -88,8 +86,9 @@ def default_path() -> str:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
-        check_folder(os.fsencode(path), "Django's default session folder (set SESSION_FILE_PATH to choose one)",
-                     private=True)
+        check_folder(
+            os.fsencode(path), "Django's default session folder (set SESSION_FILE_PATH to choose one)", private=True
+        )
         _private_checked.add(path)
     return path
 
@@ -112,7 +111,7 @@ def backend() -> Any:
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
 
 
-def max_lifetime() -> Optional[float]:
+def max_lifetime() -> float | None:
     """FASTSESSION_MAX_LIFETIME: seconds from a session's creation (its login) after which it is gone."""
     value = getattr(settings, "FASTSESSION_MAX_LIFETIME", None)
     if value is not None and not value > 0:
@@ -125,7 +124,7 @@ def encrypting() -> bool:
     return bool(getattr(settings, "FASTSESSION_ENCRYPT", False))
 
 
-def max_size() -> Optional[int]:
+def max_size() -> int | None:
     """FASTSESSION_MAX_SIZE: the bytes an encoded session may take (None: no limit)."""
     value = getattr(settings, "FASTSESSION_MAX_SIZE", None)
     if value is not None:
@@ -146,8 +145,10 @@ def old_engine() -> Any:
     if "pickle" in serializer.lower():
         from django.core.exceptions import ImproperlyConfigured
 
-        raise ImproperlyConfigured(f"FASTSESSION_MIGRATE_FROM reads sessions through SESSION_SERIALIZER, and "
-                                   f"{serializer} unpickles: migrate with a JSON serializer")
+        raise ImproperlyConfigured(
+            f"FASTSESSION_MIGRATE_FROM reads sessions through SESSION_SERIALIZER, and "
+            f"{serializer} unpickles: migrate with a JSON serializer"
+        )
     if name == "fastsession.contrib.django":
         raise ValueError("FASTSESSION_MIGRATE_FROM names the engine being replaced, not this one")
     return import_module(name)
@@ -167,19 +168,19 @@ def busy(exc: LockTimeout) -> HttpResponse:
     return response
 
 
-class SessionStore(SessionBase):
+class SessionStore(SessionBase):  # type: ignore[misc]
     """Django's SessionBase on fastsession's files backend."""
 
-    def __init__(self, session_key: Optional[str] = None) -> None:
+    def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
         self._backend = backend()
-        self._held: Optional[tuple] = None  # (key, handle) while LockingSessionMiddleware holds it
-        self._base: Optional[bytes] = None  # the bytes load() read: what a "commit" save merges against
-        self._released: Optional[tuple] = None  # (key, bytes) that release() saved
+        self._held: tuple[Any, ...] | None = None  # (key, handle) while LockingSessionMiddleware holds it
+        self._base: bytes | None = None  # the bytes load() read: what a "commit" save merges against
+        self._released: tuple[Any, ...] | None = None  # (key, bytes) that release() saved
         self._migrating: Any = None  # the old engine's store whose record goes once this one is saved
-        self._meta: Optional[dict] = None  # the stored META (store.META): creation time, bound user
-        self._indexed: Optional[tuple] = None  # (user hash, stored name) of the stored record's index entry
-        self._base_plain: Optional[bytes] = None  # what a sealed record opened to: what "commit" merges against
+        self._meta: dict[str, Any] | None = None  # the stored META (store.META): creation time, bound user
+        self._indexed: tuple[Any, ...] | None = None  # (user hash, stored name) of the stored record's index entry
+        self._base_plain: bytes | None = None  # what a sealed record opened to: what "commit" merges against
 
     # -- keys -----------------------------------------------------------------
 
@@ -188,29 +189,29 @@ class SessionStore(SessionBase):
         while True:
             key = kernels.new_session_id()
             if not self.exists(key):
-                return key
+                return key  # type: ignore[no-any-return]
 
     async def _aget_new_session_key(self) -> str:
         return self._get_new_session_key()
 
-    def _handle(self, key: str, timeout: Any = ...) -> tuple:
+    def _handle(self, key: str, timeout: Any = ...) -> tuple[Any, ...]:
         """The held lock's handle for ``key``, or a new lock on it (``timeout``: the backend's)."""
         if self._held is not None and self._held[0] == key:
-            return self._held[1]
-        return self._backend.open(key, timeout)
+            return self._held[1]  # type: ignore[no-any-return]
+        return self._backend.open(key, timeout)  # type: ignore[no-any-return]
 
-    def _is_held(self, handle: tuple) -> bool:
+    def _is_held(self, handle: tuple[Any, ...]) -> bool:
         return self._held is not None and self._held[1] is handle
 
     # -- SessionBase's storage API -------------------------------------------
 
-    def exists(self, session_key: Optional[str]) -> bool:
+    def exists(self, session_key: str | None) -> bool:
         if not path_safe(session_key):
             return False
-        return self._backend.exists(self._backend.unlocked(session_key))
+        return self._backend.exists(self._backend.unlocked(session_key))  # type: ignore[no-any-return]
 
-    def load(self) -> dict:
-        key = self._session_key
+    def load(self) -> dict[str, Any]:
+        key = self._session_key  # type: ignore[has-type]
         loaded = None
         if path_safe(key):  # a corrupt file is logged by the backend and reads as None
             loaded = self._backend.load(self._backend.unlocked(key), want_mtime=True)
@@ -234,13 +235,13 @@ class SessionStore(SessionBase):
             self._base_plain = encode(data, None, self._meta)
         if self._meta is not None and "u" in self._meta:
             self._indexed = (self._meta["u"], stored_name(key))
-        return data
+        return data  # type: ignore[no-any-return]
 
     def _opener(self) -> BaseStore:
         """A store on this engine's backend: the seal and the user index are the core's."""
         return BaseStore(None, self._backend, max_lifetime=max_lifetime(), encrypt=encrypting())
 
-    def _migrated(self, key: Optional[str]) -> Optional[dict]:
+    def _migrated(self, key: str | None) -> dict[str, Any] | None:
         """The session the engine being replaced (FASTSESSION_MIGRATE_FROM) holds for ``key``, moved here; else None.
 
         Stored under the same key (unless a request of the same user stored
@@ -258,7 +259,7 @@ class SessionStore(SessionBase):
             self._session_key = None
             self.modified = True  # saved under a new key by the middleware
             self._migrating = previous
-            return data
+            return data  # type: ignore[no-any-return]
         body = encode(data)
         ttl = (self.get_expiry_age(expiry=data.get("_session_expiry")),) if on_redis(self._backend) else ()
         handle = self._handle(key)
@@ -271,15 +272,15 @@ class SessionStore(SessionBase):
                 self._backend.write(handle, body, *ttl)
             else:
                 self._backend.save(handle, body, *ttl)
-                handle = None
+                handle = None  # type: ignore[assignment]
         finally:
             if handle is not None and not held:
                 self._backend.release(handle)
         self._base = body
         previous.delete(key)
-        return data
+        return data  # type: ignore[no-any-return]
 
-    def _delete_if_expired(self, key: Optional[str], wait: bool = True, name: Optional[bytes] = None) -> None:
+    def _delete_if_expired(self, key: str | None, wait: bool = True, name: bytes | None = None) -> None:
         """Delete the session of ``key`` (or of stored ``name``) if, read again under its lock, it is still expired.
 
         An unlocked read decided it looked expired; a request may have saved it
@@ -290,7 +291,7 @@ class SessionStore(SessionBase):
             if name is not None:
                 handle = self._backend.open_stored(name, None if wait else 0)
             else:
-                handle = self._handle(key, None if wait else 0)
+                handle = self._handle(key, None if wait else 0)  # type: ignore[arg-type]
         except LockTimeout:
             return
         held = self._is_held(handle)
@@ -302,10 +303,8 @@ class SessionStore(SessionBase):
             if not held:
                 self._backend.release(handle)
 
-    def _expiry_date(self, data: dict, mtime: float) -> Any:
-        modified = datetime.datetime.fromtimestamp(
-            mtime, tz=datetime.timezone.utc if settings.USE_TZ else None
-        )
+    def _expiry_date(self, data: dict[str, Any], mtime: float) -> Any:
+        modified = datetime.datetime.fromtimestamp(mtime, tz=datetime.timezone.utc if settings.USE_TZ else None)
         expiry = data.get("_session_expiry")
         # 0 (set_expiry(0): expire at browser close) and None mean "server-side
         # age SESSION_COOKIE_AGE", as in Django's own backends; another int is
@@ -314,14 +313,14 @@ class SessionStore(SessionBase):
             return modified + datetime.timedelta(seconds=expiry)
         return expiry or modified + datetime.timedelta(seconds=self.get_session_cookie_age())
 
-    def _is_expired(self, data: dict, mtime: float) -> bool:
+    def _is_expired(self, data: dict[str, Any], mtime: float) -> bool:
         """Past its expiry, or (FASTSESSION_MAX_LIFETIME) older than its absolute lifetime."""
         meta = data.get(META)
         if meta and outlived(meta.get("c"), max_lifetime()):
             return True
-        return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0
+        return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0  # type: ignore[no-any-return]
 
-    def _encoded(self, data: dict) -> bytes:
+    def _encoded(self, data: dict[str, Any]) -> bytes:
         """``data``'s bytes with the session's META (its creation time, once max_lifetime needs it)."""
         if max_lifetime() is not None:  # a new session, or the first save since the setting was made: now
             self._meta = created_meta(self._meta)
@@ -329,7 +328,7 @@ class SessionStore(SessionBase):
 
     def create(self) -> None:
         while True:
-            self._session_key = self._get_new_session_key()
+            self._session_key = self._get_new_session_key()  # type: ignore[assignment]
             try:
                 self.save(must_create=True)
             except CreateError:
@@ -381,7 +380,7 @@ class SessionStore(SessionBase):
 
     # -- the per-user index (fastsession.users) ---------------------------------------------
 
-    def bind_user(self, user_id: Optional[str], **metadata: Any) -> None:
+    def bind_user(self, user_id: str | None, **metadata: Any) -> None:
         """Bind this session to ``user_id`` (None unbinds); listed by sessions_of once saved.
 
         Done on login and logout by this module's signal receivers.
@@ -390,7 +389,7 @@ class SessionStore(SessionBase):
         self._meta = bound(self._meta, user_id, metadata)
         self.modified = True
 
-    def sessions_of(self, user_id: str) -> list:
+    def sessions_of(self, user_id: str) -> list[Any]:
         """The user's sessions (fastsession.users.UserSession): stored name, created, last seen, metadata."""
         return self._opener().sessions_of(user_id)
 
@@ -417,7 +416,7 @@ class SessionStore(SessionBase):
             count += 1
         return count
 
-    def _merged(self, handle: tuple, data: dict, body: bytes) -> Tuple[dict, bytes]:
+    def _merged(self, handle: tuple[Any, ...], data: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         """Under the lock: (``data``, ``body``), or the merge of this request's changes into what is stored now
         (and its bytes)."""
         loaded = self._backend.load(handle)
@@ -430,7 +429,7 @@ class SessionStore(SessionBase):
         theirs = loaded[0]
         base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
         if their_meta is not None and "x" in their_meta:
-            theirs, their_meta = self._opener()._unsealed(self.session_key, their_meta)  # type: ignore[arg-type]
+            theirs, their_meta = self._opener()._unsealed(self.session_key, their_meta)
             if theirs is None:
                 raise UpdateError  # what is stored now does not open: never overwritten unread
         if self._meta == base_meta:
@@ -447,7 +446,7 @@ class SessionStore(SessionBase):
         if held is not None:
             self._backend.release(held[1])
 
-    def delete(self, session_key: Optional[str] = None) -> None:
+    def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
             if self.session_key is None:
                 return
@@ -488,7 +487,7 @@ class SessionStore(SessionBase):
                 # waited for in a thread; a cancelled request gives back the lock once the thread gets it
                 self._held = (key, await AsyncFiles._in_thread(self._backend.open, key, undo=self._backend.release))
             else:
-                self._held = (key, await async_files(self._backend).open(key))
+                self._held = (key, await async_files(self._backend).open(key))  # type: ignore[arg-type]
 
     def unlock(self) -> None:
         if self._held is not None:
@@ -507,7 +506,7 @@ class SessionStore(SessionBase):
                 await io.call((RELEASE, held))
 
 
-class LockingSessionMiddleware(SessionMiddleware):
+class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
     """Django's SessionMiddleware, holding the session's lock for the whole request.
 
     Overlapping requests of one user then run one after the other, so none

@@ -28,7 +28,7 @@ store is ``fastsession.contrib.flask.current_store()``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
@@ -48,13 +48,13 @@ class FlaskSession(TrackedSession, SessionMixin):
 
     modified = False  # changes are found by comparing encoded bytes, not by this flag
 
-    def __init__(self, session_id: Optional[str] = None, data: Any = (), new: bool = False) -> None:
+    def __init__(self, session_id: str | None = None, data: Any = (), new: bool = False) -> None:
         TrackedSession.__init__(self, session_id, data)
         self.new = new
         self.regenerated = False
-        self.released: Optional[str] = None  # what release() did, for save_session's cookie
+        self.released: str | None = None  # what release() did, for save_session's cookie
         self.store: Any = None
-        self.migrated: Optional[tuple] = None  # (reader, old id): the old store's record, deleted once stored
+        self.migrated: tuple[Any, ...] | None = None  # (reader, old id): the old store's record, deleted once stored
 
     def regenerate(self) -> None:
         """A fresh id for this session (call it after login); the old id is deleted."""
@@ -87,8 +87,25 @@ class BusySession(FlaskSession):
         raise ServiceUnavailable(retry_after=int(RETRY_AFTER))
 
 
-for _name in ("__getitem__", "get", "setdefault", "__contains__", "__len__", "__iter__", "keys", "values", "items",
-              "__setitem__", "__delitem__", "update", "pop", "popitem", "clear", "release", "regenerate"):
+for _name in (
+    "__getitem__",
+    "get",
+    "setdefault",
+    "__contains__",
+    "__len__",
+    "__iter__",
+    "keys",
+    "values",
+    "items",
+    "__setitem__",
+    "__delitem__",
+    "update",
+    "pop",
+    "popitem",
+    "clear",
+    "release",
+    "regenerate",
+):
     setattr(BusySession, _name, BusySession._busy)
 
 
@@ -143,9 +160,15 @@ class FastSessionInterface(SessionInterface):
 
     session_class = FlaskSession
 
-    def __init__(self, directory: Any, *, store_class: type = SessionStore,
-                 read_only: Optional[Callable[[Request], bool]] = None, migrate_from: Any = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        directory: Any,
+        *,
+        store_class: type = SessionStore,
+        read_only: Callable[[Request], bool] | None = None,
+        migrate_from: Any = None,
+        **options: Any,
+    ) -> None:
         self.directory = directory
         self.read_only = read_only
         self.migrate_from = migrate_from
@@ -167,7 +190,7 @@ class FastSessionInterface(SessionInterface):
         if self.read_only is not None and self.read_only(request):
             store.read_only()
         try:
-            session = store.get_session(False)  # locks a stored session until save_session
+            session: FlaskSession | None = store.get_session(False)  # locks a stored session until save_session
             if session is None and self.migrate_from is not None:
                 session = self._migrated(store, request.cookies.get(self.get_cookie_name(app)))
         except LockTimeout as exc:
@@ -184,12 +207,12 @@ class FastSessionInterface(SessionInterface):
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         store = getattr(session, "store", None)
-        if store is None or isinstance(session, BusySession):
+        if store is None or isinstance(session, BusySession) or not isinstance(session, FlaskSession):
             return
         released = getattr(session, "released", None)
         if store.closed and released is None:  # already saved (Flask may call twice after an error)
             return
-        cookie = {
+        cookie: dict[str, Any] = {
             "domain": self.get_cookie_domain(app),
             "path": self.get_cookie_path(app),
             "secure": self.get_cookie_secure(app),
@@ -215,19 +238,17 @@ class FastSessionInterface(SessionInterface):
         if outcome in ("deleted", "nothing"):
             return
         if outcome == "issued" or (session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
-            response.set_cookie(
-                name, session.session_id, expires=self.get_expiration_time(app, session), **cookie
-            )
+            response.set_cookie(name, session.session_id, expires=self.get_expiration_time(app, session), **cookie)
             response.vary.add("Cookie")
 
-    def _migrated(self, store: Any, cookie: Optional[str]) -> Optional[FlaskSession]:
+    def _migrated(self, store: Any, cookie: str | None) -> FlaskSession | None:
         """The session the old store holds for ``cookie``, as this store's (stored at save_session); None if none."""
         found = self.migrate_from.load(cookie) if cookie else None
         if found is None:
             return None
         old_id, data = found
         if store.backend.kernels.is_valid_id(old_id):
-            session = store._get_session(old_id, True)  # locked; empty unless migrated meanwhile
+            session: FlaskSession = store._get_session(old_id, True)  # locked; empty unless migrated meanwhile
             if not session:
                 session.update(data)
             session.regenerated = cookie != old_id  # a signed cookie: send the bare id from now on

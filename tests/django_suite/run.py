@@ -25,8 +25,19 @@ def fetch_sdist(version: str, cache: str) -> str:
     found = glob.glob(os.path.join(cache, f"[Dd]jango-{version}.tar.gz"))
     if not found:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
-             f"django=={version}", "-d", cache],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                f"django=={version}",
+                "-d",
+                cache,
+            ],
             check=True,
         )
         found = glob.glob(os.path.join(cache, f"[Dd]jango-{version}.tar.gz"))
@@ -76,9 +87,12 @@ def main() -> int:
     django.setup()
     from django.test.runner import DiscoverRunner
 
-    print(f"Django {django.__version__}: its session tests from {os.path.basename(sdist)} "
-          "against SESSION_ENGINE = fastsession.contrib.django"
-          + (f" on Redis ({args.redis})" if args.redis else " on files"), flush=True)
+    print(
+        f"Django {django.__version__}: its session tests from {os.path.basename(sdist)} "
+        "against SESSION_ENGINE = fastsession.contrib.django"
+        + (f" on Redis ({args.redis})" if args.redis else " on files"),
+        flush=True,
+    )
     failures = DiscoverRunner(verbosity=1, interactive=False).run_tests(["engine_tests"])
     return 1 if failures else 0
 
