@@ -32,7 +32,7 @@
 #endif
 
 /* -1 with errno ENOSYS where the kernel (before Linux 3.17) or the system has no getrandom. */
-static ssize_t fastsession_getrandom(void *buf, size_t size, unsigned int flags)
+static inline ssize_t fastsession_getrandom(void *buf, size_t size, unsigned int flags)
 {
 #if defined(SYS_getrandom)
     return syscall(SYS_getrandom, buf, size, flags);
@@ -43,7 +43,7 @@ static ssize_t fastsession_getrandom(void *buf, size_t size, unsigned int flags)
 #endif
 }
 
-static int fastsession_fstat(int fd, struct stat *st)
+static inline int fastsession_fstat(int fd, struct stat *st)
 {
 #ifdef FASTSESSION_RAW_STAT
     return (int)syscall(SYS_fstat, fd, st);
@@ -52,7 +52,7 @@ static int fastsession_fstat(int fd, struct stat *st)
 #endif
 }
 
-static int fastsession_lstat(const char *path, struct stat *st)
+static inline int fastsession_lstat(const char *path, struct stat *st)
 {
 #ifdef FASTSESSION_RAW_STAT
     return (int)syscall(SYS_newfstatat, AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW);

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from redis.exceptions import NoScriptError
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, ScriptCaller, is_cluster
+from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, ScriptCaller, is_cluster, packed
 from .store import DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE, SAVE, Steps
 
 
@@ -45,13 +45,14 @@ class AsyncScripts:
             await pool.release(connection)
 
     async def _evalsha(self, connection: Any, name: str, keys: Any, args: Any) -> Any:
-        await connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+        command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)
+        await connection.send_packed_command(command)
         try:
             return await connection.read_response()
         except NoScriptError:  # not loaded on this server (yet, or any more)
-            await connection.send_command("SCRIPT", "LOAD", SCRIPTS[name])
+            await connection.send_packed_command((packed("SCRIPT", "LOAD", SCRIPTS[name]),))
             await connection.read_response()
-            await connection.send_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
+            await connection.send_packed_command(command)
             return await connection.read_response()
 
     @staticmethod

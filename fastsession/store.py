@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 import orjson
 
-from . import sealed
+from . import _kernels, sealed
 from .errors import SerializationError, SessionError, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
@@ -116,19 +116,8 @@ T = TypeVar("T")
 Steps = Generator[tuple[Any, ...], Any, T]
 
 
-def run(backend: Any, steps: Steps[T]) -> T:
-    """Carry out a core routine's backend calls one after another; its result."""
-    try:
-        call = next(steps)
-        while True:
-            try:
-                result = getattr(backend, call[0])(*call[1:])
-            except BaseException as exc:
-                call = steps.throw(exc)
-            else:
-                call = steps.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]  # what the routine returned: its T
+# The driver of the routines (the sync face, the Redis backend): _drive_c, or its pure twin _drive_py.
+run = _kernels.ACTIVE.run
 
 
 class StoreCore:
@@ -656,6 +645,10 @@ class BaseStore(StoreCore):
 
     __slots__ = ()
 
+    def _run(self, steps: Steps[T]) -> T:
+        backend = self.backend
+        return backend.kernels.run(backend, steps)  # type: ignore[no-any-return]
+
     # -- WebStack's documented methods ---------------------------------
 
     def get_session(self, create: Any) -> Session | None:
@@ -663,49 +656,52 @@ class BaseStore(StoreCore):
         session = self._session
         if session is not None:
             return session
-        return run(self.backend, self._do_get_session(create))
+        backend = self.backend  # (driven inline: the two calls every request makes)
+        found: Session | None = backend.kernels.run(backend, self._do_get_session(create))
+        return found
 
     def close(self) -> None:
         """Commit: write back if changed, release the lock, carry out a pending expiry."""
-        run(self.backend, self._do_close())
+        backend = self.backend
+        backend.kernels.run(backend, self._do_close())
 
     def _expire_session(self, session_id: str) -> None:
         """Delete that session now, waiting (when concurrent) for whoever is editing it."""
-        run(self.backend, self._do_expire(session_id))
+        self._run(self._do_expire(session_id))
 
     def _get_session(self, session_id: str, create: Any) -> Session | None:
         """Lock (when concurrent) and load that session; None if absent and not ``create``."""
-        return run(self.backend, self._do_load(session_id, create))
+        return self._run(self._do_load(session_id, create))
 
     # -- beyond 2005 ----------------------------------------------------
 
     def regenerate_id(self) -> str:
         """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
-        return run(self.backend, self._do_regenerate_id())
+        return self._run(self._do_regenerate_id())
 
     def rollback(self) -> None:
         """Release every lock and write nothing (what ``with`` does on an exception)."""
-        run(self.backend, self._do_rollback())
+        self._run(self._do_rollback())
 
     def bind_user(self, user_id: str | None, **metadata: Any) -> None:
         """Bind this session to ``user_id`` (a str; None unbinds), listed by sessions_of once closed.
 
         ``metadata`` (a user agent, an IP, ...) is listed with it.
         """
-        run(self.backend, self._do_bind_user(user_id, metadata))
+        self._run(self._do_bind_user(user_id, metadata))
 
     def sessions_of(self, user_id: str) -> list[UserSession]:
         """The sessions bound to ``user_id`` that exist: stored name, created, last seen, metadata."""
-        return run(self.backend, self._do_sessions_of(user_id))
+        return self._run(self._do_sessions_of(user_id))
 
     def revoke(self, entry: UserSession) -> bool:
         """Delete the session ``entry`` names (waiting for a request that holds it)."""
-        return run(self.backend, self._do_revoke(entry))
+        return self._run(self._do_revoke(entry))
 
     def revoke_all(self, user_id: str, keep: Any = None) -> int:
         """Delete every session of ``user_id`` but ``keep`` (a session id, a UserSession, or a list of them);
         how many went."""
-        return run(self.backend, self._do_revoke_all(user_id, keep))
+        return self._run(self._do_revoke_all(user_id, keep))
 
     def response_cookie(self) -> str | None:
         """For adapters, as response headers go out: what the session cookie must become.
@@ -714,7 +710,7 @@ class BaseStore(StoreCore):
         None when it stays as it is. A new session that is still empty is
         dropped here: it is not stored and gets no cookie.
         """
-        return run(self.backend, self._do_response_cookie())
+        return self._run(self._do_response_cookie())
 
     def __enter__(self) -> BaseStore:
         return self

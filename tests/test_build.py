@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import fastsession
-from fastsession import _ids_py, _io_py, _lock_py
+from fastsession import _drive_py, _ids_py, _io_py, _lock_py
 
 PACKAGE = os.path.dirname(fastsession.__file__)
 
@@ -39,6 +39,7 @@ def test_twins_export_the_same_names():
         (compiled_twin("ids"), _ids_py),
         (compiled_twin("lock"), _lock_py),
         (compiled_twin("io"), _io_py),
+        (compiled_twin("drive"), _drive_py),
     ]:
         for name in [n for n in dir(compiled) if not n.startswith("_") and callable(getattr(compiled, n))]:
             if getattr(compiled, name).__module__ == compiled.__name__:
@@ -46,7 +47,7 @@ def test_twins_export_the_same_names():
 
 
 def test_every_compiled_module_has_a_stub_and_the_package_is_typed():
-    for name in ("_ids_c", "_lock_c", "_io_c"):
+    for name in ("_ids_c", "_lock_c", "_io_c", "_drive_c"):
         assert os.path.exists(os.path.join(PACKAGE, name + ".pyi"))
     assert os.path.exists(os.path.join(PACKAGE, "py.typed"))
 
@@ -74,7 +75,7 @@ def test_compiled_kernels_need_no_glibc_newer_than_manylinux2014():
     # limited to manylinux_2_34.
     from conftest import compiled_twin
 
-    for kind in ("ids", "lock", "io"):
+    for kind in ("ids", "lock", "io", "drive"):
         path = compiled_twin(kind).__file__
         symbols = subprocess.run(["objdump", "-T", path], capture_output=True, text=True, check=True).stdout
         versions = {tuple(int(n) for n in v.split(".")) for v in re.findall(r"GLIBC_(\d+\.\d+(?:\.\d+)?)", symbols)}
