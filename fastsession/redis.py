@@ -20,8 +20,10 @@ its new key by the first request that locks it (legacy keys).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Generator
 from typing import Any
 
@@ -32,6 +34,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TimeoutError,
 )
 
@@ -533,24 +536,48 @@ def packed(*args: Any) -> bytes:
     return b"".join(parts)
 
 
-class ScriptCaller:
-    """The backend's scripts as EVALSHA on one of the client's pooled connections, without redis-py's
-    per-command client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
+# Callers with idle connections of their own: a forked child must not use its parent's sockets.
+_callers: weakref.WeakSet[ScriptCaller] = weakref.WeakSet()
 
-    Kept from redis-py: the connection pool, the connection's own retry policy (a connection or timeout
-    error disconnects and retries, as ``execute_command`` does), its reply parser and errors. A script
-    the server does not know (after a restart or SCRIPT FLUSH) is loaded and called again. Clients this
-    cannot drive so (Cluster, a single-connection client, anything not a plain ``redis.Redis``) get
-    redis-py's own ``register_script`` objects.
+
+def _forget_connections_in_child() -> None:
+    for caller in _callers:
+        caller.made = 0
+        caller.idle = []  # the parent's: dropped, not closed (redis-py shuts a socket down only in its own process)
+
+
+os.register_at_fork(after_in_child=_forget_connections_in_child)
+
+
+class ScriptCaller:
+    """The backend's scripts as EVALSHA on a connection of the client's, without redis-py's per-command
+    client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
+
+    Kept from redis-py: its connections (made from the pool's class and settings, so AUTH, TLS, db,
+    RESP version and timeouts are the client's), each connection's own retry policy (a connection or
+    timeout error disconnects and retries, as ``execute_command`` does), its reply parser and errors.
+    With redis-py's default ConnectionPool, the connections a call takes and gives back are kept on an
+    idle list of this caller's (a pop and an append: the pool's checkout, with its lock, its health
+    probe and its metrics, cost as much as the rest of a call); a connection whose call failed in any
+    way but an error reply is closed, never reused half-read. Other pools (blocking, Sentinel, a client
+    cache) are used as they are, through get_connection and release. A script the server does not know
+    (after a restart or SCRIPT FLUSH) is loaded and called again. Clients this cannot drive so (Cluster,
+    a single-connection client, anything not a plain ``redis.Redis``) get redis-py's own
+    ``register_script`` objects.
     """
 
     def __init__(self, client: Any) -> None:
-        from redis import Redis
+        from redis import ConnectionPool, Redis
 
         self.shas = self.digests()
         plain = type(client) is Redis and getattr(client, "connection", None) is None
         self.pool = client.connection_pool if plain else None
         self.scripts = None if plain else {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        own = plain and type(self.pool) is ConnectionPool and getattr(self.pool, "cache", None) is None
+        self.idle: list[Any] | None = [] if own else None
+        self.made = 0  # connections on the idle list or in a call: at most the pool's max_connections
+        if own:
+            _callers.add(self)
 
     @staticmethod
     def digests() -> dict[str, str]:
@@ -560,6 +587,9 @@ class ScriptCaller:
         return {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SCRIPTS.items()}
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        idle = self.idle
+        if idle is not None:
+            return self._on_own(idle, name, keys, args)
         pool = self.pool
         if pool is None:
             return self.scripts[name](keys=keys, args=args)  # type: ignore[index]
@@ -570,6 +600,37 @@ class ScriptCaller:
             )
         finally:
             pool.release(connection)
+
+    def _on_own(self, idle: list[Any], name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            connection = idle.pop()
+        except IndexError:  # none idle: this many calls at once for the first time
+            pool: Any = self.pool
+            if self.made >= pool.max_connections:
+                raise ConnectionError("Too many connections") from None  # what the pool says (redis-py < 6 too)
+            connection = pool.connection_class(**pool.connection_kwargs)
+            self.made += 1
+        else:
+            try:  # as the pool checks one it hands out: closed by the server meanwhile, or a stray reply
+                if connection.can_read():
+                    raise ConnectionError("an idle connection had data")
+            except (ConnectionError, TimeoutError, OSError):
+                connection.disconnect()  # connected afresh by the call
+        try:
+            result = connection.retry.call_with_retry(
+                lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
+            )
+        except ResponseError:  # an error reply, read whole: the connection is as good as before
+            idle.append(connection)
+            raise
+        except BaseException:  # anything else may leave a reply half read
+            connection.disconnect()
+            idle.append(connection)  # closed: connected afresh by the next call
+            raise
+        if getattr(connection, "should_reconnect", bool)():  # the server said it moves (redis-py 6.4's notices)
+            connection.disconnect()
+        idle.append(connection)
+        return result
 
     def _evalsha(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
         command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)

@@ -366,6 +366,71 @@ def test_scripts_survive_a_script_flush_and_killed_connections(make, client, pre
     assert load(make, session_id) == {"n": 3}
 
 
+def test_calls_in_turn_share_one_idle_connection_of_the_callers_own(make, client):
+    session_id = stored(make, {"n": 0})
+    scripts = make().backend.scripts
+    [connection] = scripts.idle  # made by the first call, given back by it
+    for _ in range(5):
+        with make(Transaction({"SID": session_id})) as store:
+            store.get_session(False)["n"] += 1
+    assert scripts.idle == [connection] and scripts.made == 1
+    assert load(make, session_id) == {"n": 5}
+
+
+def test_calls_past_the_pools_max_connections_are_refused_and_the_calls_in_flight_finish(redis_url, prefix):
+    import threading
+
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, max_connections=2))
+    sessions = [stored(lambda trans: RedisSessionStore(trans, client, prefix=prefix), {"n": i}) for i in range(3)]
+    scripts = RedisSessionStore(Transaction(), client, prefix=prefix).backend.scripts
+    pauser = redis.Redis.from_url(redis_url)
+    pauser.client_pause(1500)  # every call now waits in the server, holding its connection
+    read = {}
+
+    def read_one(session_id):
+        with RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix) as store:
+            read[session_id] = dict(store.get_session(False))
+
+    threads = [threading.Thread(target=read_one, args=(session_id,)) for session_id in sessions[:2]]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 1.0
+    while (scripts.idle or scripts.made < 2) and time.monotonic() < deadline:  # both calls hold a connection
+        time.sleep(0.01)
+    assert scripts.idle == [] and scripts.made == 2
+    with pytest.raises(SessionError, match="Too many connections"):  # a third at once: as the pool says
+        RedisSessionStore(Transaction({"SID": sessions[2]}), client, prefix=prefix).get_session(False)
+    for thread in threads:
+        thread.join()
+    assert read == {sessions[0]: {"n": 0}, sessions[1]: {"n": 1}}  # the two in flight were served
+    assert scripts.made == 2 and len(scripts.idle) == 2
+    pauser.close()
+    client.close()
+
+
+def test_a_forked_child_makes_its_own_connections_and_neither_reads_the_others_replies(make, prefix):
+    from helpers import fork_child, wait_ok
+
+    parents, childs = stored(make, {"n": 0}), stored(make, {"n": 0})
+    scripts = make().backend.scripts
+    [connection] = scripts.idle
+
+    def bump(session_id, times):
+        for _ in range(times):
+            with make(Transaction({"SID": session_id})) as store:
+                store.get_session(False)["n"] += 1
+
+    def child(_):
+        assert scripts.idle == [] and scripts.made == 0  # the parent's socket is not the child's to use
+        bump(childs, 300)
+
+    pid, _ = fork_child(child)
+    bump(parents, 300)  # at the same time, on the connection the child was given a copy of
+    wait_ok(pid)
+    assert scripts.idle == [connection]
+    assert load(make, parents) == {"n": 300} and load(make, childs) == {"n": 300}
+
+
 def test_a_script_error_is_a_session_error_with_the_cause(make, client, prefix):
     session_id = stored(make, {"n": 1})
     client.delete(data_key(prefix, session_id))
