@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -611,11 +612,12 @@ class ScriptCaller:
             connection = pool.connection_class(**pool.connection_kwargs)
             self.made += 1
         else:
-            try:  # as the pool checks one it hands out: closed by the server meanwhile, or a stray reply
-                if connection.can_read():
-                    raise ConnectionError("an idle connection had data")
-            except (ConnectionError, TimeoutError, OSError):
-                connection.disconnect()  # connected afresh by the call
+            # What the pool checks of a connection it hands out: anything to read on an idle one means the
+            # server closed it meanwhile (or a notice came): connected afresh by the call. A call leaves
+            # nothing in redis-py's own buffer (one that fails is closed), so the socket alone tells.
+            sock = connection._sock
+            if sock is not None and select.select((sock,), (), (), 0)[0]:
+                connection.disconnect()
         try:
             result = connection.retry.call_with_retry(
                 lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()

@@ -377,6 +377,23 @@ def test_calls_in_turn_share_one_idle_connection_of_the_callers_own(make, client
     assert load(make, session_id) == {"n": 5}
 
 
+def test_an_idle_connection_the_server_closed_is_replaced_before_use_even_without_retries(redis_url, prefix):
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))  # an error would reach the caller
+    make = lambda trans: RedisSessionStore(trans, client, prefix=prefix)  # noqa: E731
+    session_id = stored(make, {"n": 1})
+    [connection] = make(Transaction()).backend.scripts.idle
+    killer = redis.Redis.from_url(redis_url)
+    killer.client_kill_filter(_type="normal", skipme=True)  # the idle connection too, as a server timeout would
+    time.sleep(0.05)  # the server's close has reached this end
+    assert load(make, session_id) == {"n": 1}  # checked out as a closed one: connected afresh, not sent on blind
+    assert make(Transaction()).backend.scripts.idle == [connection]
+    killer.close()
+    client.close()
+
+
 def test_calls_past_the_pools_max_connections_are_refused_and_the_calls_in_flight_finish(redis_url, prefix):
     import threading
 
