@@ -371,7 +371,7 @@ class AsyncSessionStore(AsyncBaseStore, OnFiles):
     """SessionStore for asyncio: the same sessions on disk, awaited (the same constructor)."""
 
     __slots__ = ()
-    face_backend = staticmethod(async_files)  # type: ignore[assignment]
+    face_backend = staticmethod(async_files)
 
 
 def __getattr__(name: str) -> Any:

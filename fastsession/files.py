@@ -173,10 +173,16 @@ class FileBackend:
 
     def open_load(self, key: str) -> tuple[Handle, tuple[dict[str, Any], bytes, float] | None]:
         """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails."""
+        # open's and load_or_release's steps, without their frames (and path's, for an id): every request makes this call
+        path = self.kernels.session_path(self.directory, key) if self._id_keys else None
         handle = self._lock_path(
-            self.path(key), key, self.kernels.acquire, self.delay, self.timeout, self.stale_after
-        )  # open's steps, without its frame: every request makes this call
-        return handle, self.load_or_release(handle)  # type: ignore[arg-type,return-value]  # as in open
+            path or self.path(key), key, self.kernels.acquire, self.delay, self.timeout, self.stale_after
+        )
+        try:
+            return handle, self.load(handle)  # type: ignore[arg-type,return-value]  # as in open
+        except BaseException:
+            self.release(handle)  # type: ignore[arg-type]
+            raise
 
     def load_or_release(self, handle: Handle) -> tuple[dict[str, Any], bytes, float] | None:
         """``load``, releasing the lock when it raises."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NoReturn, TypeVar
 
 import orjson
@@ -390,8 +390,10 @@ class StoreCore:
             if loaded is not None:
                 if meta is not None and "u" in meta:
                     self._indexed = (meta["u"], stored_name(session_id))
-                if self.max_lifetime is None:
-                    return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
+                if self.max_lifetime is None:  # (what _hold does, without its frame: every request comes here)
+                    session = self._session = self.session_class(session_id, data)
+                    self._handle, self._stored, self._stamp, self._meta = handle, stored, stamp, meta
+                    return session
                 meta = created_meta(meta)
                 if not outlived(meta["c"], self.max_lifetime):
                     return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
@@ -582,7 +584,7 @@ class StoreCore:
         session, handle, stored, stamp, meta = self._session, self._handle, self._stored, self._stamp, self._meta
         if session is None:
             return None, False, None
-        self._drop_current()
+        self._session = self._handle = self._stored = None  # _drop_current, without its frame
         try:
             body = encode(session, self.max_size, meta)
         except (SerializationError, SessionTooLarge) as exc:
@@ -723,8 +725,10 @@ class BaseStore(StoreCore):
 
 
 # Backends are configuration only: one per (class, directory, options), shared by
-# every store (request) that asks for the same. Bounded: apps use a handful.
-_backends: dict[tuple[Any, ...], Any] = {}
+# every store (request) that asks for the same. Found by ``where`` first (a str
+# keeps its hash; a tuple key would be built and hashed on every request), then
+# by class and options. Bounded: apps use a handful.
+_backends: dict[Any, list[tuple[type, tuple[Any, ...], Any]]] = {}
 
 
 def shared_backend(backend_class: type, where: Any, *options: Any) -> Any:
@@ -732,15 +736,17 @@ def shared_backend(backend_class: type, where: Any, *options: Any) -> Any:
 
     ``where`` is a directory (files) or a client (Redis).
     """
-    key = (backend_class, where, *options)
-    backend = _backends.get(key)
-    if backend is None:
-        backend = backend_class(where, *options)
-        # A relative directory may mean another folder after a chdir: not shared.
-        if not isinstance(where, (str, bytes, os.PathLike)) or os.path.isabs(where):
-            if len(_backends) >= 64:
-                _backends.clear()
-            _backends[key] = backend
+    made = _backends.get(where)
+    if made is not None:
+        for made_class, made_options, backend in made:
+            if made_class is backend_class and made_options == options:
+                return backend
+    backend = backend_class(where, *options)
+    # A relative directory may mean another folder after a chdir: not shared.
+    if not isinstance(where, (str, bytes, os.PathLike)) or os.path.isabs(where):
+        if len(_backends) >= 64 or (made is not None and len(made) >= 8):
+            _backends.clear()
+        _backends.setdefault(where, []).append((backend_class, options, backend))
     return backend
 
 
@@ -778,7 +784,7 @@ class OnFiles(StoreCore):
         StoreCore.__init__(
             self,
             trans,
-            self.face_backend(backend),
+            backend if self.face_backend is None else self.face_backend(backend),
             session_cookie_name,
             locking,
             on_conflict,
@@ -790,9 +796,8 @@ class OnFiles(StoreCore):
         self.concurrent = concurrent
         self.delay = delay
 
-    @staticmethod
-    def face_backend(backend: Any) -> Any:
-        return backend
+    # What the face's calls go to, made of the shared backend (None: the backend itself; the async face wraps it).
+    face_backend: Callable[[Any], Any] | None = None
 
 
 class SessionStore(BaseStore, OnFiles):

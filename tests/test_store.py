@@ -616,3 +616,27 @@ def test_what_is_not_a_regular_file_counts_as_absent_and_is_logged(session_dir, 
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert load(session_dir, session_id) is None  # never blocks, never raises
     assert "not a regular file" in caplog.text
+
+
+def test_stores_of_one_directory_and_options_share_one_backend_and_the_table_stays_bounded(
+    session_dir, tmp_path, monkeypatch
+):
+    from fastsession import store as store_module
+
+    monkeypatch.setattr(store_module, "_backends", {})  # not the one earlier tests filled
+    first = SessionStore(Transaction(), session_dir).backend
+    assert SessionStore(Transaction(), session_dir).backend is first  # made once, not per request
+    slower = SessionStore(Transaction(), session_dir, delay=0.5).backend
+    assert slower is not first and slower.delay == 0.5  # other options: another backend
+    assert SessionStore(Transaction(), session_dir).backend is first
+    monkeypatch.chdir(tmp_path)
+    assert (
+        SessionStore(Transaction(), "here").backend is not SessionStore(Transaction(), "here").backend
+    )  # after a chdir
+    for i in range(100):
+        SessionStore(Transaction(), str(tmp_path / f"app{i}"))
+    assert len(store_module._backends) <= 64
+    for i in range(20):
+        SessionStore(Transaction(), session_dir, delay=i + 1)
+    assert len(store_module._backends[session_dir]) <= 8
+    assert SessionStore(Transaction(), session_dir, delay=20).backend.delay == 20
