@@ -616,8 +616,15 @@ class ScriptCaller:
             # server closed it meanwhile (or a notice came): connected afresh by the call. A call leaves
             # nothing in redis-py's own buffer (one that fails is closed), so the socket alone tells.
             sock = connection._sock
-            if sock is not None and select.select((sock,), (), (), 0)[0]:
-                connection.disconnect()
+            if sock is not None:
+                try:
+                    readable = select.select((sock,), (), (), 0)[0]
+                except ValueError:  # a descriptor past select's FD_SETSIZE (1024): poll it
+                    poller = select.poll()
+                    poller.register(sock, select.POLLIN)
+                    readable = poller.poll(0)
+                if readable:
+                    connection.disconnect()
         try:
             result = connection.retry.call_with_retry(
                 lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()

@@ -394,6 +394,32 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_use_even_withou
     client.close()
 
 
+def test_an_idle_connection_past_descriptor_1024_is_checked_too(redis_url, prefix):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.fail(f"the test needs 1200 file descriptors; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = []
+    try:
+        while len(filler) < 1100:  # a busy app's descriptors: the client's socket comes after them
+            filler.append(os.open("/dev/null", os.O_RDONLY))
+        client = redis.Redis.from_url(redis_url)
+        make = lambda trans: RedisSessionStore(trans, client, prefix=prefix)  # noqa: E731
+        session_id = stored(make, {"n": 1})
+        [connection] = make(Transaction()).backend.scripts.idle
+        assert connection._sock.fileno() >= 1024
+        redis.Redis.from_url(redis_url).client_kill_filter(_type="normal", skipme=True)
+        time.sleep(0.05)
+        assert load(make, session_id) == {"n": 1}  # select() cannot take it: poll() said it was closed
+        client.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_calls_past_the_pools_max_connections_are_refused_and_the_calls_in_flight_finish(redis_url, prefix):
     import threading
 
