@@ -596,9 +596,7 @@ class ScriptCaller:
             return self.scripts[name](keys=keys, args=args)  # type: ignore[index]
         connection = pool.get_connection()
         try:
-            return connection.retry.call_with_retry(
-                lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
-            )
+            return self._retried(connection, name, keys, args)
         finally:
             pool.release(connection)
 
@@ -626,9 +624,7 @@ class ScriptCaller:
                 if readable:
                     connection.disconnect()
         try:
-            result = connection.retry.call_with_retry(
-                lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
-            )
+            result = self._retried(connection, name, keys, args)
         except ResponseError:  # an error reply, read whole: the connection is as good as before
             idle.append(connection)
             raise
@@ -640,6 +636,12 @@ class ScriptCaller:
             connection.disconnect()
         idle.append(connection)
         return result
+
+    def _retried(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+        """``_evalsha`` under the connection's retry policy: a connection or timeout error disconnects and retries."""
+        return connection.retry.call_with_retry(
+            lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
+        )
 
     def _evalsha(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
         command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)

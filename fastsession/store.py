@@ -390,10 +390,8 @@ class StoreCore:
             if loaded is not None:
                 if meta is not None and "u" in meta:
                     self._indexed = (meta["u"], stored_name(session_id))
-                if self.max_lifetime is None:  # (what _hold does, without its frame: every request comes here)
-                    session = self._session = self.session_class(session_id, data)
-                    self._handle, self._stored, self._stamp, self._meta = handle, stored, stamp, meta
-                    return session
+                if self.max_lifetime is None:
+                    return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
                 meta = created_meta(meta)
                 if not outlived(meta["c"], self.max_lifetime):
                     return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
@@ -584,7 +582,7 @@ class StoreCore:
         session, handle, stored, stamp, meta = self._session, self._handle, self._stored, self._stamp, self._meta
         if session is None:
             return None, False, None
-        self._session = self._handle = self._stored = None  # _drop_current, without its frame
+        self._drop_current()
         try:
             body = encode(session, self.max_size, meta)
         except (SerializationError, SessionTooLarge) as exc:
