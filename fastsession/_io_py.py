@@ -17,7 +17,8 @@ import orjson
 
 from . import _syscalls as sc
 from ._holder import MAGIC
-from ._lock_py import lock_lost, owns
+from ._ids_py import session_path
+from ._lock_py import lock_lost, owns, try_lock
 from ._syscalls import named
 from .errors import CorruptSession
 
@@ -96,6 +97,42 @@ def read_session(path: bytes, want_mtime: bool) -> tuple[dict[str, Any], bytes, 
         raise named(exc, path) from None
     data, body = parse(raw, path)
     return data, body, status.st_mtime if want_mtime else 0.0
+
+
+def open_session(
+    directory: bytes, key: object, record: bytes, want_mtime: bool
+) -> tuple[tuple[bytes, bytes, int, str], tuple[dict[str, Any], bytes, float] | None] | None:
+    """Lock and read the session of id ``key`` in one call: ``session_path``, ``try_lock`` and ``read_session``.
+
+    ((path, lock path, descriptor, key), (data, body, mtime)) when it is
+    locked and read; (that handle, None) when it is locked and there is no
+    session to give (absent, or what read_session calls corrupt: the
+    caller's load reads it again, looks for a 0.1 file, logs the corrupt
+    one); None when nothing is locked (not an id, locked by another, no
+    shard folder yet: the caller's full path raises, waits or makes the
+    folder). Any other error raises as try_lock and read_session raise it,
+    with the lock just taken released.
+    """
+    path = session_path(directory, key)
+    if path is None:
+        return None
+    lock_path = path + b".lock"
+    try:
+        fd = try_lock(lock_path, record)
+    except FileNotFoundError:
+        return None
+    if fd < 0:
+        return None
+    try:
+        handle = (path, lock_path, fd, key)
+        try:
+            return handle, read_session(path, want_mtime)  # type: ignore[return-value]  # key is an id: a str
+        except CorruptSession:
+            return handle, None  # type: ignore[return-value]
+    except BaseException:  # an error, an interrupt: the lock just taken must not outlive this call
+        sc.close(fd)
+        sc.unlink(lock_path)
+        raise
 
 
 def parse(raw: bytes, path: bytes) -> tuple[dict[str, Any], bytes]:

@@ -2,7 +2,7 @@
 
 ``FASTSESSION_NO_EXTENSIONS=1`` (read once, at import) forces the pure twins;
 so does a Python without the compiled modules (a build without a compiler).
-A kernel set is a namespace of the eleven kernel functions; ``ACTIVE`` is the
+A kernel set is a namespace of the twelve kernel functions; ``ACTIVE`` is the
 chosen one, ``twin("c")`` and ``twin("py")`` name one explicitly (tests,
 benchmarks).
 """
@@ -21,7 +21,7 @@ T = TypeVar("T")
 NAMES = {
     "ids": ("new_session_id", "is_valid_id", "stored_name", "session_path"),
     "lock": ("acquire", "try_lock", "unlock"),
-    "io": ("read_session", "commit_locked", "write_unlocked"),
+    "io": ("read_session", "open_session", "commit_locked", "write_unlocked"),
     "drive": ("run",),
 }
 
@@ -41,6 +41,9 @@ class KernelSet(Protocol):
     ) -> int: ...
     def unlock(self, fd: int, lock_path: bytes) -> None: ...
     def read_session(self, path: bytes, want_mtime: bool) -> tuple[dict[str, Any], bytes, float] | None: ...
+    def open_session(
+        self, directory: bytes, key: object, record: bytes, want_mtime: bool
+    ) -> tuple[tuple[bytes, bytes, int, str], tuple[dict[str, Any], bytes, float] | None] | None: ...
     def commit_locked(self, fd: int, lock_path: bytes, path: bytes, body: bytes, fsync: bool) -> None: ...
     def write_unlocked(self, temp_path: bytes, path: bytes, record: bytes, body: bytes, fsync: bool) -> None: ...
     def run(self, backend: Any, steps: Generator[tuple[Any, ...], Any, T]) -> T: ...

@@ -5,37 +5,12 @@ lock that is already taken drops into Python (the waiting in _lock_py, which
 both twins share).
 """
 
-from libc.errno cimport EEXIST, EINTR, ENOSPC, errno
-from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_WRONLY, open
-from posix.unistd cimport close, unlink, write
+from libc.errno cimport EEXIST, errno
+from posix.unistd cimport close, unlink
 
-from fastsession._posix cimport O_NOFOLLOW, owns_fd, raise_oserror
+from fastsession._posix cimport create_lockfile, owns_fd, raise_oserror
 
 from fastsession._lock_py import wait_to_lock
-
-cdef int LOCK_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
-
-
-cdef int create_lockfile(const char *path, const char *record, Py_ssize_t size, int *err) noexcept nogil:
-    cdef int fd
-    cdef ssize_t done
-    while True:
-        fd = open(path, LOCK_FLAGS, 0o600)
-        if fd >= 0 or errno != EINTR:
-            break
-    if fd < 0:
-        err[0] = errno
-        return -1
-    while True:
-        done = write(fd, record, size)
-        if done >= 0 or errno != EINTR:
-            break
-    if done != size:
-        err[0] = errno if done < 0 else ENOSPC
-        close(fd)
-        unlink(path)
-        return -1
-    return fd
 
 
 cdef int lock_once(bytes lock_path, bytes record) except -2:

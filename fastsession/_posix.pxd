@@ -19,7 +19,9 @@ cdef extern from "<fcntl.h>" nogil:
 cdef extern from "<stdio.h>" nogil:
     int rename(const char *oldpath, const char *newpath)
 
-from libc.errno cimport ENOENT, errno
+from libc.errno cimport EINTR, ENOENT, ENOSPC, errno
+from posix.fcntl cimport O_CLOEXEC, O_CREAT, O_EXCL, O_WRONLY, open
+from posix.unistd cimport close, unlink, write
 
 
 cdef inline bint owns_fd(int fd, const char *lock_path) noexcept nogil:
@@ -32,6 +34,31 @@ cdef inline bint owns_fd(int fd, const char *lock_path) noexcept nogil:
     if lstat(lock_path, &now) != 0:
         return errno != ENOENT
     return now.st_ino == mine.st_ino and now.st_dev == mine.st_dev
+
+
+cdef inline int create_lockfile(const char *path, const char *record, Py_ssize_t size, int *err) noexcept nogil:
+    # The lock protocol's first step, shared by the lock kernel and the fused open_session:
+    # O_EXCL-create the lockfile and write the holder line; its descriptor, or -1 and the
+    # errno in err (EEXIST: locked). A short write removes the lockfile again.
+    cdef int fd
+    cdef ssize_t done
+    while True:
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if fd >= 0 or errno != EINTR:
+            break
+    if fd < 0:
+        err[0] = errno
+        return -1
+    while True:
+        done = write(fd, record, size)
+        if done >= 0 or errno != EINTR:
+            break
+    if done != size:
+        err[0] = errno if done < 0 else ENOSPC
+        close(fd)
+        unlink(path)
+        return -1
+    return fd
 
 
 cdef inline int raise_oserror(int err, object path) except -1:

@@ -149,10 +149,8 @@ class AsyncFiles:
         started = time.perf_counter()
         try:
             if name == OPEN or name == OPEN_LOAD:
-                handle = self.files.try_open(step[1])
-                if handle is None:
-                    return PENDING
-                return handle if name == OPEN else (handle, self.files.load_or_release(handle))
+                opened = self.files.try_open(step[1]) if name == OPEN else self.files.open_load(step[1], wait=False)
+                return PENDING if opened is None else opened
             return getattr(self.files, name)(*step[1:])
         finally:
             self._note(time.perf_counter() - started)

@@ -132,6 +132,7 @@ class FileBackend:
         self.fsync = bool(fsync)
         self.check_key = check_key or self.kernels.is_valid_id
         self._id_keys = check_key is None  # keys are session ids: session_path checks and hashes in one call
+        self._fused = self._id_keys and self.concurrent  # open_load may use the kernel's open_session
 
     def path(self, key: str) -> bytes:
         """The session file of ``key`` (under its stored name); ValueError for a key that is not an id."""
@@ -171,18 +172,24 @@ class FileBackend:
         handle = self._lock_path(self.path(key), key, self.kernels.acquire, self.delay, timeout, self.stale_after)
         return handle  # type: ignore[return-value]  # acquire waits: never None
 
-    def open_load(self, key: str) -> tuple[Handle, tuple[dict[str, Any], bytes, float] | None]:
-        """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails."""
-        # open's and load_or_release's steps, without their frames (and path's, for an id): every request makes this call
-        path = self.kernels.session_path(self.directory, key) if self._id_keys else None
-        handle = self._lock_path(
-            path or self.path(key), key, self.kernels.acquire, self.delay, self.timeout, self.stale_after
-        )
-        try:
-            return handle, self.load(handle)  # type: ignore[arg-type,return-value]  # as in open
-        except BaseException:
-            self.release(handle)  # type: ignore[arg-type]
-            raise
+    def open_load(
+        self, key: str, wait: bool = True
+    ) -> tuple[Handle, tuple[dict[str, Any], bytes, float] | None] | None:
+        """``open`` then ``load``: (handle, what load gives); the lock is released if the read fails.
+
+        ``wait=False``: None when another holds the lock (then ``waits(key)``).
+        """
+        if self._fused:  # every request makes this call: the kernel locks and reads in one
+            opened = self.kernels.open_session(self.directory, key, holder_record(), self.max_age is not None)
+            if opened is not None:
+                loaded = opened[1]
+                if loaded is not None and (self.max_age is None or time.time() - loaded[2] <= self.max_age):
+                    return opened
+                return opened[0], self.load_or_release(opened[0])  # absent, corrupt, expired: load's rules
+        handle = self.open(key) if wait else self.try_open(key)
+        if handle is None:
+            return None
+        return handle, self.load_or_release(handle)
 
     def load_or_release(self, handle: Handle) -> tuple[dict[str, Any], bytes, float] | None:
         """``load``, releasing the lock when it raises."""

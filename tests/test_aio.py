@@ -264,9 +264,9 @@ def test_cancelled_request_releases_its_lock_and_writes_nothing(session_dir):
 
 
 def slowly(real, seconds=0.02):
-    def call(*args):
+    def call(*args, **kwargs):
         time.sleep(seconds)
-        return real(*args)
+        return real(*args, **kwargs)
 
     return call
 
@@ -274,7 +274,7 @@ def slowly(real, seconds=0.02):
 @pytest.fixture
 def slow_disk(monkeypatch):
     """Every lock, read, commit and release of the files backend takes 20 ms (a network disk, say)."""
-    for name in ("try_open", "load", "save", "release"):
+    for name in ("try_open", "open_load", "load", "save", "release"):
         monkeypatch.setattr(FileBackend, name, slowly(getattr(FileBackend, name)))
 
 
