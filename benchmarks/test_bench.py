@@ -34,7 +34,7 @@ def test_round_trip(benchmark, place, scenario, name):
 
 KERNEL_STEPS = [
     (scenario, name)
-    for scenario in ("lock", "load", "commit")
+    for scenario in ("lock", "load", "commit", "open")
     for name in KERNELS
     if name != "filelock.FileLock" or scenario == "lock"  # filelock only locks
 ]

@@ -33,6 +33,7 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
         "lock",
         "load",
         "commit",
+        "open",
     ]
     scenarios = {entry["key"]: entry for entry in results["scenarios"]}
     for figures in scenarios["modify"]["places"].values():

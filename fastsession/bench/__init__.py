@@ -154,6 +154,12 @@ SCENARIOS = [
     Scenario("lock", "lock acquire + release", KERNELS, "lock"),
     Scenario("load", "read + decode a session file", KERNELS, "load"),
     Scenario("commit", "lock + encode + commit", KERNELS, "commit"),
+    Scenario(
+        "open",
+        "lock + read + decode + release: a read-only request's kernel calls (open_session, unlock), no facade",
+        KERNELS,
+        "open",
+    ),
 ]
 
 

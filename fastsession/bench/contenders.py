@@ -202,11 +202,23 @@ def fastsession_kernels(kind: str, directory: str) -> dict[str, Runner]:
     def commit() -> None:
         k.commit_locked(k.acquire(lock, record, 1.0, None, 30.0), lock, path, orjson.dumps(SESSION), False)
 
+    # A read-only request's kernel calls on the real layout: open_session (lock + read + decode), unlock.
+    folder = os.fsencode(directory) + b"/"
+    session_id = k.new_session_id()
+    stored = k.session_path(folder, session_id)
+    os.makedirs(os.path.dirname(stored), mode=0o700, exist_ok=True)
+    k.write_unlocked(stored + b".tmp", stored, record, body, False)
+
+    def open_release() -> None:
+        handle, _ = k.open_session(folder, session_id, record, False)
+        k.unlock(handle[2], handle[1])
+
     return {
         "ids": repeat(k.new_session_id),
         "lock": repeat(lock_release),
         "load": repeat(lambda: k.read_session(path, False)),
         "commit": repeat(commit),
+        "open": repeat(open_release),
     }
 
 
@@ -272,6 +284,7 @@ def lean_ops(directory: str) -> dict[str, Callable[..., Any]]:
     return {
         "modify": repeat(modify),
         "read": repeat(read),
+        "open": repeat(read),  # its lock, read and release: what the kernels' row is compared with
         "lock": repeat(lock_release),
         "load": repeat(load),
         "commit": repeat(lock_commit),
@@ -299,6 +312,7 @@ def floor_ops(directory: str) -> dict[str, Runner]:
     return {
         "modify": lambda k: checked(lib.floor_modify(path, lock, header, h, body, b, k)) / 1e9,
         "read": lambda k: checked(lib.floor_read(path, lock, header, h, k)) / 1e9,
+        "open": lambda k: checked(lib.floor_read(path, lock, header, h, k)) / 1e9,
         "lock": lambda k: checked(lib.floor_lock(lock, header, h, k)) / 1e9,
         "load": lambda k: checked(lib.floor_load(path, k)) / 1e9,
         "commit": lambda k: checked(lib.floor_commit(path, lock, header, h, body, b, k)) / 1e9,

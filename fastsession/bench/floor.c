@@ -11,11 +11,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LOCK_FLAGS (O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC)
-#define READ_FLAGS (O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+#define READ_FLAGS (O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -31,13 +32,25 @@ static int take_lock(const char *lock, const char *header, size_t hlen) {
     return fd;
 }
 
+/* Read the session: open, fstat (a regular file?), one read, close. */
 static int read_whole(const char *path) {
     char buf[16384];
+    struct stat st;
     int fd = open(path, READ_FLAGS);
     if (fd < 0) return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) { close(fd); return -1; }
     ssize_t n = read(fd, buf, sizeof buf);
     close(fd);
     return n < 0 ? -1 : 0;
+}
+
+/* Before a commit or a release, whether the lockfile is still the one open at fd (nobody broke
+   the lock): fstat the descriptor, lstat the path. Then close. */
+static int still_mine_then_close(int fd, const char *lock) {
+    struct stat mine, now;
+    if (fstat(fd, &mine) < 0 || lstat(lock, &now) < 0) return -1;
+    if (mine.st_ino != now.st_ino || mine.st_dev != now.st_dev) { errno = ESTALE; return -1; }
+    return close(fd);
 }
 
 /* Locked read-modify-write: lock, read, write the next version into the
@@ -49,7 +62,7 @@ int64_t floor_modify(const char *path, const char *lock, const char *header, siz
         int fd = take_lock(lock, header, hlen);
         if (fd < 0 || read_whole(path) < 0) return -errno;
         if (write(fd, body, blen) != (ssize_t)blen) return -errno;
-        if (close(fd) < 0 || rename(lock, path) < 0) return -errno;
+        if (still_mine_then_close(fd, lock) < 0 || rename(lock, path) < 0) return -errno;
     }
     return now_ns() - start;
 }
@@ -60,7 +73,7 @@ int64_t floor_read(const char *path, const char *lock, const char *header, size_
     for (long i = 0; i < n; i++) {
         int fd = take_lock(lock, header, hlen);
         if (fd < 0 || read_whole(path) < 0) return -errno;
-        if (close(fd) < 0 || unlink(lock) < 0) return -errno;
+        if (still_mine_then_close(fd, lock) < 0 || unlink(lock) < 0) return -errno;
     }
     return now_ns() - start;
 }
@@ -70,7 +83,7 @@ int64_t floor_lock(const char *lock, const char *header, size_t hlen, long n) {
     int64_t start = now_ns();
     for (long i = 0; i < n; i++) {
         int fd = take_lock(lock, header, hlen);
-        if (fd < 0 || close(fd) < 0 || unlink(lock) < 0) return -errno;
+        if (fd < 0 || still_mine_then_close(fd, lock) < 0 || unlink(lock) < 0) return -errno;
     }
     return now_ns() - start;
 }
@@ -90,7 +103,7 @@ int64_t floor_commit(const char *path, const char *lock, const char *header, siz
     for (long i = 0; i < n; i++) {
         int fd = take_lock(lock, header, hlen);
         if (fd < 0 || write(fd, body, blen) != (ssize_t)blen) return -errno;
-        if (close(fd) < 0 || rename(lock, path) < 0) return -errno;
+        if (still_mine_then_close(fd, lock) < 0 || rename(lock, path) < 0) return -errno;
     }
     return now_ns() - start;
 }
