@@ -1,10 +1,10 @@
-"""A fixed workload for instruction counts: N locked read-modify-write round trips.
+"""A fixed workload for instruction counts: N locked read-modify-write round trips (``read``: read-only ones).
 
 Compare two versions repeatably (counts, unlike seconds, do not depend on the
 machine's load):
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        python benchmarks/callgrind_roundtrip.py 2000 /dev/shm/cg 2>&1 | grep refs
+        python benchmarks/callgrind_roundtrip.py 2000 /dev/shm/cg [read] 2>&1 | grep refs
 
 Run it once with N=0 too: the difference is the cost of N round trips.
 """
@@ -17,7 +17,7 @@ import fastsession
 from fastsession.bench.contenders import CookieJar
 
 
-def main(count: int, directory: str) -> None:
+def main(count: int, directory: str, change: bool = True) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     jar = CookieJar()
     store = fastsession.SessionStore(jar, directory)
@@ -25,10 +25,18 @@ def main(count: int, directory: str) -> None:
     store.close()
     for _ in range(count):
         store = fastsession.SessionStore(jar, directory)
-        store.get_session(1)["visits"] += 1
+        session = store.get_session(1)
+        if change:
+            session["visits"] += 1
+        else:
+            session["visits"]
         store.close()
     shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else os.path.join("/dev/shm", "fastsession-cg"))
+    main(
+        int(sys.argv[1]),
+        sys.argv[2] if len(sys.argv) > 2 else os.path.join("/dev/shm", "fastsession-cg"),
+        change=sys.argv[3:] != ["read"],
+    )
