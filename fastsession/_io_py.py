@@ -130,8 +130,10 @@ def open_session(
         except CorruptSession:
             return handle, None  # type: ignore[return-value]
     except BaseException:  # an error, an interrupt: the lock just taken must not outlive this call
-        sc.close(fd)
-        sc.unlink(lock_path)
+        try:
+            sc.close(fd)
+        finally:
+            sc.unlink(lock_path)
         raise
 
 

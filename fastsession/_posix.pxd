@@ -1,5 +1,6 @@
-# System calls the compiled kernels make, beyond Cython's own posix/*.pxd,
-# and the one place an errno becomes the OSError subclass the pure twins raise.
+# System calls the compiled kernels make, beyond Cython's own posix/*.pxd, the
+# lockfile's creation that two kernels share, and the one place an errno
+# becomes the OSError subclass the pure twins raise.
 
 from posix.stat cimport struct_stat
 

@@ -7,42 +7,122 @@ that ``fastsession.aio`` imports without redis-py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, Callable
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .redis import SCRIPTS, SLEEP, WAIT, OnRedis, RedisCore, RedisSteps, ScriptCaller, is_cluster, packed
+from .redis import (
+    IDLE_KEEP,
+    SCRIPTS,
+    SLEEP,
+    WAIT,
+    OnRedis,
+    RedisCore,
+    RedisSteps,
+    ScriptCaller,
+    checkout_args,
+    idle_list,
+    is_cluster,
+    packed,
+)
 from .store import DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE, SAVE, Steps
 
 
 class AsyncScripts:
     """The Redis routines' calls, on a ``redis.asyncio`` client: every one awaited.
 
-    Scripts go as EVALSHA on one of the client's pooled connections, as redis.ScriptCaller does for
-    the sync client (the same reasons, the same fallback for Cluster and single-connection clients).
+    Scripts go as EVALSHA on a connection of the client's, as redis.ScriptCaller does for the sync
+    client (the same reasons, the same fallback for Cluster and single-connection clients); with
+    redis-py's default ConnectionPool, on the pool's idle list (redis.idle_list) between calls.
     """
 
     def __init__(self, client: Any) -> None:
-        from redis.asyncio import Redis
+        from redis.asyncio import ConnectionPool, Redis
 
         self.client = client
         self.shas = ScriptCaller.digests()
         plain = type(client) is Redis and getattr(client, "connection", None) is None
         self.pool = client.connection_pool if plain else None
         self.scripts = None if plain else {name: client.register_script(source) for name, source in SCRIPTS.items()}
+        own = plain and type(self.pool) is ConnectionPool and getattr(self.pool, "cache", None) is None
+        self.idle = idle_list(self.pool) if own else None
+        self.checkout = checkout_args(self.pool) if plain else ()
 
     async def script(self, name: str, keys: Any, args: Any) -> Any:
-        pool = self.pool
-        if pool is None:
+        if self.pool is None:
             return await self.scripts[name](keys=keys, args=args)  # type: ignore[index]
-        connection = await pool.get_connection()
+        return await self._on_connection(self._evalsha, name, keys, args)
+
+    async def blpop(self, key: str, seconds: float) -> Any:
+        """A waiter's pause (BLPOP) on the scripts' connections: waiting takes no connection more from the pool."""
+        if self.pool is None:
+            return await self.client.blpop([key], timeout=seconds)
+        return await self._on_connection(self._command, "BLPOP", key, seconds)
+
+    async def _on_connection(self, send: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
+        idle = self.idle
+        if idle is None:
+            pool: Any = self.pool
+            connection = await pool.get_connection(*self.checkout)
+            try:
+                return await self._retried(connection, send, args)
+            finally:
+                await pool.release(connection)
         try:
-            return await connection.retry.call_with_retry(
-                lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
-            )
-        finally:
-            await pool.release(connection)
+            connection = idle.pop()
+        except IndexError:  # none idle: this many calls at once for the first time
+            connection = await self.pool.get_connection(*self.checkout)  # type: ignore[union-attr]
+        else:
+            # The event loop has read whatever came on an idle connection (the server closed it, or a
+            # notice): anything there, and it is connected afresh by the call.
+            try:
+                stale = connection.is_connected and await self.pending(connection)
+            except ConnectionError:  # closed by that check
+                stale = False
+            if stale:
+                await connection.disconnect()
+        try:
+            result = await self._retried(connection, send, args)
+        except ResponseError:  # an error reply, read whole: the connection is as good as before
+            await self._put_back(idle, connection)
+            raise
+        except BaseException:  # a failure, a cancellation: it may be half read
+            # Closing without waiting never suspends, nor does the append: it is back on the list, closed,
+            # before anything else runs (past IDLE_KEEP too: the next call gives an extra back to the pool).
+            await connection.disconnect(nowait=True)
+            idle.append(connection)
+            raise
+        if getattr(connection, "should_reconnect", bool)():  # the server said it moves (redis-py 6.4's notices)
+            await connection.disconnect()
+        await self._put_back(idle, connection)
+        return result
+
+    async def _put_back(self, idle: list[Any], connection: Any) -> None:
+        if len(idle) < IDLE_KEEP:
+            idle.append(connection)
+        else:  # a burst's extra: back to the pool, for the app's own commands
+            await self.pool.release(connection)  # type: ignore[union-attr]
+
+    @staticmethod
+    async def pending(connection: Any) -> bool:
+        """Whether anything waits to be read on an idle connection (redis-py 8's can_read; before it, can_read_destructive)."""
+        check = connection.can_read if hasattr(type(connection), "can_read") else connection.can_read_destructive
+        return bool(await check())
+
+    @staticmethod
+    async def _retried(connection: Any, send: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+        """``send(connection, *args)`` under the connection's retry policy: a connection or timeout error disconnects and retries."""
+        return await connection.retry.call_with_retry(
+            lambda: send(connection, *args), lambda error: connection.disconnect()
+        )
+
+    @staticmethod
+    async def _command(connection: Any, *command: Any) -> Any:
+        await connection.send_packed_command((packed(*command),))
+        return await connection.read_response()
 
     async def _evalsha(self, connection: Any, name: str, keys: Any, args: Any) -> Any:
         command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)
@@ -63,7 +143,7 @@ class AsyncScripts:
         if step[0] == SLEEP:
             return await asyncio.sleep(step[1])
         if step[0] == WAIT:
-            return await self.client.blpop([step[1]], timeout=step[2])
+            return await self.blpop(step[1], step[2])
         return await self.script(step[1], step[2], step[3])
 
 

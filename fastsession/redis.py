@@ -25,7 +25,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import orjson
@@ -537,14 +537,37 @@ def packed(*args: Any) -> bytes:
     return b"".join(parts)
 
 
-# Callers with idle connections of their own: a forked child must not use its parent's sockets.
-_callers: weakref.WeakSet[ScriptCaller] = weakref.WeakSet()
+# The connections the script callers of one pool hold between calls: checked out of the pool (so
+# counted against its max_connections, and closed by its disconnect(): client.close(), aclose()),
+# at most IDLE_KEEP of them. One list per pool, shared by every backend of its client, so a backend
+# made again (store.shared_backend drops a few) finds them.
+_idle_lists: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+# Connections kept checked out between calls, at most: a burst's extras go back to the pool, so that
+# the app's own commands on the same client are never refused for fastsession's parked connections.
+IDLE_KEEP = 8
+
+
+def idle_list(pool: Any) -> list[Any]:
+    """The idle connections of ``pool``'s script callers (made empty when first asked for)."""
+    idle = _idle_lists.get(pool)
+    if idle is None:
+        idle = _idle_lists[pool] = []
+    return idle
+
+
+def checkout_args(pool: Any) -> tuple[str, ...]:
+    """What ``pool.get_connection`` needs: redis-py before 5.3 requires a command name, later ones warn at one."""
+    import inspect
+
+    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    return ("EVALSHA",) if parameter is not None and parameter.default is inspect.Parameter.empty else ()
 
 
 def _forget_connections_in_child() -> None:
-    for caller in _callers:
-        caller.made = 0
-        caller.idle = []  # the parent's: dropped, not closed (redis-py shuts a socket down only in its own process)
+    for idle in _idle_lists.values():
+        idle.clear()  # the parent's: dropped, not closed (redis-py shuts a socket down only in its own process)
 
 
 os.register_at_fork(after_in_child=_forget_connections_in_child)
@@ -554,31 +577,31 @@ class ScriptCaller:
     """The backend's scripts as EVALSHA on a connection of the client's, without redis-py's per-command
     client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
 
-    Kept from redis-py: its connections (made from the pool's class and settings, so AUTH, TLS, db,
-    RESP version and timeouts are the client's), each connection's own retry policy (a connection or
-    timeout error disconnects and retries, as ``execute_command`` does), its reply parser and errors.
-    With redis-py's default ConnectionPool, the connections a call takes and gives back are kept on an
-    idle list of this caller's (a pop and an append: the pool's checkout, with its lock, its health
-    probe and its metrics, cost as much as the rest of a call); a connection whose call failed in any
-    way but an error reply is closed, never reused half-read. Other pools (blocking, Sentinel, a client
-    cache) are used as they are, through get_connection and release. A script the server does not know
-    (after a restart or SCRIPT FLUSH) is loaded and called again. Clients this cannot drive so (Cluster,
-    a single-connection client, anything not a plain ``redis.Redis``) get redis-py's own
+    Kept from redis-py: its connections (checked out of the client's pool, so AUTH, TLS, db, RESP
+    version and timeouts are the client's), each connection's own retry policy (a connection or timeout
+    error disconnects and retries, as ``execute_command`` does), its reply parser and errors. With
+    redis-py's default ConnectionPool, a connection stays checked out between calls, on the pool's
+    ``idle_list`` (a pop and an append: the pool's checkout, with its lock, its health probe and its
+    metrics, cost as much as the rest of a call, and is paid once per connection); a waiter's BLPOP
+    takes one of those too; a connection whose call failed in any way but an error reply is closed,
+    never reused half-read. Other pools (blocking, Sentinel, a client cache) are used as they are,
+    through get_connection and release. A script the server does not know (after a restart or SCRIPT
+    FLUSH) is loaded and called again. Clients this cannot drive so (Cluster, a single-connection
+    client, anything not a plain ``redis.Redis``) get redis-py's own
     ``register_script`` objects.
     """
 
     def __init__(self, client: Any) -> None:
         from redis import ConnectionPool, Redis
 
+        self.client = client
         self.shas = self.digests()
         plain = type(client) is Redis and getattr(client, "connection", None) is None
         self.pool = client.connection_pool if plain else None
         self.scripts = None if plain else {name: client.register_script(source) for name, source in SCRIPTS.items()}
         own = plain and type(self.pool) is ConnectionPool and getattr(self.pool, "cache", None) is None
-        self.idle: list[Any] | None = [] if own else None
-        self.made = 0  # connections on the idle list or in a call: at most the pool's max_connections
-        if own:
-            _callers.add(self)
+        self.idle = idle_list(self.pool) if own else None
+        self.checkout = checkout_args(self.pool) if plain else ()
 
     @staticmethod
     def digests() -> dict[str, str]:
@@ -588,27 +611,30 @@ class ScriptCaller:
         return {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SCRIPTS.items()}
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        idle = self.idle
-        if idle is not None:
-            return self._on_own(idle, name, keys, args)
-        pool = self.pool
-        if pool is None:
+        if self.pool is None:
             return self.scripts[name](keys=keys, args=args)  # type: ignore[index]
-        connection = pool.get_connection()
-        try:
-            return self._retried(connection, name, keys, args)
-        finally:
-            pool.release(connection)
+        return self._on_connection(self._evalsha, name, keys, args)
 
-    def _on_own(self, idle: list[Any], name: str, keys: list[str], args: list[Any]) -> Any:
+    def blpop(self, key: str, seconds: float) -> Any:
+        """A waiter's pause (BLPOP) on the scripts' connections: waiting takes no connection more from the pool."""
+        if self.pool is None:
+            return self.client.blpop([key], timeout=seconds)
+        return self._on_connection(self._command, "BLPOP", key, seconds)
+
+    def _on_connection(self, send: Callable[..., Any], *args: Any) -> Any:
+        """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
+        idle = self.idle
+        if idle is None:
+            pool: Any = self.pool
+            connection = pool.get_connection(*self.checkout)
+            try:
+                return self._retried(connection, send, args)
+            finally:
+                pool.release(connection)
         try:
             connection = idle.pop()
         except IndexError:  # none idle: this many calls at once for the first time
-            pool: Any = self.pool
-            if self.made >= pool.max_connections:
-                raise ConnectionError("Too many connections") from None  # what the pool says (redis-py < 6 too)
-            connection = pool.connection_class(**pool.connection_kwargs)
-            self.made += 1
+            connection = self.pool.get_connection(*self.checkout)  # type: ignore[union-attr]  # connected, checked; past max_connections: refused
         else:
             # What the pool checks of a connection it hands out: anything to read on an idle one means the
             # server closed it meanwhile (or a notice came): connected afresh by the call. A call leaves
@@ -624,24 +650,34 @@ class ScriptCaller:
                 if readable:
                     connection.disconnect()
         try:
-            result = self._retried(connection, name, keys, args)
+            result = self._retried(connection, send, args)
         except ResponseError:  # an error reply, read whole: the connection is as good as before
-            idle.append(connection)
+            self._put_back(idle, connection)
             raise
         except BaseException:  # anything else may leave a reply half read
             connection.disconnect()
-            idle.append(connection)  # closed: connected afresh by the next call
+            self._put_back(idle, connection)  # closed: connected afresh by its next call
             raise
         if getattr(connection, "should_reconnect", bool)():  # the server said it moves (redis-py 6.4's notices)
             connection.disconnect()
-        idle.append(connection)
+        self._put_back(idle, connection)
         return result
 
-    def _retried(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
-        """``_evalsha`` under the connection's retry policy: a connection or timeout error disconnects and retries."""
-        return connection.retry.call_with_retry(
-            lambda: self._evalsha(connection, name, keys, args), lambda error: connection.disconnect()
-        )
+    def _put_back(self, idle: list[Any], connection: Any) -> None:
+        if len(idle) < IDLE_KEEP:
+            idle.append(connection)
+        else:  # a burst's extra: back to the pool, for the app's own commands
+            self.pool.release(connection)  # type: ignore[union-attr]
+
+    @staticmethod
+    def _retried(connection: Any, send: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``send(connection, *args)`` under the connection's retry policy: a connection or timeout error disconnects and retries."""
+        return connection.retry.call_with_retry(lambda: send(connection, *args), lambda error: connection.disconnect())
+
+    @staticmethod
+    def _command(connection: Any, *command: Any) -> Any:
+        connection.send_packed_command((packed(*command),))
+        return connection.read_response()
 
     def _evalsha(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
         command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)
@@ -676,7 +712,7 @@ class RedisBackend(RedisCore):
     sleep = staticmethod(time.sleep)
 
     def wait(self, key: str, seconds: float) -> Any:
-        return self.client.blpop([key], timeout=seconds)
+        return self.scripts.blpop(key, seconds)
 
     def open(self, key: str) -> RedisHandle:
         return self._run(self._open(key))  # type: ignore[no-any-return]

@@ -247,3 +247,124 @@ def test_async_scripts_survive_a_script_flush_and_killed_connections(redis_url, 
 
     run(go())
     assert load(sync_client, prefix, session_id)["n"] == 2
+
+
+# -- the pool's idle list (redis.idle_list), as the sync client has it ------------------------------
+
+
+def scripts_of(client, prefix):
+    return AsyncRedisSessionStore(Transaction(), client, prefix=prefix).backend.caller
+
+
+def test_async_calls_in_turn_share_one_idle_connection_and_aclose_closes_it(redis_url, sync_client, prefix):
+    session_id = stored(sync_client, prefix, {"n": 0})
+
+    async def go(client):
+        for _ in range(5):
+            await increment(client, prefix, session_id)
+        scripts = scripts_of(client, prefix)
+        [connection] = scripts.idle
+        assert connection in client.connection_pool._in_use_connections  # counted by the pool
+        assert connection.is_connected
+        await client.aclose()  # an app's shutdown: no socket of fastsession's is left open
+        assert not connection.is_connected
+        await increment(client, prefix, session_id)  # connected again on the next call
+        assert scripts.idle == [connection] and connection.is_connected
+
+    with_client(redis_url, go)
+    assert load(sync_client, prefix, session_id)["n"] == 6
+
+
+def test_an_idle_async_connection_the_server_closed_is_replaced_before_use_even_without_retries(
+    redis_url, sync_client, prefix
+):
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    session_id = stored(sync_client, prefix, {"n": 0})
+
+    async def go(client):
+        await increment(client, prefix, session_id)
+        [connection] = scripts_of(client, prefix).idle
+        sync_client.client_kill_filter(_type="normal", skipme=True)  # as a server timeout or restart would
+        await asyncio.sleep(0.05)  # the loop has seen the close
+        await increment(client, prefix, session_id)  # not sent on blind: an error would reach the caller
+        assert scripts_of(client, prefix).idle == [connection]
+
+    with_client(redis_url, go, retry=Retry(NoBackoff(), 0))
+    assert load(sync_client, prefix, session_id)["n"] == 2
+
+
+def test_a_call_cancelled_mid_reply_closes_its_connection_and_the_next_reads_only_its_own():
+    server = RedisServer().start()
+    try:
+        sync_client = redis.Redis.from_url(server.url)
+        first, second = stored(sync_client, "fastsession:", {"n": 1}), stored(sync_client, "fastsession:", {"n": 2})
+
+        async def go(client):
+            await increment(client, "fastsession:", first)
+            [connection] = scripts_of(client, "fastsession:").idle
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                task = asyncio.ensure_future(increment(client, "fastsession:", first))
+                await asyncio.sleep(0.2)  # its script sent, its reply not read
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert not connection.is_connected  # closed: its late reply is never read as another call's
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            async with AsyncRedisSessionStore(Transaction({"SID": second}), client, timeout=10) as store:
+                return dict(await store.get_session(False))
+
+        assert with_client(server.url, go) == {"n": 2}  # the second session's data, not the first's reply
+        assert load(sync_client, "fastsession:", first)["n"] == 2
+    finally:
+        server.stop()
+
+
+def test_async_calls_past_the_pools_max_connections_are_refused_and_the_calls_in_flight_finish(
+    redis_url, sync_client, prefix
+):
+    sessions = [stored(sync_client, prefix, {"n": i}) for i in range(3)]
+
+    async def read_one(client, session_id):
+        async with AsyncRedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix) as store:
+            return dict(await store.get_session(False))
+
+    async def go():
+        pool = redis.asyncio.ConnectionPool.from_url(redis_url, max_connections=2)
+        client = redis.asyncio.Redis(connection_pool=pool)
+        try:
+            sync_client.client_pause(1000)  # every call now waits in the server, holding its connection
+            in_flight = [asyncio.ensure_future(read_one(client, s)) for s in sessions[:2]]
+            await asyncio.sleep(0.2)
+            with pytest.raises(SessionError, match="Too many connections"):  # a third at once: as the pool says
+                await read_one(client, sessions[2])
+            assert await asyncio.gather(*in_flight) == [{"n": 0}, {"n": 1}]
+            assert len(scripts_of(client, prefix).idle) == 2
+        finally:
+            await client.aclose()
+
+    run(go())
+
+
+def test_an_async_burst_keeps_at_most_idle_keep_connections_and_gives_the_rest_back(redis_url, sync_client, prefix):
+    from fastsession.redis import IDLE_KEEP
+
+    sessions = [stored(sync_client, prefix, {"n": 0}) for _ in range(3 * IDLE_KEEP)]
+
+    async def go():
+        pool = redis.asyncio.ConnectionPool.from_url(redis_url, max_connections=3 * IDLE_KEEP)
+        client = redis.asyncio.Redis(connection_pool=pool)
+        try:
+            sync_client.client_pause(300)  # every call at once holds a connection
+            await asyncio.gather(*(increment(client, prefix, s) for s in sessions))
+            assert len(scripts_of(client, prefix).idle) == IDLE_KEEP  # the rest went back to the pool
+            sync_client.client_pause(300)  # the app's own commands, as many at once as the pool has left
+            assert await asyncio.gather(*(client.get("x") for _ in range(2 * IDLE_KEEP))) == [None] * (2 * IDLE_KEEP)
+        finally:
+            await client.aclose()
+
+    run(go())
+    assert [load(sync_client, prefix, s)["n"] for s in sessions] == [1] * len(sessions)

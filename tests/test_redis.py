@@ -366,15 +366,42 @@ def test_scripts_survive_a_script_flush_and_killed_connections(make, client, pre
     assert load(make, session_id) == {"n": 3}
 
 
-def test_calls_in_turn_share_one_idle_connection_of_the_callers_own(make, client):
+def test_calls_in_turn_share_one_idle_connection_of_the_pools(make, client):
     session_id = stored(make, {"n": 0})
     scripts = make().backend.scripts
-    [connection] = scripts.idle  # made by the first call, given back by it
+    [connection] = scripts.idle  # checked out of the pool by the first call, kept by it
+    assert connection in client.connection_pool._in_use_connections  # counted by the pool: max_connections holds
     for _ in range(5):
         with make(Transaction({"SID": session_id})) as store:
             store.get_session(False)["n"] += 1
-    assert scripts.idle == [connection] and scripts.made == 1
+    assert scripts.idle == [connection]
     assert load(make, session_id) == {"n": 5}
+
+
+def test_client_close_closes_the_idle_connections_and_the_next_call_connects_again(make, client):
+    session_id = stored(make, {"n": 0})
+    [connection] = make().backend.scripts.idle
+    assert connection._sock is not None
+    client.close()  # an app's shutdown (or a test's teardown): no socket of fastsession's is left open
+    assert connection._sock is None
+    with make(Transaction({"SID": session_id})) as store:
+        store.get_session(False)["n"] += 1
+    assert make().backend.scripts.idle == [connection] and connection._sock is not None
+    assert load(make, session_id) == {"n": 1}
+
+
+def test_a_backend_made_again_finds_the_idle_connections_of_its_client(make, client):
+    from fastsession import store as store_module
+
+    session_id = stored(make, {"n": 0})
+    idle = make().backend.scripts.idle
+    [connection] = idle
+    store_module._backends.clear()  # as shared_backend does past its bounds
+    again = make()
+    assert again.backend.scripts.idle is idle
+    with make(Transaction({"SID": session_id})) as store:
+        store.get_session(False)["n"] += 1
+    assert idle == [connection]  # no connection checked out of the pool and left there
 
 
 def test_an_idle_connection_the_server_closed_is_replaced_before_use_even_without_retries(redis_url, prefix):
@@ -438,15 +465,88 @@ def test_calls_past_the_pools_max_connections_are_refused_and_the_calls_in_fligh
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 1.0
-    while (scripts.idle or scripts.made < 2) and time.monotonic() < deadline:  # both calls hold a connection
+    in_use = client.connection_pool._in_use_connections
+    while (scripts.idle or len(in_use) < 2) and time.monotonic() < deadline:  # both calls hold a connection
         time.sleep(0.01)
-    assert scripts.idle == [] and scripts.made == 2
+    assert scripts.idle == [] and len(in_use) == 2
     with pytest.raises(SessionError, match="Too many connections"):  # a third at once: as the pool says
         RedisSessionStore(Transaction({"SID": sessions[2]}), client, prefix=prefix).get_session(False)
     for thread in threads:
         thread.join()
     assert read == {sessions[0]: {"n": 0}, sessions[1]: {"n": 1}}  # the two in flight were served
-    assert scripts.made == 2 and len(scripts.idle) == 2
+    assert len(scripts.idle) == 2 and set(scripts.idle) == in_use  # kept, both, counted by the pool
+    pauser.close()
+    client.close()
+
+
+def burst(make, sessions, hold=0.0):
+    """One thread per session id, all at once, each a locked read-modify-write; the errors they met."""
+    import threading
+
+    errors = []
+
+    def bump(session_id):
+        try:
+            with make(Transaction({"SID": session_id})) as store:
+                session = store.get_session(False)
+                time.sleep(hold)  # a request's work, with the lock held: the others on this session wait
+                session["n"] += 1
+        except Exception as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(session_id,)) for session_id in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def paused_burst(redis_url, make, sessions):
+    """``burst`` while Redis is paused: every call holds a connection at once."""
+    pauser = redis.Redis.from_url(redis_url)
+    pauser.client_pause(300)
+    try:
+        return burst(make, sessions)
+    finally:
+        pauser.close()
+
+
+def test_waiters_pause_on_the_scripts_connections_so_a_pool_as_large_as_the_threads_is_enough(redis_url, prefix):
+    # Eight threads on eight sessions at once leave the pool's every connection kept (IDLE_KEEP); then
+    # eight on one session, most of them waiting (BLPOP) while one holds the lock: the waits take the
+    # kept connections, none more from the pool.
+    from fastsession.redis import IDLE_KEEP
+
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, max_connections=IDLE_KEEP))
+    make = lambda trans: RedisSessionStore(trans, client, prefix=prefix, timeout=30)  # noqa: E731
+    sessions = [stored(make, {"n": 0}) for _ in range(IDLE_KEEP)]
+    assert paused_burst(redis_url, make, sessions) == []
+    assert len(make(Transaction()).backend.scripts.idle) == IDLE_KEEP  # the whole pool
+    assert burst(make, [sessions[0]] * IDLE_KEEP, hold=0.002) == []
+    assert load(make, sessions[0]) == {"n": IDLE_KEEP + 1}
+    client.close()
+
+
+def test_a_burst_keeps_at_most_idle_keep_connections_and_the_apps_own_commands_get_theirs(redis_url, prefix):
+    from fastsession.redis import IDLE_KEEP
+
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, max_connections=3 * IDLE_KEEP))
+    make = lambda trans: RedisSessionStore(trans, client, prefix=prefix)  # noqa: E731
+    sessions = [stored(make, {"n": 0}) for _ in range(3 * IDLE_KEEP)]
+    assert paused_burst(redis_url, make, sessions) == []  # as many calls at once as the pool allows
+    assert len(make(Transaction()).backend.scripts.idle) == IDLE_KEEP  # the rest went back to the pool
+    pauser = redis.Redis.from_url(redis_url)
+    pauser.client_pause(300)  # the app's own commands, as many at once as the pool has left: each gets one
+    import threading
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(client.get("x"))) for _ in range(2 * IDLE_KEEP)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == [None] * (2 * IDLE_KEEP)
     pauser.close()
     client.close()
 
@@ -464,7 +564,7 @@ def test_a_forked_child_makes_its_own_connections_and_neither_reads_the_others_r
                 store.get_session(False)["n"] += 1
 
     def child(_):
-        assert scripts.idle == [] and scripts.made == 0  # the parent's socket is not the child's to use
+        assert scripts.idle == []  # the parent's socket is not the child's to use
         bump(childs, 300)
 
     pid, _ = fork_child(child)
@@ -481,3 +581,15 @@ def test_a_script_error_is_a_session_error_with_the_cause(make, client, prefix):
     with pytest.raises(SessionError, match="WRONGTYPE") as caught:
         make(Transaction({"SID": session_id})).get_session(False)
     assert isinstance(caught.value.__cause__, redis.exceptions.ResponseError)
+
+
+def test_the_pools_checkout_is_called_as_its_redis_py_version_wants(client):
+    from fastsession.redis import checkout_args
+
+    assert checkout_args(client.connection_pool) == ()  # redis-py 5.3 and later: no command name (it warns at one)
+
+    class Before53:  # redis-py 4.5 to 5.2: the command name is required
+        def get_connection(self, command_name, *keys, **options):
+            raise AssertionError("not called")
+
+    assert checkout_args(Before53()) == ("EVALSHA",)
