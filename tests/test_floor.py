@@ -32,11 +32,13 @@ SAME = {"fstat": "newfstatat", "lstat": "newfstatat", "open": "openat"}
 def traced_calls(kind, tmp_path):
     """{operation: [fastsession's system calls, the floor's]} as strace saw them."""
     log = tmp_path / "trace"
-    subprocess.run(
+    done = subprocess.run(
         ["strace", "-f", "-o", str(log), "-e", "trace=%file,%desc", sys.executable, "-c", SCRIPT, kind, str(tmp_path)],
-        check=True,
         capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout: -c would import its uncompiled source folder
     )
+    assert done.returncode == 0, done.stderr
     seen, current = {}, None
     for line in log.read_text().splitlines():
         if 'write(2, "<<' in line:
