@@ -80,8 +80,8 @@ class AsyncScripts:
             # notice): anything there, and it is connected afresh by the call.
             try:
                 stale = connection.is_connected and await self.pending(connection)
-            except ConnectionError:  # closed by that check
-                stale = False
+            except (ConnectionError, OSError):  # the check itself failed: connected afresh too
+                stale = True
             if stale:
                 await connection.disconnect()
         try:

@@ -537,16 +537,16 @@ def packed(*args: Any) -> bytes:
     return b"".join(parts)
 
 
+# Connections kept checked out between calls, at most: a burst's extras go back to the pool, so that
+# the app's own commands on the same client are never refused for fastsession's parked connections.
+IDLE_KEEP = 8
+
+
 # The connections the script callers of one pool hold between calls: checked out of the pool (so
 # counted against its max_connections, and closed by its disconnect(): client.close(), aclose()),
 # at most IDLE_KEEP of them. One list per pool, shared by every backend of its client, so a backend
 # made again (store.shared_backend drops a few) finds them.
 _idle_lists: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
-
-
-# Connections kept checked out between calls, at most: a burst's extras go back to the pool, so that
-# the app's own commands on the same client are never refused for fastsession's parked connections.
-IDLE_KEEP = 8
 
 
 def idle_list(pool: Any) -> list[Any]:
