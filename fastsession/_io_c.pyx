@@ -20,7 +20,7 @@ from fastsession import _io_py
 from fastsession._holder import MAGIC
 from fastsession.errors import CorruptSession
 from fastsession._ids_c import session_path
-from fastsession._io_py import decode_body, no_holder_line, not_a_file, symlink_found
+from fastsession._io_py import not_a_file, symlink_found
 from fastsession._lock_py import lock_lost
 
 cdef int READ_FLAGS = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK
@@ -81,6 +81,20 @@ cdef inline double mtime_of(struct_stat *st) noexcept nogil:
     return st.st_mtim.tv_sec + st.st_mtim.tv_nsec * 1e-9
 
 
+cdef object parsed(const char *buf, ssize_t n, struct_stat *st, bint want_mtime):
+    # (data, body, mtime) of one read's bytes; None when they are no session (_io_py.parse says why).
+    body = body_of(buf, n)
+    if body is None:
+        return None
+    try:
+        data = loads(body)
+    except JSONDecodeError:
+        return None
+    if type(data) is not dict:
+        return None
+    return data, body, mtime_of(st) if want_mtime else 0.0
+
+
 def read_session(bytes path, bint want_mtime):
     """(data, body, mtime) of the session file; None when there is none.
 
@@ -108,16 +122,10 @@ def read_session(bytes path, bint want_mtime):
         raise not_a_file(path)
     if n == CHUNK:  # a large session: the pure twin's loop reads the rest
         return _io_py.read_session(path, want_mtime)
-    body = body_of(buf, n)
-    if body is None:
-        raise no_holder_line(path)
-    try:
-        data = loads(body)
-    except JSONDecodeError:
-        data = None
-    if type(data) is not dict:
-        decode_body(body, path)  # raises the twins' one CorruptSession for this body
-    return data, body, mtime_of(&st) if want_mtime else 0.0
+    loaded = parsed(buf, n, &st, want_mtime)
+    if loaded is None:
+        _io_py.parse(buf[:n], path)  # raises the twins' one CorruptSession for these bytes
+    return loaded
 
 
 def open_session(bytes directory, key, bytes record, bint want_mtime):
@@ -178,16 +186,7 @@ cdef object loaded_of(const char *buf, ssize_t n, struct_stat *st, int err, byte
             return _io_py.read_session(path, want_mtime)
         except CorruptSession:
             return None
-    body = body_of(buf, n)
-    if body is None:
-        return None
-    try:
-        data = loads(body)
-    except JSONDecodeError:
-        return None
-    if type(data) is not dict:
-        return None
-    return data, body, mtime_of(st) if want_mtime else 0.0
+    return parsed(buf, n, st, want_mtime)
 
 
 cdef enum:
