@@ -106,11 +106,30 @@ def _holder_alive(pid: int, start: bytes) -> bool:
     return started == start and state not in (b"Z", b"X")
 
 
-def is_stale(head: bytes, age: float, stale_after: float) -> bool:
-    """Whether a lock whose file starts with ``head`` and is ``age`` seconds old may be broken."""
+# Linux pids stay below 2**22; a field longer than this names no process (and would overflow kill()).
+PID_DIGITS = 10
+
+
+def _fields(head: bytes) -> list[bytes] | None:
+    """The five fields of a holder line (magic, host, boot id, pid, start); None when it is no holder line."""
     line, newline, _ = head.partition(b"\n")
     fields = line.split(b" ")
-    if not newline or not line.startswith(MAGIC) or len(fields) != 5 or not fields[3].isdigit():
+    if not newline or not line.startswith(MAGIC) or len(fields) != 5:
+        return None
+    pid = fields[3]
+    return fields if pid.isdigit() and pid.isascii() and len(pid) <= PID_DIGITS else None
+
+
+def is_stale(head: bytes, age: float, stale_after: float) -> bool:
+    """Whether a lock whose file starts with ``head`` and is ``age`` seconds old may be broken.
+
+    An age below zero (a lockfile dated in the future: a clock stepped back,
+    a restored backup) counts as much as the same age past: every lock
+    becomes breakable in time, whatever its file says.
+    """
+    age = abs(age)
+    fields = _fields(head)
+    if fields is None:
         return age > UNREADABLE_GRACE
     _, host, boot, pid, start = fields
     if host != HOST:
@@ -120,6 +139,18 @@ def is_stale(head: bytes, age: float, stale_after: float) -> bool:
     return not _holder_alive(int(pid), start)
 
 
+def written_by_0_1(head: bytes) -> bool:
+    """Whether ``head`` starts with 0.1's holder line: its host field has no PID namespace (no "/").
+
+    Every file this version writes names the namespace, so a file with 0.1's
+    line was written by 0.1 and never since: the proof that a file at an id's
+    0.1 path is 0.1's session, not the record of a session whose stored name
+    looks like an id.
+    """
+    fields = _fields(head)
+    return fields is not None and b"/" not in fields[1]
+
+
 def describe(head: bytes, age: float) -> dict[str, Any]:
     """Who holds a lock whose file starts with ``head`` and is ``age`` seconds old, for logs and errors.
 
@@ -127,8 +158,8 @@ def describe(head: bytes, age: float) -> dict[str, Any]:
     ``alive``: True or False for a holder in this host's PID namespace, None
     where that cannot be known (another host or namespace, no holder line).
     """
-    fields = head.partition(b"\n")[0].split(b" ")
-    if not head.startswith(MAGIC) or len(fields) != 5 or not fields[3].isdigit():
+    fields = _fields(head if b"\n" in head else head + b"\n")
+    if fields is None:
         return {"host": None, "pid": None, "age": round(age, 3), "alive": None}
     _, host, boot, pid, start = fields
     name = host.rpartition(b"/")[0].decode("ascii", "replace")

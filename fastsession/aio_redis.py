@@ -27,7 +27,22 @@ from .redis import (
     is_cluster,
     packed,
 )
-from .store import DELETE, INDEX_ADD, INDEX_LIST, INDEX_REMOVE, OPEN, OPEN_LOAD, OPEN_STORED, PEEK, RELEASE, SAVE, Steps
+from .store import (
+    DELETE,
+    EXISTS,
+    INDEX_ADD,
+    INDEX_LIST,
+    INDEX_REMOVE,
+    LOAD,
+    OPEN,
+    OPEN_LOAD,
+    OPEN_STORED,
+    PEEK,
+    RELEASE,
+    REVOKE_HELD,
+    SAVE,
+    Steps,
+)
 
 
 class AsyncScripts:
@@ -163,6 +178,9 @@ class AsyncRedisBackend(RedisCore):
             DELETE: self._delete,
             PEEK: self._peek,
             OPEN_STORED: self._open_stored,
+            LOAD: self._load,
+            REVOKE_HELD: self._revoke_held,
+            EXISTS: self._exists,
             INDEX_ADD: self._index_add,
             INDEX_REMOVE: self._index_remove,
             INDEX_LIST: self._index_list,

@@ -49,3 +49,8 @@ class SessionTooLarge(SessionError):
     ) -> None:
         super().__init__(message)
         self.size, self.max_size, self.largest = size, max_size, largest
+
+
+class SessionRevoked(SessionError):
+    """A commit met its session revoked while the request held it ("log out everywhere"); nothing was
+    written, the lock released. The faces end such a request as logged out (the cookie deleted)."""

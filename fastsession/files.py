@@ -8,8 +8,13 @@ flight. Every method takes a key that ``check_key`` accepted: nothing else
 reaches a path, and no id ever becomes one.
 
 Sessions 0.1 kept under the id itself (``<id[:2]>/<id>``, "legacy") are
-still read; the first request that locks one renames it to its stored
-name, and a delete removes it wherever it is.
+still read, but only a file whose holder line is 0.1's (no PID namespace:
+``_holder.written_by_0_1``). A stored name has an id's shape, and its 0.1
+path is the record of the session it names; that record was written by
+this version, so a stored name presented as a cookie finds no 0.1 file and
+opens nothing. The first request that locks a 0.1 session writes it under
+its stored name (with this version's holder line, so it never again looks
+like 0.1's) and removes the 0.1 file; a delete removes a 0.1 file too.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 from . import _kernels
-from ._holder import holder_record
+from ._holder import holder_record, written_by_0_1
+from ._io_py import READ_FLAGS
 from ._lock_py import lock_lost, lock_waits, owns
-from .errors import CorruptSession, SessionError
+from .errors import CorruptSession, SessionError, SessionRevoked
 from .names import stored_name
+from .record import bound_to
 
 logger = logging.getLogger("fastsession")
 
@@ -109,6 +116,7 @@ class FileBackend:
     """
 
     kernels = _kernels.ACTIVE  # a subclass may choose a twin explicitly
+    legacy = True  # read (and move) 0.1's files; False once every 0.1 session has been moved or expired
 
     def __init__(
         self,
@@ -253,7 +261,12 @@ class FileBackend:
             if loaded is None and handle[3] is not None:  # perhaps where 0.1 kept it
                 loaded = self._load_legacy(handle, want)
         except CorruptSession as exc:
-            logger.warning("fastsession: ignoring corrupt session file: %s", exc)
+            if not self._is_tombstone(handle[0]):
+                logger.warning("fastsession: ignoring corrupt session file: %s", exc)
+                return None
+            logger.info("fastsession: %s is a folder, the mark of a revoked session: read as absent", exc.args[0])
+            if handle[2] >= 0:  # revoked while another request held it: this holder clears the mark
+                self._unlink(handle[0])
             return None
         if max_age is not None and loaded is not None and time.time() - loaded[2] > max_age:
             if handle[2] >= 0 or not self.concurrent:
@@ -262,22 +275,38 @@ class FileBackend:
         return loaded
 
     def _load_legacy(self, handle: Handle, want_mtime: bool) -> tuple[dict[str, Any], bytes, float] | None:
-        """The session at its 0.1 path: moved to its stored name by a holder of its lock, else only read."""
-        if handle[2] >= 0 or not self.concurrent:
-            return self.kernels.read_session(handle[0], want_mtime) if self._adopt_legacy(handle) else None
-        return self.kernels.read_session(self.legacy_path(handle[3]), want_mtime)  # type: ignore[arg-type]
+        """The 0.1 session of the handle's key: moved to its stored name by a holder of its lock, else only read."""
+        legacy = self.legacy_file(handle[3])  # type: ignore[arg-type]
+        if legacy is None:
+            return None
+        loaded = self.kernels.read_session(legacy, True)
+        if loaded is not None and (handle[2] >= 0 or not self.concurrent):
+            self._adopt(handle, legacy, loaded)
+        return loaded if loaded is None or want_mtime else (loaded[0], loaded[1], 0.0)
 
-    def _adopt_legacy(self, handle: Handle) -> bool:
-        """Rename the 0.1 file of the handle's key to its stored name; whether there was one."""
-        legacy = self.legacy_path(handle[3])  # type: ignore[arg-type]
+    def legacy_file(self, key: str) -> bytes | None:
+        """The 0.1 file of ``key`` when there is one that 0.1 wrote (its holder line says so); else None."""
+        if not self.legacy:
+            return None
+        path = self.legacy_path(key)
         try:
-            os.rename(legacy, handle[0])
-        except FileNotFoundError:
-            if not os.path.exists(legacy):
-                return False
-            self._make_shard(handle[0])  # no lock was taken (concurrent=0): the shard may be new
-            os.rename(legacy, handle[0])
-        return True
+            fd = os.open(path, READ_FLAGS)
+        except OSError:  # none, or a symlink (never followed)
+            return None
+        try:
+            head = os.read(fd, 512) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        except OSError:
+            head = b""
+        finally:
+            os.close(fd)
+        return path if written_by_0_1(head) else None
+
+    def _adopt(self, handle: Handle, legacy: bytes, loaded: tuple[dict[str, Any], bytes, float]) -> None:
+        """Write a 0.1 session under its stored name (same bytes, same mtime, this version's holder line), then
+        remove the 0.1 file."""
+        self.write(handle, loaded[1])
+        os.utime(handle[0], (loaded[2], loaded[2]))
+        self._unlink(legacy)
 
     def unlocked(self, key: str) -> Handle:
         """A handle on the session of ``key`` that holds no lock (for reads: commits are atomic)."""
@@ -289,19 +318,28 @@ class FileBackend:
 
     def exists(self, handle: Handle) -> bool:
         """Whether the session of ``handle`` is stored (a holder of its lock moves a 0.1 file on the way)."""
-        if os.path.exists(handle[0]):
-            return True
+        try:
+            if stat.S_ISREG(os.lstat(handle[0]).st_mode):
+                return True
+        except FileNotFoundError:
+            pass
         if handle[3] is None:
             return False
         if handle[2] >= 0 or not self.concurrent:
-            return self._adopt_legacy(handle)
-        return os.path.exists(self.legacy_path(handle[3]))
+            return self._load_legacy(handle, False) is not None
+        return self.legacy_file(handle[3]) is not None
 
     def save(self, handle: Handle, body: bytes) -> None:
-        """Commit ``body`` as the session's new version and release the lock."""
+        """Commit ``body`` as the session's new version and release the lock.
+
+        SessionRevoked when the session was revoked meanwhile (``revoke_held``): nothing written, lock released.
+        """
         path, lock_path, fd, _ = handle
         if fd >= 0:
-            self.kernels.commit_locked(fd, lock_path, path, body, self.fsync)
+            try:
+                self.kernels.commit_locked(fd, lock_path, path, body, self.fsync)
+            except IsADirectoryError:  # (the kernel removed the lockfile: released)
+                raise self._revoked(path) from None
         else:
             self.write(handle, body)
 
@@ -311,10 +349,57 @@ class FileBackend:
         path = handle[0]
         temp = b"%s.%s.tmp" % (path, secrets.token_hex(8).encode())
         try:
-            self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
-        except FileNotFoundError:
-            self._make_shard(path)
-            self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+            try:
+                self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+            except FileNotFoundError:
+                self._make_shard(path)
+                self.kernels.write_unlocked(temp, path, holder_record(), body, self.fsync)
+        except IsADirectoryError:
+            raise self._revoked(path) from None
+
+    # -- revoking a session someone holds -------------------------------------------------------
+    # The mark is an empty folder in place of the session file: rename() of the
+    # holder's next version over a folder fails (EISDIR), so no commit made after
+    # the mark can bring the session back, and the hot path pays nothing for it.
+
+    def revoke_held(self, name: str, user: str) -> bool:
+        """Revoke the session of stored ``name``, whose lock another holds, if it is bound to ``user``.
+
+        Its record goes and the mark takes its place at once; the holder's
+        commit then fails with SessionRevoked, and the next holder clears the
+        mark. False when the session is not bound to ``user`` (or not there).
+        """
+        if not self.kernels.is_valid_id(name):
+            raise ValueError("invalid stored name")
+        path = self.stored_path(name.encode("ascii"))
+        while True:
+            if self._is_tombstone(path):
+                return True
+            try:
+                loaded = self.kernels.read_session(path, False)
+            except CorruptSession:
+                loaded = None
+            if loaded is None or bound_to(loaded[0]) != user:
+                return False
+            self._unlink(path)
+            try:
+                os.mkdir(path, 0o700)
+                return True
+            except FileExistsError:  # the holder committed in between: judge the new version
+                continue
+
+    @staticmethod
+    def _is_tombstone(path: bytes) -> bool:
+        try:
+            return stat.S_ISDIR(os.lstat(path).st_mode)
+        except OSError:
+            return False
+
+    def _revoked(self, path: bytes) -> SessionRevoked:
+        logger.info(
+            "fastsession: session %s… was revoked while this request held it: not written", os.fsdecode(path[-43:-35])
+        )
+        return SessionRevoked(f"{os.fsdecode(path)}: revoked while this request held it; nothing was written")
 
     def release(self, handle: Handle, mtime: float = 0.0) -> None:
         """Release the lock without writing; refresh the mtime when a quarter of max_age passed."""
@@ -427,12 +512,19 @@ class FileBackend:
     def _unlink_all(self, handle: Handle) -> None:
         """Remove the session's file, and its 0.1 file if one is left."""
         self._unlink(handle[0])
-        if handle[3] is not None:
-            self._unlink(self.legacy_path(handle[3]))
+        legacy = self.legacy_file(handle[3]) if handle[3] is not None else None
+        if legacy is not None:
+            self._unlink(legacy)
 
     @staticmethod
     def _unlink(path: bytes) -> None:
+        """Remove the file at ``path`` (or the revocation mark there, an empty folder), if any."""
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except IsADirectoryError:
+            try:
+                os.rmdir(path)
+            except (FileNotFoundError, OSError):
+                pass

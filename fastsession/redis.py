@@ -39,11 +39,13 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from . import _kernels
-from ._holder import MAGIC, describe, holder_record, summary
-from .errors import LockTimeout, SessionError
+from . import _holder, _kernels
+from ._holder import MAGIC, describe, holder_record, is_stale, summary
+from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
+from .errors import LockTimeout, SessionError, SessionRevoked
 from .merge import Resolver
 from .names import stored_name
+from .record import bound_to
 from .store import BaseStore, StoreCore, shared_backend
 
 logger = logging.getLogger("fastsession")
@@ -90,11 +92,28 @@ redis.call('SET', KEYS[3], 1, 'PX', {WAITING_MS})
 return {{0}}
 """
 # The scripts that end a lock act only while the token still holds it.
-# KEYS: lock, data, waiting, wake.
+# KEYS: lock, data, waiting, wake. A lock revoked while held (REVOKE_HELD
+# made it "R <token>") is ended by its holder's next script, which writes
+# nothing and answers -1.
+HELD = (
+    """
+local held = redis.call('GET', KEYS[1])
+if held ~= ARGV[1] then
+  if held == 'R ' .. ARGV[1] then
+    redis.call('DEL', KEYS[1], KEYS[2])
+"""
+    + WAKE
+    + """
+    return -1
+  end
+  return 0
+end
+"""
+)
 # Write and unlock.
 COMMIT = (
-    """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    HELD
+    + """
 if ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else redis.call('SET', KEYS[2], ARGV[2]) end
 redis.call('DEL', KEYS[1])
@@ -105,16 +124,18 @@ return 1
 """
 )
 # Write and keep the lock (a holder that writes before its request ends).
-PUT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+PUT = (
+    HELD
+    + """
 if ARGV[3] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
+)
 # Unlock without writing; refresh the data's TTL when asked.
 RELEASE = (
-    """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    HELD
+    + """
 if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 redis.call('DEL', KEYS[1])
 """
@@ -124,8 +145,8 @@ return 1
 """
 )
 DELETE = (
-    """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    HELD
+    + """
 redis.call('DEL', KEYS[2], KEYS[1])
 """
     + WAKE
@@ -135,8 +156,8 @@ return 1
 )
 # Unlock only (what a request whose outcome is unknown leaves to the unlocker).
 UNLOCK = (
-    """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    HELD
+    + """
 redis.call('DEL', KEYS[1])
 """
     + WAKE
@@ -144,6 +165,38 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 )
+# A waiter's verdict on a lock (see _judge), applied only while the lock
+# holds the value judged. KEYS: lock, data, waiting, wake; ARGV: the value,
+# and "break" (its holder is dead) or a TTL in ms (it has none: a key that
+# something other than fastsession wrote would otherwise block for good).
+JUDGE = (
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= 'break' then
+  if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return 1
+end
+redis.call('DEL', KEYS[1])
+"""
+    + WAKE
+    + """
+return 1
+"""
+)
+# Revoke a session whose lock another holds, if it is still what was read
+# (whose binding the caller checked): the data goes, and the lock is marked
+# so that its holder's commit writes nothing. KEYS: lock, data; ARGV: body.
+REVOKE_HELD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, 2) ~= 'R ' then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('SET', KEYS[1], 'R ' .. held, 'PX', ttl)
+  else redis.call('SET', KEYS[1], 'R ' .. held) end
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
 # Reads and writes without a lock (concurrent=0), as scripts too: every call
 # the backend makes is one named script, so the sync and async drivers are
 # one line each. KEYS: data[, legacy data] (read where the session is; a
@@ -187,6 +240,8 @@ SCRIPTS = {
     "release": RELEASE,
     "delete": DELETE,
     "unlock": UNLOCK,
+    "revoke_held": REVOKE_HELD,
+    "judge": JUDGE,
     "read": READ,
     "write": WRITE,
     "touch": TOUCH,
@@ -251,6 +306,7 @@ def describe_lock(value: Any, pttl: int, lock_ttl: float) -> dict[str, Any] | No
     if value is None:
         return None
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    text = text[2:] if text.startswith("R ") else text  # revoked while held: judged by the same holder
     identity = text.partition(" ")[2].encode("ascii", "replace")
     age = max(lock_ttl - max(pttl, 0) / 1000.0, 0.0)
     return describe(MAGIC + identity + b"\n", age)
@@ -336,12 +392,17 @@ class RedisCore:
         start = time.monotonic()
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
+        check_at = CHECK_HOLDER_AFTER
         while True:
             # On failure the SET NX may yet run (a paused Redis): undone then.
             reply = yield from self._script("lock the session", "acquire", keys, args, token)
             if reply[0] == 1:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
+            if waited >= check_at or (timeout is not None and waited >= timeout):
+                check_at = waited + CHECK_HOLDER_EVERY
+                if (yield from self._judge(lock_key)):
+                    continue  # a dead holder's lock, broken: try again at once
             if timeout is not None and waited >= timeout:
                 value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
                 holder = describe_lock(value, pttl, self.lock_ttl)
@@ -357,6 +418,28 @@ class RedisCore:
             except REDIS_ERRORS as exc:
                 raise SessionError(f"Redis could not wait for the session's lock: {exc}") from exc
             pause = min(pause * 2, max_pause)
+
+    def _judge(self, lock_key: str) -> RedisSteps:
+        """Judge the lock another holds as the files backend judges a lockfile (_holder.is_stale); whether it
+        was broken. A holder on this host, in this PID namespace, that is gone (SIGKILLed, OOM-killed) is
+        broken at once; a lock without a TTL gets ``lock_ttl``."""
+        value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
+        if value is None:
+            return False
+        verdict: Any = None
+        if pttl == -1:
+            verdict = self.lock_ttl_ms
+        else:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            text = text[2:] if text.startswith("R ") else text
+            identity = text.partition(" ")[2].encode("ascii", "replace")
+            # Only a holder of this host may be judged dead: others keep their lock until its TTL.
+            if identity.split(b" ")[0] == _holder.HOST and is_stale(MAGIC + identity + b"\n", 0.0, self.lock_ttl):
+                verdict = "break"
+        if verdict is None:
+            return False
+        judged = yield from self._script("judge the lock", "judge", lock_keys(lock_key), [value, verdict])
+        return bool(judged) and verdict == "break"
 
     def _open_load(self, key: str) -> RedisSteps:
         """_open then _load; the lock is released if the read fails."""
@@ -410,6 +493,8 @@ class RedisCore:
             [handle.token, body, ttl],
             handle.token,
         )
+        if written == -1:
+            raise SessionRevoked(f"session {handle.data_key!r} was revoked while this request held it: not written")
         if not written:
             raise SessionError(
                 f"session lock {handle.lock_key!r} expired and was taken by another holder: "
@@ -448,6 +533,27 @@ class RedisCore:
         handle.key = None
         return handle
 
+    def _exists(self, handle: RedisHandle) -> RedisSteps:
+        """Whether the session of ``handle`` is stored now (read again: not what the lock's read gave)."""
+        body, _ = yield from self._script("read the session", "read", [handle.data_key, *self._legacy(handle.key)], [])
+        return body is not None
+
+    def _revoke_held(self, name: str, user: str) -> RedisSteps:
+        """Revoke the session of stored ``name``, whose lock another holds, if bound to ``user``: its data goes
+        now, and its holder's commit writes nothing (HELD). False when it is not bound to ``user`` (or gone)."""
+        data_key, lock_key = self._stored_keys(name)
+        for _ in range(8):  # the holder may commit between the read and the script: judge again
+            body, _ = yield from self._script("read the session", "read", [data_key], [])
+            try:
+                data = orjson.loads(body) if body is not None else None
+            except orjson.JSONDecodeError:
+                data = None
+            if type(data) is not dict or bound_to(data) != user:
+                return False
+            if (yield from self._script("revoke the session", "revoke_held", [lock_key, data_key], [body])):
+                return True
+        raise SessionError(f"could not revoke {data_key!r}: it kept changing")
+
     # -- the per-user index -------------------------------------------------------------------
 
     def _index_key(self, user: str) -> str:
@@ -469,7 +575,13 @@ class RedisCore:
         found = []
         for name_bytes, info in zip(flat[::2], flat[1::2]):
             name = name_bytes.decode("ascii", "replace")
-            entry = orjson.loads(info)
+            try:
+                entry = orjson.loads(info)
+            except orjson.JSONDecodeError:
+                entry = None
+            if not self.kernels.is_valid_id(name) or type(entry) is not dict:  # not written by fastsession
+                logger.warning("fastsession: skipping a malformed entry in the user index %s", self._index_key(user))
+                continue
             pttl = yield from self._script("look for the session", "pttl", [self._stored_keys(name)[0]], [])
             now = time.time()
             if pttl == -2:  # no such key
@@ -513,7 +625,7 @@ class RedisCore:
         while self.pending:
             for (lock_key, token), times in list(self.pending.items()):
                 try:
-                    settled = (yield SCRIPT, "unlock", lock_keys(lock_key), [token]) == 1
+                    settled = (yield SCRIPT, "unlock", lock_keys(lock_key), [token]) != 0
                 except REDIS_ERRORS:
                     settled = False  # still unreachable: try again
                 else:
@@ -737,6 +849,12 @@ class RedisBackend(RedisCore):
 
     def open_stored(self, name: str, timeout: Any = ...) -> RedisHandle:
         return self._run(self._open_stored(name, timeout))  # type: ignore[no-any-return]
+
+    def revoke_held(self, name: str, user: str) -> bool:
+        return self._run(self._revoke_held(name, user))  # type: ignore[no-any-return]
+
+    def exists(self, handle: RedisHandle) -> bool:
+        return self._run(self._exists(handle))  # type: ignore[no-any-return]
 
     def index_add(self, user: str, name: str, info: bytes) -> None:
         self._run(self._index_add(user, name, info))

@@ -25,21 +25,16 @@ from typing import Any, NoReturn, TypeVar
 
 import orjson
 
-from . import _kernels, sealed
-from .errors import SerializationError, SessionError, SessionTooLarge
+from . import _kernels, record, sealed
+from .errors import LockTimeout, SerializationError, SessionError, SessionRevoked, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
 from .names import stored_name
+from .record import META as META  # (re-exported: record.META is where it lives)
 from .session import Session
 from .users import UserSession, bound, entry, user_hash
 
 logger = logging.getLogger("fastsession")
-
-
-# The stored document's reserved top-level key: what the store keeps beside
-# the data (``c``: when the session was created, for max_lifetime). Only
-# there when something needs it; never in the dict an app sees.
-META = "\x00fastsession"
 
 
 def encode(session: dict[str, Any], max_size: int | None = None, meta: dict[str, Any] | None = None) -> bytes:
@@ -109,6 +104,8 @@ OPEN, OPEN_LOAD, SAVE, RELEASE, DELETE, PEEK = "open", "open_load", "save", "rel
 # The per-user index (fastsession.users): OPEN_STORED locks by stored name
 # (what the index lists); INDEX_* keep a user's entries.
 OPEN_STORED, INDEX_ADD, INDEX_REMOVE, INDEX_LIST = "open_stored", "index_add", "index_remove", "index_list"
+# Revoking: LOAD reads what a handle locked; REVOKE_HELD revokes a session another request holds.
+LOAD, REVOKE_HELD, EXISTS = "load", "revoke_held", "exists"
 LOCKING = ("request", "commit")
 
 T = TypeVar("T")
@@ -180,7 +177,9 @@ class StoreCore:
         self._indexed: tuple[str, str] | None = None  # (user hash, stored name) of the stored record's entry
         if encrypt:
             sealed.require()
-        self.encrypt = bool(encrypt)  # seal the data under a key derived from the id (fastsession.sealed)
+        # Seal the data under a key derived from the id (fastsession.sealed); an AcceptPlainUntil also opens
+        # records stored before encryption, until its time (fastsession.record).
+        self.encrypt = encrypt if isinstance(encrypt, record.AcceptPlainUntil) else bool(encrypt)
         # What a commit compares against when the stored bytes are not the plain encoding: the plain
         # encoding of an opened sealed record; b"" for a plain record encrypt=True must seal.
         self._plain: bytes | None = None
@@ -238,17 +237,26 @@ class StoreCore:
             stored_new, error = False, None
             try:
                 stored_new = yield from self._do_commit_optimistic()
+            except SessionRevoked:
+                self._expired = True
             except BaseException as exc:  # re-raised below, once nothing is left locked
                 error = exc
         else:
             session_meta = self._meta
             call, stored_new, error = self._commit_plan()
+            if call is not None and call[0] == SAVE and self._retired is not None:
+                # regenerate_id: the data goes on under the new id only if the old record still stands
+                # (a revoke_all while this request held it leaves none).
+                if not (yield EXISTS, self._retired):
+                    call, stored_new, self._expired = (RELEASE, call[1]), False, True
             if call is not None:
                 try:
                     if session_meta is None and self._indexed is None:  # bound to no user: the one call
                         yield call
                     else:
                         yield from self._saved_indexed(call, session, session_meta)  # type: ignore[arg-type]
+                except SessionRevoked:  # logged out everywhere while this request ran: it ends logged out
+                    stored_new, self._expired = False, True
                 except BaseException as exc:  # re-raised below, once nothing is left locked
                     stored_new, error = False, exc
         if self._retired is not None:
@@ -313,6 +321,31 @@ class StoreCore:
         if self._unchanged(body, stored):
             yield RELEASE, handle, stamp
             return False
+        retired, old_handle = self._retired, None
+        if retired is not None:  # regenerate_id: the old record, locked, must still stand (not revoked meanwhile)
+            old_handle, old_loaded = yield OPEN_LOAD, retired
+            if old_loaded is None:
+                self._retired = None
+                yield RELEASE, old_handle
+                raise SessionRevoked(
+                    f"session {stored_name(retired)[:8]}… was deleted before its new id was stored: not stored"
+                )
+        try:
+            stored_new = yield from self._commit_changed(session, stored, meta, body)
+        except BaseException:
+            if old_handle is not None:
+                self._retired = None
+                yield RELEASE, old_handle
+            raise
+        if old_handle is not None:  # the new id holds the data: the old one goes
+            self._retired = None
+            yield DELETE, old_handle
+        return stored_new
+
+    def _commit_changed(
+        self, session: Session, stored: bytes | None, meta: dict[str, Any] | None, body: bytes
+    ) -> Steps[bool]:
+        """_do_commit_optimistic's write of a changed session: locked, merged if the stored version moved."""
         data: dict[str, Any] = session
         handle, loaded = yield OPEN_LOAD, session.session_id
         current = loaded[1] if loaded is not None else None
@@ -327,13 +360,12 @@ class StoreCore:
                     yield RELEASE, handle
                     return False
                 base = orjson.loads(self._plain or stored) if stored is not None else {}
-                theirs = loaded[0]
-                base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
-                if their_meta is not None and "x" in their_meta:
-                    theirs, their_meta = self._unsealed(session.session_id, their_meta)
-                    if theirs is None:  # what is stored now does not open: left as it is
-                        yield RELEASE, handle
-                        return False
+                base_meta = base.pop(META, None)
+                theirs_opened = record.opened(session.session_id, loaded[0], self.encrypt)
+                if theirs_opened is None:  # what is stored now does not open: left as it is
+                    yield RELEASE, handle
+                    return False
+                theirs, their_meta, _ = theirs_opened
                 data = merge(base, session, theirs, self.on_conflict)
                 meta = meta if meta != base_meta else their_meta
                 body = encode(data, self.max_size, meta)
@@ -377,16 +409,19 @@ class StoreCore:
             handle, loaded = yield (PEEK if optimistic else OPEN_LOAD), session_id
             if loaded is not None:
                 data, stored, stamp = loaded
-                meta = data.pop(META) if META in data else None
+                meta = None
                 self._plain = None
-                if meta is not None and "x" in meta:
-                    data, meta = self._unsealed(session_id, meta)
-                    if data is None:  # does not open: as absent (and never overwritten unread)
+                if META in data or self.encrypt:
+                    try:
+                        opened = record.opened(session_id, data, self.encrypt)
+                    except BaseException:  # (cryptography missing, ...): the lock goes with the error
+                        if not optimistic:
+                            yield RELEASE, handle
+                        raise
+                    if opened is None:  # does not open: as absent (and never overwritten unread)
                         loaded = None
                     else:
-                        self._plain = encode(data, None, meta)
-                elif self.encrypt:
-                    self._plain = b""  # stored before encrypt=True: sealed by this request's commit
+                        data, meta, self._plain = opened
             if loaded is not None:
                 if meta is not None and "u" in meta:
                     self._indexed = (meta["u"], stored_name(session_id))
@@ -438,22 +473,44 @@ class StoreCore:
         pending: list[UserSession] = []
         for name, info, last_seen, there in found:
             created = info.get("created")
+            if isinstance(created, bool) or not isinstance(created, (int, float)):
+                created = None  # (an entry not written by fastsession lists no creation time)
             if outlived(created, self.max_lifetime):
                 continue  # past its lifetime: gone at its next read
-            (live if there else pending).append(UserSession(name, user, created, last_seen, info.get("metadata") or {}))
+            metadata = info.get("metadata")
+            listed = UserSession(name, user, created, last_seen, metadata if type(metadata) is dict else {})
+            (live if there else pending).append(listed)
         newest_first = sorted(live, key=lambda e: -(e.created or 0)), sorted(pending, key=lambda e: -(e.created or 0))
         return newest_first
 
     def _do_revoke(self, entry: UserSession) -> Steps[bool]:
-        """Delete the session of ``entry`` (waiting for a request that holds it) and its index entry."""
+        """Delete the session of ``entry`` if it is bound to ``entry.user``, and its index entry; whether it was.
+
+        Never waits: a session another request holds is revoked at once (its
+        data goes, and that request's commit writes nothing: REVOKE_HELD).
+        """
         current = self._session
         if current is not None and stored_name(current.session_id) == entry.session:
-            self.expire_session()  # this very request's: deleted at close, never waited for
+            if self._meta is None or self._meta.get("u") != entry.user:
+                return False
+            StoreCore.expire_session(self)  # this very request's: deleted at close, never waited for
+            yield INDEX_REMOVE, entry.user, entry.session
             return True
-        handle = yield OPEN_STORED, entry.session
-        yield DELETE, handle
-        yield INDEX_REMOVE, entry.user, entry.session
-        return True
+        try:
+            handle = yield OPEN_STORED, entry.session, 0
+        except LockTimeout:  # held by a request (perhaps this one's own, through another store)
+            revoked = yield REVOKE_HELD, entry.session, entry.user
+        else:
+            try:
+                loaded = yield LOAD, handle
+            except BaseException:
+                yield RELEASE, handle
+                raise
+            revoked = loaded is not None and record.bound_to(loaded[0]) == entry.user
+            yield (DELETE if revoked else RELEASE), handle
+        if revoked:
+            yield INDEX_REMOVE, entry.user, entry.session
+        return bool(revoked)
 
     def _do_revoke_all(self, user_id: str, keep: Any) -> Steps[int]:
         """Revoke every session of ``user_id`` but ``keep`` (a session id, a UserSession, or a list of them); how
@@ -471,8 +528,11 @@ class StoreCore:
             if not entries:
                 break
             for listed in entries:
-                yield from self._do_revoke(listed)
-            count += len([e for e in live if e.session not in kept])
+                revoked = yield from self._do_revoke(listed)
+                if not revoked:  # not bound to this user (any more): the entry is stale
+                    yield INDEX_REMOVE, listed.user, listed.session
+                if revoked and listed in live:
+                    count += 1
         return count
 
     def _get_session_identifier(self) -> str:
@@ -601,26 +661,9 @@ class StoreCore:
         plain = self._plain
         return stored is not None and body == (stored if plain is None else plain)
 
-    def _unsealed(self, session_id: str, meta: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """(data, META without the seal) of a sealed record; (None, None) when it does not open."""
-        sealed.require()
-        plain = sealed.unseal(session_id, stored_name(session_id), meta["x"])
-        try:
-            data = orjson.loads(plain) if plain is not None else None
-        except orjson.JSONDecodeError:
-            data = None
-        if type(data) is not dict:
-            logger.warning(
-                "fastsession: sealed session %s… does not open (tampered, or not its record): read as absent",
-                stored_name(session_id)[:8],
-            )
-            return None, None
-        return data, {key: value for key, value in meta.items() if key != "x"} or None
-
     def _sealed(self, session_id: str, data: dict[str, Any], meta: dict[str, Any] | None) -> bytes:
-        """The stored document of ``data`` sealed under the id's key; META (less the seal) stays readable."""
-        token = sealed.seal(session_id, stored_name(session_id), orjson.dumps(data))
-        return orjson.dumps({META: {**(meta or {}), "x": token}})
+        """The stored document of ``data`` and its META, sealed under the id's key (fastsession.record)."""
+        return record.sealed_document(session_id, data, meta)
 
     def _index_plan(
         self, session: Session, meta: dict[str, Any] | None

@@ -163,3 +163,22 @@ def plant_lock(session_dir, session_id, content, seconds=0.0):
     if seconds:
         age(lock, seconds)
     return lock
+
+
+# The holder line 0.1 wrote: FSv1, then a host field without the PID namespace that 0.2 added.
+HOLDER_LINE_0_1 = b"FSv1 web-1 0f0e5b7c-1b2a-4c3d-9e8f-0a1b2c3d4e5f 4242 987654\n"
+
+
+def session_0_1(session_dir, data, session_id=None):
+    """A session as 0.1 left it on disk: its holder line and JSON at ``<id[:2]>/<id>``; (id, path)."""
+    import orjson
+
+    from fastsession import new_session_id
+
+    session_id = session_id or new_session_id()
+    path = os.path.join(session_dir, session_id[:2], session_id)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(session_dir, 0o700)
+    with open(path, "wb") as f:
+        f.write(HOLDER_LINE_0_1 + orjson.dumps(data))
+    return session_id, path

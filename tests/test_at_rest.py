@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 import redis
-from conftest import Transaction, session_files, store_session
-from helpers import session_path, stored_relpath
+from conftest import Transaction, session_files
+from helpers import session_0_1, session_path, stored_relpath
 
 from fastsession import LockTimeout, SessionStore
 from fastsession.names import stored_name
@@ -51,12 +51,8 @@ def test_no_name_at_rest_contains_a_live_id_while_held_and_after(face, redis_url
 
 
 def legacy(session_dir, data):
-    """A session as 0.1 left it on disk: ``<id[:2]>/<id>``; its id."""
-    session_id, _ = store_session(session_dir, data)
-    old = os.path.join(session_dir, session_id[:2], session_id)
-    os.makedirs(os.path.dirname(old), exist_ok=True)
-    os.rename(session_path(session_dir, session_id), old)
-    return session_id, old
+    """A session as 0.1 left it on disk: ``<id[:2]>/<id>``; its id and path."""
+    return session_0_1(session_dir, data)
 
 
 def test_a_0_1_file_is_read_and_moved_to_its_stored_name_by_the_first_locked_request(session_dir):

@@ -228,6 +228,20 @@ def test_client_round_trip_with_the_locking_middleware(storage):
     assert locks(storage) == []
 
 
+def test_a_stored_name_sent_as_the_session_cookie_is_a_stranger(storage):
+    """Issue 24 item 1: a victim's stored name (from a log line or a listing) opens, moves and deletes nothing."""
+    from fastsession.names import stored_name
+
+    victim = Client()
+    assert [victim.get("/count").content for _ in range(2)] == [b"1", b"2"]
+    key = victim.cookies["sessionid"].value
+    attacker = Client()
+    attacker.cookies["sessionid"] = stored_name(key)
+    assert attacker.get("/count").content == b"1"  # a session of its own
+    assert attacker.cookies["sessionid"].value not in (key, stored_name(key))
+    assert victim.get("/count").content == b"3"
+
+
 def test_lock_is_released_when_the_view_raises(storage):
     client = Client(raise_request_exception=False)
     client.get("/count")

@@ -4,9 +4,13 @@ On the four stores (files and Redis, sync and async), through the adapters and D
 """
 
 import asyncio
+import datetime
+import logging
 import os
+import time
 
 import httpx
+import orjson
 import pytest
 import redis
 from conftest import session_files
@@ -21,6 +25,8 @@ import fastsession
 from fastsession import sealed
 from fastsession.asgi import SessionMiddleware as ASGIMiddleware
 from fastsession.contrib.flask import FastSessionInterface
+from fastsession.names import stored_name
+from fastsession.record import META, AcceptPlainUntil
 from fastsession.redis import data_key
 from fastsession.wsgi import SessionMiddleware
 
@@ -49,7 +55,8 @@ def put_bytes(face, sid, body):
 
 
 def open_with(face, sid, **options):
-    store = face.store(sid, encrypt=True, **options)
+    options.setdefault("encrypt", True)
+    store = face.store(sid, **options)
     session = store.get_session(False)
     data = None if session is None else dict(session)
     store.close()
@@ -94,12 +101,62 @@ def test_an_unchanged_request_rewrites_nothing_and_a_change_reseals(face):
     assert stored_bytes(face, sid) != before and open_with(face, sid) == {"n": 2}
 
 
-def test_a_plain_record_is_sealed_by_its_first_request_with_encrypt(face):
+def test_a_plain_record_is_sealed_by_its_first_request_while_a_migration_window_is_open(face):
     sid = face.stored(SECRET)
     assert b"ann@example.com" in stored_bytes(face, sid)
-    assert open_with(face, sid) == SECRET
+    window = AcceptPlainUntil(time.time() + 3600)
+    assert open_with(face, sid, encrypt=window) == SECRET
     assert b"ann@example.com" not in stored_bytes(face, sid)
-    assert open_with(face, sid) == SECRET
+    assert open_with(face, sid) == SECRET  # sealed now: encrypt=True opens it
+
+
+def test_with_encrypt_a_plain_record_reads_as_absent_and_is_logged(face, caplog):
+    """A storage writer who replaces a sealed record with a plain one logs nobody in as anybody."""
+    sid = face.stored({"_auth_user_id": "7"}, encrypt=True)
+    put_bytes(face, sid, b'{"_auth_user_id":"1"}')  # planted: "I am user 1"
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        assert open_with(face, sid) is None
+    assert "not sealed" in caplog.text
+    store = face.store(sid, encrypt=True)
+    assert store.get_session(True).session_id != sid  # never adopted either
+    store.rollback()
+
+
+def test_a_migration_window_that_has_ended_opens_plain_records_no_more(face):
+    sid = face.stored({"n": 1})
+    assert open_with(face, sid, encrypt=AcceptPlainUntil(time.time() - 1)) is None
+    assert b'"n":1' in stored_bytes(face, sid)  # read as absent, and left as it was (never overwritten unread)
+
+
+def test_accept_plain_until_takes_a_time_or_an_aware_datetime_and_nothing_else():
+    moment = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    assert AcceptPlainUntil(moment).until == moment.timestamp()
+    assert AcceptPlainUntil(12.5).until == 12.5
+    for bad in ("tomorrow", float("nan"), True, None):
+        with pytest.raises(ValueError, match="UNIX time or a datetime"):
+            AcceptPlainUntil(bad)
+
+
+def test_the_creation_time_and_user_binding_are_sealed_with_the_data(face):
+    """A storage writer who moves META's creation time 30 years ahead does not make a session immortal."""
+    sid = face.stored({"n": 1}, encrypt=True, max_lifetime=60)
+    body = stored_bytes(face, sid)
+    document = orjson.loads(body.partition(b"\n")[2] if face.kind.startswith("files") else body)
+    assert set(document) == {META} and set(document[META]) == {"x"}  # nothing readable beside the seal
+    document[META]["c"] = time.time() + 30 * 365 * 86400
+    put_bytes(face, sid, orjson.dumps(document))
+    store = face.store(sid, encrypt=True, max_lifetime=60)
+    store.get_session(False)
+    store.rollback()
+    assert store.raw._meta["c"] <= time.time()  # the sealed creation time, not the planted one
+
+
+def test_a_record_sealed_by_0_2_0_with_metadata_outside_opens_only_in_a_migration_window(face):
+    sid = face.stored({"n": 1}, encrypt=True)
+    token = sealed.seal(sid, stored_name(sid), orjson.dumps({"n": 1}))  # 0.2.0: the data alone was sealed
+    put_bytes(face, sid, orjson.dumps({META: {"c": time.time(), "x": token}}))
+    assert open_with(face, sid) is None
+    assert open_with(face, sid, encrypt=AcceptPlainUntil(time.time() + 60)) == {"n": 1}
 
 
 def test_regenerate_id_reseals_under_the_new_id_and_commit_mode_merges(face):

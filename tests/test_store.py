@@ -613,7 +613,8 @@ def test_what_is_not_a_regular_file_counts_as_absent_and_is_logged(session_dir, 
     path = session_path(session_dir, session_id)
     os.unlink(path)
     os.mkfifo(path) if plant == "fifo" else os.mkdir(path)
-    with caplog.at_level(logging.WARNING, logger="fastsession"):
+    # A folder is the mark revoke_held leaves (files.py): logged at INFO, a FIFO as a warning.
+    with caplog.at_level(logging.WARNING if plant == "fifo" else logging.INFO, logger="fastsession"):
         assert load(session_dir, session_id) is None  # never blocks, never raises
     assert "not a regular file" in caplog.text
 

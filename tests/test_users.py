@@ -293,3 +293,97 @@ def test_gc_removes_index_entries_of_gone_sessions_and_keeps_the_others(tmp_path
         assert [e.session for e in listed(f)] == [stored_name(live)]
     finally:
         f.finish()
+
+
+# -- "log out everywhere" always works (issue 24, items 3-7) ------------------------------------------------
+
+
+def test_revoke_all_revokes_a_session_busy_in_a_request_at_once_and_its_commit_does_not_bring_it_back(face):
+    """A thief who keeps one request open (a stream, a long poll) is logged out all the same."""
+    stolen = log_in(face)
+    others = [log_in(face) for _ in range(3)]
+    thief = face.store(stolen)
+    thief.get_session(False)["loot"] = 1  # holds the lock (request locking) for as long as it likes
+    admin = face.store()
+    assert admin.revoke_all("ann") == 4  # returns at once, the busy one included
+    admin.close()
+    assert listed(face) == []
+    for sid in others:
+        assert face.read(sid) is None
+    thief.close()  # its commit writes nothing, and the thief's cookie goes
+    assert face.read(stolen) is None
+    assert thief.trans.events[-1] == ("delete", "SID")
+    again = face.store(stolen)
+    assert again.get_session(False) is None  # nothing left at the stolen session's name
+    again.close()
+
+
+@pytest.mark.parametrize("locking", ["request", "commit"])
+def test_revoke_all_from_inside_one_of_the_users_own_requests_counts_right_and_never_waits(face, locking):
+    mine, *others = [log_in(face) for _ in range(3)]
+    store = face.store(mine, timeout=None, locking=locking)
+    store.get_session(False)
+    assert store.revoke_all("ann") == 3
+    store.close()
+    assert [face.read(sid) for sid in [mine, *others]] == [None, None, None]
+    assert store.trans.events[-1] == ("delete", "SID")
+
+
+def test_revoke_all_in_one_store_while_another_store_of_the_same_request_holds_its_session(face):
+    """Flask and WSGI apps may reach a second store object in the request that holds the session: no self-wait."""
+    mine = log_in(face)
+    holding = face.store(mine)
+    holding.get_session(False)
+    other = face.store(mine, timeout=None)
+    assert other.revoke_all("ann") == 1
+    other.close()
+    holding.close()
+    assert face.read(mine) is None
+
+
+def test_revoke_checks_the_session_is_bound_to_the_entrys_user(face):
+    bob = log_in(face, "bob")
+    log_in(face, "mallory")
+    forged = UserSession(stored_name(bob), user_hash("mallory"), None, None, {})
+    store = face.store()
+    assert store.revoke(forged) is False  # mallory cannot log bob out by naming his session
+    store.close()
+    assert face.read(bob) == {"user": "bob"}
+    holder = face.store(bob)
+    holder.get_session(False)  # busy: the no-wait path checks the binding too
+    store = face.store()
+    assert store.revoke(forged) is False
+    store.close()
+    holder.close()
+    assert face.read(bob) == {"user": "bob"}
+
+
+def test_commit_mode_regenerate_id_after_revoke_all_does_not_store_the_revoked_data(face):
+    sid = log_in(face)
+    store = face.store(sid, locking="commit")
+    store.get_session(False)["cart"] = 1  # read before the revoke
+    admin = face.store()
+    assert admin.revoke_all("ann") == 1
+    admin.close()
+    new_id = store.regenerate_id()  # after it: the login of a stolen session would do this
+    store.close()
+    assert face.read(new_id) is None and face.read(sid) is None
+    assert listed(face) == []
+
+
+def test_a_garbage_field_in_a_redis_user_index_is_skipped_and_revoke_all_still_works(redis_url, tmp_path):
+    face = Face("redis", str(tmp_path), redis_url)
+    try:
+        sid = log_in(face)
+        client = redis.Redis.from_url(redis_url)
+        key = face.prefix + "user:{" + user_hash("ann") + "}"
+        client.hset(key, "not-a-name", b"\xff not json")
+        client.hset(key, stored_name(log_in(face, "zed")), b"[1, 2]")
+        client.close()
+        assert [e.session for e in listed(face)] == [stored_name(sid)]
+        store = face.store()
+        assert store.revoke_all("ann") == 1
+        store.close()
+        assert face.read(sid) is None
+    finally:
+        face.finish()

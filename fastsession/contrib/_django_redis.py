@@ -47,8 +47,8 @@ def client_for(url: str | None, cache_alias: str | None, cluster: bool) -> Any:
 class DjangoRedis(RedisBackend):
     """RedisBackend as the Django engine uses it: per-save TTLs, Django's session keys."""
 
-    def __init__(self, client: Any, timeout: float | None, prefix: str, check_key: Any) -> None:
-        RedisBackend.__init__(self, client, True, 1.0, timeout, 30.0, None, prefix)
+    def __init__(self, client: Any, timeout: float | None, prefix: str, check_key: Any, lock_ttl: float = 30.0) -> None:
+        RedisBackend.__init__(self, client, True, 1.0, timeout, lock_ttl, None, prefix)
         self.check_key = check_key
 
     def unlocked(self, key: str) -> RedisHandle:

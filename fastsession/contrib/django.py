@@ -58,13 +58,15 @@ from django.contrib.sessions.backends.base import CreateError, SessionBase, Upda
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse
 
+from .. import record
 from ..aio import PENDING, AsyncFiles, async_files
 from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
 from ..errors import LockTimeout
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
 from ..names import stored_name
-from ..store import LOCKING, META, RELEASE, BaseStore, check_max_size, created_meta, encode, outlived, shared_backend
+from ..record import META
+from ..store import LOCKING, RELEASE, BaseStore, check_max_size, created_meta, encode, outlived, shared_backend
 from ..users import UserSession, bound, entry, user_hash
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
@@ -107,7 +109,8 @@ def backend() -> Any:
 
         client = client_for(url, cache_alias, bool(getattr(settings, "FASTSESSION_REDIS_CLUSTER", False)))
         prefix = getattr(settings, "FASTSESSION_REDIS_PREFIX", "fastsession:")
-        return shared_backend(DjangoRedis, client, timeout, prefix, path_safe)
+        lock_ttl = getattr(settings, "FASTSESSION_LOCK_TTL", 30.0)  # longer than the slowest view
+        return shared_backend(DjangoRedis, client, timeout, prefix, path_safe, lock_ttl)
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
 
 
@@ -119,9 +122,11 @@ def max_lifetime() -> float | None:
     return value
 
 
-def encrypting() -> bool:
-    """FASTSESSION_ENCRYPT: seal session data under a key derived from the session key (fastsession.sealed)."""
-    return bool(getattr(settings, "FASTSESSION_ENCRYPT", False))
+def encrypting() -> Any:
+    """FASTSESSION_ENCRYPT: seal session data under a key derived from the session key (fastsession.sealed);
+    True, or a record.AcceptPlainUntil while records stored before it are still opened."""
+    value = getattr(settings, "FASTSESSION_ENCRYPT", False)
+    return value if isinstance(value, record.AcceptPlainUntil) else bool(value)
 
 
 def max_size() -> int | None:
@@ -178,7 +183,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._base: bytes | None = None  # the bytes load() read: what a "commit" save merges against
         self._released: tuple[Any, ...] | None = None  # (key, bytes) that release() saved
         self._migrating: Any = None  # the old engine's store whose record goes once this one is saved
-        self._meta: dict[str, Any] | None = None  # the stored META (store.META): creation time, bound user
+        self._meta: dict[str, Any] | None = None  # the stored META (record.META): creation time, bound user
         self._indexed: tuple[Any, ...] | None = None  # (user hash, stored name) of the stored record's index entry
         self._base_plain: bytes | None = None  # what a sealed record opened to: what "commit" merges against
 
@@ -222,20 +227,20 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self._session_key = None  # an unknown key is never adopted, nor stored
             return {}
         data, self._base, mtime = loaded
-        if self._is_expired(data, mtime):
+        encrypt = encrypting()
+        opened = record.opened(key, data, encrypt) if META in data or encrypt else (data, None, None)
+        if opened is None:  # malformed, not sealed for this key, or plain where a seal is required: absent
+            self._session_key = None
+            return {}
+        data, meta, self._base_plain = opened
+        if self._is_expired(data, mtime, meta):
             self._delete_if_expired(key)
             self._session_key = None
             return {}
-        self._meta = data.pop(META) if META in data else None
-        if self._meta is not None and "x" in self._meta:  # sealed (FASTSESSION_ENCRYPT)
-            data, self._meta = self._opener()._unsealed(key, self._meta)
-            if data is None:
-                self._session_key = None
-                return {}
-            self._base_plain = encode(data, None, self._meta)
+        self._meta = meta
         if self._meta is not None and "u" in self._meta:
             self._indexed = (self._meta["u"], stored_name(key))
-        return data  # type: ignore[no-any-return]
+        return data
 
     def _opener(self) -> BaseStore:
         """A store on this engine's backend: the seal and the user index are the core's."""
@@ -313,10 +318,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return modified + datetime.timedelta(seconds=expiry)
         return expiry or modified + datetime.timedelta(seconds=self.get_session_cookie_age())
 
-    def _is_expired(self, data: dict[str, Any], mtime: float) -> bool:
-        """Past its expiry, or (FASTSESSION_MAX_LIFETIME) older than its absolute lifetime."""
-        meta = data.get(META)
-        if meta and outlived(meta.get("c"), max_lifetime()):
+    def _is_expired(self, data: dict[str, Any], mtime: float, meta: Any = None) -> bool:
+        """Past its expiry, or (FASTSESSION_MAX_LIFETIME) older than its absolute lifetime.
+
+        ``meta``: the opened record's META; by default what ``data`` (a record as read) holds.
+        """
+        meta = data.get(META) if meta is None else meta
+        if record.valid_meta(meta) and outlived(meta.get("c"), max_lifetime()):
             return True
         return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0  # type: ignore[no-any-return]
 
@@ -426,12 +434,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return data, body
         on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
         base = {} if self._base is None else orjson.loads(self._base_plain or self._base)
-        theirs = loaded[0]
-        base_meta, their_meta = base.pop(META, None), theirs.pop(META, None)
-        if their_meta is not None and "x" in their_meta:
-            theirs, their_meta = self._opener()._unsealed(self.session_key, their_meta)
-            if theirs is None:
-                raise UpdateError  # what is stored now does not open: never overwritten unread
+        base_meta = base.pop(META, None)
+        theirs_opened = record.opened(self.session_key, loaded[0], encrypting())
+        if theirs_opened is None:
+            raise UpdateError  # what is stored now does not open: never overwritten unread
+        theirs, their_meta, _ = theirs_opened
         if self._meta == base_meta:
             self._meta = their_meta
         merged = merge(base, data, theirs, on_conflict)

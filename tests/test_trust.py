@@ -1,0 +1,218 @@
+"""What an attacker with a browser, a log line, a backup or write access to storage can and cannot do.
+
+Each test names the access it models and what it must keep.
+"""
+
+import logging
+import os
+import time
+import uuid
+
+import pytest
+import redis
+from conftest import Transaction, session_files, store_session
+from helpers import HOLDER_LINE_0_1, hold_until_killed, kill_and_reap, session_0_1, session_path
+from test_sealed import put_bytes
+from test_wsgi import call, counter_app, sid_from
+
+import fastsession
+from fastsession.names import stored_name
+from fastsession.redis import RedisSessionStore, data_key
+from fastsession.wsgi import SessionMiddleware
+
+FILE_OPTIONS = [{}, {"locking": "commit"}, {"concurrent": 0}]
+
+
+def file_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# -- a stored name (from a log line, `fastsession users`, sessions_of, a listing) is not a key ----------------
+
+
+@pytest.mark.parametrize("options", FILE_OPTIONS, ids=["request", "commit", "no-locks"])
+def test_a_stored_name_presented_as_a_cookie_opens_moves_and_deletes_nothing(session_dir, options):
+    victim = Transaction()
+    with fastsession.SessionStore(victim, session_dir) as store:
+        store.get_session(True)["user"] = "victim"
+    sid = victim.cookies["SID"]
+    path = session_path(session_dir, sid)
+    before = file_bytes(path)
+    name = stored_name(sid)  # what logs, listings and "your devices" pages show
+
+    attacker = fastsession.SessionStore(Transaction({"SID": name}), session_dir, **options)
+    assert attacker.get_session(False) is None  # the victim's data is not handed out
+    fresh = attacker.get_session(True)
+    assert fresh.session_id not in (name, sid)  # nor is the stored name adopted as an id (fixation)
+    fresh["x"] = 1
+    attacker.close()
+    expirer = fastsession.SessionStore(Transaction({"SID": name}), session_dir, **options)
+    expirer.expire_session()  # and "log out" with it deletes nothing of the victim's
+    expirer.close()
+
+    assert file_bytes(path) == before  # not moved, not rewritten, not deleted
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        assert dict(store.get_session(False)) == {"user": "victim"}
+    assert not any(f.endswith(".lock") for f in session_files(session_dir))
+
+
+def test_through_the_wsgi_middleware_a_stored_name_is_a_stranger(session_dir):
+    app = SessionMiddleware(counter_app, session_dir)
+    _, headers, _ = call(app)
+    sid = sid_from(headers)
+    assert call(app, f"SID={sid}")[2] == b"2"
+    _, headers, body = call(app, f"SID={stored_name(sid)}")
+    assert body == b"1" and sid_from(headers) != stored_name(sid)  # a new session of its own
+    assert call(app, f"SID={sid}")[2] == b"3"  # the victim's session goes on
+
+
+def test_a_0_1_session_moved_to_its_stored_name_never_again_looks_like_0_1s(session_dir):
+    sid, old = session_0_1(session_dir, {"user": "ann"})
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        assert dict(store.get_session(False)) == {"user": "ann"}  # migrated: nobody logged out
+    assert not os.path.exists(old)
+    moved = file_bytes(session_path(session_dir, sid))
+    assert not moved.startswith(HOLDER_LINE_0_1)  # rewritten with this version's holder line
+    with fastsession.SessionStore(Transaction({"SID": stored_name(sid)}), session_dir) as store:
+        assert store.get_session(False) is None  # its stored name opens nothing
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        assert dict(store.get_session(False)) == {"user": "ann"}
+
+
+def test_a_moved_0_1_session_keeps_its_mtime_so_max_age_still_counts_from_its_last_use(session_dir):
+    sid, old = session_0_1(session_dir, {"n": 1})
+    then = os.stat(old).st_mtime - 1000
+    os.utime(old, (then, then))
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        store.get_session(False)
+    assert abs(os.stat(session_path(session_dir, sid)).st_mtime - then) < 1
+
+
+def test_a_file_at_an_ids_0_1_path_that_0_1_did_not_write_is_not_a_session(session_dir):
+    """A header-less or 0.2 record at ``<id[:2]>/<id>`` proves nothing: it is never read, moved or deleted."""
+    sid, old = session_0_1(session_dir, {"n": 1})
+    with open(old, "wb") as f:
+        f.write(b'{"user": "planted"}')
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        assert store.get_session(False) is None
+        store.expire_session()
+    assert file_bytes(old) == b'{"user": "planted"}'
+
+
+def test_with_legacy_off_0_1_files_are_not_read(session_dir):
+    from fastsession.files import FileBackend
+
+    sid, old = session_0_1(session_dir, {"n": 1})
+    backend = FileBackend(session_dir)
+    backend.legacy = False
+    assert backend.load(backend.unlocked(sid)) is None and os.path.exists(old)
+
+
+# -- the lock is never left behind (items 11-13) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "meta", [b'"a string"', b"[1, 2]", b"7", b'{"c": "yesterday"}', b'{"u": 5}', b'{"c": true}', b'{"m": []}']
+)
+def test_a_record_with_malformed_metadata_reads_as_absent_and_leaves_no_lock(face, meta, caplog):
+    sid = face.stored({"n": 1})
+    put_bytes(face, sid, b'{"n": 1, "\\u0000fastsession": ' + meta + b"}")
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        assert face.read(sid) is None
+    assert "malformed metadata" in caplog.text
+    store = face.store(sid, timeout=0)  # not locked by the request that met it: no wait, no 503
+    assert store.get_session(False) is None
+    store.rollback()
+
+
+def test_a_sealed_record_read_without_cryptography_raises_and_leaves_no_lock(face, monkeypatch):
+    import sys
+
+    from fastsession import sealed
+
+    sid = face.stored({"n": 1}, encrypt=True)
+    monkeypatch.setattr(sealed, "_crypto", None)
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    with pytest.raises(ImportError, match=r"fastsession\[crypto\]"):
+        face.store(sid).get_session(False)
+    monkeypatch.undo()
+    store = face.store(sid, timeout=0, encrypt=True)
+    assert dict(store.get_session(False)) == {"n": 1}
+    store.rollback()
+
+
+def another_hosts_lock(session_dir, sid, seconds_ahead):
+    lock = session_path(session_dir, sid) + ".lock"
+    with open(lock, "wb") as f:
+        f.write(b"FSv1 other-host/4026531836 aaaa 77 12345\n")
+    then = time.time() + seconds_ahead
+    os.utime(lock, (then, then))
+    return lock
+
+
+def test_a_lockfile_dated_in_the_future_becomes_stale_like_one_as_old(session_dir):
+    """A clock stepped back or a restored backup must not block a user for good."""
+    sid, _ = store_session(session_dir, {"n": 1})
+    lock = another_hosts_lock(session_dir, sid, 3600)
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=5, stale_after=30) as store:
+        assert dict(store.get_session(False)) == {"n": 1}
+    assert not os.path.exists(lock)
+
+
+def test_a_lockfile_dated_a_moment_ahead_is_a_live_lock(session_dir):
+    sid, _ = store_session(session_dir, {"n": 1})
+    another_hosts_lock(session_dir, sid, 2)  # clocks of two hosts a little apart: still within stale_after
+    with pytest.raises(fastsession.LockTimeout):
+        fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=0, stale_after=30).get_session(False)
+
+
+def test_a_holder_line_with_a_huge_pid_is_unreadable_not_a_crash(session_dir):
+    from fastsession import _holder
+    from fastsession.gc import collect
+    from fastsession.locks import file_locks
+
+    sid, _ = store_session(session_dir, {"n": 1})
+    line = b"FSv1 " + _holder.HOST + b" " + _holder.BOOT + b" " + str(2**70).encode() + b" 1\n"
+    lock = session_path(session_dir, sid) + ".lock"
+    with open(lock, "wb") as f:
+        f.write(line)
+    assert _holder.describe(line, 0.5)["pid"] is None
+    assert file_locks(session_dir)[0]["pid"] is None  # listed, without OverflowError
+    then = time.time() - 5
+    os.utime(lock, (then, then))
+    assert collect(session_dir, stale_locks_only=True).locks_removed == 1
+
+
+def test_redis_a_lock_without_a_ttl_gets_one_and_blocks_no_longer(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"ttl-{uuid.uuid4().hex[:8]}:"
+    trans = Transaction()
+    with RedisSessionStore(trans, client, prefix=prefix) as store:
+        store.get_session(True)["n"] = 1
+    sid = trans.cookies["SID"]
+    client.set(data_key(prefix, sid) + ":lock", "written by something else")  # no TTL
+    with RedisSessionStore(Transaction({"SID": sid}), client, prefix=prefix, lock_ttl=0.3, timeout=10) as store:
+        assert dict(store.get_session(False)) == {"n": 1}
+    client.close()
+
+
+def test_redis_a_sigkilled_holders_lock_is_broken_long_before_lock_ttl(redis_url):
+    """The OOM killer or gunicorn's worker timeout: the user is not locked out for lock_ttl."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"kill-{uuid.uuid4().hex[:8]}:"
+    trans = Transaction()
+    with RedisSessionStore(trans, client, prefix=prefix) as store:
+        store.get_session(True)["n"] = 1
+    sid = trans.cookies["SID"]
+
+    def hold():
+        child = redis.Redis.from_url(redis_url)
+        RedisSessionStore(Transaction({"SID": sid}), child, prefix=prefix, lock_ttl=300).get_session(False)
+
+    pid = hold_until_killed(hold)
+    kill_and_reap(pid)
+    assert client.exists(data_key(prefix, sid) + ":lock")
+    with RedisSessionStore(Transaction({"SID": sid}), client, prefix=prefix, lock_ttl=300, timeout=30) as store:
+        assert dict(store.get_session(False)) == {"n": 1}  # well within the timeout, 10x below lock_ttl
+    client.close()
