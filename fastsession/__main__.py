@@ -7,6 +7,23 @@ import sys
 from typing import Any
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text}")
+    return value
+
+
+def printable(text: object) -> str:
+    """``text`` with every control character (a terminal's escape sequences) shown escaped, never sent as is."""
+    value = str(text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
 def positive(text: str) -> float:
     """An argparse type: a number of seconds above zero."""
     value = float(text)
@@ -28,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="serve a WSGI app that keeps a visit counter")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    demo.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     demo.add_argument("--directory", default="", help="session directory (default: a temp folder)")
     bench = commands.add_parser("bench", help="time fastsession side by side with its twins and peers")
     bench.add_argument("--quick", action="store_true", help="fewer rounds: a rough table in seconds")
@@ -83,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "gc":
         return run_gc(parser, args)
     if args.command == "demo":
+        import os
+
         from .demo import serve
 
+        parent = os.path.dirname(os.path.abspath(args.directory)) if args.directory else ""
+        if args.directory and not os.path.isdir(args.directory) and not os.path.isdir(parent):
+            sys.stderr.write(f"fastsession demo: {parent}: no such folder (create it, or choose another)\n")
+            return 2
         return serve(args.host, args.port, args.directory)
     from . import bench as benchmark
 
@@ -99,6 +122,12 @@ def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.max_age is None and not args.stale_locks:
         parser.error("gc needs --max-age SECONDS (or --stale-locks alone)")
+    import os
+
+    if not os.path.isdir(args.directory):  # (gc never makes the folder it is to clean)
+        what = "not a folder" if os.path.exists(args.directory) else "no such folder"
+        sys.stderr.write(f"fastsession gc: {args.directory}: {what}; give the session directory\n")
+        return 2
     show = sys.stderr.isatty() and not args.quiet
     started = time.monotonic()
     try:
@@ -181,7 +210,7 @@ def users_table(found: list[Any]) -> str:
             entry.session[:8] + "…",
             when(entry.created),
             when(entry.last_seen),
-            " ".join(f"{k}={v}" for k, v in sorted(entry.metadata.items())),
+            " ".join(f"{printable(k)}={printable(v)}" for k, v in sorted(entry.metadata.items(), key=str)),
         ]
         for entry in found
     ]

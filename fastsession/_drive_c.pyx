@@ -7,6 +7,7 @@ PyIter_Send (its result comes back without an exception) and each backend
 method is called straight from the yielded tuple (vectorcall).
 """
 
+cimport cython
 from cpython.ref cimport PyObject, Py_XDECREF
 
 cdef extern from *:
@@ -39,6 +40,7 @@ cdef extern from *:
 cdef extern from "Python.h":
     PyObject *PyObject_Vectorcall(object callable, PyObject **args, size_t nargsf, PyObject *kwnames) except NULL
     PyObject **PySequence_Fast_ITEMS(object sequence)
+    Py_ssize_t PyTuple_GET_SIZE(object tuple)
 
 
 cdef inline object owned(PyObject *result):
@@ -48,6 +50,13 @@ cdef inline object owned(PyObject *result):
     return value
 
 
+@cython.boundscheck(True)
+@cython.wraparound(True)
+cdef object generic_call(object backend, object call):
+    # The pure twin's call, checked as Python checks it (the module's directives skip bounds checks).
+    return getattr(backend, call[0])(*call[1:])
+
+
 def run(backend, steps):
     """Carry out a core routine's backend calls one after another; its result."""
     cdef PyObject *result = NULL
@@ -55,13 +64,15 @@ def run(backend, steps):
     cdef object item = owned(result)
     cdef object call
     while status:  # 1: a call yielded; 0: the routine returned
-        # A call is a tuple (a list works as in the pure twin); anything else would be read out of bounds.
-        if (type(item) is not tuple and type(item) is not list) or not item:
-            raise TypeError(f"a core routine yielded {item!r}, not a backend call")
-        call = item
         try:
-            value = owned(PyObject_Vectorcall(getattr(backend, call[0]), PySequence_Fast_ITEMS(call) + 1,
-                                              len(call) - 1, NULL))
+            if type(item) is tuple and PyTuple_GET_SIZE(item) > 0:
+                # The arguments are read in place: a tuple cannot change under the call (a list could be
+                # resized by the method called, leaving the pointers dangling: it takes the path below).
+                call = item
+                value = owned(PyObject_Vectorcall(getattr(backend, call[0]), PySequence_Fast_ITEMS(call) + 1,
+                                                  PyTuple_GET_SIZE(call) - 1, NULL))
+            else:  # anything else, exactly as the pure twin: its errors are thrown into the routine too
+                value = generic_call(backend, item)
         except BaseException as exc:
             try:
                 item = steps.throw(exc)

@@ -200,7 +200,11 @@ cdef int fill_and_rename(int fd, const char *data, Py_ssize_t size, const char *
     # `fd`: another holder's now, so neither renamed nor removed.
     cdef ssize_t done
     cdef int err = 0
-    cdef bint mine = True
+    # Checked before writing: a descriptor inherited across fork() may name the file a child process
+    # already renamed over the session; writing through it would corrupt that session.
+    if locked and not owns_fd(fd, source):
+        close(fd)
+        return LOCK_LOST
     while size > 0:
         done = write(fd, data, size)
         if done < 0:
@@ -212,12 +216,8 @@ cdef int fill_and_rename(int fd, const char *data, Py_ssize_t size, const char *
         size -= done
     if not err and sync and fsync(fd) != 0:
         err = errno
-    if locked:
-        mine = owns_fd(fd, source)
     if close(fd) != 0 and not err:
         err = errno
-    if not mine:
-        return LOCK_LOST
     if not err and rename(source, target) != 0:
         err = errno
     if err:

@@ -178,16 +178,16 @@ def _fill_and_rename(fd: int, data: bytes, source: bytes, target: bytes, fsync: 
     mine = True
     try:
         try:
-            _write_all(fd, data)
-            if fsync:
-                sc.fsync(fd)
+            # A lock broken meanwhile is another holder's file now: never written, renamed over the session
+            # or removed. Checked before writing: a descriptor inherited across fork() may name the file a
+            # child process already renamed over the session, which a write would corrupt.
+            mine = not locked or owns(fd, source)
+            if mine:
+                _write_all(fd, data)
+                if fsync:
+                    sc.fsync(fd)
         finally:
-            try:
-                # A lock broken meanwhile is another holder's file now: never
-                # rename it over the session, never remove it.
-                mine = not locked or owns(fd, source)
-            finally:
-                sc.close(fd)
+            sc.close(fd)
         if not mine:
             raise lock_lost(source)
         sc.rename(source, target)

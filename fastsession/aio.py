@@ -45,6 +45,8 @@ from .store import (
     Steps,
     StoreCore,
     T,
+    _dropped_unclosed,
+    _holds_locks,
     run,
     shared_backend,
 )
@@ -126,6 +128,7 @@ class AsyncFiles:
     def __init__(self, files: FileBackend) -> None:
         self.files = files
         self.kernels = files.kernels
+        self.max_record = files.max_record
         self.offloaded_until = 0.0  # monotonic time until which calls go to a thread
         self.slow_calls = 0  # slow inline calls in a row
         # Waiters of this process for a lockfile, first come first woken: a
@@ -348,6 +351,14 @@ class AsyncBaseStore(StoreCore):
     async def _get_session(self, session_id: str, create: Any) -> Session | None:
         """Lock (when concurrent) and load that session; None if absent and not ``create``."""
         return await arun(self.backend, self._do_load(session_id, create))
+
+    def __del__(self) -> None:
+        # Dropped unclosed: on files the lock goes now (the file calls need no event loop); on Redis the
+        # lock's TTL ends it.
+        if _holds_locks(self):
+            files = getattr(self.backend, "files", None)
+            if files is not None:
+                _dropped_unclosed(self, lambda steps: files.kernels.run(files, steps))
 
     async def __aenter__(self) -> AsyncBaseStore:
         return self

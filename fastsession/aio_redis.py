@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from .redis import (
     IDLE_KEEP,
+    REDIS_ERRORS,
     SCRIPTS,
     SLEEP,
     WAIT,
@@ -26,6 +27,7 @@ from .redis import (
     idle_list,
     is_cluster,
     packed,
+    warn_if_evicting,
 )
 from .store import (
     DELETE,
@@ -186,6 +188,7 @@ class AsyncRedisBackend(RedisCore):
             INDEX_LIST: self._index_list,
         }
         self.sweeper: asyncio.Task[None] | None = None
+        self.policy_checked = False
 
     async def _run(self, steps: RedisSteps) -> Any:
         """Make a routine's calls on the async client (a cancelled call may yet run: the routine lets its lock go)."""
@@ -196,6 +199,12 @@ class AsyncRedisBackend(RedisCore):
         return PENDING  # every call is a round trip: awaited
 
     async def call(self, step: tuple[Any, ...]) -> Any:
+        if not self.policy_checked:  # (made outside any event loop: asked at the first call instead)
+            self.policy_checked = True
+            try:
+                warn_if_evicting(await self.client.info("memory"))
+            except REDIS_ERRORS:
+                pass
         return await self._run(self.routines[step[0]](*step[1:]))
 
     async def finish(self, steps: Steps[Any]) -> Any:

@@ -11,7 +11,11 @@ login, ``await ...expire_session()``). A user's session is locked from the
 start of the request to the end of its response, so overlapping requests of
 one user never lose an update; it is committed just before the response's
 last body chunk goes out, so a client that has the whole response has its
-session stored. The app raising, its task being cancelled, or the client
+session stored. A response of one body chunk (Starlette's ``Response``) is
+committed before its status goes out: a ``locking="commit"`` change that
+met another's is answered 409 instead (a lock not had in time, 503). A
+streamed response's status is out before its commit: a conflict then ends
+the response with an error (use ``locking="request"`` there). The app raising, its task being cancelled, or the client
 disconnecting (``http.disconnect`` seen by the app) roll it back: nothing
 written, the lock released.
 """
@@ -23,8 +27,8 @@ from collections.abc import Awaitable, MutableMapping
 from typing import Any, Callable
 
 from .aio import AsyncSessionStore
-from .busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
-from .errors import LockTimeout
+from .busy import ADAPTER_TIMEOUT, BODY, CONFLICT_BODY, RETRY_AFTER, answered_busy, answered_conflict
+from .errors import LockTimeout, SessionConflict
 from .session import TrackedSession
 from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
 
@@ -35,6 +39,21 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def refusal(exc: SessionConflict | LockTimeout) -> tuple[Message, Message]:
+    """The (start, body) messages of the 409 or 503 that answer ``exc``, logged."""
+    if isinstance(exc, SessionConflict):
+        answered_conflict(exc)
+        status, body, extra = 409, CONFLICT_BODY, []
+    else:
+        answered_busy(exc)
+        status, body, extra = 503, BODY, [(b"retry-after", RETRY_AFTER.encode())]
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers + extra},
+        {"type": "http.response.body", "body": body},
+    )
 
 
 class ASGISession(TrackedSession):
@@ -173,19 +192,8 @@ class SessionMiddleware:
         try:
             store, trans, session = await self._open(scope, self.options)
         except LockTimeout as exc:
-            answered_busy(exc)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"retry-after", RETRY_AFTER.encode()),
-                        (b"content-length", str(len(BODY)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": BODY})
+            for message in refusal(exc):
+                await send(message)
             return
         disconnected = False
 
@@ -196,12 +204,25 @@ class SessionMiddleware:
                 disconnected = True
             return message
 
+        start: Message | None = None  # the app's response start, held until the commit is decided
+
         async def send_committing(message: Message) -> None:
+            nonlocal start
             kind = message["type"]
             if kind == "http.response.start":
                 message["headers"] = await self._headers(store, trans, session, message.get("headers", ()))
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                await self._finish(store, session, disconnected)  # stored before the client has it all
+                start = message  # sent with the first body chunk: a one-chunk response is committed first
+                return
+            if kind == "http.response.body":
+                if not message.get("more_body", False):
+                    # Stored before the client has it all; for a one-chunk response, before the status goes
+                    # out, so a change that cannot be stored is a 409 (or 503), never a 200.
+                    refused = await self._finish(store, session, disconnected, start is not None)
+                    if refused is not None:
+                        start, message = refused
+                if start is not None:
+                    await send(start)
+                    start = None
             await send(message)
 
         try:
@@ -209,7 +230,10 @@ class SessionMiddleware:
         except BaseException:
             await store.rollback()
             raise
-        await self._finish(store, session, disconnected)
+        refused = await self._finish(store, session, disconnected, start is not None)
+        if start is not None:  # the app ended without a body
+            await send(start if refused is None else refused[0])
+            await send(refused[1] if refused is not None else {"type": "http.response.body", "body": b""})
 
     async def _headers(
         self, store: Any, trans: ASGITransaction, session: ASGISession, headers: Any
@@ -237,10 +261,17 @@ class SessionMiddleware:
         return out
 
     @staticmethod
-    async def _finish(store: Any, session: ASGISession, disconnected: bool) -> None:
-        """Commit (or, for a client gone, roll back) once; later changes to a new session are noted."""
+    async def _finish(
+        store: Any, session: ASGISession, disconnected: bool, may_refuse: bool = False
+    ) -> tuple[Message, Message] | None:
+        """Commit (or, for a client gone, roll back) once; later changes to a new session are noted.
+
+        ``may_refuse``: nothing went out yet; a change that cannot be stored
+        (SessionConflict: 409, LockTimeout: 503) gives the (start, body)
+        messages that answer so instead of raising.
+        """
         if store.closed:
-            return
+            return None
         stored = store._session
         if stored is not None and stored is not session:  # a new session adopted at response start
             dict.clear(stored)
@@ -252,8 +283,14 @@ class SessionMiddleware:
             )
         if disconnected:
             await store.rollback()
-        else:
+            return None
+        try:
             await store.close()
+        except (SessionConflict, LockTimeout) as exc:
+            if not may_refuse:
+                raise
+            return refusal(exc)
+        return None
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A websocket lives for minutes: it reads the session and never locks or writes it.

@@ -1,14 +1,17 @@
-"""What every adapter does when a session's lock is not had in time: 503, Retry-After, one log record.
+"""What every adapter answers when the session cannot be had or kept: one status, one log record.
 
-A user whose own slow request holds the lock gets "try again in a second",
-not a server error; the log says who held the lock (host, pid, age).
+A lock not had in time is a 503 with Retry-After: a user whose own slow
+request holds the lock gets "try again in a second", not a server error;
+the log says who held the lock (host, pid, age). A ``locking="commit"``
+change that met another request's change of the same key is a 409: the
+change was not stored, and the client is told so, never a 200.
 """
 
 from __future__ import annotations
 
 import logging
 
-from .errors import LockTimeout
+from .errors import LockTimeout, SessionConflict
 
 logger = logging.getLogger("fastsession")
 
@@ -21,3 +24,12 @@ BODY = b"The session is busy with another request; try again.\n"
 def answered_busy(exc: LockTimeout) -> None:
     """Log, once per refused request, the 503 answered for ``exc`` and who held the lock."""
     logger.warning("fastsession: answered 503 (Retry-After: %s): %s", RETRY_AFTER, exc)
+
+
+CONFLICT_STATUS = "409 Conflict"
+CONFLICT_BODY = b"The session was changed by another request meanwhile; this change was not stored. Try again.\n"
+
+
+def answered_conflict(exc: SessionConflict) -> None:
+    """Log the 409 answered for ``exc`` (which keys clashed)."""
+    logger.warning("fastsession: answered 409: %s", exc)

@@ -64,6 +64,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, directory: str = "") -> int
     The exit status: 0 after Ctrl-C, 2 when the port cannot be had.
     """
     directory = directory or os.path.join(tempfile.gettempdir(), f"fastsession-demo-{os.geteuid()}")
+    made = not os.path.isdir(directory)
     app = SessionMiddleware(visits_app, directory)
     try:
         server = make_server(host, port, app, ThreadingWSGIServer, QuietHandler)
@@ -78,7 +79,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, directory: str = "") -> int
     with server:
         url = f"http://{host}:{server.server_port}/"
         kernels = "compiled" if EXTENSIONS else "pure Python"
-        print(f"fastsession demo on {url} (sessions in {directory}, {kernels} kernels)", flush=True)
+        where = f"{directory}, made now" if made else directory
+        print(f"fastsession demo on {url} (sessions in {where}, {kernels} kernels)", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -29,8 +29,9 @@ from typing import Any, Callable, Optional
 
 from . import _kernels
 from ._holder import holder_record, written_by_0_1
-from ._io_py import READ_FLAGS
+from ._io_py import MAX_SESSION_BYTES, READ_FLAGS
 from ._lock_py import lock_lost, lock_waits, owns
+from .checks import check_seconds
 from .errors import CorruptSession, SessionError, SessionRevoked
 from .names import stored_name
 from .record import bound_to
@@ -116,6 +117,9 @@ class FileBackend:
     """
 
     kernels = _kernels.ACTIVE  # a subclass may choose a twin explicitly
+    # The largest session a commit may write: what a read accepts (MAX_SESSION_BYTES), less room for the
+    # holder line.
+    max_record = MAX_SESSION_BYTES - 512
     legacy = True  # read (and move) 0.1's files; False once every 0.1 session has been moved or expired
 
     def __init__(
@@ -129,8 +133,10 @@ class FileBackend:
         fsync: bool = False,
         check_key: Callable[[object], bool] | None = None,
     ) -> None:
-        if delay <= 0:
-            raise ValueError("delay must be positive")
+        check_seconds("delay", delay)
+        check_seconds("timeout", timeout, optional=True, zero=True, forever=True)
+        check_seconds("stale_after", stale_after)
+        check_seconds("max_age", max_age, optional=True)
         self.directory = prepare_directory(directory)
         self.concurrent = bool(concurrent)
         self.delay = float(delay)
@@ -451,7 +457,11 @@ class FileBackend:
     def index_add(self, user: str, name: str, info: bytes) -> None:
         """Write the index entry of session ``name`` (a stored name) for ``user`` (a user hash), atomically."""
         folder = self._user_folder(user)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        for made in (self.directory + b".users", folder):  # each 0700: makedirs would make the first 0777-umask
+            try:
+                os.mkdir(made, 0o700)
+            except FileExistsError:
+                pass
         entry = folder + b"/" + name.encode("ascii")
         temp = b"%s.%s.tmp" % (entry, secrets.token_hex(8).encode())
         self.kernels.write_unlocked(temp, entry, holder_record(), info, self.fsync)

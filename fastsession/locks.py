@@ -52,6 +52,8 @@ def file_locks(directory: str, stale_after: float = 30.0) -> list[dict[str, Any]
                     name = entry.name
                     if not name.endswith(".lock") or not _KEY.fullmatch(name[: -len(".lock")]):
                         continue
+                    if not entry.is_file(follow_symlinks=False):  # a folder or a link so named holds no lock
+                        continue
                     try:
                         fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
                     except OSError:

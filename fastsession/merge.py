@@ -2,8 +2,9 @@
 
 A request read version *base* without a lock; at commit the stored version
 is *theirs* and the request's is *ours*. Keys ours changed (against base)
-are applied onto theirs; a key both sides changed, to different values, is
-a conflict that ``on_conflict`` resolves. Values are compared by their
+are applied onto theirs; a key both sides changed is a conflict that
+``on_conflict`` resolves, whatever the values (two requests that each
+raise a counter from 1 to 2 made two updates, not one). Values are compared by their
 orjson bytes, so ``1``, ``1.0`` and ``True`` are three different values.
 """
 
@@ -52,8 +53,10 @@ def merge(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any], on
         if _same(mine, was):
             continue  # we did not change it: theirs stands
         other = theirs.get(key, ABSENT)
-        if _same(other, was) or _same(other, mine):
+        if _same(other, was):
             value = mine
+        # Changed on both sides, even to the same value: two increments of 1 to 2 are two updates,
+        # and taking them as one would lose one silently.
         elif on_conflict == "raise":
             conflicts.append(key)
             continue
@@ -71,7 +74,7 @@ def merge(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any], on
         raise SessionConflict(
             "the session changed meanwhile: key(s) "
             + ", ".join(repr(key) for key in conflicts)
-            + " changed by another request to other values; nothing was written",
+            + " changed by this request and by another meanwhile; nothing was written",
             tuple(conflicts),
         )
     return merged

@@ -17,6 +17,15 @@ the old record once the new one is stored. Nothing here unpickles:
 (Django's backends are read through their own SessionStore classes and
 Django's SESSION_SERIALIZER: ``FASTSESSION_MIGRATE_FROM``, see
 fastsession.contrib.django.)
+
+Whatever a reader finds goes through ``storable`` before it is stored: an
+old record was written by another program (or planted), so what it may
+produce is bounded (MAX_VALUES values counted with repetition, so shared
+references cannot multiply into a terabyte; MAX_DEPTH levels), and a key
+whose value JSON cannot hold (bytes, a msgpack extension, a set) is left
+out and logged rather than failing that user's every request. Old files
+are opened as sessions are: never following a symlink, never blocking on a
+FIFO, never reading past MAX_RECORD_BYTES.
 """
 
 from __future__ import annotations
@@ -24,13 +33,111 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import struct
 import time
 from typing import Any, Callable, Optional
 
+from ._io_py import MAX_SESSION_BYTES, READ_FLAGS
+
 logger = logging.getLogger("fastsession")
 
 Found = Optional[tuple[str, dict[str, Any]]]
+
+MAX_DEPTH = 32  # levels of nesting a migrated value may have (a session is shallow)
+MAX_VALUES = 100_000  # values a migrated record may hold, each occurrence of a shared one counted
+MAX_RECORD_BYTES = MAX_SESSION_BYTES  # the most an old record may be, as stored
+
+
+class Unstorable(ValueError):
+    """A value of an old record that fastsession cannot store as JSON."""
+
+
+class TooLarge(ValueError):
+    """An old record that would become larger than a session may be."""
+
+
+def storable(data: dict[Any, Any]) -> dict[str, Any] | None:
+    """What of an old session's ``data`` fastsession can store: every key whose value is JSON data, int keys
+    as str (as JSON writes them); a key that cannot be stored is left out and logged. None (logged) when the
+    record holds more than MAX_VALUES values: nothing of it is migrated."""
+    budget = [MAX_VALUES]
+    kept: dict[str, Any] = {}
+    try:
+        for key, value in data.items():
+            name = _key(key)
+            try:
+                if name is None:
+                    raise Unstorable(f"a key of type {type(key).__name__}")
+                kept[name] = _plain(value, 1, budget)
+            except Unstorable as why:
+                logger.warning("fastsession: not migrating key %r of an old session: %s", key, why)
+    except TooLarge as why:
+        logger.warning("fastsession: not migrating an old session: %s", why)
+        return None
+    return kept
+
+
+def _key(key: Any) -> str | None:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    return None
+
+
+def _plain(value: Any, depth: int, budget: list[int]) -> Any:
+    """``value`` as JSON data (tuples as lists); Unstorable or TooLarge when it cannot be, or too much."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise TooLarge(f"more than {MAX_VALUES} values")
+    if value is None or isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise Unstorable("an integer wider than 64 bits")
+        return value
+    if depth > MAX_DEPTH:
+        raise Unstorable(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, depth + 1, budget) for item in value]
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            name = _key(key)
+            if name is None:
+                raise Unstorable(f"a key of type {type(key).__name__}")
+            out[name] = _plain(item, depth + 1, budget)
+        return out
+    raise Unstorable(f"a value of type {type(value).__name__}")
+
+
+def read_record(path: str) -> bytes | None:
+    """The bytes of an old store's file, opened as sessions are; None when there is none, or none to read
+    (a symlink, a FIFO, a device, a folder, over MAX_RECORD_BYTES: logged)."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("fastsession: not migrating %s: %s", path, exc)
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            logger.warning("fastsession: not migrating %s: not a regular file", path)
+            return None
+        body = os.read(fd, MAX_RECORD_BYTES + 1)
+        while len(body) <= MAX_RECORD_BYTES:
+            more = os.read(fd, MAX_RECORD_BYTES + 1 - len(body))
+            if not more:
+                break
+            body += more
+    finally:
+        os.close(fd)
+    if len(body) > MAX_RECORD_BYTES:
+        logger.warning("fastsession: not migrating %s: larger than %d bytes", path, MAX_RECORD_BYTES)
+        return None
+    return body
 
 
 class FlaskSessionReader:
@@ -65,7 +172,8 @@ class FlaskSessionReader:
         if type(data) is not dict:
             logger.warning("fastsession: not migrating a Flask-Session record that is not a dict")
             return None
-        return session_id, data
+        kept = storable(data)
+        return None if kept is None else (session_id, kept)
 
     def read(self, key: str) -> Any:  # the backend's
         raise NotImplementedError
@@ -78,7 +186,7 @@ def decode_msgspec(body: bytes) -> Any:
     for decoder in (msgspec.msgpack.Decoder(), msgspec.json.Decoder()):
         try:
             return decoder.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # (nested past what a decoder may recurse)
             continue
     logger.warning("fastsession: not migrating a Flask-Session record that is neither msgpack nor JSON")
     return None
@@ -95,6 +203,9 @@ class FlaskSessionRedis(FlaskSessionReader):
 
     def read(self, key: str) -> Any:
         body = self.client.get(key)
+        if body is not None and len(body) > MAX_RECORD_BYTES:
+            logger.warning("fastsession: not migrating a Flask-Session record larger than %d bytes", MAX_RECORD_BYTES)
+            return None
         return None if body is None else decode_msgspec(body)
 
     def delete(self, session_id: str) -> None:
@@ -120,13 +231,10 @@ class FlaskSessionFiles(FlaskSessionReader):
         return os.path.join(self.cache_dir, self.hash_method(key.encode("utf-8")).hexdigest())
 
     def read(self, key: str) -> Any:
-        try:
-            with open(self.path(key), "rb") as f:
-                head, body = f.read(4), f.read()
-        except FileNotFoundError:
+        record = read_record(self.path(key))
+        if record is None or len(record) < 4:
             return None
-        if len(head) < 4:
-            return None
+        head, body = record[:4], record[4:]
         expires = struct.unpack("I", head)[0]
         if expires and expires < time.time():
             return None  # expired: as Flask-Session would say

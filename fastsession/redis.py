@@ -42,6 +42,7 @@ from redis.exceptions import (
 from . import _holder, _kernels
 from ._holder import MAGIC, describe, holder_record, is_stale, summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
+from .checks import check_seconds
 from .errors import LockTimeout, SessionError, SessionRevoked
 from .merge import Resolver
 from .names import stored_name
@@ -66,6 +67,8 @@ MAX_PAUSE = 0.05
 WAITING_MS = 1000
 WAKE = f"""
 if redis.call('EXISTS', KEYS[3]) == 1 then
+  local kind = redis.call('TYPE', KEYS[4]).ok
+  if kind ~= 'list' and kind ~= 'none' then redis.call('DEL', KEYS[4]) end
   redis.call('RPUSH', KEYS[4], 1)
   redis.call('LTRIM', KEYS[4], 0, 0)
   redis.call('PEXPIRE', KEYS[4], {WAITING_MS})
@@ -320,6 +323,7 @@ class RedisCore:
 
     kernels = _kernels.ACTIVE
     legacy = True  # also read 0.1's keys (a plain Redis; on Cluster they would be in other slots)
+    max_record = 512 << 20  # Redis's largest string (proto-max-bulk-len's default)
 
     def __init__(
         self,
@@ -330,8 +334,10 @@ class RedisCore:
         max_age: float | None = None,
         prefix: str = "fastsession:",
     ) -> None:
-        if delay <= 0 or lock_ttl <= 0:
-            raise ValueError("delay and lock_ttl must be positive")
+        check_seconds("delay", delay)
+        check_seconds("timeout", timeout, optional=True, zero=True, forever=True)
+        check_seconds("lock_ttl", lock_ttl)
+        check_seconds("max_age", max_age, optional=True)
         self.concurrent = bool(concurrent)
         self.delay = float(delay)
         self.timeout = timeout
@@ -415,6 +421,10 @@ class RedisCore:
                 pause = min(pause, max(timeout - waited, 0.0))
             try:  # until the holder's release pushes a wake-up, or the pause is over
                 yield WAIT, data_key + ":wake", max(pause, MIN_WAIT)
+            except ResponseError as exc:  # (something else wrote the wake-up key: the next release mends it)
+                if "WRONGTYPE" not in str(exc):
+                    raise SessionError(f"Redis could not wait for the session's lock: {exc}") from exc
+                yield SLEEP, pause
             except REDIS_ERRORS as exc:
                 raise SessionError(f"Redis could not wait for the session's lock: {exc}") from exc
             pause = min(pause * 2, max_pause)
@@ -637,6 +647,26 @@ class RedisCore:
             yield SLEEP, RETRY_EVERY
 
 
+def warn_if_evicting(memory_info: Any) -> None:
+    """Warn when the server's maxmemory-policy may evict keys without a TTL (an ``allkeys-*`` policy).
+
+    Under memory pressure such a server evicts a held lock (two requests
+    then hold it: a lost update) or a session (a logout). ``noeviction``
+    or a ``volatile-*`` policy never evicts what fastsession keeps without
+    a TTL. ``memory_info``: what INFO memory answered.
+    """
+    policy = memory_info.get("maxmemory_policy") if isinstance(memory_info, dict) else None
+    if isinstance(policy, bytes):
+        policy = policy.decode("ascii", "replace")
+    if isinstance(policy, str) and policy.startswith("allkeys-"):
+        logger.warning(
+            "fastsession: this Redis evicts any key under memory pressure (maxmemory-policy %s): session "
+            "locks and sessions may vanish (a lost update, a logout); set maxmemory-policy noeviction or "
+            "a volatile-* policy",
+            policy,
+        )
+
+
 def packed(*args: Any) -> bytes:
     """A command as RESP, the array of bulk strings redis-py's packer makes of it (str as UTF-8, numbers as text).
 
@@ -812,6 +842,10 @@ class RedisBackend(RedisCore):
         self.legacy = not is_cluster(client)
         self.scripts = ScriptCaller(client)
         self.guard = threading.Lock()  # one sweeper thread at a time
+        try:
+            warn_if_evicting(client.info("memory"))  # once: backends are shared (store.shared_backend)
+        except REDIS_ERRORS:  # (INFO refused, or no server yet: the first request says so)
+            pass
         self.sweeper: threading.Thread | None = None
 
     def _run(self, steps: RedisSteps) -> Any:

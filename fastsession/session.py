@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import SessionError
+
 
 class Session(dict[str, Any]):
     """A session's data: a dict of str keys to values orjson can encode.
@@ -72,3 +74,40 @@ class TrackedSession(Session):
     def items(self) -> Any:
         self.accessed = True
         return Session.items(self)
+
+
+class ClosedSession:
+    """What a Session becomes when its store is closed (``closed``): reads work, a change raises.
+
+    A change made after close() could never be stored; raising says so where
+    it is made, instead of losing it without a word. (A mixin: each Session
+    class gets a closed twin of its own layout, so isinstance checks hold.)
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise SessionError(
+            "this session's store is closed (committed or rolled back): a change now would never be stored"
+        )
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = __ior__ = _refuse
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if dict.__contains__(self, key):  # type: ignore[operator]
+            return dict.__getitem__(self, key)  # type: ignore[index]
+        return self._refuse()
+
+
+_closed_classes: dict[type, type] = {}
+
+
+def closed(session: Session) -> None:
+    """Make ``session`` refuse changes from now on (its class's ClosedSession twin)."""
+    kind = type(session)
+    if issubclass(kind, ClosedSession):
+        return
+    made = _closed_classes.get(kind)
+    if made is None:
+        made = _closed_classes[kind] = type(f"Closed{kind.__name__}", (ClosedSession, kind), {"__slots__": ()})
+    session.__class__ = made

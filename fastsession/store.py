@@ -26,12 +26,13 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 
 from . import _kernels, record, sealed
+from .checks import check_seconds
 from .errors import LockTimeout, SerializationError, SessionError, SessionRevoked, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
 from .names import stored_name
 from .record import META as META  # (re-exported: record.META is where it lives)
-from .session import Session
+from .session import Session, closed
 from .users import UserSession, bound, entry, user_hash
 
 logger = logging.getLogger("fastsession")
@@ -65,6 +66,12 @@ def outlived(created: float | None, max_lifetime: float | None) -> bool:
 def check_max_size(max_size: Any) -> None:
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
         raise ValueError(f"max_size must be a positive number of bytes, not {max_size!r}")
+
+
+def write_limit(max_size: int | None, backend: Any) -> int | None:
+    """``max_size``, or less: the most bytes ``backend`` reads back as a session (its ``max_record``)."""
+    limit: int | None = getattr(backend, "max_record", None)
+    return max_size if limit is None or (max_size is not None and max_size <= limit) else limit
 
 
 def too_large(session: dict[str, Any], size: int, max_size: int) -> SessionTooLarge:
@@ -169,9 +176,10 @@ class StoreCore:
             check_on_conflict(on_conflict)
         if max_size is not None:
             check_max_size(max_size)
-        self.max_size = max_size  # bytes of the encoded session a commit may write
-        if max_lifetime is not None and not max_lifetime > 0:
-            raise ValueError(f"max_lifetime must be a positive number of seconds, not {max_lifetime!r}")
+        # Bytes of the encoded session a commit may write: never more than the backend reads back (a
+        # session written and then read as corrupt would start its user over).
+        self.max_size = write_limit(max_size, backend)
+        check_seconds("max_lifetime", max_lifetime, optional=True)
         self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
         self._meta: dict[str, Any] | None = None  # the session in hand's META (None: none stored, none needed)
         self._indexed: tuple[str, str] | None = None  # (user hash, stored name) of the stored record's entry
@@ -233,6 +241,8 @@ class StoreCore:
             return
         self._closed = True
         session = self._session
+        if session is not None:
+            closed(session)  # what it holds now is what gets stored: a later change raises
         if self._optimistic:
             stored_new, error = False, None
             try:
@@ -565,6 +575,8 @@ class StoreCore:
             return
         self._closed = True
         self._cookie_after = "" if self._expired else None
+        if self._session is not None:
+            closed(self._session)
         held = [] if self._optimistic else [self._handle] if self._session is not None else []
         held += [self._retired] if self._retired is not None and not self._optimistic else []
         held += self._doomed or ()
@@ -677,6 +689,29 @@ class StoreCore:
         return add, (INDEX_REMOVE, *indexed) if indexed is not None else None
 
 
+def _holds_locks(store: StoreCore) -> bool:
+    """Whether ``store`` is unclosed and holds a lock (False for one whose __init__ raised)."""
+    try:
+        return not store._closed and (store._handle is not None or store._retired is not None or bool(store._doomed))
+    except AttributeError:  # never fully made: never held anything
+        return False
+
+
+def _dropped_unclosed(store: StoreCore, run: Callable[[Steps[None]], Any]) -> None:
+    """Roll back a store garbage-collected without close() (with ``run``, a sync driver), with a warning."""
+    try:
+        session = store._session
+        name = stored_name(session.session_id)[:8] if session is not None else "?"
+        run(store._do_rollback())
+        logger.warning(
+            "fastsession: a store was dropped without close() or rollback(); session %s…'s lock was released "
+            "and its changes discarded (close the store: use `with`)",
+            name,
+        )
+    except Exception:  # (at interpreter exit, or a backend gone): nothing more can be done here
+        pass
+
+
 def _done(value: Any) -> Steps[Any]:
     """Steps that make no call and give ``value``."""
     return value
@@ -754,6 +789,11 @@ class BaseStore(StoreCore):
         dropped here: it is not stored and gets no cookie.
         """
         return self._run(self._do_response_cookie())
+
+    def __del__(self) -> None:
+        # A store dropped unclosed would hold its lock for the life of the process: let it go, and say so.
+        if _holds_locks(self):
+            _dropped_unclosed(self, self._run)
 
     def __enter__(self) -> BaseStore:
         return self

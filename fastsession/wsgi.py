@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
-from .busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, STATUS, answered_busy
-from .errors import LockTimeout
+from .busy import (
+    ADAPTER_TIMEOUT,
+    BODY,
+    CONFLICT_BODY,
+    CONFLICT_STATUS,
+    RETRY_AFTER,
+    STATUS,
+    answered_busy,
+    answered_conflict,
+)
+from .errors import LockTimeout, SessionConflict
 from .store import SessionStore
 
 logger = logging.getLogger("fastsession")
@@ -169,6 +179,25 @@ class SessionMiddleware:
         except BaseException:
             store.rollback()
             raise
+        if started and isinstance(result, (list, tuple)) and not store.closed:
+            # The whole body is here and nothing has gone out (a server sends the headers with the first
+            # chunk): commit now, so that a change that cannot be stored is answered as such, never a 200.
+            try:
+                store.close()
+            except (SessionConflict, LockTimeout) as exc:
+                conflict = isinstance(exc, SessionConflict)
+                if conflict:
+                    answered_conflict(exc)  # type: ignore[arg-type]
+                else:
+                    answered_busy(exc)  # type: ignore[arg-type]
+                body = CONFLICT_BODY if conflict else BODY
+                headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+                start_response(
+                    CONFLICT_STATUS if conflict else STATUS,
+                    headers + ([] if conflict else [("Retry-After", RETRY_AFTER)]),
+                    sys.exc_info(),
+                )
+                return [body]
         return ClosingResponse(result, store)
 
 

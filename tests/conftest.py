@@ -111,11 +111,12 @@ def traversable_tmp():
 
 @pytest.fixture(scope="session")
 def redis_url():
-    """A real redis-server: CI's (FASTSESSION_REDIS_URL), or one started for this run."""
-    url = os.environ.get("FASTSESSION_REDIS_URL")
-    if url:  # CI's server
-        yield url
-        return
+    """A real redis-server started for this run, and only for it.
+
+    Never the server FASTSESSION_REDIS_URL names: tests kill its clients,
+    pause it, flush its scripts and set its maxmemory, which must never
+    reach a server someone else uses.
+    """
     from fastsession.bench.redis_server import RedisServer
 
     try:

@@ -67,10 +67,14 @@ def run_as_nobody():
 
 
 def hold_until_killed(hold):
-    """A child that runs ``hold()`` (take a lock...), then waits to be killed; its pid once it holds."""
+    """A child that runs ``hold()`` (take a lock...), then waits to be killed; its pid once it holds.
+
+    What ``hold()`` returns is kept until then: a store it returns keeps its lock (a store dropped
+    unclosed lets its lock go).
+    """
 
     def body(ready):
-        hold()
+        kept = hold()  # noqa: F841  (kept alive until the child is killed)
         os.write(ready, b"L")
         time.sleep(600)
 

@@ -118,3 +118,14 @@ def test_redis_keys_never_hold_the_id(redis_url):
     keys = [k.decode() for k in client.scan_iter(match=prefix + "*")]
     assert keys == [data_key(prefix, sid)] == [f"{prefix}{{{stored_name(sid)}}}"]
     client.close()
+
+
+def test_with_max_age_a_recently_used_0_1_file_is_read_not_judged_expired(session_dir):
+    sid, _ = legacy(session_dir, {"n": 1})
+    with SessionStore(Transaction({"SID": sid}), session_dir, max_age=3600) as store:
+        assert dict(store.get_session(False)) == {"n": 1}
+    then = time.time() - 7200
+    sid2, old2 = legacy(session_dir, {"n": 2})
+    os.utime(old2, (then, then))
+    with SessionStore(Transaction({"SID": sid2}), session_dir, max_age=3600) as store:
+        assert store.get_session(False) is None  # idle past max_age: expired, as any session

@@ -13,6 +13,7 @@ import fastsession
 from fastsession import LockTimeout, SessionError
 from fastsession.errors import SessionConflict
 from fastsession.merge import ABSENT, merge
+from fastsession.names import stored_name
 
 
 def test_an_unchanged_session_takes_no_lock(face):
@@ -87,15 +88,18 @@ def test_on_conflict_resolves_a_same_key_change(face, policy, expected):
     assert face.read(sid) == {"n": expected}
 
 
-def test_the_same_change_on_both_sides_is_no_conflict(face):
+def test_the_same_change_on_both_sides_is_a_conflict_never_a_silently_lost_increment(face):
+    """Two requests that each raise a counter from 0 to 1 made two updates: the second is refused, not dropped."""
     sid = face.stored({"n": 0})
     a = face.store(sid, locking="commit")
     b = face.store(sid, locking="commit")
     a.get_session(False)["n"] = 1
     b.get_session(False)["n"] = 1
     a.close()
-    b.close()
-    assert face.read(sid) == {"n": 1}
+    with pytest.raises(SessionConflict) as caught:
+        b.close()
+    assert caught.value.keys == ("n",)
+    assert face.read(sid) == {"n": 1}  # a's update, acknowledged; b's was refused, not acknowledged
 
 
 def test_a_session_deleted_meanwhile_is_not_resurrected(face):
@@ -219,7 +223,7 @@ def test_merge_keeps_every_disjoint_change_and_reports_every_conflict(base, ours
 
     changed_ours = {k for k in set(base) | set(ours) if enc(base, k) != enc(ours, k)}
     changed_theirs = {k for k in set(base) | set(theirs) if enc(base, k) != enc(theirs, k)}
-    clashing = {k for k in changed_ours & changed_theirs if enc(ours, k) != enc(theirs, k)}
+    clashing = changed_ours & changed_theirs  # whatever the values: two changes are two updates
     if clashing:
         with pytest.raises(SessionConflict) as caught:
             merge(base, ours, theirs, "raise")
@@ -261,3 +265,30 @@ def test_any_interleaving_of_two_requests_on_disjoint_keys_loses_nothing(tmp_pat
             stores[name].close()
     with fastsession.SessionStore(Transaction({"SID": sid}), directory) as check:
         assert dict(check.get_session(False)) == {"base": 0, "a": "A", "b": "B"}
+
+
+def test_a_merge_keeps_a_user_binding_made_meanwhile(face):
+    """A page view read before a login commits after it: the login's binding stays, so revoke_all finds it."""
+    sid = face.stored({"cart": []})
+    late = face.store(sid, locking="commit")
+    late.get_session(False)["cart"] = ["book"]
+    login = face.store(sid)
+    login.get_session(False)["user"] = "ann"
+    login.bind_user("ann")
+    login.close()
+    late.close()  # merged: its cart, the login's user and binding
+    assert face.read(sid) == {"cart": ["book"], "user": "ann"}
+    lister = face.store()
+    assert [e.session for e in lister.sessions_of("ann")] == [stored_name(sid)]
+    assert lister.revoke_all("ann") == 1
+    lister.close()
+    assert face.read(sid) is None
+
+
+def test_rollback_then_a_normal_response_keeps_the_users_cookie(face):
+    sid = face.stored({"user": "ann"})
+    store = face.store(sid)
+    store.get_session(False)
+    store.rollback()  # the view failed over something else; the response still goes out
+    assert store.response_cookie() is None  # the cookie stays as it is: nobody logged out
+    assert face.read(sid) == {"user": "ann"}

@@ -163,7 +163,8 @@ if KIND.startswith("fastsession"):
         where = dict(redis=redis.asyncio.Redis.from_url(REDIS_URL), prefix=PREFIX)
     else:
         where = dict(session_directory=DIRECTORY)
-    middleware = [Middleware(SessionMiddleware, timeout=30, **where)]
+    locking = os.environ.get("LOCKING", "request")
+    middleware = [Middleware(SessionMiddleware, timeout=30, locking=locking, **where)]
 elif KIND == "starlette-signed-cookie":
     from starlette.middleware.sessions import SessionMiddleware
     middleware = [Middleware(SessionMiddleware, secret_key="fastsession-deploy-test-" + "x" * 32)]
@@ -200,10 +201,11 @@ async def hold(request):
 """
 
 
-def hammer(port, cookie_name, path="/count", total=400, connections=8):
+def hammer(port, cookie_name, path="/count", total=400, connections=8, acknowledged=None):
     """``total`` increments of one user over ``connections`` connections at once; the counter the server keeps.
 
-    The client keeps the cookie as a browser does: the latest Set-Cookie wins.
+    The client keeps the cookie as a browser does: the latest Set-Cookie wins. ``acknowledged``, a list:
+    a 409 (a refused change) is allowed too, and each 200 is counted in it.
     """
     import asyncio
 
@@ -217,7 +219,11 @@ def hammer(port, cookie_name, path="/count", total=400, connections=8):
             async def get(url):
                 headers = {"Cookie": f"{cookie_name}={jar['cookie']}"} if "cookie" in jar else {}
                 response = await client.get(url, headers=headers)
+                if acknowledged is not None and response.status_code == 409:
+                    return response  # refused, and said so: not an increment
                 assert response.status_code == 200, response.text
+                if acknowledged is not None and url == path:
+                    acknowledged.append(1)
                 found = re.search(f"{cookie_name}=([^;]*)", response.headers.get("set-cookie", ""))
                 if found:
                     jar["cookie"] = found.group(1)
@@ -259,6 +265,23 @@ def test_one_user_over_8_connections_to_2_uvicorn_workers_loses_nothing_where_th
     assert results["fastsession-files"] == results["fastsession-redis"] == results["fastsession-fastapi"] == 0
     # What the stores without a lock lose, side by side (hundreds, on this 2-core machine):
     assert results["starlette-signed-cookie"] > 0 and results["starsessions-redis"] > 0
+
+
+@pytest.mark.parametrize("kind", ["fastsession-files", "fastsession-redis"])
+def test_commit_locking_never_acknowledges_an_increment_it_loses_under_uvicorn(tmp_path, redis_url, kind):
+    """locking="commit" through a real server: every 200 is an increment stored; the rest are 409s."""
+    env = {
+        "KIND": kind,
+        "DIRECTORY": str(tmp_path / "sessions"),
+        "REDIS_URL": redis_url,
+        "PREFIX": f"deploy-commit-{os.getpid()}:",
+        "LOCKING": "commit",
+    }
+    acknowledged = []
+    with uvicorn_serving(tmp_path, STARLETTE_APP, workers=2, env=env) as (port, _):
+        stored = hammer(port, "session", acknowledged=acknowledged)
+    print(f"\n{kind}, locking='commit': {len(acknowledged)} of 400 acknowledged, {stored} stored")
+    assert stored == len(acknowledged) > 0
 
 
 def test_django_asgi_with_the_locking_middleware_loses_nothing_on_two_workers(tmp_path):

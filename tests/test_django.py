@@ -752,6 +752,31 @@ def test_commit_locking_takes_no_lock_for_the_view_and_merges_overlapping_saves(
     assert locks(storage) == []
 
 
+def count_clash(request):
+    """/count, while another request of the same user stores its own increment."""
+    n = request.session.get("n", 0)
+    other = SessionStore(request.session.session_key)
+    other["n"] = other["n"] + 1
+    other.save()
+    request.session["n"] = n + 1
+    return HttpResponse(str(n + 1))
+
+
+urlpatterns.append(path("count_clash", count_clash))
+
+
+def test_commit_locking_answers_409_for_a_save_that_met_another_requests_change(storage):
+    client = Client()
+    client.get("/count")
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with override_settings(FASTSESSION_LOCKING="commit"):
+        response = client.get("/count_clash")
+        assert response.status_code == 409 and b"not stored" in response.content
+        assert SessionStore(key).load() == {"n": 2}  # the other request's increment
+        assert client.get("/count").content == b"3"
+    assert locks(storage) == []
+
+
 def test_a_read_only_request_takes_no_lock(storage):
     client, holder = client_and_holder()
     try:
@@ -1035,3 +1060,100 @@ def test_revoke_all_without_keep_logs_out_this_device_too(storage):
     assert [SessionStore().exists(k) for k in keys] == [False, False]
     assert SessionStore().sessions_of("7") == []
     assert locks(storage) == []
+
+
+def unbind(request):
+    request.session.bind_user(None)  # unbound without a flush (a "switch account" view, say)
+    request.session["after"] = True
+    return HttpResponse("unbound")
+
+
+urlpatterns.append(path("unbind", unbind))
+
+
+@pytest.mark.parametrize("lifetime", [None, 3600])
+def test_encrypt_with_a_bound_user_and_max_lifetime_loads_and_lists(storage, lifetime):
+    """The sealed record carries its metadata inside the seal: it loads, lists, revokes like a plain one."""
+    with override_settings(FASTSESSION_ENCRYPT=True, FASTSESSION_MAX_LIFETIME=lifetime):
+        client = Client()
+        client.get("/count")
+        assert client.get("/signin").content == b"in"
+        assert client.get("/count").content == b"2"  # loaded: the sealed META opened with it
+        assert len(SessionStore().sessions_of("7")) == 1
+        assert client.get("/unbind").content == b"unbound"  # saved after unbinding, no flush: no error
+        assert client.get("/peek").content == b"2"
+        assert SessionStore().sessions_of("7") == []
+    assert locks(storage) == []
+
+
+def test_a_plain_record_is_refused_by_an_encrypting_engine(storage):
+    client = Client()
+    client.get("/signin")
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with override_settings(FASTSESSION_ENCRYPT=True):
+        assert SessionStore(key).load() == {}  # stored before encryption, or planted: absent
+        from fastsession.record import AcceptPlainUntil
+
+        with override_settings(FASTSESSION_ENCRYPT=AcceptPlainUntil(time.time() + 60)):
+            assert SessionStore(key).load()["user"] == "7"  # the migration window opens it
+
+
+def release_then_change(request):
+    request.session["a"] = 1
+    request.session.release()  # saved now, the lock let go
+    other = SessionStore(request.session.session_key)  # another request of the user, meanwhile
+    other["b"] = 2
+    other.save()
+    request.session["c"] = 3  # a later change: saved with the response
+    return HttpResponse("ok")
+
+
+urlpatterns.append(path("release-then-change", release_then_change))
+
+
+def test_a_change_after_release_is_merged_and_never_overwrites_another_requests(storage):
+    client = Client()
+    client.get("/count")
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert client.get("/release-then-change").content == b"ok"
+    assert SessionStore(key).load() == {"n": 1, "a": 1, "b": 2, "c": 3}
+    assert locks(storage) == []
+
+
+def test_the_engine_waits_ten_seconds_for_a_lock_by_default_and_as_set(session_path):
+    from fastsession.busy import ADAPTER_TIMEOUT
+
+    assert ADAPTER_TIMEOUT == 10.0
+    assert SessionStore()._backend.timeout == 10.0
+    with override_settings(FASTSESSION_LOCK_TIMEOUT=0.25):
+        assert SessionStore()._backend.timeout == 0.25
+
+
+@pytest.mark.parametrize("policy, n", [("ours", 10), ("theirs", 3)])
+def test_fastsession_on_conflict_resolves_a_clash_as_set(storage, policy, n):
+    client = Client()
+    client.get("/count")
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with override_settings(FASTSESSION_LOCKING="commit", FASTSESSION_ON_CONFLICT=policy):
+        clash = SessionStore(key)
+        clash["n"] = 10
+        client.get("/count")
+        client.get("/count")
+        clash.save()  # no SessionConflict: resolved by the setting
+        assert SessionStore(key).load()["n"] == n
+
+
+def test_expiry_dates_work_with_use_tz_false(session_path):
+    import datetime
+
+    with override_settings(USE_TZ=False):
+        store = SessionStore()
+        store["n"] = 1
+        store.set_expiry(datetime.datetime.now() + datetime.timedelta(hours=1))  # a naive datetime
+        store.save()
+        again = SessionStore(store.session_key)
+        assert again["n"] == 1
+        assert again.get_expiry_date().tzinfo is None
+        assert 3500 < again.get_expiry_age() <= 3600
+        SessionStore.clear_expired()  # compares naive times: no TypeError, and keeps it
+        assert SessionStore(store.session_key).load() == {"n": 1, "_session_expiry": again["_session_expiry"]}

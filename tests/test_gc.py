@@ -52,7 +52,13 @@ def test_dry_run_counts_but_removes_nothing(session_dir, three):
 
 def test_expired_session_in_use_is_never_removed(session_dir, three):
     old1, _, _ = three
-    pid = hold_until_killed(lambda: SessionStore(Transaction({"SID": old1}), session_dir).get_session(0))
+
+    def hold():
+        store = SessionStore(Transaction({"SID": old1}), session_dir)
+        store.get_session(0)
+        return store
+
+    pid = hold_until_killed(hold)
     try:
         age(path_of(session_dir, old1), 7200)
         counts = collect(session_dir, 3600)

@@ -36,7 +36,9 @@ def new_session(session_dir):
 
 def hold_files(session_dir, session_id):
     def hold():
-        SessionStore(Transaction({"SID": session_id}), session_dir).get_session(False)
+        store = SessionStore(Transaction({"SID": session_id}), session_dir)
+        store.get_session(False)
+        return store
 
     return hold_until_killed(hold)
 

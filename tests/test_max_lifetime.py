@@ -154,3 +154,19 @@ def test_asgi(tmp_path):
             return first, (await client.get("/")).text
 
     assert asyncio.run(go()) == (["1", "2"], "1")
+
+
+@pytest.mark.parametrize("locking", ["request", "commit"])
+def test_with_encrypt_a_session_read_all_along_still_ends_at_its_lifetime(face, locking):
+    """The sealed creation time is read back on every request (and kept by reads that write nothing)."""
+    sid = face.stored({"user": "ann"}, max_lifetime=LIFETIME, encrypt=True)
+    started = time.monotonic()
+    while time.monotonic() - started < LIFETIME - 0.2:
+        store = face.store(sid, max_lifetime=LIFETIME, locking=locking, encrypt=True)
+        assert dict(store.get_session(False)) == {"user": "ann"}  # read, never changed
+        store.close()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    store = face.store(sid, max_lifetime=LIFETIME, locking=locking, encrypt=True)
+    assert store.get_session(False) is None
+    store.close()

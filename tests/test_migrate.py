@@ -195,3 +195,113 @@ def test_django_users_stay_logged_in_across_the_switch_and_the_old_record_goes(e
     assert new["old_record"] is False
     again = django_app("whoami", workdir, engine, redis_url, old["cookie"])  # from fastsession now
     assert again["user"] == "ann" and again["old_record"] is False
+
+
+# -- a planted or odd old record migrates nothing that cannot be stored and breaks nothing (issue 24, 8-10) -----
+
+
+def odd_login(app):
+    @app.route("/odd")
+    def odd():
+        session["user"] = "ann"
+        session["blob"] = b"\x00\x01raw"  # Flask-Session stores bytes (msgpack bin); JSON cannot
+        session["by_id"] = {7: "seven"}  # an int key, as msgpack keeps it
+        return "ok"
+
+    return app
+
+
+def test_a_real_flask_session_record_with_bytes_and_int_keys_migrates_what_it_can(client, tmp_path, caplog):
+    prefix = f"session-{uuid.uuid4().hex[:6]}:"
+    old_app = odd_login(old_flask_session_app(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=prefix))
+    old = old_app.test_client()
+    assert old.get("/odd").status_code == 200
+    browser = new_app(str(tmp_path / "s"), FlaskSessionRedis(client, key_prefix=prefix)).test_client()
+    browser.set_cookie("session", old.get_cookie("session").value)
+    assert browser.get("/whoami").text == "ann None 1"  # kept: the user; int keys as str, as JSON has them
+    assert "'blob'" in caplog.text  # left out, and said so
+    assert browser.get("/whoami").text == "ann None 2"  # and never a 500, now or later
+
+
+def test_msgpack_extension_types_and_deep_nesting_migrate_nothing_they_hold(client, tmp_path, caplog):
+    import msgspec
+
+    prefix = f"session-{uuid.uuid4().hex[:6]}:"
+    ext, deep = "D" * 43, "E" * 43
+    client.set(prefix + ext, msgspec.msgpack.encode({"user": "ann", "x": msgspec.msgpack.Ext(5, b"opaque")}))
+    nested = b"\x91" * 10_000 + b"\xc0"  # a list in a list ... 10,000 deep
+    client.set(prefix + deep, b"\x82\xa4user\xa3bob\xa1x" + nested)
+    app = new_app(str(tmp_path / "s"), FlaskSessionRedis(client, key_prefix=prefix))
+    for sid, who in ((ext, "ann"), (deep, "None")):
+        browser = app.test_client()
+        browser.set_cookie("session", sid)
+        assert browser.get("/whoami").status_code == 200
+        assert browser.get("/whoami").text.startswith(who)
+
+
+def billion_laughs(levels=9, width=10):
+    """A small pickle of {"user": "ann", "l0": [1], "l1": [l0] * width, ...}: each list holds `width` references
+    to the one before it, so "l9" alone unfolds into width**levels values."""
+
+    def text(value):
+        return b"\x8c" + bytes([len(value)]) + value.encode()
+
+    out = bytearray(b"\x80\x05}(" + text("user") + text("ann"))
+    out += text("l0") + b"]\x94K\x01a"  # memo 0 = [1]
+    for level in range(1, levels + 1):  # memo level = [memo level-1] * width
+        out += text(f"l{level}") + b"]\x94(" + (b"h" + bytes([level - 1])) * width + b"e"
+    return bytes(out + b"u.")
+
+
+def test_a_billion_laughs_pickle_is_bounded_before_it_is_encoded(tmp_path, caplog):
+    cache_dir = str(tmp_path / "flask_session")
+    os.mkdir(cache_dir)
+    reader = FlaskSessionFiles(cache_dir)
+    sid = "F" * 43
+    body = billion_laughs()
+    assert len(body) < 1000
+    data = plain_pickle(body)  # read in no time: the shared lists are shared, not copied
+    assert data["user"] == "ann"
+    with open(reader.path("session:" + sid), "wb") as f:
+        f.write(b"\0\0\0\0" + body)
+    browser = new_app(str(tmp_path / "s"), reader).test_client()
+    browser.set_cookie("session", sid)
+    assert browser.get("/whoami").text == "None None 1"  # nothing of it: it would be ~10**9 values
+    assert "values" in caplog.text
+
+
+@pytest.mark.parametrize("plant", ["fifo", "dev-zero", "directory"])
+def test_an_old_record_that_is_no_file_is_never_read(tmp_path, plant):
+    cache_dir = str(tmp_path / "flask_session")
+    os.mkdir(cache_dir)
+    reader = FlaskSessionFiles(cache_dir)
+    sid = "G" * 43
+    path = reader.path("session:" + sid)
+    {
+        "fifo": lambda: os.mkfifo(path),
+        "dev-zero": lambda: os.symlink("/dev/zero", path),
+        "directory": lambda: os.mkdir(path),
+    }[plant]()
+    browser = new_app(str(tmp_path / "s"), reader).test_client()
+    browser.set_cookie("session", sid)
+    assert browser.get("/whoami").text == "None None 1"  # no hang, no MemoryError
+
+
+class QuietPickle:
+    """A SESSION_SERIALIZER with an innocent name that unpickles all the same."""
+
+    def dumps(self, obj):
+        return pickle.dumps(obj)
+
+    def loads(self, data):
+        return pickle.loads(data)
+
+
+def test_django_refuses_a_serializer_that_rebuilds_objects_whatever_its_name():
+    pytest.importorskip("django")
+    from django.core.signing import JSONSerializer
+
+    from fastsession.contrib.django import builds_objects
+
+    assert builds_objects(QuietPickle) is True
+    assert builds_objects(JSONSerializer) is False

@@ -49,6 +49,7 @@ def test_killed_holder_blocks_others_well_under_a_second(session_dir):
     def hold():
         store = SessionStore(Transaction({"SID": session_id}), session_dir)
         store.get_session(0)["n"] = 1000  # never committed
+        return store
 
     kill_and_reap(hold_until_killed(hold))
     started = time.monotonic()

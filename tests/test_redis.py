@@ -182,6 +182,7 @@ def test_killed_holder_blocks_others_at_most_lock_ttl(make, redis_url, prefix):
         client = redis.Redis.from_url(redis_url)
         store = RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, lock_ttl=0.5)
         store.get_session(False)["n"] = 1000  # never committed
+        return store
 
     kill_and_reap(hold_until_killed(hold))
     started = time.monotonic()
@@ -593,3 +594,70 @@ def test_the_pools_checkout_is_called_as_its_redis_py_version_wants(client):
             raise AssertionError("not called")
 
     assert checkout_args(Before53()) == ("EVALSHA",)
+
+
+def test_the_suites_redis_server_is_its_own_never_the_one_the_environment_names(redis_url, monkeypatch):
+    """Tests kill clients, pause and reconfigure their server: one named by FASTSESSION_REDIS_URL may be shared."""
+    import os
+
+    assert redis_url != os.environ.get("FASTSESSION_REDIS_URL")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.info("server")["tcp_port"] == int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    finally:
+        client.close()
+
+
+def test_a_string_at_the_wake_key_does_not_turn_a_commit_into_a_failure(make, client, prefix):
+    """Item 20: a key of another type where the wake-up list goes is mended, the commit reported as done."""
+    session_id = stored(make, {"n": 1})
+    holder = make(Transaction({"SID": session_id}))
+    holder.get_session(False)["n"] = 2
+    key = data_key(prefix, session_id)
+    client.set(key + ":wake", "written by something else")
+    client.set(key + ":waiting", 1, px=5000)  # as a waiter marks it
+    holder.close()  # no SessionError: written, unlocked, the waiter woken
+    assert load(make, session_id) == {"n": 2}
+    assert client.type(key + ":wake") == b"list"
+
+
+def test_a_waiter_whose_wake_key_holds_a_string_still_gets_the_lock(make, client, prefix):
+    session_id = stored(make, {"n": 1})
+    key = data_key(prefix, session_id)
+    client.set(key + ":wake", "written by something else")
+    holder = make(Transaction({"SID": session_id}))
+    holder.get_session(False)
+    client.set(key + ":lock", client.get(key + ":lock"), px=200)  # its holder gone quiet: the TTL ends it
+    with make(Transaction({"SID": session_id}), timeout=10) as waiter:
+        assert waiter.get_session(False) == {"n": 1}
+
+
+@pytest.mark.parametrize("policy, warned", [("allkeys-lru", True), ("volatile-lru", False), ("noeviction", False)])
+def test_a_server_that_may_evict_any_key_is_warned_about_at_start(redis_url, policy, warned, caplog):
+    from fastsession.redis import RedisSessionStore
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_set("maxmemory-policy", policy)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fastsession"):
+            fresh = redis.Redis.from_url(redis_url)
+            RedisSessionStore(Transaction(), fresh).rollback()
+            fresh.close()
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.close()
+    assert ("maxmemory-policy " + policy in caplog.text) is warned
+
+
+def test_without_locks_a_read_refreshes_the_ttl_once_a_quarter_of_max_age_has_passed(make, client, prefix):
+    """concurrent=0 with max_age: a user who only reads stays logged in (the TTL is renewed, not left to run out)."""
+    session_id = stored(make, {"n": 1}, max_age=100)
+    key = data_key(prefix, session_id)
+    client.pexpire(key, 60_000)  # 40 s of its 100 gone: more than a quarter
+    with make(Transaction({"SID": session_id}), concurrent=0, max_age=100) as store:
+        assert store.get_session(False) == {"n": 1}
+    assert client.pttl(key) > 90_000
+    client.pexpire(key, 90_000)  # 10 s gone: not yet a quarter, left alone (no write per read)
+    with make(Transaction({"SID": session_id}), concurrent=0, max_age=100) as store:
+        store.get_session(False)
+    assert client.pttl(key) <= 90_000

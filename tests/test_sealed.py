@@ -4,6 +4,7 @@ On the four stores (files and Redis, sync and async), through the adapters and D
 """
 
 import asyncio
+import base64
 import datetime
 import logging
 import os
@@ -232,3 +233,65 @@ def test_wsgi_flask_asgi(tmp_path):
     assert asyncio.run(go()) == 200
     assert session_files(str(tmp_path / "a"))
     no_values_at_rest(str(tmp_path / "a"))
+
+
+# -- known answers: a change to any of these silently logs every user out -----------------------------------
+
+
+def hkdf_sha256(secret, salt, info, length=32):
+    """RFC 5869, written out here with hmac alone: what fastsession.sealed must agree with."""
+    import hashlib
+    import hmac
+
+    prk = hmac.new(salt, secret, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out, counter = out + block, counter + 1
+    return out[:length]
+
+
+def test_the_key_derivation_is_hkdf_sha256_with_fastsessions_salt_and_info():
+    session_id = "A" * 43
+    key = hkdf_sha256(session_id.encode(), b"fastsession sealed sessions", b"fastsession session data v1")
+    assert key.hex() == "7f267139845157d4d6395c29be9a79e612e1c5d599686683548dc5827a63f597"
+    assert sealed._key(session_id) == key
+
+
+def test_a_record_sealed_with_the_known_key_opens_and_nothing_else_does():
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    session_id, name = "A" * 43, stored_name("A" * 43)
+    key = bytes.fromhex("7f267139845157d4d6395c29be9a79e612e1c5d599686683548dc5827a63f597")
+    nonce = bytes(range(12))
+    token = base64.urlsafe_b64encode(nonce + AESGCM(key).encrypt(nonce, b'{"n":1}', name.encode())).decode()
+    assert sealed.unseal(session_id, name, token) == b'{"n":1}'
+    assert sealed.unseal(session_id, "B" * 43, token) is None  # bound to its stored name
+    assert sealed.unseal("B" * 43, name, token) is None
+
+
+def test_the_user_index_names_a_user_by_a_domain_separated_sha256():
+    import hashlib
+
+    from fastsession.users import user_hash
+
+    digest = hashlib.sha256(b"fastsession user\x00ann@example.com").digest()
+    assert user_hash("ann@example.com") == base64.urlsafe_b64encode(digest)[:43].decode()
+    assert user_hash("ann@example.com") == "N2-Bt7N6v9nXIGCVRCPROxXUzEHwss6IZJKkKcAgwCk"
+    assert stored_name("A" * 43) == "DwBzhbb51LfusnSGBa_hqYSgo7-j8BTQnip4TOnlzRo"
+
+
+@pytest.mark.parametrize("mode", ["commit", "read_only"])
+def test_with_encrypt_an_unchanged_unlocked_request_takes_no_lock_and_rewrites_nothing(face, mode):
+    sid = face.stored({"n": 1}, encrypt=True)
+    before = stored_bytes(face, sid)
+    holder = face.store(sid, encrypt=True)
+    holder.get_session(False)  # holds the lock: a request that wanted it would wait, then time out
+    options = {"locking": "commit"} if mode == "commit" else {}
+    reader = face.store(sid, encrypt=True, timeout=0, **options)
+    if mode == "read_only":
+        reader.read_only()
+    assert dict(reader.get_session(False)) == {"n": 1}
+    reader.close()  # no LockTimeout: nothing locked, nothing written
+    holder.rollback()
+    assert stored_bytes(face, sid) == before

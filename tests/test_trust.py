@@ -208,7 +208,9 @@ def test_redis_a_sigkilled_holders_lock_is_broken_long_before_lock_ttl(redis_url
 
     def hold():
         child = redis.Redis.from_url(redis_url)
-        RedisSessionStore(Transaction({"SID": sid}), child, prefix=prefix, lock_ttl=300).get_session(False)
+        store = RedisSessionStore(Transaction({"SID": sid}), child, prefix=prefix, lock_ttl=300)
+        store.get_session(False)
+        return store
 
     pid = hold_until_killed(hold)
     kill_and_reap(pid)
@@ -216,3 +218,123 @@ def test_redis_a_sigkilled_holders_lock_is_broken_long_before_lock_ttl(redis_url
     with RedisSessionStore(Transaction({"SID": sid}), client, prefix=prefix, lock_ttl=300, timeout=30) as store:
         assert dict(store.get_session(False)) == {"n": 1}  # well within the timeout, 10x below lock_ttl
     client.close()
+
+
+# -- a store dropped unclosed, writes after close (item 14) ---------------------------------------------------
+
+
+def test_a_store_garbage_collected_unclosed_releases_its_lock_with_a_warning(face, caplog):
+    import gc
+
+    sid = face.stored({"n": 1})
+    store = face.store(sid)
+    store.get_session(False)["n"] = 2
+    raw = store.raw
+    face.opened.remove(raw)
+    del store, raw
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        gc.collect()
+    if face.kind == "redis-async":  # no event loop in a finalizer: the lock's TTL ends it
+        return
+    assert "dropped without close()" in caplog.text
+    assert face.read(sid) == {"n": 1}  # released (no wait), and the change discarded
+
+
+@pytest.mark.parametrize("end", ["close", "rollback"])
+def test_a_change_after_close_raises_instead_of_vanishing(face, end):
+    sid = face.stored({"n": 1})
+    store = face.store(sid)
+    session = store.get_session(False)
+    getattr(store, end)()
+    assert session["n"] == 1 and dict(session) == {"n": 1}  # reading goes on
+    for change in (
+        lambda: session.__setitem__("n", 2),
+        lambda: session.update(n=2),
+        lambda: session.pop("n"),
+        lambda: session.clear(),
+        lambda: session.setdefault("new", 1),
+    ):
+        with pytest.raises(fastsession.SessionError, match="closed"):
+            change()
+    assert session.setdefault("n") == 1
+    assert face.read(sid) == {"n": 1}
+
+
+# -- what reads refuse, writes refuse (item 16); durations (item 17) ------------------------------------------
+
+
+def test_a_session_over_the_files_read_limit_is_refused_at_write_and_the_stored_one_kept(session_dir):
+    from fastsession._io_py import MAX_SESSION_BYTES
+
+    sid, trans = store_session(session_dir, {"n": 1})
+    store = fastsession.SessionStore(trans, session_dir)
+    store.get_session(False)["blob"] = "x" * MAX_SESSION_BYTES
+    with pytest.raises(fastsession.SessionTooLarge, match="'blob'"):
+        store.close()
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=0) as again:
+        assert dict(again.get_session(False)) == {"n": 1}  # kept, and not locked
+
+
+def test_a_session_just_under_the_files_read_limit_is_written_and_read_back(session_dir):
+    from fastsession.files import FileBackend
+
+    sid, trans = store_session(session_dir, {"n": 1})
+    with fastsession.SessionStore(trans, session_dir) as store:
+        store.get_session(False)["blob"] = "x" * (FileBackend.max_record - 100)
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        assert len(store.get_session(False)["blob"]) == FileBackend.max_record - 100
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("max_age", -5),
+        ("max_age", float("nan")),
+        ("max_age", 0),
+        ("max_age", True),
+        ("timeout", -1),
+        ("timeout", float("nan")),
+        ("stale_after", float("nan")),
+        ("delay", 0),
+        ("max_lifetime", float("nan")),
+    ],
+)
+def test_negative_or_nan_durations_are_refused_when_the_store_is_made(face, option):
+    name, value = option
+    if face.kind.startswith("redis") and name == "stale_after":
+        name = "lock_ttl"
+    with pytest.raises(ValueError, match=name):
+        face.store(None, **{name: value})
+
+
+def test_nothing_is_deleted_by_a_store_that_refused_its_max_age(session_dir):
+    sid, _ = store_session(session_dir, {"n": 1})
+    with pytest.raises(ValueError):
+        fastsession.SessionStore(Transaction({"SID": sid}), session_dir, max_age=-5)
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
+        assert dict(store.get_session(False)) == {"n": 1}
+
+
+# -- a lock held across fork() (item 15) ----------------------------------------------------------------------
+
+
+def test_a_lock_held_across_fork_never_corrupts_the_session(session_dir):
+    """The child commits through the inherited lock; the parent's later commit writes nothing into what the
+    child renamed into place (the lock is no longer the parent's), so the session reads as the child left it."""
+    from helpers import fork_child, wait_ok
+
+    sid, _ = store_session(session_dir, {"n": 1})
+    parent = fastsession.SessionStore(Transaction({"SID": sid}), session_dir)
+    parent.get_session(False)["n"] = 100
+
+    def child(_):
+        parent.get_session(False)["n"] = 2
+        parent.close()  # the child's commit: renames the shared lockfile over the session
+
+    pid, _ = fork_child(child)
+    wait_ok(pid)
+    with pytest.raises(fastsession.SessionError, match="broken|lost"):
+        parent.close()
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=0) as store:
+        assert dict(store.get_session(False)) == {"n": 2}  # not corrupt, not the parent's
+    assert not any(f.endswith(".lock") for f in session_files(session_dir))

@@ -116,10 +116,24 @@ def test_an_entry_written_by_a_commit_that_never_landed_is_not_listed_and_revoke
     entry = b'{"created": 1, "added": %f, "metadata": {}}' % time.time()
     sync_backend(face).index_add(user_hash("ann"), stored_name(sid), entry)  # left by a request killed then
     assert listed(face) == []
+    # A listing leaves a young entry alone: its commit may be about to land (a login mid-save), and
+    # "log out everywhere" must still find it then.
+    assert in_index(face, stored_name(sid))
     store = face.store()
     assert store.revoke_all("ann") == 0  # nothing live was revoked
     store.close()
     assert not [name for name in at_rest(face) if stored_name(sid) in name]  # but the entry is gone
+
+
+def in_index(face, name):
+    """Whether the user index of "ann" holds an entry for stored ``name``."""
+    if face.kind.startswith("files"):
+        return os.path.exists(os.path.join(face.directory, ".users", user_hash("ann"), name))
+    client = redis.Redis.from_url(face.redis_url)
+    try:
+        return client.hexists(face.prefix + "user:{" + user_hash("ann") + "}", name)
+    finally:
+        client.close()
 
 
 def sync_backend(face):
@@ -387,3 +401,20 @@ def test_a_garbage_field_in_a_redis_user_index_is_skipped_and_revoke_all_still_w
         assert face.read(sid) is None
     finally:
         face.finish()
+
+
+def test_the_user_index_folders_are_private_whatever_the_umask(tmp_path):
+    """Who has sessions (the user hashes) is listed by nobody but the store's own user."""
+    import stat as stat_module
+
+    face = Face("files", str(tmp_path / "sessions"), None)
+    old = os.umask(0o002)
+    try:
+        log_in(face)
+    finally:
+        os.umask(old)
+        face.finish()
+    index = os.path.join(face.directory, ".users")
+    assert stat_module.S_IMODE(os.stat(index).st_mode) == 0o700
+    (user,) = os.listdir(index)
+    assert stat_module.S_IMODE(os.stat(os.path.join(index, user)).st_mode) == 0o700

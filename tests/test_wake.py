@@ -100,3 +100,50 @@ def test_a_file_lock_timeout_names_the_holder(tmp_path):
     finally:
         backend.release(handle)
     assert caught.value.holder["pid"] == os.getpid() and caught.value.holder["alive"] is True
+
+
+def held_then_released(kernels_lock, lock_path, after):
+    """A thread of this process that holds ``lock_path`` and releases it ``after`` seconds later."""
+    import threading
+
+    from fastsession._holder import holder_record
+
+    fd = kernels_lock.try_lock(lock_path, holder_record())
+    assert fd >= 0
+    releaser = threading.Timer(after, kernels_lock.unlock, (fd, lock_path))
+    releaser.start()
+    return releaser
+
+
+def test_a_waiter_is_woken_by_the_release_not_by_its_next_poll(tmp_path, kernels, monkeypatch):
+    """With polls 30 s apart, only the wake-up can hand the lock over within the 20 s timeout."""
+    from fastsession import _lock_py
+    from fastsession._holder import holder_record
+
+    monkeypatch.setattr(_lock_py, "FIRST_PAUSE", 30.0)
+    monkeypatch.setattr(_lock_py, "MAX_PAUSE", 30.0)
+    woken = []
+    real_wait = _wake.Subscription.wait
+
+    def noting_wait(self, seconds):
+        woken.append(real_wait(self, seconds))
+        return woken[-1]
+
+    monkeypatch.setattr(_wake.Subscription, "wait", noting_wait)
+    lock_path = str(tmp_path / "s.lock").encode()
+    releaser = held_then_released(kernels.lock, lock_path, 0.05)
+    fd = kernels.lock.acquire(lock_path, holder_record(), 60.0, 20.0, 30.0)
+    releaser.join()
+    kernels.lock.unlock(fd, lock_path)
+    assert woken == [True]  # one pause, ended by the release (a poll would have slept out its 20 s)
+
+
+def test_without_inotify_a_contended_lock_is_had_by_polling(tmp_path, kernels, monkeypatch):
+    from fastsession._holder import holder_record
+
+    monkeypatch.setattr(_wake, "subscribe", lambda *args, **kwargs: None)  # a libc without inotify
+    lock_path = str(tmp_path / "s.lock").encode()
+    releaser = held_then_released(kernels.lock, lock_path, 0.05)
+    fd = kernels.lock.acquire(lock_path, holder_record(), 0.01, 20.0, 30.0)
+    releaser.join()
+    kernels.lock.unlock(fd, lock_path)

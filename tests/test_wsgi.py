@@ -185,6 +185,30 @@ def test_app_raising_while_streaming_is_rolled_back(session_dir, counter):
     assert call(counter, f"SID={sid}")[2] == b"2"
 
 
+def streamed_counter_app(environ, start_response):
+    """counter_app with a body the server must iterate: committed only once the response is closed."""
+    return iter(counter_app(environ, start_response))
+
+
+@pytest.fixture
+def streamed_counter(session_dir):
+    return SessionMiddleware(streamed_counter_app, session_dir)
+
+
+def test_a_whole_body_is_committed_before_the_server_sends_anything(session_dir, counter):
+    """A list body is final when the app returns: committed then, so a refusal can still be the status."""
+    from wsgiref.util import setup_testing_defaults
+
+    sid = sid_from(call(counter)[1])
+    environ = {"HTTP_COOKIE": f"SID={sid}"}
+    setup_testing_defaults(environ)
+    result = counter(environ, lambda status, headers, exc_info=None: None)
+    assert not os.path.exists(session_path(session_dir, sid) + ".lock")  # committed, not a byte sent yet
+    assert b"".join(result) == b"2"
+    result.close()
+    assert call(counter, f"SID={sid}")[2] == b"3"
+
+
 def second_visit_sent_not_closed(session_dir, counter):
     """(id, the response, its lockfile) of a user's second request, its body sent, not yet closed."""
     from wsgiref.util import setup_testing_defaults
@@ -197,7 +221,8 @@ def second_visit_sent_not_closed(session_dir, counter):
     return sid, result, session_path(session_dir, sid) + ".lock"
 
 
-def test_session_is_committed_only_when_the_response_is_closed(session_dir, counter):
+def test_a_streamed_session_is_committed_only_when_the_response_is_closed(session_dir, streamed_counter):
+    counter = streamed_counter
     sid, result, lock = second_visit_sent_not_closed(session_dir, counter)
     assert os.path.exists(lock)  # still held while the server sends the body
     result.close()
@@ -224,10 +249,11 @@ def test_webstack_style_code_with_the_wsgi_transaction(session_dir):
         assert store.get_session(0) == {"user": "ann"}
 
 
-def test_response_dropped_without_close_releases_the_lock_and_warns(session_dir, counter, caplog):
+def test_response_dropped_without_close_releases_the_lock_and_warns(session_dir, streamed_counter, caplog):
     import gc
     import logging
 
+    counter = streamed_counter
     sid, result, lock = second_visit_sent_not_closed(session_dir, counter)
     assert os.path.exists(lock)
     with caplog.at_level(logging.WARNING, logger="fastsession"):

@@ -44,13 +44,17 @@ static int read_whole(const char *path) {
     return n < 0 ? -1 : 0;
 }
 
-/* Before a commit or a release, whether the lockfile is still the one open at fd (nobody broke
-   the lock): fstat the descriptor, lstat the path. Then close. */
-static int still_mine_then_close(int fd, const char *lock) {
+/* Before a commit (ahead of its write) or a release, whether the lockfile is still the one open
+   at fd (nobody broke the lock): fstat the descriptor, lstat the path. */
+static int still_mine(int fd, const char *lock) {
     struct stat mine, now;
     if (fstat(fd, &mine) < 0 || lstat(lock, &now) < 0) return -1;
     if (mine.st_ino != now.st_ino || mine.st_dev != now.st_dev) { errno = ESTALE; return -1; }
-    return close(fd);
+    return 0;
+}
+
+static int still_mine_then_close(int fd, const char *lock) {
+    return still_mine(fd, lock) < 0 ? -1 : close(fd);
 }
 
 /* Locked read-modify-write: lock, read, write the next version into the
@@ -61,8 +65,8 @@ int64_t floor_modify(const char *path, const char *lock, const char *header, siz
     for (long i = 0; i < n; i++) {
         int fd = take_lock(lock, header, hlen);
         if (fd < 0 || read_whole(path) < 0) return -errno;
-        if (write(fd, body, blen) != (ssize_t)blen) return -errno;
-        if (still_mine_then_close(fd, lock) < 0 || rename(lock, path) < 0) return -errno;
+        if (still_mine(fd, lock) < 0 || write(fd, body, blen) != (ssize_t)blen) return -errno;
+        if (close(fd) < 0 || rename(lock, path) < 0) return -errno;
     }
     return now_ns() - start;
 }
@@ -102,8 +106,8 @@ int64_t floor_commit(const char *path, const char *lock, const char *header, siz
     int64_t start = now_ns();
     for (long i = 0; i < n; i++) {
         int fd = take_lock(lock, header, hlen);
-        if (fd < 0 || write(fd, body, blen) != (ssize_t)blen) return -errno;
-        if (still_mine_then_close(fd, lock) < 0 || rename(lock, path) < 0) return -errno;
+        if (fd < 0 || still_mine(fd, lock) < 0 || write(fd, body, blen) != (ssize_t)blen) return -errno;
+        if (close(fd) < 0 || rename(lock, path) < 0) return -errno;
     }
     return now_ns() - start;
 }

@@ -57,16 +57,28 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse
+from django.utils.module_loading import import_string
 
 from .. import record
 from ..aio import PENDING, AsyncFiles, async_files
-from ..busy import ADAPTER_TIMEOUT, BODY, RETRY_AFTER, answered_busy
-from ..errors import LockTimeout
+from ..busy import ADAPTER_TIMEOUT, BODY, CONFLICT_BODY, RETRY_AFTER, answered_busy, answered_conflict
+from ..errors import LockTimeout, SessionConflict, SessionRevoked
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
+from ..migrate import storable
 from ..names import stored_name
 from ..record import META
-from ..store import LOCKING, RELEASE, BaseStore, check_max_size, created_meta, encode, outlived, shared_backend
+from ..store import (
+    LOCKING,
+    RELEASE,
+    BaseStore,
+    check_max_size,
+    created_meta,
+    encode,
+    outlived,
+    shared_backend,
+    write_limit,
+)
 from ..users import UserSession, bound, entry, user_hash
 
 # Django accepts any key of 8 characters or more; only these ever become a path.
@@ -141,18 +153,33 @@ def on_redis(storage: Any) -> bool:
     return not isinstance(storage, FileBackend)
 
 
+class _Probe:
+    """An object no data serializer can bring back as itself."""
+
+
+def builds_objects(serializer_class: Any) -> bool:
+    """Whether ``serializer_class`` (Django's SESSION_SERIALIZER) gives back an object of an arbitrary class:
+    what pickle does, and what makes reading a planted record run code. Judged by what it does, not its name."""
+    try:
+        serializer = serializer_class()
+        return isinstance(serializer.loads(serializer.dumps({"probe": _Probe()})).get("probe"), _Probe)
+    except Exception:  # refuses the object (JSON): it builds no objects
+        return False
+
+
 def old_engine() -> Any:
     """The engine module FASTSESSION_MIGRATE_FROM names (None when unset); a pickle serializer is refused."""
     name = getattr(settings, "FASTSESSION_MIGRATE_FROM", None)
     if not name:
         return None
     serializer = str(getattr(settings, "SESSION_SERIALIZER", ""))
-    if "pickle" in serializer.lower():
+    if "pickle" in serializer.lower() or builds_objects(import_string(serializer)):
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured(
             f"FASTSESSION_MIGRATE_FROM reads sessions through SESSION_SERIALIZER, and "
-            f"{serializer} unpickles: migrate with a JSON serializer"
+            f"{serializer} rebuilds arbitrary objects (it unpickles): a record planted in the old store "
+            "could run code. Migrate with a JSON serializer"
         )
     if name == "fastsession.contrib.django":
         raise ValueError("FASTSESSION_MIGRATE_FROM names the engine being replaced, not this one")
@@ -258,13 +285,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return None
         previous = old.SessionStore(key)
         data = previous.load()  # {} when absent, expired or unreadable
+        data = storable(data) if data else None  # what JSON can hold; the rest left out and logged
         if not data:
             return None
         if not path_safe(key):
             self._session_key = None
             self.modified = True  # saved under a new key by the middleware
             self._migrating = previous
-            return data  # type: ignore[no-any-return]
+            return data
         body = encode(data)
         ttl = (self.get_expiry_age(expiry=data.get("_session_expiry")),) if on_redis(self._backend) else ()
         handle = self._handle(key)
@@ -332,7 +360,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         """``data``'s bytes with the session's META (its creation time, once max_lifetime needs it)."""
         if max_lifetime() is not None:  # a new session, or the first save since the setting was made: now
             self._meta = created_meta(self._meta)
-        return encode(data, max_size(), self._meta)
+        return encode(data, write_limit(max_size(), self._backend), self._meta)
 
     def create(self) -> None:
         while True:
@@ -361,7 +389,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         held = self._is_held(handle)
         target = (self._meta["u"], stored_name(key)) if self._meta and "u" in self._meta else None
         try:
-            if not held and not must_create and locking() == "commit":
+            # A save made without the lock held (locking="commit", or after release() let it go) merges
+            # with what other requests stored meanwhile: never written over them.
+            if not held and not must_create and (locking() == "commit" or self._released is not None):
                 data, body = self._merged(handle, data, body)
             else:
                 exists = self._backend.exists(handle)
@@ -376,12 +406,17 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                 self._backend.release(handle)
             raise
         ttl = (self.get_expiry_age(),) if on_redis(self._backend) else ()  # Redis expires it; files keep an mtime
+        plain = body
         if encrypting():  # sealed under a key derived from this key: only its cookie opens it
             body = self._opener()._sealed(key, data, self._meta)
-        if held:
-            self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
-        else:
-            self._backend.save(handle, body, *ttl)
+        try:
+            if held:
+                self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
+            else:
+                self._backend.save(handle, body, *ttl)
+        except SessionRevoked:  # "log out everywhere" while this request ran: Django's own answer for it
+            raise UpdateError from None
+        self._base, self._base_plain = body, (plain if body is not plain else None)  # what a later save merges against
         if self._indexed is not None and self._indexed != target:
             self._backend.index_remove(*self._indexed)  # unbound, or a new key (cycle_key at login)
         self._indexed = target
@@ -546,6 +581,11 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
     def process_response(self, request: Any, response: Any) -> Any:
         try:
             return super().process_response(request, response)
+        except SessionConflict as exc:  # a "commit" save that met another's change: not stored, and said so
+            answered_conflict(exc)
+            return HttpResponse(CONFLICT_BODY, status=409, content_type="text/plain; charset=utf-8")
+        except LockTimeout as exc:
+            return busy(exc)
         finally:
             locked = getattr(request, "_fastsession_locked", None)
             if locked is not None and getattr(response, "streaming", False):

@@ -35,8 +35,8 @@ from flask.sessions import SessionInterface, SessionMixin
 from flask.signals import request_tearing_down
 from werkzeug.exceptions import ServiceUnavailable
 
-from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy
-from ..errors import LockTimeout
+from ..busy import ADAPTER_TIMEOUT, BODY, CONFLICT_BODY, RETRY_AFTER, answered_busy, answered_conflict
+from ..errors import LockTimeout, SessionConflict
 from ..session import TrackedSession
 from ..store import SessionStore
 
@@ -74,6 +74,19 @@ class FlaskSession(TrackedSession, SessionMixin):
             except BaseException:
                 store.rollback()
                 raise
+
+
+def refuse(response: Response, exc: SessionConflict | LockTimeout) -> None:
+    """Make ``response`` the 409 (a commit that met another's change) or 503 (no lock in time) for ``exc``."""
+    if isinstance(exc, SessionConflict):
+        answered_conflict(exc)
+        response.status_code, body = 409, CONFLICT_BODY
+    else:
+        answered_busy(exc)
+        response.status_code, body = 503, BODY
+        response.headers["Retry-After"] = RETRY_AFTER
+    response.set_data(body)
+    response.mimetype = "text/plain"
 
 
 class BusySession(FlaskSession):
@@ -227,6 +240,9 @@ class FastSessionInterface(SessionInterface):
         if released is None:
             try:
                 outcome = commit(store, session)
+            except (SessionConflict, LockTimeout) as exc:  # nothing stored: the response says so, not a 200
+                refuse(response, exc)
+                return
             except BaseException:
                 store.rollback()
                 raise
