@@ -78,6 +78,12 @@ class AsyncScripts:
             return await self.client.blpop([key], timeout=seconds)
         return await self._on_connection(self._command, "BLPOP", key, seconds)
 
+    async def memory_info(self) -> Any:
+        """INFO memory, on the scripts' connections (no connection more from the pool)."""
+        if self.pool is None:
+            return await self.client.info("memory")
+        return await self._on_connection(self._command, "INFO", "memory")
+
     async def _on_connection(self, send: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
         idle = self.idle
@@ -202,7 +208,7 @@ class AsyncRedisBackend(RedisCore):
         if not self.policy_checked:  # (made outside any event loop: asked at the first call instead)
             self.policy_checked = True
             try:
-                warn_if_evicting(await self.client.info("memory"))
+                warn_if_evicting(await self.caller.memory_info())
             except REDIS_ERRORS:
                 pass
         return await self._run(self.routines[step[0]](*step[1:]))

@@ -653,11 +653,15 @@ def warn_if_evicting(memory_info: Any) -> None:
     Under memory pressure such a server evicts a held lock (two requests
     then hold it: a lost update) or a session (a logout). ``noeviction``
     or a ``volatile-*`` policy never evicts what fastsession keeps without
-    a TTL. ``memory_info``: what INFO memory answered.
+    a TTL. ``memory_info``: what INFO memory answered (redis-py's dict, or
+    the raw text).
     """
-    policy = memory_info.get("maxmemory_policy") if isinstance(memory_info, dict) else None
-    if isinstance(policy, bytes):
-        policy = policy.decode("ascii", "replace")
+    if isinstance(memory_info, dict):
+        policy = memory_info.get("maxmemory_policy")
+    else:
+        text = memory_info.decode("ascii", "replace") if isinstance(memory_info, bytes) else str(memory_info)
+        found = [line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("maxmemory_policy:")]
+        policy = found[0] if found else None
     if isinstance(policy, str) and policy.startswith("allkeys-"):
         logger.warning(
             "fastsession: this Redis evicts any key under memory pressure (maxmemory-policy %s): session "
@@ -763,6 +767,12 @@ class ScriptCaller:
             return self.client.blpop([key], timeout=seconds)
         return self._on_connection(self._command, "BLPOP", key, seconds)
 
+    def memory_info(self) -> Any:
+        """INFO memory, on the scripts' connections (no connection more from the pool)."""
+        if self.pool is None:
+            return self.client.info("memory")
+        return self._on_connection(self._command, "INFO", "memory")
+
     def _on_connection(self, send: Callable[..., Any], *args: Any) -> Any:
         """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
         idle = self.idle
@@ -843,7 +853,7 @@ class RedisBackend(RedisCore):
         self.scripts = ScriptCaller(client)
         self.guard = threading.Lock()  # one sweeper thread at a time
         try:
-            warn_if_evicting(client.info("memory"))  # once: backends are shared (store.shared_backend)
+            warn_if_evicting(self.scripts.memory_info())  # once: backends are shared (store.shared_backend)
         except REDIS_ERRORS:  # (INFO refused, or no server yet: the first request says so)
             pass
         self.sweeper: threading.Thread | None = None
@@ -901,17 +911,20 @@ class RedisBackend(RedisCore):
 
     def _start_sweeper(self) -> None:
         with self.guard:
-            if self.sweeper is None:
+            if self.sweeper is None or not self.sweeper.is_alive():  # (one that died of an error is replaced)
                 self.sweeper = threading.Thread(target=self._run_sweep, name="fastsession-redis-unlocker", daemon=True)
                 self.sweeper.start()
 
     def _run_sweep(self) -> None:
-        while True:
-            self._run(self._sweep())
-            with self.guard:  # a token handed over meanwhile is swept by this thread
-                if not self.pending:
-                    self.sweeper = None
-                    return
+        try:
+            while True:
+                self._run(self._sweep())
+                with self.guard:  # a token handed over meanwhile is swept by this thread
+                    if not self.pending:
+                        self.sweeper = None
+                        return
+        except Exception:  # never silently: the next hand-over starts a new sweeper
+            logger.exception("fastsession: the Redis unlocker stopped; the next hand-over starts another")
 
 
 class OnRedis(StoreCore):

@@ -99,15 +99,13 @@ class ClosedSession:
         return self._refuse()
 
 
-_closed_classes: dict[type, type] = {}
+class _ClosedTwins(dict[type, type]):
+    """Each Session class's ClosedSession twin, made on first use (the same layout: ``__class__`` may switch)."""
+
+    def __missing__(self, kind: type) -> type:
+        made = self[kind] = type(f"Closed{kind.__name__}", (ClosedSession, kind), {"__slots__": ()})
+        return made
 
 
-def closed(session: Session) -> None:
-    """Make ``session`` refuse changes from now on (its class's ClosedSession twin)."""
-    kind = type(session)
-    if issubclass(kind, ClosedSession):
-        return
-    made = _closed_classes.get(kind)
-    if made is None:
-        made = _closed_classes[kind] = type(f"Closed{kind.__name__}", (ClosedSession, kind), {"__slots__": ()})
-    session.__class__ = made
+# What close() turns a session into: ``session.__class__ = CLOSED[type(session)]`` (one lookup on the hot path).
+CLOSED = _ClosedTwins()

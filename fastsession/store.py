@@ -32,7 +32,7 @@ from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
 from .names import stored_name
 from .record import META as META  # (re-exported: record.META is where it lives)
-from .session import Session, closed
+from .session import CLOSED, Session
 from .users import UserSession, bound, entry, user_hash
 
 logger = logging.getLogger("fastsession")
@@ -68,10 +68,10 @@ def check_max_size(max_size: Any) -> None:
         raise ValueError(f"max_size must be a positive number of bytes, not {max_size!r}")
 
 
-def write_limit(max_size: int | None, backend: Any) -> int | None:
+def write_limit(max_size: int | None, backend: Any) -> int:
     """``max_size``, or less: the most bytes ``backend`` reads back as a session (its ``max_record``)."""
-    limit: int | None = getattr(backend, "max_record", None)
-    return max_size if limit is None or (max_size is not None and max_size <= limit) else limit
+    limit: int = backend.max_record
+    return limit if max_size is None or max_size > limit else max_size
 
 
 def too_large(session: dict[str, Any], size: int, max_size: int) -> SessionTooLarge:
@@ -178,16 +178,19 @@ class StoreCore:
             check_max_size(max_size)
         # Bytes of the encoded session a commit may write: never more than the backend reads back (a
         # session written and then read as corrupt would start its user over).
-        self.max_size = write_limit(max_size, backend)
-        check_seconds("max_lifetime", max_lifetime, optional=True)
+        limit = backend.max_record
+        self.max_size = limit if max_size is None or max_size > limit else max_size
+        if max_lifetime is not None:
+            check_seconds("max_lifetime", max_lifetime)
         self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
         self._meta: dict[str, Any] | None = None  # the session in hand's META (None: none stored, none needed)
         self._indexed: tuple[str, str] | None = None  # (user hash, stored name) of the stored record's entry
-        if encrypt:
-            sealed.require()
         # Seal the data under a key derived from the id (fastsession.sealed); an AcceptPlainUntil also opens
         # records stored before encryption, until its time (fastsession.record).
-        self.encrypt = encrypt if isinstance(encrypt, record.AcceptPlainUntil) else bool(encrypt)
+        self.encrypt: Any = False
+        if encrypt:
+            sealed.require()
+            self.encrypt = encrypt if isinstance(encrypt, record.AcceptPlainUntil) else True
         # What a commit compares against when the stored bytes are not the plain encoding: the plain
         # encoding of an opened sealed record; b"" for a plain record encrypt=True must seal.
         self._plain: bytes | None = None
@@ -242,7 +245,7 @@ class StoreCore:
         self._closed = True
         session = self._session
         if session is not None:
-            closed(session)  # what it holds now is what gets stored: a later change raises
+            session.__class__ = CLOSED[type(session)]  # what it holds now is stored: a later change raises
         if self._optimistic:
             stored_new, error = False, None
             try:
@@ -576,7 +579,7 @@ class StoreCore:
         self._closed = True
         self._cookie_after = "" if self._expired else None
         if self._session is not None:
-            closed(self._session)
+            self._session.__class__ = CLOSED[type(self._session)]
         held = [] if self._optimistic else [self._handle] if self._session is not None else []
         held += [self._retired] if self._retired is not None and not self._optimistic else []
         held += self._doomed or ()
@@ -792,8 +795,13 @@ class BaseStore(StoreCore):
 
     def __del__(self) -> None:
         # A store dropped unclosed would hold its lock for the life of the process: let it go, and say so.
-        if _holds_locks(self):
-            _dropped_unclosed(self, self._run)
+        # (Inline, not _holds_locks: every request's store passes here.)
+        try:
+            if self._closed or (self._handle is None and self._retired is None and not self._doomed):
+                return
+        except AttributeError:  # never fully made: never held anything
+            return
+        _dropped_unclosed(self, self._run)
 
     def __enter__(self) -> BaseStore:
         return self

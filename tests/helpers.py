@@ -186,3 +186,18 @@ def session_0_1(session_dir, data, session_id=None):
     with open(path, "wb") as f:
         f.write(HOLDER_LINE_0_1 + orjson.dumps(data))
     return session_id, path
+
+
+def redis_session(client, data, label="test"):
+    """A session holding ``data`` stored on Redis under a fresh prefix: (prefix, id)."""
+    import uuid
+
+    from conftest import Transaction
+
+    from fastsession.redis import RedisSessionStore
+
+    prefix = f"{label}-{uuid.uuid4().hex[:8]}:"
+    trans = Transaction()
+    with RedisSessionStore(trans, client, prefix=prefix) as store:
+        store.get_session(True).update(data)
+    return prefix, trans.cookies["SID"]

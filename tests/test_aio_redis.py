@@ -368,3 +368,24 @@ def test_an_async_burst_keeps_at_most_idle_keep_connections_and_gives_the_rest_b
 
     run(go())
     assert [load(sync_client, prefix, s)["n"] for s in sessions] == [1] * len(sessions)
+
+
+def test_an_async_store_on_a_server_that_may_evict_any_key_warns_at_its_first_call(redis_url, sync_client, caplog):
+    import logging
+
+    sync_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+
+        async def go():
+            client = redis.asyncio.Redis.from_url(redis_url)
+            try:
+                with caplog.at_level(logging.WARNING, logger="fastsession"):
+                    async with AsyncRedisSessionStore(Transaction(), client) as store:
+                        (await store.get_session(True))["n"] = 1
+            finally:
+                await client.aclose()
+
+        run(go())
+    finally:
+        sync_client.config_set("maxmemory-policy", "noeviction")
+    assert "maxmemory-policy allkeys-lru" in caplog.text

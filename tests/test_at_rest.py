@@ -6,16 +6,15 @@ And sessions 0.1 stored under the id itself stay readable, moved on first locked
 import logging
 import os
 import time
-import uuid
 
 import pytest
 import redis
 from conftest import Transaction, session_files
-from helpers import session_0_1, session_path, stored_relpath
+from helpers import redis_session, session_0_1, session_path, stored_relpath
 
 from fastsession import LockTimeout, SessionStore
 from fastsession.names import stored_name
-from fastsession.redis import RedisSessionStore, data_key
+from fastsession.redis import data_key
 
 
 def everything_at_rest(face, redis_url):
@@ -110,11 +109,7 @@ def test_gc_expires_a_0_1_file_like_any_other(session_dir):
 
 def test_redis_keys_never_hold_the_id(redis_url):
     client = redis.Redis.from_url(redis_url)
-    prefix = f"test-{uuid.uuid4().hex[:8]}:"
-    trans = Transaction()
-    with RedisSessionStore(trans, client, prefix=prefix) as store:
-        store.get_session(True)["n"] = 1
-    sid = trans.cookies["SID"]
+    prefix, sid = redis_session(client, {"n": 1})
     keys = [k.decode() for k in client.scan_iter(match=prefix + "*")]
     assert keys == [data_key(prefix, sid)] == [f"{prefix}{{{stored_name(sid)}}}"]
     client.close()

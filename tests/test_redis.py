@@ -661,3 +661,42 @@ def test_without_locks_a_read_refreshes_the_ttl_once_a_quarter_of_max_age_has_pa
     with make(Transaction({"SID": session_id}), concurrent=0, max_age=100) as store:
         store.get_session(False)
     assert client.pttl(key) <= 90_000
+
+
+def wait_gone(client, key, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not client.exists(key)
+
+
+def test_the_unlocker_sweeps_every_hand_over_not_only_the_first(client, prefix, monkeypatch):
+    """Tokens whose fate was unknown are released by a sweeper thread each time, even after one died."""
+    from fastsession.redis import RedisBackend
+
+    backend = RedisBackend(client, True, 1.0, None, 30.0, None, prefix)
+    for round_ in range(2):  # the first sweeper ends when it has nothing left: the second hand-over needs another
+        lock = f"{prefix}{{round-{round_}}}:lock"
+        client.set(lock, f"token-{round_}", px=60_000)
+        backend.hand_over(lock, f"token-{round_}")
+        assert wait_gone(client, lock)
+        sweeper = backend.sweeper
+        if sweeper is not None:
+            sweeper.join(5)
+    real = backend.script
+    failures = iter([RuntimeError("a bug in a sweep")])
+
+    def failing_once(*args):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(*args)
+
+    monkeypatch.setattr(backend, "script", failing_once)
+    lock = f"{prefix}{{dies}}:lock"
+    client.set(lock, "token-x", px=60_000)
+    backend.hand_over(lock, "token-x")  # this sweeper dies of the error
+    backend.sweeper.join(5)
+    client.set(lock + "2", "token-y", px=60_000)
+    backend.hand_over(lock + "2", "token-y")  # a new one takes over, and sweeps both
+    assert wait_gone(client, lock + "2") and wait_gone(client, lock)

@@ -6,12 +6,11 @@ Each test names the access it models and what it must keep.
 import logging
 import os
 import time
-import uuid
 
 import pytest
 import redis
 from conftest import Transaction, session_files, store_session
-from helpers import HOLDER_LINE_0_1, hold_until_killed, kill_and_reap, session_0_1, session_path
+from helpers import HOLDER_LINE_0_1, hold_until_killed, kill_and_reap, redis_session, session_0_1, session_path
 from test_sealed import put_bytes
 from test_wsgi import call, counter_app, sid_from
 
@@ -186,11 +185,7 @@ def test_a_holder_line_with_a_huge_pid_is_unreadable_not_a_crash(session_dir):
 
 def test_redis_a_lock_without_a_ttl_gets_one_and_blocks_no_longer(redis_url):
     client = redis.Redis.from_url(redis_url)
-    prefix = f"ttl-{uuid.uuid4().hex[:8]}:"
-    trans = Transaction()
-    with RedisSessionStore(trans, client, prefix=prefix) as store:
-        store.get_session(True)["n"] = 1
-    sid = trans.cookies["SID"]
+    prefix, sid = redis_session(client, {"n": 1}, "ttl")
     client.set(data_key(prefix, sid) + ":lock", "written by something else")  # no TTL
     with RedisSessionStore(Transaction({"SID": sid}), client, prefix=prefix, lock_ttl=0.3, timeout=10) as store:
         assert dict(store.get_session(False)) == {"n": 1}
@@ -200,11 +195,7 @@ def test_redis_a_lock_without_a_ttl_gets_one_and_blocks_no_longer(redis_url):
 def test_redis_a_sigkilled_holders_lock_is_broken_long_before_lock_ttl(redis_url):
     """The OOM killer or gunicorn's worker timeout: the user is not locked out for lock_ttl."""
     client = redis.Redis.from_url(redis_url)
-    prefix = f"kill-{uuid.uuid4().hex[:8]}:"
-    trans = Transaction()
-    with RedisSessionStore(trans, client, prefix=prefix) as store:
-        store.get_session(True)["n"] = 1
-    sid = trans.cookies["SID"]
+    prefix, sid = redis_session(client, {"n": 1}, "kill")
 
     def hold():
         child = redis.Redis.from_url(redis_url)
