@@ -368,12 +368,13 @@ class FileBackend:
     # holder's next version over a folder fails (EISDIR), so no commit made after
     # the mark can bring the session back, and the hot path pays nothing for it.
 
-    def revoke_held(self, name: str, user: str) -> bool:
+    def revoke_held(self, name: str, user: str, pending: bool = False) -> bool:
         """Revoke the session of stored ``name``, whose lock another holds, if it is bound to ``user``.
 
         Its record goes and the mark takes its place at once; the holder's
         commit then fails with SessionRevoked, and the next holder clears the
-        mark. False when the session is not bound to ``user`` (or not there).
+        mark. False when the session is not bound to ``user`` (or not there,
+        unless ``pending``: the user's index lists a commit about to land).
         """
         if not self.kernels.is_valid_id(name):
             raise ValueError("invalid stored name")
@@ -385,7 +386,9 @@ class FileBackend:
                 loaded = self.kernels.read_session(path, False)
             except CorruptSession:
                 loaded = None
-            if loaded is None or bound_to(loaded[0]) != user:
+            if loaded is None and not pending:
+                return False
+            if loaded is not None and bound_to(loaded[0]) != user:
                 return False
             self._unlink(path)
             try:
@@ -494,7 +497,10 @@ class FileBackend:
             if loaded is None:
                 continue
             try:
-                last_seen: float | None = os.stat(self.stored_path(name.encode("ascii"))).st_mtime
+                found_at = os.lstat(self.stored_path(name.encode("ascii")))
+                if not stat.S_ISREG(found_at.st_mode):  # the mark of a revoked session: no session
+                    raise FileNotFoundError
+                last_seen: float | None = found_at.st_mtime
             except FileNotFoundError:
                 if time.time() - loaded[2] > GRACE:  # not a commit about to land: the session is gone
                     self._unlink(os.fsencode(entry.path))

@@ -78,11 +78,13 @@ end
 # value of another type at the session's key fails the GET: the lock taken
 # a moment before goes too (a script is not rolled back by an error).
 # KEYS: lock, data, waiting[, legacy data]: a session 0.1 stored is moved
-# (with its TTL) to its new key under the lock just taken.
+# (with its TTL; ARGV[3], max_age's, when it had none) to its new key under
+# the lock just taken. ARGV: token, lock TTL, data TTL ("0": none).
 ACQUIRE = f"""
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if KEYS[4] and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
     redis.call('RENAME', KEYS[4], KEYS[2])
+    if ARGV[3] ~= '0' and redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
   end
   local body = redis.pcall('GET', KEYS[2])
   if type(body) == 'table' and body.err then
@@ -188,9 +190,13 @@ return 1
 )
 # Revoke a session whose lock another holds, if it is still what was read
 # (whose binding the caller checked): the data goes, and the lock is marked
-# so that its holder's commit writes nothing. KEYS: lock, data; ARGV: body.
+# so that its holder's commit writes nothing. KEYS: lock, data; ARGV: body,
+# and "absent" for a commit about to land (nothing must be stored yet).
 REVOKE_HELD = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local body = redis.call('GET', KEYS[2])
+if ARGV[2] == 'absent' then
+  if body then return 0 end
+elseif body ~= ARGV[1] then return 0 end
 local held = redis.call('GET', KEYS[1])
 if held and string.sub(held, 1, 2) ~= 'R ' then
   local ttl = redis.call('PTTL', KEYS[1])
@@ -394,7 +400,7 @@ class RedisCore:
             return RedisHandle(key, data_key, lock_key, None, None)
         token = holder_token(self.kernels)
         keys = [lock_key, data_key, data_key + ":waiting", *([] if stored else self._legacy(key))]
-        args = [token, self.lock_ttl_ms]
+        args = [token, self.lock_ttl_ms, self.ttl_ms]
         start = time.monotonic()
         max_pause = min(self.delay, MAX_PAUSE)
         pause = min(FIRST_PAUSE, max_pause)
@@ -548,19 +554,24 @@ class RedisCore:
         body, _ = yield from self._script("read the session", "read", [handle.data_key, *self._legacy(handle.key)], [])
         return body is not None
 
-    def _revoke_held(self, name: str, user: str) -> RedisSteps:
+    def _revoke_held(self, name: str, user: str, pending: bool = False) -> RedisSteps:
         """Revoke the session of stored ``name``, whose lock another holds, if bound to ``user``: its data goes
-        now, and its holder's commit writes nothing (HELD). False when it is not bound to ``user`` (or gone)."""
+        now, and its holder's commit writes nothing (HELD). False when it is not bound to ``user`` (or gone,
+        unless ``pending``: the user's index lists a commit about to land)."""
         data_key, lock_key = self._stored_keys(name)
         for _ in range(8):  # the holder may commit between the read and the script: judge again
             body, _ = yield from self._script("read the session", "read", [data_key], [])
-            try:
-                data = orjson.loads(body) if body is not None else None
-            except orjson.JSONDecodeError:
-                data = None
-            if type(data) is not dict or bound_to(data) != user:
+            if body is None and not pending:
                 return False
-            if (yield from self._script("revoke the session", "revoke_held", [lock_key, data_key], [body])):
+            if body is not None:
+                try:
+                    data = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    data = None
+                if type(data) is not dict or bound_to(data) != user:
+                    return False
+            args = [body, "present"] if body is not None else ["", "absent"]
+            if (yield from self._script("revoke the session", "revoke_held", [lock_key, data_key], args)):
                 return True
         raise SessionError(f"could not revoke {data_key!r}: it kept changing")
 
@@ -894,8 +905,8 @@ class RedisBackend(RedisCore):
     def open_stored(self, name: str, timeout: Any = ...) -> RedisHandle:
         return self._run(self._open_stored(name, timeout))  # type: ignore[no-any-return]
 
-    def revoke_held(self, name: str, user: str) -> bool:
-        return self._run(self._revoke_held(name, user))  # type: ignore[no-any-return]
+    def revoke_held(self, name: str, user: str, pending: bool = False) -> bool:
+        return self._run(self._revoke_held(name, user, pending))  # type: ignore[no-any-return]
 
     def exists(self, handle: RedisHandle) -> bool:
         return self._run(self._exists(handle))  # type: ignore[no-any-return]

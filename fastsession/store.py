@@ -307,7 +307,12 @@ class StoreCore:
             except BaseException:
                 yield RELEASE, call[1]
                 raise
-        yield call
+        try:
+            yield call
+        except SessionRevoked:  # nothing stored: the entry just written names nothing
+            if add is not None:
+                yield INDEX_REMOVE, add[1], add[2]
+            raise
         if remove is not None:
             try:
                 yield remove
@@ -496,11 +501,13 @@ class StoreCore:
         newest_first = sorted(live, key=lambda e: -(e.created or 0)), sorted(pending, key=lambda e: -(e.created or 0))
         return newest_first
 
-    def _do_revoke(self, entry: UserSession) -> Steps[bool]:
+    def _do_revoke(self, entry: UserSession, pending: bool = False) -> Steps[bool]:
         """Delete the session of ``entry`` if it is bound to ``entry.user``, and its index entry; whether it was.
 
         Never waits: a session another request holds is revoked at once (its
         data goes, and that request's commit writes nothing: REVOKE_HELD).
+        ``pending``: the user's own index lists it as a commit about to land
+        (a login mid-request): held, it is revoked though nothing is stored yet.
         """
         current = self._session
         if current is not None and stored_name(current.session_id) == entry.session:
@@ -512,7 +519,7 @@ class StoreCore:
         try:
             handle = yield OPEN_STORED, entry.session, 0
         except LockTimeout:  # held by a request (perhaps this one's own, through another store)
-            revoked = yield REVOKE_HELD, entry.session, entry.user
+            revoked = yield REVOKE_HELD, entry.session, entry.user, pending
         else:
             try:
                 loaded = yield LOAD, handle
@@ -541,7 +548,7 @@ class StoreCore:
             if not entries:
                 break
             for listed in entries:
-                revoked = yield from self._do_revoke(listed)
+                revoked = yield from self._do_revoke(listed, listed in pending)
                 if not revoked:  # not bound to this user (any more): the entry is stale
                     yield INDEX_REMOVE, listed.user, listed.session
                 if revoked and listed in live:

@@ -333,6 +333,20 @@ def test_a_session_stored_by_0_1_under_the_plain_id_is_read_and_moved_to_its_new
     assert load(make, session_id) == {"n": 2}
 
 
+@pytest.mark.parametrize("change", [False, True])
+def test_a_0_1_session_without_a_ttl_gets_max_ages_when_it_is_moved(make, client, prefix, change):
+    """A session migrated into its new key must expire like the others, read-only users' included."""
+    from fastsession._kernels import ACTIVE
+
+    session_id = ACTIVE.new_session_id()
+    client.set(prefix + session_id, b'{"n":1}')  # 0.1 wrote it without a TTL
+    with make(Transaction({"SID": session_id}), max_age=100) as store:
+        session = store.get_session(False)
+        if change:
+            session["n"] = 2
+    assert 0 < client.pttl(data_key(prefix, session_id)) <= 100_000
+
+
 def test_without_locks_a_0_1_session_is_read_at_its_old_key_and_a_write_or_delete_leaves_nothing_there(
     make, client, prefix
 ):

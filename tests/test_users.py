@@ -418,3 +418,22 @@ def test_the_user_index_folders_are_private_whatever_the_umask(tmp_path):
     assert stat_module.S_IMODE(os.stat(index).st_mode) == 0o700
     (user,) = os.listdir(index)
     assert stat_module.S_IMODE(os.stat(os.path.join(index, user)).st_mode) == 0o700
+
+
+def test_revoke_all_during_a_login_whose_commit_has_not_landed_logs_that_login_out_too(face):
+    """The index lists the login (its entry is written before its commit); it holds its lock: revoked all the
+    same, and its commit then stores nothing."""
+    from fastsession.users import entry
+
+    login = face.store()
+    login.get_session(True)["user"] = "ann"
+    login.bind_user("ann")
+    new_id = login.trans.cookies["SID"]
+    sync_backend(face).index_add(user_hash("ann"), stored_name(new_id), entry({"c": time.time()}))  # as its commit
+    admin = face.store()
+    admin.revoke_all("ann")
+    admin.close()
+    login.close()  # ends logged out: nothing stored, the cookie deleted
+    assert login.trans.events[-1] == ("delete", "SID")
+    assert listed(face) == [] and not in_index(face, stored_name(new_id))  # no entry left naming it
+    assert face.read(new_id) is None
