@@ -115,8 +115,15 @@ def redis_url():
 
     Never the server FASTSESSION_REDIS_URL names: tests kill its clients,
     pause it, flush its scripts and set its maxmemory, which must never
-    reach a server someone else uses.
+    reach a server someone else uses. FASTSESSION_TEST_REDIS_URL names one
+    that a runner started for the tests alone (tools/mutation.sh does: it
+    runs the suite many times in one process, where a server per run would
+    leave clients cached by Django pointing at the one before).
     """
+    url = os.environ.get("FASTSESSION_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
     from fastsession.bench.redis_server import RedisServer
 
     try:

@@ -437,3 +437,21 @@ def test_revoke_all_during_a_login_whose_commit_has_not_landed_logs_that_login_o
     assert login.trans.events[-1] == ("delete", "SID")
     assert listed(face) == [] and not in_index(face, stored_name(new_id))  # no entry left naming it
     assert face.read(new_id) is None
+
+
+def test_with_encrypt_revoke_all_logs_out_every_device_free_or_busy(face):
+    """A sealed record names its user outside the seal too (only that): revoke can check it without the id."""
+    ids = []
+    for _ in range(2):
+        store = face.store(encrypt=True)
+        store.get_session(True)["user"] = "ann"
+        store.bind_user("ann")
+        store.close()
+        ids.append(store.trans.cookies["SID"])
+    busy = face.store(ids[1], encrypt=True)
+    busy.get_session(False)["more"] = 1
+    admin = face.store(encrypt=True)
+    assert admin.revoke_all("ann") == 2
+    admin.close()
+    busy.close()
+    assert [face.read(i) for i in ids] == [None, None]
