@@ -213,16 +213,15 @@ class SessionMiddleware:
                 message["headers"] = await self._headers(store, trans, session, message.get("headers", ()))
                 start = message  # sent with the first body chunk: a one-chunk response is committed first
                 return
-            if kind == "http.response.body":
-                if not message.get("more_body", False):
-                    # Stored before the client has it all; for a one-chunk response, before the status goes
-                    # out, so a change that cannot be stored is a 409 (or 503), never a 200.
-                    refused = await self._finish(store, session, disconnected, start is not None)
-                    if refused is not None:
-                        start, message = refused
-                if start is not None:
-                    await send(start)
-                    start = None
+            if kind == "http.response.body" and not message.get("more_body", False):
+                # Stored before the client has it all; for a one-chunk response, before the status goes
+                # out, so a change that cannot be stored is a 409 (or 503), never a 200.
+                refused = await self._finish(store, session, disconnected, start is not None)
+                if refused is not None:
+                    start, message = refused
+            if start is not None:  # whatever comes first after it (a body chunk, a pathsend, ...)
+                await send(start)
+                start = None
             await send(message)
 
         try:

@@ -311,3 +311,26 @@ def test_on_redis(redis_url):
         data_key(prefix, cookie)
     ]  # wake marks: TTL 1 s
     assert 1_209_000_000 < sync.pttl(data_key(prefix, cookie)) <= 1_209_600_000  # max_age: the server's expiry too
+
+
+def test_a_message_of_another_kind_after_the_start_sends_the_held_start_first(session_dir):
+    """The start is held for a one-chunk body's commit; a pathsend (or any other message) still follows it."""
+    import asyncio
+
+    from fastsession.asgi import SessionMiddleware as Middleware
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/dev/null"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "extensions": {"http.response.pathsend": {}}}
+    asyncio.run(Middleware(app, session_directory=session_dir)(scope, receive, send))
+    assert sent == ["http.response.start", "http.response.pathsend"]
