@@ -379,7 +379,7 @@ class FileBackend:
         if not self.kernels.is_valid_id(name):
             raise ValueError("invalid stored name")
         path = self.stored_path(name.encode("ascii"))
-        while True:
+        for _ in range(8):  # the holder may commit between the read and the mark: judge again
             if self._is_tombstone(path):
                 return True
             try:
@@ -396,6 +396,7 @@ class FileBackend:
                 return True
             except FileExistsError:  # the holder committed in between: judge the new version
                 continue
+        raise SessionError(f"{os.fsdecode(path)}: could not be revoked: it kept changing")
 
     @staticmethod
     def _is_tombstone(path: bytes) -> bool:

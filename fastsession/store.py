@@ -134,6 +134,7 @@ class StoreCore:
     session_class = Session  # what get_session returns (adapters use a subclass)
 
     __slots__ = (
+        "_born",
         "_closed",
         "_cookie_after",
         "_doomed",
@@ -211,6 +212,7 @@ class StoreCore:
         self._doomed_ids: list[str] | None = None  # ids to expire at close, not locked yet
         self._expired = False
         self._closed = False
+        self._born = _generation  # which fork of the process made it: a child never releases its parent's locks
 
     def _do_get_session(self, create: Any) -> Steps[Session | None]:
         if self._closed:
@@ -699,10 +701,27 @@ class StoreCore:
         return add, (INDEX_REMOVE, *indexed) if indexed is not None else None
 
 
+# Bumped in every forked child: a store made before a fork() holds its locks for the parent, and a child
+# that drops it (at its exit) must not release them under the parent's feet.
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _holds_locks(store: StoreCore) -> bool:
-    """Whether ``store`` is unclosed and holds a lock (False for one whose __init__ raised)."""
+    """Whether ``store`` is unclosed and holds a lock of this process's (False for one whose __init__ raised)."""
     try:
-        return not store._closed and (store._handle is not None or store._retired is not None or bool(store._doomed))
+        return (
+            not store._closed
+            and store._born == _generation
+            and (store._handle is not None or store._retired is not None or bool(store._doomed))
+        )
     except AttributeError:  # never fully made: never held anything
         return False
 
@@ -805,6 +824,8 @@ class BaseStore(StoreCore):
         # (Inline, not _holds_locks: every request's store passes here.)
         try:
             if self._closed or (self._handle is None and self._retired is None and not self._doomed):
+                return
+            if self._born != _generation:  # made before a fork(): the parent's locks
                 return
         except AttributeError:  # never fully made: never held anything
             return

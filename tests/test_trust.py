@@ -329,3 +329,25 @@ def test_a_lock_held_across_fork_never_corrupts_the_session(session_dir):
     with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=0) as store:
         assert dict(store.get_session(False)) == {"n": 2}  # not corrupt, not the parent's
     assert not any(f.endswith(".lock") for f in session_files(session_dir))
+
+
+def test_a_forked_child_that_drops_its_parents_store_leaves_the_parents_lock_alone(session_dir):
+    """A child process exits (its objects finalized) while the parent still holds the session: the lock stays."""
+    import gc
+
+    from helpers import fork_child, wait_ok
+
+    sid, _ = store_session(session_dir, {"n": 1})
+    holder = [fastsession.SessionStore(Transaction({"SID": sid}), session_dir)]  # the only reference
+    holder[0].get_session(False)["n"] = 2
+
+    def child(_):
+        holder.clear()  # the child's copy of the store goes: finalized in the child
+        gc.collect()
+
+    pid, _ = fork_child(child)
+    wait_ok(pid)
+    assert any(f.endswith(".lock") for f in session_files(session_dir))  # still the parent's
+    holder[0].close()
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=0) as store:
+        assert dict(store.get_session(False)) == {"n": 2}
