@@ -27,7 +27,7 @@ from collections.abc import Awaitable, MutableMapping
 from typing import Any, Callable
 
 from .aio import AsyncSessionStore
-from .busy import ADAPTER_TIMEOUT, BODY, CONFLICT_BODY, RETRY_AFTER, answered_busy, answered_conflict
+from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
 from .session import TrackedSession
 from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
@@ -41,19 +41,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def refusal(exc: SessionConflict | LockTimeout) -> tuple[Message, Message]:
-    """The (start, body) messages of the 409 or 503 that answer ``exc``, logged."""
-    if isinstance(exc, SessionConflict):
-        answered_conflict(exc)
-        status, body, extra = 409, CONFLICT_BODY, []
-    else:
-        answered_busy(exc)
-        status, body, extra = 503, BODY, [(b"retry-after", RETRY_AFTER.encode())]
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    return (
-        {"type": "http.response.start", "status": status, "headers": headers + extra},
-        {"type": "http.response.body", "body": body},
-    )
+def refusal_messages(exc: SessionConflict | LockTimeout) -> tuple[Message, Message]:
+    """The (start, body) messages of the 409 or 503 that answer ``exc`` (busy.refusal)."""
+    status, _, body, headers = refusal(exc)
+    encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    start = {"type": "http.response.start", "status": status, "headers": encoded}
+    return start, {"type": "http.response.body", "body": body}
 
 
 class ASGISession(TrackedSession):
@@ -192,7 +185,7 @@ class SessionMiddleware:
         try:
             store, trans, session = await self._open(scope, self.options)
         except LockTimeout as exc:
-            for message in refusal(exc):
+            for message in refusal_messages(exc):
                 await send(message)
             return
         disconnected = False
@@ -288,7 +281,7 @@ class SessionMiddleware:
         except (SessionConflict, LockTimeout) as exc:
             if not may_refuse:
                 raise
-            return refusal(exc)
+            return refusal_messages(exc)
         return None
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:

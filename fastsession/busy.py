@@ -17,8 +17,8 @@ logger = logging.getLogger("fastsession")
 
 ADAPTER_TIMEOUT = 10.0  # seconds an adapter's request waits for its session's lock (the facade: forever)
 RETRY_AFTER = "1"
-STATUS = "503 Service Unavailable"
 BODY = b"The session is busy with another request; try again.\n"
+CONFLICT_BODY = b"The session was changed by another request meanwhile; this change was not stored. Try again.\n"
 
 
 def answered_busy(exc: LockTimeout) -> None:
@@ -26,10 +26,16 @@ def answered_busy(exc: LockTimeout) -> None:
     logger.warning("fastsession: answered 503 (Retry-After: %s): %s", RETRY_AFTER, exc)
 
 
-CONFLICT_STATUS = "409 Conflict"
-CONFLICT_BODY = b"The session was changed by another request meanwhile; this change was not stored. Try again.\n"
+def refusal(exc: LockTimeout | SessionConflict) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+    """What every adapter answers for ``exc``, logged once: (status, WSGI status line, body, headers).
 
-
-def answered_conflict(exc: SessionConflict) -> None:
-    """Log the 409 answered for ``exc`` (which keys clashed)."""
-    logger.warning("fastsession: answered 409: %s", exc)
+    A LockTimeout is a 503 with Retry-After, a SessionConflict a 409.
+    """
+    if isinstance(exc, SessionConflict):
+        logger.warning("fastsession: answered 409: %s", exc)
+        status, line, body, extra = 409, "409 Conflict", CONFLICT_BODY, []
+    else:
+        answered_busy(exc)
+        status, line, body, extra = 503, "503 Service Unavailable", BODY, [("Retry-After", RETRY_AFTER)]
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *extra]
+    return status, line, body, headers

@@ -310,13 +310,18 @@ def holder_token(kernels: _kernels.KernelSet) -> str:
     return kernels.new_session_id() + " " + holder_record()[len(MAGIC) : -1].decode("ascii", "replace")
 
 
+def lock_holder(value: Any) -> bytes:
+    """The holder line (without its magic) a lock's value carries after its token, for _holder's judges."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    text = text[2:] if text.startswith("R ") else text  # revoked while held: judged by the same holder
+    return text.partition(" ")[2].encode("ascii", "replace")
+
+
 def describe_lock(value: Any, pttl: int, lock_ttl: float) -> dict[str, Any] | None:
     """_holder.describe of a lock's value and remaining TTL; None when there is no lock."""
     if value is None:
         return None
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    text = text[2:] if text.startswith("R ") else text  # revoked while held: judged by the same holder
-    identity = text.partition(" ")[2].encode("ascii", "replace")
+    identity = lock_holder(value)
     age = max(lock_ttl - max(pttl, 0) / 1000.0, 0.0)
     return describe(MAGIC + identity + b"\n", age)
 
@@ -446,9 +451,7 @@ class RedisCore:
         if pttl == -1:
             verdict = self.lock_ttl_ms
         else:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            text = text[2:] if text.startswith("R ") else text
-            identity = text.partition(" ")[2].encode("ascii", "replace")
+            identity = lock_holder(value)
             # Only a holder of this host may be judged dead: others keep their lock until its TTL.
             if identity.split(b" ")[0] == _holder.HOST and is_stale(MAGIC + identity + b"\n", 0.0, self.lock_ttl):
                 verdict = "break"

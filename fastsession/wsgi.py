@@ -7,16 +7,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
-from .busy import (
-    ADAPTER_TIMEOUT,
-    BODY,
-    CONFLICT_BODY,
-    CONFLICT_STATUS,
-    RETRY_AFTER,
-    STATUS,
-    answered_busy,
-    answered_conflict,
-)
+from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
 from .store import SessionStore
 
@@ -166,16 +157,7 @@ class SessionMiddleware:
             store.rollback()
             if started:
                 raise
-            answered_busy(exc)
-            start_response(
-                STATUS,
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Retry-After", RETRY_AFTER),
-                    ("Content-Length", str(len(BODY))),
-                ],
-            )
-            return [BODY]
+            return refused(start_response, exc)
         except BaseException:
             store.rollback()
             raise
@@ -185,20 +167,17 @@ class SessionMiddleware:
             try:
                 store.close()
             except (SessionConflict, LockTimeout) as exc:
-                conflict = isinstance(exc, SessionConflict)
-                if conflict:
-                    answered_conflict(exc)  # type: ignore[arg-type]
-                else:
-                    answered_busy(exc)  # type: ignore[arg-type]
-                body = CONFLICT_BODY if conflict else BODY
-                headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-                start_response(
-                    CONFLICT_STATUS if conflict else STATUS,
-                    headers + ([] if conflict else [("Retry-After", RETRY_AFTER)]),
-                    sys.exc_info(),
-                )
-                return [body]
+                return refused(start_response, exc, sys.exc_info())
         return ClosingResponse(result, store)
+
+
+def refused(
+    start_response: Callable[..., Any], exc: LockTimeout | SessionConflict, exc_info: Any = None
+) -> list[bytes]:
+    """Start and give the 503 or 409 that answers ``exc`` (busy.refusal)."""
+    _, line, body, headers = refusal(exc)
+    start_response(line, headers, exc_info)
+    return [body]
 
 
 class ClosingResponse:

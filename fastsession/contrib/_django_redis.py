@@ -1,7 +1,7 @@
 """The Django engine's storage on Redis (``FASTSESSION_REDIS_URL`` or ``FASTSESSION_REDIS_CACHE``).
 
 RedisBackend with the few calls the engine makes of the files backend
-(``unlocked``, ``exists``, ``write``, ``remove``), so that
+(``unlocked``, ``write``, ``remove``; ``exists`` is RedisBackend's), so that
 ``fastsession.contrib.django`` has one SessionStore for both. Expiry is
 Redis's: every save sets the data's TTL to the session's expiry age, as
 Django's cache backend does, so a session that is still there has not
@@ -62,10 +62,6 @@ class DjangoRedis(RedisBackend):
         loaded = self._run(self._load(handle))
         handle.read = None  # what the lock read is fresh once: read again next time
         return None if loaded is None else (loaded[0], loaded[1], time.time())
-
-    def exists(self, handle: RedisHandle) -> bool:
-        body, _ = self._run(self._script("read the session", "read", [handle.data_key, *self._legacy(handle.key)], []))
-        return body is not None
 
     def save(self, handle: RedisHandle, body: bytes, ttl: float | None = None) -> None:
         self._run(self._save(handle, body, _ms(ttl)))

@@ -61,7 +61,7 @@ from django.utils.module_loading import import_string
 
 from .. import record
 from ..aio import PENDING, AsyncFiles, async_files
-from ..busy import ADAPTER_TIMEOUT, BODY, CONFLICT_BODY, RETRY_AFTER, answered_busy, answered_conflict
+from ..busy import ADAPTER_TIMEOUT, refusal
 from ..errors import LockTimeout, SessionConflict, SessionRevoked
 from ..files import FileBackend, check_folder
 from ..merge import check_on_conflict, merge
@@ -193,10 +193,12 @@ def locking() -> str:
     return value
 
 
-def busy(exc: LockTimeout) -> HttpResponse:
-    answered_busy(exc)
-    response = HttpResponse(BODY, status=503, content_type="text/plain; charset=utf-8")
-    response["Retry-After"] = RETRY_AFTER
+def refused(exc: LockTimeout | SessionConflict) -> HttpResponse:
+    """The 503 or 409 that answers ``exc`` (busy.refusal)."""
+    status, _, body, headers = refusal(exc)
+    response = HttpResponse(body, status=status)
+    for name, value in headers:
+        response[name] = value
     return response
 
 
@@ -565,7 +567,7 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
             try:
                 request.session.lock()
             except LockTimeout as exc:
-                return busy(exc)
+                return refused(exc)
         return None
 
     @staticmethod
@@ -581,11 +583,8 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
     def process_response(self, request: Any, response: Any) -> Any:
         try:
             return super().process_response(request, response)
-        except SessionConflict as exc:  # a "commit" save that met another's change: not stored, and said so
-            answered_conflict(exc)
-            return HttpResponse(CONFLICT_BODY, status=409, content_type="text/plain; charset=utf-8")
-        except LockTimeout as exc:
-            return busy(exc)
+        except (SessionConflict, LockTimeout) as exc:  # a "commit" save not stored: said so, never a 200
+            return refused(exc)
         finally:
             locked = getattr(request, "_fastsession_locked", None)
             if locked is not None and getattr(response, "streaming", False):
@@ -612,7 +611,7 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
                 try:
                     await request.session.alock()
                 except LockTimeout as exc:
-                    return busy(exc)
+                    return refused(exc)
             response = await self.get_response(request)
             return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
         finally:

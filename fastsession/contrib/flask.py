@@ -35,7 +35,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from flask.signals import request_tearing_down
 from werkzeug.exceptions import ServiceUnavailable
 
-from ..busy import ADAPTER_TIMEOUT, BODY, CONFLICT_BODY, RETRY_AFTER, answered_busy, answered_conflict
+from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy, refusal
 from ..errors import LockTimeout, SessionConflict
 from ..session import TrackedSession
 from ..store import SessionStore
@@ -78,15 +78,10 @@ class FlaskSession(TrackedSession, SessionMixin):
 
 def refuse(response: Response, exc: SessionConflict | LockTimeout) -> None:
     """Make ``response`` the 409 (a commit that met another's change) or 503 (no lock in time) for ``exc``."""
-    if isinstance(exc, SessionConflict):
-        answered_conflict(exc)
-        response.status_code, body = 409, CONFLICT_BODY
-    else:
-        answered_busy(exc)
-        response.status_code, body = 503, BODY
-        response.headers["Retry-After"] = RETRY_AFTER
+    response.status_code, _, body, headers = refusal(exc)
     response.set_data(body)
-    response.mimetype = "text/plain"
+    for name, value in headers:
+        response.headers[name] = value
 
 
 class BusySession(FlaskSession):
