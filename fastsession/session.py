@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .errors import SessionError
+
+_MISSING: Any = object()
 
 
 class Session(dict[str, Any]):
@@ -27,53 +29,82 @@ class Session(dict[str, Any]):
 
 
 class TrackedSession(Session):
-    """A Session that notes every read in ``accessed``, for adapters that add ``Vary: Cookie``.
+    """A Session that notes reads in ``accessed`` and changes in ``modified``, opened on first use.
 
     A response that depends on the session in any way, even on ``"user" in
-    session`` or ``len(session)``, varies by cookie. (Flask before 3.1.3 and
-    the ASGI middleware, which loads the session before the app runs, rely
-    on it.)
+    session`` or ``len(session)``, varies by cookie (``accessed``); a change
+    made through the session's own methods sets ``modified`` (Flask's and
+    Starlette's flags: an adapter sends Set-Cookie for it). A change inside a
+    value (a list appended to) is stored all the same: the commit compares
+    encoded bytes. While ``pending`` holds ``(opener, *args)``, the first read
+    or change calls ``opener(session, *args)`` to fill it from the store: a
+    request that never touches its session never reads or locks it.
     """
 
     def __init__(self, session_id: str | None = None, data: Any = ()) -> None:
         Session.__init__(self, session_id, data)
         self.accessed = False
+        self.modified = False
+        self.pending: tuple[Any, ...] | None = None
 
-    def __getitem__(self, key: str) -> Any:
-        self.accessed = True
-        return Session.__getitem__(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.accessed = True
-        return Session.get(self, key, default)
+    def open(self) -> None:
+        """Fill the session from the store now, if that is still to be done (the first use does it)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending[0](self, *pending[1:])
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         self.accessed = True
-        return Session.setdefault(self, key, default)
+        if self.pending is not None:
+            self.open()
+        if not dict.__contains__(self, key):
+            self.modified = True
+        return dict.setdefault(self, key, default)
 
-    def __contains__(self, key: object) -> bool:
-        self.accessed = True
-        return Session.__contains__(self, key)
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        if self.pending is not None:
+            self.open()
+        if dict.__contains__(self, key):  # Starlette's and werkzeug's rule: a pop of nothing changes nothing
+            self.accessed = self.modified = True
+        return dict.pop(self, key) if default is _MISSING else dict.pop(self, key, default)
 
-    def __len__(self) -> int:  # bool() too
-        self.accessed = True
-        return Session.__len__(self)
+    __hash__ = None  # type: ignore[assignment]  # (a dict: __eq__ is wrapped below)
 
-    def __iter__(self) -> Any:
-        self.accessed = True
-        return Session.__iter__(self)
 
-    def keys(self) -> Any:
-        self.accessed = True
-        return Session.keys(self)
+def _reader(name: str) -> Callable[..., Any]:
+    plain = getattr(dict, name)
 
-    def values(self) -> Any:
+    def read(self: TrackedSession, *args: Any) -> Any:
         self.accessed = True
-        return Session.values(self)
+        if self.pending is not None:
+            self.open()
+        return plain(self, *args)
 
-    def items(self) -> Any:
+    read.__name__ = read.__qualname__ = name
+    return read
+
+
+def _writer(name: str) -> Callable[..., Any]:
+    plain = getattr(dict, name)
+
+    def write(self: TrackedSession, *args: Any, **kwargs: Any) -> Any:
         self.accessed = True
-        return Session.items(self)
+        if self.pending is not None:
+            self.open()
+        self.modified = True
+        return plain(self, *args, **kwargs)
+
+    write.__name__ = write.__qualname__ = name
+    return write
+
+
+for _name in (
+    "__getitem__", "get", "__contains__", "__len__", "__iter__", "__reversed__",
+    "keys", "values", "items", "copy", "__eq__", "__ne__", "__or__", "__ror__",
+):  # fmt: skip
+    setattr(TrackedSession, _name, _reader(_name))
+for _name in ("__setitem__", "__delitem__", "update", "popitem", "clear", "__ior__"):
+    setattr(TrackedSession, _name, _writer(_name))
 
 
 class ClosedSession:

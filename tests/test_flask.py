@@ -1,12 +1,16 @@
 """fastsession.contrib.flask through Flask's own test client and real processes."""
 
+import logging
+import os
 import re
+import time
 
 import flask
 import pytest
 from conftest import session_files
 from helpers import run_in_processes, stored_relpath
 
+import fastsession
 from fastsession.contrib.flask import FastSessionInterface
 
 ID = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -243,3 +247,239 @@ def test_a_view_that_only_tests_membership_gets_vary_cookie(tmp_path):
     response = client.get("/member")
     assert response.text == "yes"
     assert "Cookie" in response.headers.get("Vary", "")
+
+
+# -- behaving like Flask's own session (issue 25) ----------------------------
+
+
+def held(directory, session_id, cookie="session"):
+    """A store in another 'request' that holds the session's lock until rolled back."""
+    from conftest import Transaction
+
+    import fastsession
+
+    store = fastsession.SessionStore(Transaction({"SID": session_id}), directory)
+    assert store.get_session(False) is not None
+    return store
+
+
+def counted(client):
+    response = client.get("/count")
+    return (
+        response.headers.getlist("Set-Cookie")[0].split(";")[0].split("=", 1)[1]
+        if response.headers.getlist("Set-Cookie")
+        else None
+    )
+
+
+def test_a_request_that_never_touches_the_session_takes_no_lock(session_dir, caplog):
+    app = make_app(session_dir, timeout=0.05)
+    client = app.test_client()
+    sid = counted(client)
+    holder = held(session_dir, sid)  # another request of this user is in the middle of its work
+    try:
+        with caplog.at_level(logging.WARNING, "fastsession"):
+            untouched = client.get("/nothing")
+        assert not caplog.records  # it never waited for the lock (a wait out of time is logged)
+        touched = client.get("/peek")
+    finally:
+        holder.rollback()
+    assert untouched.status_code == 200 and untouched.text == "ok"  # ran beside it, not queued behind it
+    assert "Cookie" not in untouched.headers.get("Vary", "")
+    assert touched.status_code == 503 and touched.headers["Retry-After"] == "1"  # a read does wait for the lock
+    assert client.get("/count").text == "2"
+
+
+def test_session_transaction_on_a_new_and_an_existing_session(app, session_dir):
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        assert len(sess) == 0
+        sess["n"] = 41
+    assert client.get("/count").text == "42"  # the transaction's change was stored, and its cookie kept
+    with client.session_transaction() as sess:
+        assert sess["n"] == 42
+        sess["n"] = 9
+    assert client.get("/count").text == "10"
+    assert not [f for f in session_files(session_dir) if f.endswith(".lock")]  # no lock left behind
+
+
+def test_flask_tagged_types_round_trip_and_are_stored_as_json(session_dir):
+    import datetime
+    import json
+    import uuid
+
+    from markupsafe import Markup
+
+    app = make_app(session_dir)
+    when = datetime.datetime(2026, 12, 7, 1, 2, 3, tzinfo=datetime.timezone.utc)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    kept = {
+        "t": (1, (2, 3)),
+        "b": b"\xff\x00",
+        "m": Markup("<b>ok</b>"),
+        "u": ident,
+        "d": when,
+        "nested": {"inner": [(4, 5), b"x"]},
+        "looks_tagged": {" t": "not-a-tuple"},
+    }
+
+    @app.route("/put")
+    def put():
+        flask.session.update(kept)
+        return ""
+
+    @app.route("/types")
+    def types():
+        values = {key: flask.session[key] for key in kept}
+        assert values == kept
+        assert type(values["m"]) is Markup and type(values["b"]) is bytes and type(values["t"]) is tuple
+        return "same"
+
+    client = app.test_client()
+    sid = client.get("/put").headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    assert client.get("/types").text == "same"
+    (path,) = [f for f in session_files(session_dir) if not f.endswith(".lock")]
+    stored = json.loads(open(os.path.join(session_dir, path), "rb").read().split(b"\n", 1)[1])
+    assert stored["t"] == {" t": [1, {" t": [2, 3]}]} and stored["m"] == {" m": "<b>ok</b>"}
+    assert sid not in json.dumps(stored)
+
+
+def test_unchanged_tagged_values_are_not_rewritten(session_dir):
+    app = make_app(session_dir)
+
+    @app.route("/put")
+    def put():
+        flask.session["t"] = (1, 2)
+        return ""
+
+    @app.route("/read")
+    def read():
+        return str(flask.session["t"])
+
+    client = app.test_client()
+    client.get("/put")
+    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
+    before = os.stat(path).st_ino
+    assert client.get("/read").text == "(1, 2)"
+    assert os.stat(path).st_ino == before  # a commit renames a new file in: none happened
+
+
+def test_a_change_to_an_existing_session_sends_the_cookie_again(app):
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+
+    @app.route("/forget")
+    def forget():
+        flask.session.permanent = False
+        return ""
+
+    client = app.test_client()
+    first = client.get("/permanent").headers["Set-Cookie"]
+    assert "Expires=" in first
+    assert "Set-Cookie" not in client.get("/peek").headers  # read only, refresh off: nothing to send
+    again = client.get("/forget").headers["Set-Cookie"]  # changed: the browser must hear of it
+    assert "Expires=" not in again and again.split(";")[0] == first.split(";")[0]
+
+
+def test_accessed_and_modified_mean_what_they_mean_in_flask(app):
+    from flask.globals import request_ctx
+
+    client = app.test_client()
+    with client:
+        client.get("/nothing")
+        assert not request_ctx._session.accessed and not request_ctx._session.modified
+    with client:
+        client.get("/count")
+        assert request_ctx._session.accessed and request_ctx._session.modified
+    with client:
+        client.get("/peek")
+        assert request_ctx._session.accessed and not request_ctx._session.modified
+
+
+def test_sessions_expire_on_the_server_after_permanent_session_lifetime(session_dir):
+    import datetime
+
+    app = make_app(session_dir)
+    app.permanent_session_lifetime = datetime.timedelta(seconds=100)
+    client = app.test_client()
+    client.get("/count")
+    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
+    os.utime(path, (time.time() - 50, time.time() - 50))
+    assert client.get("/count").text == "2"  # idle 50 s of 100: kept
+    os.utime(path, (time.time() - 101, time.time() - 101))
+    assert client.get("/count").text == "1"  # idle longer than the lifetime: gone on the server
+
+
+def test_an_explicit_max_age_wins_over_the_app_lifetime(session_dir):
+    app = make_app(session_dir, max_age=None)
+    client = app.test_client()
+    client.get("/count")
+    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
+    os.utime(path, (time.time() - 40 * 86400, time.time() - 40 * 86400))
+    assert client.get("/count").text == "2"  # max_age=None: never expires on the server
+
+
+def test_session_permanent_setting_makes_new_sessions_permanent(app):
+    app.config["SESSION_PERMANENT"] = True
+    client = app.test_client()
+    assert "Expires=" in client.get("/count").headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [({"timeot": 10}, TypeError), ({"max_age": -1}, ValueError), ({"locking": "sometimes"}, ValueError)],
+)
+def test_options_are_checked_when_the_interface_is_made(session_dir, options, error):
+    with pytest.raises(error):
+        FastSessionInterface(session_dir, **options)
+
+
+def test_a_busy_session_first_read_by_an_after_request_hook_is_a_503_not_a_500(session_dir):
+    app = make_app(session_dir, timeout=0.05)
+
+    @app.after_request
+    def reads_the_session(response):  # as Flask-Login's _update_remember_cookie does
+        if "_remember" in flask.session:
+            response.headers["X-Remembered"] = "1"
+        return response
+
+    client = app.test_client()
+    sid = counted(client)
+    holder = held(session_dir, sid)
+    try:
+        untouched_view = client.get("/nothing")
+        touched_view = client.get("/peek")
+    finally:
+        holder.rollback()
+    for response in (untouched_view, touched_view):
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert "Set-Cookie" not in response.headers
+    assert client.get("/count").text == "2"  # nothing was lost or changed
+
+
+def test_an_untouched_request_renews_a_permanent_cookie_without_taking_the_lock(app, session_dir):
+    client = app.test_client()
+    sid = client.get("/permanent").headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    holder = held(session_dir, sid)
+    try:
+        response = client.get("/nothing")
+    finally:
+        holder.rollback()
+    assert response.status_code == 200
+    assert f"session={sid}" in response.headers["Set-Cookie"] and "Expires=" in response.headers["Set-Cookie"]
+    assert response.headers["Vary"] == "Cookie"
+
+
+def test_a_change_after_the_session_was_stored_raises(app):
+    @app.route("/late")
+    def late():
+        flask.session["n"] = 1
+        flask.session.release()
+        try:
+            flask.session["n"] = 2
+        except fastsession.SessionError:
+            return "refused"
+        return "lost"
+
+    client = app.test_client()
+    assert client.get("/late").text == "refused"
+    assert client.get("/peek").text == "1"

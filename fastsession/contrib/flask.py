@@ -3,14 +3,25 @@
 The cookie carries only the session's opaque id; the data lives in the
 store. Options are SessionStore's (concurrent, delay, timeout, stale_after,
 max_age, fsync, locking, on_conflict, max_size, max_lifetime, encrypt;
-``timeout`` defaults to 10 s here);
-cookies follow Flask's SESSION_COOKIE_* settings and, for permanent
-sessions, PERMANENT_SESSION_LIFETIME. With locking on (the default,
-``concurrent=1``, ``locking="request"``) the session's lock is held from
-open_session to save_session, and released at teardown whatever happened;
-``session.release()`` ends it early. ``read_only(request)``, when given and
-true, makes a request take no lock. A session still locked after
-``timeout`` answers 503 with Retry-After when the view touches it.
+``timeout`` defaults to 10 s here), checked when the interface is made.
+
+Like Flask's own session:
+- the session is read, and (``locking="request"``, the default) locked, on
+  first use, never for a request that does not touch it; the lock is held
+  until save_session and released at teardown whatever happened;
+  ``session.release()`` ends it early;
+- values round-trip through Flask's tagged JSON (tuple, bytes, Markup,
+  UUID, datetime, and what is registered on ``serializer``);
+- ``accessed`` and ``modified`` mean what they mean in Flask; Set-Cookie goes
+  out when the session is new or modified, or is permanent and
+  SESSION_REFRESH_EACH_REQUEST holds (an untouched request learns that by a
+  read that takes no lock); ``SESSION_PERMANENT`` (Flask-Session's) makes
+  new sessions permanent;
+- sessions expire on the server after PERMANENT_SESSION_LIFETIME of disuse
+  (the store's ``max_age``, unless given here).
+A session still locked after ``timeout`` answers 503 with Retry-After: raised
+where the view first touches it, or, when an after_request hook touches it
+first (Flask-Login's does), set on the response by save_session.
 
 ``migrate_from``, a reader of fastsession.migrate (``FlaskSessionRedis``,
 ``FlaskSessionFiles``), switches from Flask-Session without logging anyone
@@ -28,25 +39,29 @@ store is ``fastsession.contrib.flask.current_store()``.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Callable
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, after_this_request, has_request_context
+from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 from flask.signals import request_tearing_down
 from werkzeug.exceptions import ServiceUnavailable
 
 from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy, refusal
 from ..errors import LockTimeout, SessionConflict
-from ..session import TrackedSession
+from ..session import CLOSED, Session, TrackedSession
 from ..store import SessionStore
 
-STORE_KEY = "fastsession.store"
+STORE_KEY = "fastsession.store"  # the request's store, once the session was opened
+STORES_KEY = (
+    "fastsession.stores"  # every store a request opened (session_transaction opens a second): released at teardown
+)
+PLAIN = (str, int, float, bool, type(None))  # values Flask's tagged JSON leaves as they are
 
 
 class FlaskSession(TrackedSession, SessionMixin):
-    """fastsession's Session with Flask's session attributes (permanent, new, accessed)."""
-
-    modified = False  # changes are found by comparing encoded bytes, not by this flag
+    """``flask.session``: read (and locked) from the store on first use, with Flask's session attributes."""
 
     def __init__(self, session_id: str | None = None, data: Any = (), new: bool = False) -> None:
         TrackedSession.__init__(self, session_id, data)
@@ -54,23 +69,32 @@ class FlaskSession(TrackedSession, SessionMixin):
         self.regenerated = False
         self.released: str | None = None  # what release() did, for save_session's cookie
         self.store: Any = None
+        self.app: Flask | None = None
+        self.busy: LockTimeout | None = None  # the session stayed locked: nothing of it is read or stored
+        self.answered = False  # the 503 for ``busy`` was raised already (the view touched it first)
+        self.view_done = False  # the view returned: a 503 now is set by save_session, not raised
         self.migrated: tuple[Any, ...] | None = None  # (reader, old id): the old store's record, deleted once stored
+
+    def _view_finished(self, response: Response) -> Response:
+        self.view_done = True
+        return response
 
     def regenerate(self) -> None:
         """A fresh id for this session (call it after login); the old id is deleted."""
-        if not self.new:
+        self.open()
+        if not self.new and self.busy is None:
             self.store.regenerate_id()
             self.regenerated = True
 
     def release(self) -> None:
         """Store the session now and release its lock; the view carries on (PHP's session_write_close).
 
-        Changes made after this are not stored.
+        Changes made after this raise SessionError: they could not be stored.
         """
         store = self.store
-        if store is not None and not store.closed:
+        if store is not None and not store.closed and self.busy is None:
             try:
-                self.released = commit(store, self)
+                self.released = commit(store, self, self.app)
             except BaseException:
                 store.rollback()
                 raise
@@ -84,55 +108,46 @@ def refuse(response: Response, exc: SessionConflict | LockTimeout) -> None:
         response.headers[name] = value
 
 
-class BusySession(FlaskSession):
-    """The session of a request whose session stayed locked: any use of it answers 503."""
-
-    def __init__(self, error: LockTimeout) -> None:
-        FlaskSession.__init__(self, new=True)
-        self.error = error
-
-    def _busy(self, *args: Any, **kwargs: Any) -> Any:
-        raise ServiceUnavailable(retry_after=int(RETRY_AFTER))
+def tagged(serializer: TaggedJSONSerializer, session: FlaskSession) -> dict[str, Any]:
+    """The session's data as stored: each value in Flask's tagged JSON form."""
+    return {key: value if type(value) in PLAIN else serializer.tag(value) for key, value in dict.items(session)}
 
 
-for _name in (
-    "__getitem__",
-    "get",
-    "setdefault",
-    "__contains__",
-    "__len__",
-    "__iter__",
-    "keys",
-    "values",
-    "items",
-    "__setitem__",
-    "__delitem__",
-    "update",
-    "pop",
-    "popitem",
-    "clear",
-    "release",
-    "regenerate",
-):
-    setattr(BusySession, _name, BusySession._busy)
+def untagged(serializer: TaggedJSONSerializer, value: Any) -> Any:
+    """A stored value back in the types Flask's tagged JSON names (tuple, bytes, Markup, UUID, datetime, ...)."""
+    kind = type(value)
+    if kind is dict:
+        return serializer.untag({key: untagged(serializer, item) for key, item in value.items()})
+    if kind is list:
+        return [untagged(serializer, item) for item in value]
+    return value
 
 
-def commit(store: Any, session: FlaskSession) -> str:
-    """Store ``session`` and close ``store``: "deleted" (emptied), "nothing" (new and empty), "issued" (a new id) or "kept"."""
-    if not session:
-        if session.new:
+def commit(store: Any, session: FlaskSession, app: Flask | None) -> str:
+    """Store ``session`` and close ``store``: "deleted" (emptied), "nothing" (new and empty), "issued" (a new id) or "kept".
+
+    The session cannot be changed afterwards (ClosedSession): the change would not be stored.
+    """
+    data = tagged(FastSessionInterface.serializer, session)
+    try:
+        if not data:
+            if session.new:
+                store.close()
+                return "nothing"
+            store.expire_session()  # cleared: the record and the cookie go
             store.close()
-            return "nothing"
-        store.expire_session()  # cleared: the record and the cookie go
-        store.close()
-        return "deleted"
-    issued = session.regenerated
-    if session.new:
-        stored = store.get_session(True)
-        stored.update(session)
+            return "deleted"
+        if session.new and app is not None and app.config.get("SESSION_PERMANENT") and "_permanent" not in data:
+            dict.__setitem__(session, "_permanent", True)  # Flask-Session's setting: new sessions are permanent
+            data["_permanent"] = True
+        issued = session.regenerated or session.new
+        stored = store.get_session(True)  # the store's own session (held already, or new with a fresh id)
+        dict.clear(stored)
+        dict.update(stored, data)
         session.session_id = stored.session_id
-        issued = True
-    store.close()
+        store.close()
+    finally:
+        session.__class__ = CLOSED[type(session)]
     if session.migrated is not None:  # stored here now: the old store's record may go
         (reader, old_id), session.migrated = session.migrated, None
         reader.delete(old_id)
@@ -142,11 +157,11 @@ def commit(store: Any, session: FlaskSession) -> str:
 class FlaskTransaction:
     """The store's transaction: cookies come from the request; Set-Cookie is save_session's job."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request | None) -> None:
         self.request = request
 
     def get_cookie(self, name: str) -> Any:
-        value = self.request.cookies.get(name)
+        value = None if self.request is None else self.request.cookies.get(name)
         return None if value is None else _Cookie(value)
 
     def set_cookie_value(self, name: str, value: str) -> None:
@@ -167,6 +182,7 @@ class FastSessionInterface(SessionInterface):
     """A Flask SessionInterface on a fastsession store (files by default)."""
 
     session_class = FlaskSession
+    serializer = TaggedJSONSerializer()  # register tags here for more types, as on Flask's own interface
 
     def __init__(
         self,
@@ -181,8 +197,11 @@ class FastSessionInterface(SessionInterface):
         self.read_only = read_only
         self.migrate_from = migrate_from
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
-        # The store hands out FlaskSession objects; storage stays the store's.
-        self.store_class = type(f"Flask{store_class.__name__}", (store_class,), {"session_class": FlaskSession})
+        # The store's sessions are plain; the request sees the FlaskSession that opens one on first use.
+        self.store_class = store_class
+        # Every option is checked now, not at the first request: a store is made (and dropped) with them.
+        store_class(FlaskTransaction(None), directory, "session", **dict({"max_age": 1.0}, **self.options)).rollback()
+        self._app_options: dict[int, tuple[float, dict[str, Any]]] = {}
         request_tearing_down.connect(self._release_at_teardown)
         try:
             from flask_login import user_logged_in, user_logged_out
@@ -193,48 +212,80 @@ class FastSessionInterface(SessionInterface):
             user_logged_out.connect(self._unbind_on_logout)
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
-        store = self.store_class(FlaskTransaction(request), self.directory, self.get_cookie_name(app), **self.options)
-        request.environ[STORE_KEY] = store
+        session = FlaskSession()
+        session.pending = (self._open, app, request)  # read on first use (TrackedSession.open)
+        if has_request_context():
+            after_this_request(session._view_finished)
+        return session
+
+    def _options(self, app: Flask) -> dict[str, Any]:
+        """The store options for ``app``: max_age is PERMANENT_SESSION_LIFETIME unless given."""
+        if "max_age" in self.options:
+            return self.options
+        lifetime = app.permanent_session_lifetime.total_seconds()
+        made = self._app_options.get(id(app))
+        if made is None or made[0] != lifetime:
+            made = self._app_options[id(app)] = (lifetime, dict(self.options, max_age=lifetime))
+        return made[1]
+
+    def _store(self, app: Flask, request: Request) -> Any:
+        store = self.store_class(
+            FlaskTransaction(request), self.directory, self.get_cookie_name(app), **self._options(app)
+        )
+        request.environ.setdefault(STORES_KEY, []).append(store)
+        return store
+
+    def _open(self, session: FlaskSession, app: Flask, request: Request) -> None:
+        """Fill ``session`` from the store (locked until save_session); a lock not had in time makes it busy."""
+        store = session.store = request.environ[STORE_KEY] = self._store(app, request)
+        session.app = app
         if self.read_only is not None and self.read_only(request):
             store.read_only()
         try:
-            session: FlaskSession | None = store.get_session(False)  # locks a stored session until save_session
-            if session is None and self.migrate_from is not None:
-                session = self._migrated(store, request.cookies.get(self.get_cookie_name(app)))
+            stored: Session | None = store.get_session(False)  # locks a stored session until save_session
+            if stored is None and self.migrate_from is not None:
+                stored = self._migrated(store, session, request.cookies.get(self.get_cookie_name(app)))
         except LockTimeout as exc:
             store.rollback()
+            session.busy = exc
+            if session.view_done:  # an after_request hook: raising here would be a 500; save_session answers 503
+                return
+            session.answered = True
             answered_busy(exc)
-            return BusySession(exc)
+            raise ServiceUnavailable(retry_after=int(RETRY_AFTER)) from None
         except BaseException:
             store.rollback()
             raise
-        if session is None:
-            session = FlaskSession(new=True)  # gets an id only if something is stored
-        session.store = store
-        return session
+        if stored is None:
+            session.new = True  # gets an id only if something is stored (it may hold Flask-Session's data)
+            return
+        session.session_id = stored.session_id
+        serializer = self.serializer
+        for key, value in dict.items(stored):
+            dict.__setitem__(session, key, value if type(value) in PLAIN else untagged(serializer, value))
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        store = getattr(session, "store", None)
-        if store is None or isinstance(session, BusySession) or not isinstance(session, FlaskSession):
+        if not isinstance(session, FlaskSession):
             return
-        released = getattr(session, "released", None)
+        if session.pending is not None:  # the request never touched it: no lock was taken
+            self._refresh_untouched(app, session, response)
+            return
+        store = session.store
+        if session.busy is not None:
+            if not session.answered:
+                session.answered = True
+                refuse(response, session.busy)
+            return
+        released = session.released
         if store.closed and released is None:  # already saved (Flask may call twice after an error)
             return
-        cookie: dict[str, Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "samesite": self.get_cookie_samesite(app),
-            "httponly": self.get_cookie_httponly(app),
-        }
-        if hasattr(self, "get_cookie_partitioned"):
-            cookie["partitioned"] = self.get_cookie_partitioned(app)
+        cookie = self._cookie_settings(app)
         name = self.get_cookie_name(app)
         if session.accessed:
             response.vary.add("Cookie")
         if released is None:
             try:
-                outcome = commit(store, session)
+                outcome = commit(store, session, app)
             except (SessionConflict, LockTimeout) as exc:  # nothing stored: the response says so, not a 200
                 refuse(response, exc)
                 return
@@ -248,26 +299,57 @@ class FastSessionInterface(SessionInterface):
             response.vary.add("Cookie")
         if outcome in ("deleted", "nothing"):
             return
-        if outcome == "issued" or (session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
-            response.set_cookie(name, session.session_id, expires=self.get_expiration_time(app, session), **cookie)
-            response.vary.add("Cookie")
+        permanent = dict.get(session, "_permanent", False)
+        if outcome == "issued" or session.modified or (permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
+            self._set_cookie(app, response, session.session_id, permanent, cookie)
 
-    def _migrated(self, store: Any, cookie: str | None) -> FlaskSession | None:
+    def _cookie_settings(self, app: Flask) -> dict[str, Any]:
+        cookie: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        if hasattr(self, "get_cookie_partitioned"):
+            cookie["partitioned"] = self.get_cookie_partitioned(app)
+        return cookie
+
+    def _set_cookie(self, app: Flask, response: Response, value: str, permanent: bool, cookie: dict[str, Any]) -> None:
+        expires = datetime.now(timezone.utc) + app.permanent_session_lifetime if permanent else None
+        response.set_cookie(self.get_cookie_name(app), value, expires=expires, **cookie)
+        response.vary.add("Cookie")
+
+    def _refresh_untouched(self, app: Flask, session: FlaskSession, response: Response) -> None:
+        """Flask renews a permanent session's cookie on every request: learn whether it is one, without a lock."""
+        _, _, request = session.pending  # type: ignore[misc]
+        if not app.config["SESSION_REFRESH_EACH_REQUEST"] or self.get_cookie_name(app) not in request.cookies:
+            return
+        store = self._store(app, request)
+        try:
+            store.read_only()
+            stored = store.get_session(False)
+        finally:
+            store.rollback()
+        if stored is not None and dict.get(stored, "_permanent", False):
+            self._set_cookie(app, response, stored.session_id, True, self._cookie_settings(app))
+
+    def _migrated(self, store: Any, session: FlaskSession, cookie: str | None) -> Session | None:
         """The session the old store holds for ``cookie``, as this store's (stored at save_session); None if none."""
         found = self.migrate_from.load(cookie) if cookie else None
         if found is None:
             return None
         old_id, data = found
-        if store.backend.kernels.is_valid_id(old_id):
-            session: FlaskSession = store._get_session(old_id, True)  # locked; empty unless migrated meanwhile
-            if not session:
-                session.update(data)
-            session.regenerated = cookie != old_id  # a signed cookie: send the bare id from now on
-        else:
-            session = FlaskSession(new=True)  # an id fastsession would not take: a new one
-            session.update(data)
         session.migrated = (self.migrate_from, old_id)
-        return session
+        if store.backend.kernels.is_valid_id(old_id):
+            stored: Session = store._get_session(old_id, True)  # locked; empty unless migrated meanwhile
+            if not stored:
+                dict.update(stored, data)
+            session.regenerated = cookie != old_id  # a signed cookie: send the bare id from now on
+            return stored
+        session.new = True  # an id fastsession would not take: a new one
+        dict.update(session, data)
+        return None
 
     def regenerate(self, session: FlaskSession) -> None:
         """Flask-Session's spelling of ``session.regenerate()``."""
@@ -288,13 +370,14 @@ class FastSessionInterface(SessionInterface):
             return
         from flask import request
 
-        store = request.environ.get(STORE_KEY)
-        if store is not None:
+        for store in request.environ.get(STORES_KEY, ()):
             store.rollback()  # nothing if save_session already closed it
 
 
 def current_store() -> Any:
-    """The store of the request being handled (for sessions_of, revoke_all, bind_user)."""
-    from flask import request
+    """The store of the request being handled (for sessions_of, revoke_all, bind_user); opens the session."""
+    from flask import session
 
-    return request.environ[STORE_KEY]
+    front = session._get_current_object()  # type: ignore[attr-defined]
+    front.open()
+    return front.store

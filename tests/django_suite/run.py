@@ -10,38 +10,15 @@ through FASTSESSION_REDIS_URL). Exits non-zero on any failure.
 """
 
 import argparse
-import glob
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "framework_suites"))
 
-
-def fetch_sdist(version: str, cache: str) -> str:
-    os.makedirs(cache, exist_ok=True)
-    found = glob.glob(os.path.join(cache, f"[Dd]jango-{version}.tar.gz"))
-    if not found:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-binary",
-                ":all:",
-                "--no-deps",
-                f"django=={version}",
-                "-d",
-                cache,
-            ],
-            check=True,
-        )
-        found = glob.glob(os.path.join(cache, f"[Dd]jango-{version}.tar.gz"))
-    return found[0]
+from sdist import fetch_sdist  # noqa: E402  (the folder above, shared with the Flask and Starlette runners)
 
 
 def unpack_session_tests(sdist: str, into: str) -> str:
@@ -62,7 +39,7 @@ def main() -> int:
 
     import django
 
-    sdist = fetch_sdist(django.__version__, args.cache)
+    sdist = fetch_sdist("django", django.__version__, args.cache)
     tests_dir = unpack_session_tests(sdist, tempfile.mkdtemp(prefix="django-session-tests-"))
     sys.path[:0] = [tests_dir, HERE]
 
