@@ -7,7 +7,8 @@ that ``fastsession.aio`` imports without redis-py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import weakref
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Callable
 
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
@@ -66,6 +67,11 @@ class AsyncScripts:
         own = plain and type(self.pool) is ConnectionPool and getattr(self.pool, "cache", None) is None
         self.idle = idle_list(self.pool) if own else None
         self.checkout = checkout_args(self.pool) if plain else ()
+        # The event loop the connections above belong to (the first call's). An asyncio connection serves
+        # only its own loop: under another (a test client that runs each request in a new loop) the calls
+        # go to a pool of their own for it, whose connections are closed when that loop shuts down.
+        self.loop: Any = None
+        self.closers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     async def script(self, name: str, keys: Any, args: Any) -> Any:
         if self.pool is None:
@@ -86,6 +92,8 @@ class AsyncScripts:
 
     async def _on_connection(self, send: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
+        if self.loop is not asyncio.get_running_loop():
+            await self._follow_loop()
         idle = self.idle
         if idle is None:
             pool: Any = self.pool
@@ -122,6 +130,34 @@ class AsyncScripts:
             await connection.disconnect()
         await self._put_back(idle, connection)
         return result
+
+    async def _follow_loop(self) -> None:
+        """Serve the running loop: the first one with the client's pool; another with a pool of its own."""
+        from redis.asyncio import ConnectionPool
+
+        loop = asyncio.get_running_loop()
+        if self.loop is not None:  # the former loop's connections cannot serve this one
+            pool: Any = self.pool
+            self.pool = ConnectionPool(
+                connection_class=pool.connection_class, max_connections=pool.max_connections, **pool.connection_kwargs
+            )
+            self.idle = []
+            self.checkout = checkout_args(self.pool)
+        self.loop = loop
+        if self.idle is not None:
+            closer = self.closers[loop] = self._close_at_shutdown(self.idle, self.pool)
+            await closer.__anext__()
+
+    async def _close_at_shutdown(self, idle: list[Any], pool: Any) -> AsyncIterator[None]:
+        """Parked on its loop until the loop shuts down (asyncio closes its async generators then): closes the connections."""
+        try:
+            yield
+        finally:
+            for connection in idle:
+                await connection.disconnect(nowait=True)
+            idle.clear()
+            if pool is not self.client.connection_pool:
+                await pool.disconnect()
 
     async def _put_back(self, idle: list[Any], connection: Any) -> None:
         if len(idle) < IDLE_KEEP:

@@ -22,6 +22,7 @@ written, the lock released.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from typing import Any, Callable
 from .aio import AsyncSessionStore
 from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
+from .files import private_folder
 from .session import TrackedSession
 from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
 
@@ -47,6 +49,17 @@ def refusal_messages(exc: SessionConflict | LockTimeout) -> tuple[Message, Messa
     encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
     start = {"type": "http.response.start", "status": status, "headers": encoded}
     return start, {"type": "http.response.body", "body": body}
+
+
+def varying_by_cookie(headers: Any) -> list[tuple[bytes, bytes]]:
+    """ASGI response headers with ``Cookie`` in their Vary header (added when there is none)."""
+    out = [
+        (key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary" else value)
+        for key, value in headers
+    ]
+    if not any(key.lower() == b"vary" for key, _ in out):
+        out.append((b"vary", b"Cookie"))
+    return out
 
 
 class ASGISession(TrackedSession):
@@ -105,16 +118,29 @@ class SessionMiddleware:
     """Starlette's ``SessionMiddleware`` keywords, fastsession's store underneath.
 
     ``session_directory`` (files) or ``redis`` (a ``redis.asyncio`` client)
-    says where sessions live. ``max_age`` is the cookie's lifetime and the
-    session's idle lifetime on the server (None: a browser-session cookie,
-    and no server-side expiry). Other keywords go to the store:
-    ``timeout``, ``stale_after``, ``fsync``, ``concurrent``, ``delay`` (files);
-    ``lock_ttl``, ``prefix``, ``timeout`` (Redis); ``locking``, ``on_conflict``
-    (both). ``timeout`` defaults to 10 s: a request whose session stays locked
-    that long is answered 503 with Retry-After. ``read_only(scope)``, when
-    given and true, makes that request take no lock. The app may ``await
-    scope["fastsession.store"].close()`` to store the session and release the
-    lock early.
+    says where sessions live; with neither, a private folder of this user's
+    in the temp directory (``fastsession-asgi-<uid>``, 0700), so that
+    ``add_middleware(SessionMiddleware, secret_key=...)`` runs unchanged.
+    ``secret_key`` is accepted and not used: the cookie holds only a random
+    id, there is nothing to sign (keep it or remove it). ``max_age`` is the
+    cookie's lifetime and the session's idle lifetime on the server (None: a
+    browser-session cookie, and no server-side expiry; 0 or less: a cookie
+    that expires at once, and nothing stored). As in Starlette 1.x,
+    Set-Cookie goes out when the session was changed (or made, or emptied),
+    not when it was only read; ``refresh_each_request=True`` renews it on
+    every read too (a sliding expiry in the browser, as on the server).
+    ``partitioned`` adds the Partitioned attribute (Starlette 1.7's).
+    Other keywords go to the store: ``timeout``, ``stale_after``, ``fsync``,
+    ``concurrent``, ``delay`` (files); ``lock_ttl``, ``prefix``, ``timeout``
+    (Redis); ``locking``, ``on_conflict``, ``max_size``, ``max_lifetime``,
+    ``encrypt`` (both). Every option is checked here, not at the first
+    request. ``timeout`` defaults to 10 s: a request whose session stays
+    locked that long is answered 503 with Retry-After. ``read_only(scope)``,
+    when given and true, makes that request take no lock. The app may
+    ``await scope["fastsession.store"].close()`` to store the session and
+    release the lock early. It runs on asyncio; another event loop (trio) is
+    refused at the first call (lifespan, or the first request) with a clear
+    error.
     """
 
     def __init__(
@@ -123,43 +149,71 @@ class SessionMiddleware:
         session_directory: str | None = None,
         *,
         redis: Any = None,
+        secret_key: Any = None,
         session_cookie: str = "session",
         max_age: int | None = 14 * 24 * 60 * 60,
         path: str = "/",
         same_site: str = "lax",
         https_only: bool = False,
         domain: str | None = None,
+        partitioned: bool = False,
+        refresh_each_request: bool = False,
         read_only: Callable[[Scope], bool] | None = None,
         **options: Any,
     ) -> None:
-        if (session_directory is None) == (redis is None):
-            raise TypeError("SessionMiddleware needs exactly one of session_directory= or redis=")
+        if session_directory is not None and redis is not None:
+            raise TypeError("SessionMiddleware takes session_directory= or redis=, not both")
+        if str(same_site).lower() not in ("lax", "strict", "none"):
+            raise ValueError(f"same_site must be 'lax', 'strict' or 'none', not {same_site!r}")
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)):
+            raise TypeError(f"max_age must be a whole number of seconds or None, not {max_age!r}")
         self.app = app
         self.session_cookie = session_cookie
         self.max_age = max_age
+        self.stores_nothing = max_age is not None and max_age <= 0  # Starlette's "expired at once"
+        self.refresh_each_request = refresh_each_request
         if redis is not None:
             from .aio_redis import AsyncRedisSessionStore
 
             store_class: type = AsyncRedisSessionStore
             self.where: Any = redis
         else:
-            store_class, self.where = AsyncSessionStore, session_directory
+            store_class = AsyncSessionStore
+            self.where = (
+                session_directory
+                if session_directory is not None
+                else private_folder(
+                    "fastsession-asgi",
+                    "the ASGI middleware's default session folder (set session_directory= to choose one)",
+                )
+            )
         # The store hands out ASGISession objects; storage stays the store's.
         self.store_class = type(
             f"ASGI{store_class.__name__}", (EarlyClose, store_class), {"session_class": ASGISession}
         )
         self.read_only = read_only
-        self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options, max_age=max_age)
+        server_age = None if max_age is None or self.stores_nothing else max_age
+        self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options, max_age=server_age)
         self.peek_options = dict(self.options, concurrent=0)  # websockets read, never lock
         flags = f"; httponly; samesite={same_site}" + ("; secure" if https_only else "")
         flags += f"; domain={domain}" if domain is not None else ""
+        flags += "; partitioned" if partitioned else ""
         lifetime = f"; Max-Age={max_age}" if max_age is not None else ""
         self.attributes = (f"; path={path}{lifetime}{flags}", f"; path={path}; {DELETED}{flags}")
+        # Every option is checked now: a store is made with them (and dropped: it took nothing).
+        self.store_class(ASGITransaction({"headers": []}, self.attributes), self.where, session_cookie, **self.options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "fastsession.asgi.SessionMiddleware runs on asyncio, and this app runs on another event loop "
+                "(trio?): serve it with asyncio (uvicorn, hypercorn's asyncio worker, anyio's asyncio backend)"
+            ) from None
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await (self._http_storing_nothing if self.stores_nothing else self._http)(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         else:  # lifespan, and whatever comes next
@@ -180,6 +234,20 @@ class SessionMiddleware:
         scope["fastsession.store"] = store
         scope["session"] = session
         return store, trans, session
+
+    async def _http_storing_nothing(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``max_age`` 0 or less: every session is new and empty; one filled gets a cookie already expired."""
+        session = scope["session"] = ASGISession(None)
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start" and session.accessed:
+                headers = varying_by_cookie(message.get("headers", ()))
+                if dict.__len__(session):
+                    headers.append((b"set-cookie", f"{self.session_cookie}={self.attributes[0]}".encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -235,21 +303,20 @@ class SessionMiddleware:
             await adopt(store, session)
         cookie = await store.response_cookie()
         name = self.session_cookie
-        if cookie is None and session.accessed and self.max_age is not None and dict.__len__(session):
-            cookie = session.session_id  # sliding expiry: the browser's copy is renewed like the server's
+        if (
+            cookie is None
+            and dict.__len__(session)
+            and (session.modified or (self.refresh_each_request and session.accessed))
+        ):
+            cookie = session.session_id  # changed (Starlette 1.x), or read with refresh_each_request
         if cookie == "":
             trans.delete_cookie(name)
         elif cookie is not None:
             trans.set_cookie_value(name, cookie)
-        out = list(headers)
-        if trans.outgoing or session.accessed:
-            out = [
-                (key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary" else value)
-                for key, value in out
-            ]
-            if not any(key.lower() == b"vary" for key, _ in out):
-                out.append((b"vary", b"Cookie"))
-            out.extend((b"set-cookie", value) for value in trans.outgoing.values())
+        if not (trans.outgoing or session.accessed):
+            return list(headers)
+        out = varying_by_cookie(headers)
+        out.extend((b"set-cookie", value) for value in trans.outgoing.values())
         return out
 
     @staticmethod

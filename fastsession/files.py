@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
@@ -71,6 +72,25 @@ def check_folder(path: bytes, what: str = "session directory", private: bool = F
             f"{what} {name!r} has mode {stat.S_IMODE(status.st_mode):o}, open to other users: "
             f"refused (chmod {stat.S_IMODE(status.st_mode) & ~open_to:o} it, or choose another folder)"
         )
+
+
+_private_made: set[str] = set()
+
+
+def private_folder(name: str, what: str) -> str:
+    """``<temp dir>/<name>-<uid>``: this user's own folder (0700), made if absent, never one someone else made.
+
+    ``what`` names it in the error that refuses a folder found there (check_folder).
+    """
+    path = os.path.join(tempfile.gettempdir(), f"{name}-{os.geteuid()}")
+    if path not in _private_made:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        check_folder(os.fsencode(path), what, private=True)
+        _private_made.add(path)
+    return path
 
 
 # Folders checked by this process: a relative directory makes a backend per
