@@ -1,5 +1,6 @@
 """fastsession.contrib.django through Django's own test client and real processes."""
 
+import logging
 import os
 import re
 import stat
@@ -44,7 +45,36 @@ def early(request):
     return HttpResponse(str(other.load()["n"]))
 
 
+def nothing(request):
+    return HttpResponse("ok")
+
+
+class ReadsTheSessionLast:
+    """Middleware inside the locking one whose process_response is the first to read the session."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        response["X-Has-N"] = str("n" in request.session)
+        return response
+
+
+def csrf_form(request):
+    from django.middleware.csrf import get_token
+
+    return HttpResponse(get_token(request))
+
+
+def csrf_submit(request):
+    return HttpResponse("accepted")
+
+
 urlpatterns = [
+    path("csrf-form", csrf_form),
+    path("csrf-submit", csrf_submit),
+    path("nothing", nothing),
     path("count", count),
     path("boom", boom),
     path("stream", stream),
@@ -113,10 +143,10 @@ def storage(request, tmp_path):
 @pytest.fixture
 def own_tempdir(tmp_path, monkeypatch):
     """tempfile.gettempdir() is a fresh folder, as /tmp on a new host."""
-    from fastsession.contrib import django as engine
+    from fastsession import files
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(engine, "_private_checked", set())
+    monkeypatch.setattr(files, "_private_made", set())
     os.chmod(tmp_path, 0o1777)  # a shared temp folder, as /tmp is
     return tmp_path
 
@@ -1157,3 +1187,56 @@ def test_expiry_dates_work_with_use_tz_false(session_path):
         assert 3500 < again.get_expiry_age() <= 3600
         SessionStore.clear_expired()  # compares naive times: no TypeError, and keeps it
         assert SessionStore(store.session_key).load() == {"n": 1, "_session_expiry": again["_session_expiry"]}
+
+
+# -- issue 25: the lock is taken when the request first reads its session -------------------------
+
+
+def test_a_request_that_never_reads_its_session_takes_no_lock(storage, caplog):
+    client, holder = client_and_holder()
+    try:
+        with override_settings(FASTSESSION_LOCK_TIMEOUT=0.05), caplog.at_level(logging.WARNING, "fastsession"):
+            untouched = client.get("/nothing")
+            assert not caplog.records  # it never waited for the lock (a wait out of time is logged)
+            touched = client.get("/peek")
+    finally:
+        holder.unlock()
+    assert untouched.status_code == 200 and untouched.content == b"ok"
+    assert touched.status_code == 503 and touched["Retry-After"] == "1"
+    assert storage.locks() == []
+    assert client.get("/count").content == b"2"
+
+
+def test_a_first_read_by_other_middleware_that_waits_out_its_time_is_a_503(storage):
+    client, holder = client_and_holder()
+    try:
+        with override_settings(
+            FASTSESSION_LOCK_TIMEOUT=0.05,
+            MIDDLEWARE=["fastsession.contrib.django.LockingSessionMiddleware", "test_django.ReadsTheSessionLast"],
+        ):
+            reading = Client(raise_request_exception=False)  # made now: it loads the middleware above
+            reading.cookies = client.cookies
+            busy = reading.get("/nothing")
+    finally:
+        holder.unlock()
+    assert busy.status_code == 503 and busy["Retry-After"] == "1"
+    assert storage.locks() == []
+    assert client.get("/count").content == b"2"
+
+
+def test_django_csrf_kept_in_the_session(storage):
+    with override_settings(
+        CSRF_USE_SESSIONS=True,
+        MIDDLEWARE=[
+            "fastsession.contrib.django.LockingSessionMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+        ],
+    ):
+        browser = Client(enforce_csrf_checks=True)
+        token = browser.get("/csrf-form").content.decode()
+        assert "csrftoken" not in browser.cookies  # the token lives in the session, not in a cookie
+        assert browser.post("/csrf-submit", {"csrfmiddlewaretoken": token}).content == b"accepted"
+        assert browser.post("/csrf-submit", {"csrfmiddlewaretoken": "x" * 64}).status_code == 403
+        stranger = Client(enforce_csrf_checks=True)
+        assert stranger.post("/csrf-submit", {"csrfmiddlewaretoken": token}).status_code == 403
+    assert storage.locks() == []

@@ -10,12 +10,14 @@ expired (its "modified" time reads as now).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from ..redis import RedisBackend, RedisHandle
 
 _clients: dict[tuple[str, str, bool], Any] = {}
+_async_clients: dict[int, Any] = {}
 
 
 def client_for(url: str | None, cache_alias: str | None, cluster: bool) -> Any:
@@ -44,12 +46,71 @@ def client_for(url: str | None, cache_alias: str | None, cluster: bool) -> Any:
     return client
 
 
+def async_twin(client: Any) -> Any:
+    """A ``redis.asyncio`` client to the server of the sync ``client``, made once; None for a Cluster.
+
+    Async requests wait for a lock on the event loop with it, never in a thread: a burst of one user's
+    requests then holds no thread that another user's request needs.
+    """
+    twin = _async_clients.get(id(client))
+    if twin is None and id(client) not in _async_clients:
+        import redis
+        import redis.asyncio
+
+        kinds: dict[Any, Any] = {
+            redis.Connection: redis.asyncio.Connection,
+            redis.SSLConnection: redis.asyncio.SSLConnection,
+            redis.UnixDomainSocketConnection: redis.asyncio.UnixDomainSocketConnection,
+        }
+        pool = getattr(client, "connection_pool", None)
+        kind = kinds.get(getattr(pool, "connection_class", None)) if type(client) is redis.Redis else None
+        if kind is not None:
+            settings = {name: value for name, value in pool.connection_kwargs.items() if name != "cache"}  # type: ignore[union-attr]
+            twin = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(connection_class=kind, **settings))
+        _async_clients[id(client)] = twin
+    return twin
+
+
 class DjangoRedis(RedisBackend):
     """RedisBackend as the Django engine uses it: per-save TTLs, Django's session keys."""
 
     def __init__(self, client: Any, timeout: float | None, prefix: str, check_key: Any, lock_ttl: float = 30.0) -> None:
         RedisBackend.__init__(self, client, True, 1.0, timeout, lock_ttl, None, prefix)
         self.check_key = check_key
+        self._async_scripts: Any = None
+
+    def async_scripts(self) -> Any:
+        """The scripts' calls on the event loop (aio_redis.AsyncScripts), or None where there is no async twin."""
+        if self._async_scripts is None:
+            twin = async_twin(self.client)
+            if twin is not None:
+                from ..aio_redis import AsyncScripts
+
+                self._async_scripts = AsyncScripts(twin)
+        return self._async_scripts
+
+    async def aopen(self, key: str) -> RedisHandle:
+        """open(), waiting on the event loop (a cancelled wait gives back a lock it took)."""
+        from ..aio import arun
+
+        scripts = self.async_scripts()
+        if scripts is None:  # a Cluster: waited for in a thread
+            from ..aio import AsyncFiles
+
+            handle: RedisHandle = await AsyncFiles._in_thread(self.open, key, undo=self.release)
+            return handle
+        handle = await arun(scripts, self._open(key))
+        return handle
+
+    async def arelease(self, handle: RedisHandle) -> None:
+        """release() from the event loop, carried to its end even when the caller is cancelled."""
+        from ..aio import arun, to_completion
+
+        scripts = self.async_scripts()
+        if scripts is None:
+            await to_completion(asyncio.get_running_loop().run_in_executor(None, self.release, handle))
+            return
+        await to_completion(arun(scripts, self._release(handle)))
 
     def unlocked(self, key: str) -> RedisHandle:
         data_key, lock_key = self._keys(key)

@@ -42,11 +42,9 @@ stored here under the same key, and the old record deleted.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import os
 import re
-import tempfile
 import weakref
 from importlib import import_module
 from typing import Any
@@ -60,10 +58,10 @@ from django.http import HttpResponse
 from django.utils.module_loading import import_string
 
 from .. import record
-from ..aio import PENDING, AsyncFiles, async_files
+from ..aio import PENDING, async_files
 from ..busy import ADAPTER_TIMEOUT, refusal
 from ..errors import LockTimeout, SessionConflict, SessionRevoked
-from ..files import FileBackend, check_folder
+from ..files import FileBackend, private_folder
 from ..merge import check_on_conflict, merge
 from ..migrate import storable
 from ..names import stored_name
@@ -89,22 +87,9 @@ def path_safe(key: object) -> bool:
     return isinstance(key, str) and _PATH_SAFE.fullmatch(key) is not None
 
 
-_private_checked: set[Any] = set()
-
-
 def default_path() -> str:
     """``<temp dir>/fastsession-django-<uid>``: this user's own, 0700, never one someone else made."""
-    path = os.path.join(tempfile.gettempdir(), f"fastsession-django-{os.geteuid()}")
-    if path not in _private_checked:
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        check_folder(
-            os.fsencode(path), "Django's default session folder (set SESSION_FILE_PATH to choose one)", private=True
-        )
-        _private_checked.add(path)
-    return path
+    return private_folder("fastsession-django", "Django's default session folder (set SESSION_FILE_PATH to choose one)")
 
 
 def storage_path() -> str:
@@ -215,6 +200,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._meta: dict[str, Any] | None = None  # the stored META (record.META): creation time, bound user
         self._indexed: tuple[Any, ...] | None = None  # (user hash, stored name) of the stored record's index entry
         self._base_plain: bytes | None = None  # what a sealed record opened to: what "commit" merges against
+        self._lock_on_load = False  # LockingSessionMiddleware (sync): lock when the request first reads it
+        self._busy: LockTimeout | None = None  # that lock was not had in time: the response is a 503
 
     # -- keys -----------------------------------------------------------------
 
@@ -246,6 +233,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def load(self) -> dict[str, Any]:
         key = self._session_key  # type: ignore[has-type]
+        if self._lock_on_load:  # the first read of a request under LockingSessionMiddleware: its lock first
+            self._lock_on_load = False
+            try:
+                self.lock()
+            except LockTimeout as exc:
+                self._busy = exc  # answered 503 by the middleware, wherever this read was made
+                raise
         loaded = None
         if path_safe(key):  # a corrupt file is logged by the backend and reads as None
             loaded = self._backend.load(self._backend.unlocked(key), want_mtime=True)
@@ -528,8 +522,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         key = self._session_key
         if self._held is None and path_safe(key):
             if on_redis(self._backend):
-                # waited for in a thread; a cancelled request gives back the lock once the thread gets it
-                self._held = (key, await AsyncFiles._in_thread(self._backend.open, key, undo=self._backend.release))
+                self._held = (key, await self._backend.aopen(key))
             else:
                 self._held = (key, await async_files(self._backend).open(key))  # type: ignore[arg-type]
 
@@ -543,7 +536,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if self._held is not None:
             held, self._held = self._held[1], None
             if on_redis(self._backend):
-                await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self._backend.release, held))
+                await self._backend.arelease(held)
                 return
             io = async_files(self._backend)
             if io.now((RELEASE, held)) is PENDING:
@@ -564,10 +557,12 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
     def process_request(self, request: Any) -> Any:
         self._start(request)
         if self._locks(request):
-            try:
-                request.session.lock()
-            except LockTimeout as exc:
-                return refused(exc)
+            request.session._lock_on_load = True  # taken when the request first reads its session, if it does
+        return None
+
+    def process_exception(self, request: Any, exception: Exception) -> Any:
+        if isinstance(exception, LockTimeout):  # the view's first read of the session waited out its time
+            return refused(exception)
         return None
 
     @staticmethod
@@ -581,6 +576,9 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
         request._fastsession_locked = request.session  # the object to unlock, whatever replaces it
 
     def process_response(self, request: Any, response: Any) -> Any:
+        busy = getattr(getattr(request, "_fastsession_locked", None), "_busy", None)
+        if busy is not None:  # read first by other middleware or a template: its 500 becomes the 503
+            return response if response.status_code == 503 else refused(busy)
         try:
             return super().process_response(request, response)
         except (SessionConflict, LockTimeout) as exc:  # a "commit" save not stored: said so, never a 200
