@@ -641,7 +641,15 @@ class StoreCore:
     def _cookie_id(self) -> str | None:
         """The cookie's session id, or None when there is none or it is not a valid id."""
         cookie = self.trans.get_cookie(self.session_cookie_name)
-        value = getattr(cookie, "value", None)
+        if cookie is None:
+            return None
+        try:
+            value = cookie.value
+        except AttributeError:  # a str would make a new session on every request, without a word
+            raise TypeError(
+                "trans.get_cookie() must return None or an object with .value (WebStack's Cookie; "
+                f"fastsession.wsgi.Cookie), not {type(cookie).__name__}"
+            ) from None
         return value if self.backend.kernels.is_valid_id(value) else None
 
     def _hold(

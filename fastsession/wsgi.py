@@ -49,12 +49,54 @@ def parse_cookie_header(header: str) -> dict[str, str]:
     return cookies
 
 
-class WSGITransaction:
-    """WebStack's transaction protocol for a WSGI environ; collects the Set-Cookie headers."""
+def cookie_attributes(
+    *,
+    path: str = "/",
+    domain: str | None = None,
+    max_age: int | None = None,
+    samesite: str | None = "Lax",
+    secure: bool = False,
+    httponly: bool = True,
+    partitioned: bool = False,
+) -> tuple[str, str]:
+    """The attributes of the session cookie when set, and when deleted: ``"; Path=/; HttpOnly; ..."``.
 
-    def __init__(self, environ: dict[str, Any], *, secure: bool = False) -> None:
+    ``max_age`` None is a browser-session cookie. Refused at once (ValueError): a SameSite other than
+    Lax, Strict or None (SameSite=None also needs ``secure``, or browsers drop the cookie), a negative
+    or fractional max_age, and a path or domain holding ``;`` or a control character.
+    """
+    for name, value in (("path", path), ("domain", domain)):
+        if value is not None and (not isinstance(value, str) or any(c in value for c in ";\r\n\x00")):
+            raise ValueError(f"cookie {name} must be a plain string, not {value!r}")
+    if samesite is not None and str(samesite).capitalize() not in ("Lax", "Strict", "None"):
+        raise ValueError(f"cookie SameSite must be 'Lax', 'Strict', 'None' or None, not {samesite!r}")
+    if samesite is not None and str(samesite).capitalize() == "None" and not secure:
+        raise ValueError("a SameSite=None cookie must be secure (browsers drop it otherwise): pass secure=True")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0):
+        raise ValueError(f"cookie max_age must be a whole number of seconds >= 0 or None, not {max_age!r}")
+    where = f"; Path={path}" + (f"; Domain={domain}" if domain is not None else "")
+    flags = ("; HttpOnly" if httponly else "") + (
+        f"; SameSite={str(samesite).capitalize()}" if samesite is not None else ""
+    )
+    flags += ("; Secure" if secure else "") + ("; Partitioned" if partitioned else "")
+    lifetime = f"; Max-Age={max_age}" if max_age is not None else ""
+    return f"{where}{lifetime}{flags}", f"{where}; {DELETED}{flags}"
+
+
+DEFAULT_COOKIE = cookie_attributes()
+SECURE_COOKIE = cookie_attributes(secure=True)
+
+
+class WSGITransaction:
+    """WebStack's transaction protocol for a WSGI environ; collects the Set-Cookie headers.
+
+    ``cookie``: the attributes of the session cookie when set and when deleted (cookie_attributes);
+    ``secure=True`` alone is the default cookie marked Secure.
+    """
+
+    def __init__(self, environ: dict[str, Any], *, secure: bool = False, cookie: tuple[str, str] | None = None) -> None:
         self.environ = environ
-        self.secure = secure
+        self.cookie = cookie if cookie is not None else SECURE_COOKIE if secure else DEFAULT_COOKIE
         self.outgoing: dict[str, str] = {}  # cookie name -> Set-Cookie value
         self._incoming: dict[str, str] | None = None
 
@@ -65,14 +107,10 @@ class WSGITransaction:
         return None if value is None else Cookie(name, value)
 
     def set_cookie_value(self, name: str, value: str) -> None:
-        self.outgoing[name] = self._render(name, value, "")
+        self.outgoing[name] = f"{name}={value}{self.cookie[0]}"
 
     def delete_cookie(self, name: str) -> None:
-        self.outgoing[name] = self._render(name, "", "; " + DELETED)
-
-    def _render(self, name: str, value: str, extra: str) -> str:
-        secure = "; Secure" if self.secure else ""
-        return f"{name}={value}; Path=/{extra}; HttpOnly; SameSite=Lax{secure}"
+        self.outgoing[name] = f"{name}={self.cookie[1]}"
 
     def cookie_headers(self) -> Headers:
         return [("Set-Cookie", value) for value in self.outgoing.values()]
@@ -103,13 +141,19 @@ class SessionMiddleware:
 
     The store is closed (committed) when the response is done and rolled back
     when the application raises; the app may ``close()`` it early (write now,
-    release the lock, carry on). ``secure=True`` marks the cookie Secure;
+    release the lock, carry on). The session is read, and locked, when the
+    app first calls ``get_session``: a request that never does takes no lock
+    and reads nothing. The cookie: ``cookie_path`` ("/"), ``cookie_domain``
+    (None: this host), ``cookie_max_age`` (None: until the browser closes),
+    ``cookie_samesite`` ("Lax"; "Strict", "None" or None), ``secure``
+    (False), ``cookie_httponly`` (True), ``cookie_partitioned`` (False).
     ``read_only(environ)``, when given and true, makes that request take no
     lock (``store.read_only()``). The other options are SessionStore's
     (session_cookie_name, concurrent, delay, timeout, stale_after, max_age,
-    fsync, locking, on_conflict); ``timeout`` defaults to 10 s here, and a
-    request whose session stays locked that long is answered 503 with
-    Retry-After.
+    fsync, locking, on_conflict, max_size, max_lifetime, encrypt); ``timeout``
+    defaults to 10 s here, and a request whose session stays locked that long
+    is answered 503 with Retry-After. Every option is checked when the
+    middleware is made.
     """
 
     def __init__(
@@ -118,19 +162,35 @@ class SessionMiddleware:
         session_directory: str,
         *,
         secure: bool = False,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_max_age: int | None = None,
+        cookie_samesite: str | None = "Lax",
+        cookie_httponly: bool = True,
+        cookie_partitioned: bool = False,
         store_factory: Callable[..., Any] = SessionStore,
         read_only: Callable[[dict[str, Any]], bool] | None = None,
         **options: Any,
     ) -> None:
         self.app = app
         self.session_directory = session_directory
-        self.secure = secure
+        self.cookie = cookie_attributes(
+            path=cookie_path,
+            domain=cookie_domain,
+            max_age=cookie_max_age,
+            samesite=cookie_samesite,
+            secure=secure,
+            httponly=cookie_httponly,
+            partitioned=cookie_partitioned,
+        )
         self.store_factory = store_factory
         self.read_only = read_only
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
+        # Every option is checked now: a store is made with them (and dropped: it took nothing).
+        store_factory(WSGITransaction({}), session_directory, **self.options).rollback()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        trans = WSGITransaction(environ, secure=self.secure)
+        trans = WSGITransaction(environ, cookie=self.cookie)
         store = self.store_factory(trans, self.session_directory, **self.options)
         if self.read_only is not None and self.read_only(environ):
             store.read_only()

@@ -641,3 +641,20 @@ def test_stores_of_one_directory_and_options_share_one_backend_and_the_table_sta
         SessionStore(Transaction(), session_dir, delay=i + 1)
     assert len(store_module._backends[session_dir]) <= 8
     assert SessionStore(Transaction(), session_dir, delay=20).backend.delay == 20
+
+
+def test_a_transaction_whose_get_cookie_returns_a_string_is_a_clear_error(session_dir):
+    class StringCookies:  # the mistake: the value itself instead of an object with .value
+        def get_cookie(self, name):
+            return "A" * 43
+
+        def set_cookie_value(self, name, value):
+            raise AssertionError("no new session may be made for it")
+
+        def delete_cookie(self, name):
+            pass
+
+    store = fastsession.SessionStore(StringCookies(), session_dir)
+    with pytest.raises(TypeError, match=r"get_cookie\(\) must return None or an object with \.value"):
+        store.get_session(True)
+    store.rollback()

@@ -262,3 +262,76 @@ def test_response_dropped_without_close_releases_the_lock_and_warns(session_dir,
     assert not os.path.exists(lock)  # the user is not locked out for the life of the worker
     assert "without close()" in caplog.text
     assert call(counter, f"SID={sid}")[2] == b"2"  # the dropped request's change was not written
+
+
+# -- issue 25: the cookie's attributes, options checked up front, no lock for a request that never reads --
+
+
+def test_the_cookie_attributes_can_be_set(session_dir):
+    app = SessionMiddleware(
+        counter_app,
+        session_dir,
+        secure=True,
+        cookie_path="/app",
+        cookie_domain="example.com",
+        cookie_max_age=3600,
+        cookie_samesite="strict",
+        cookie_partitioned=True,
+    )
+    (cookie,) = header_values(call(app)[1], "Set-Cookie")
+    assert re.fullmatch(
+        r"SID=[A-Za-z0-9_-]{43}; Path=/app; Domain=example.com; Max-Age=3600; HttpOnly; SameSite=Strict; "
+        r"Secure; Partitioned",
+        cookie,
+    )
+
+
+def test_a_deleted_cookie_keeps_its_path_and_domain(session_dir):
+    def logout(environ, start_response):
+        environ["fastsession.store"].expire_session()
+        start_response("200 OK", [])
+        return [b""]
+
+    sid = sid_from(call(SessionMiddleware(counter_app, session_dir))[1])
+    app = SessionMiddleware(logout, session_dir, cookie_path="/app", cookie_domain="example.com", cookie_max_age=60)
+    (cookie,) = header_values(call(app, f"SID={sid}")[1], "Set-Cookie")
+    assert cookie.startswith("SID=; Path=/app; Domain=example.com; Max-Age=0; Expires=")
+    assert "Max-Age=60" not in cookie
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"cookie_samesite": "sometimes"}, ValueError),
+        ({"cookie_samesite": "None"}, ValueError),  # without secure: browsers would drop it
+        ({"cookie_max_age": -5}, ValueError),
+        ({"cookie_path": "/a; Domain=evil.example"}, ValueError),
+        ({"timeot": 10}, TypeError),
+        ({"max_age": float("nan")}, ValueError),
+    ],
+)
+def test_options_are_checked_when_the_middleware_is_made(session_dir, options, error):
+    with pytest.raises(error):
+        SessionMiddleware(counter_app, session_dir, **options)
+
+
+def test_a_request_that_never_reads_the_session_takes_no_lock(session_dir, caplog):
+    import logging
+
+    from conftest import Transaction
+
+    def untouched(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    sid = sid_from(call(SessionMiddleware(counter_app, session_dir))[1])
+    holder = SessionStore(Transaction({"SID": sid}), session_dir)
+    holder.get_session(False)  # another request of this user, in the middle of its work
+    try:
+        with caplog.at_level(logging.WARNING, "fastsession"):
+            status, headers, body = call(SessionMiddleware(untouched, session_dir, timeout=0.05), f"SID={sid}")
+            assert call(SessionMiddleware(counter_app, session_dir, timeout=0.05), f"SID={sid}")[0].startswith("503")
+    finally:
+        holder.rollback()
+    assert status.startswith("200") and body == b"ok" and header_values(headers, "Set-Cookie") == []
+    assert len([r for r in caplog.records if "answered 503" in r.getMessage()]) == 1  # only the one that read
