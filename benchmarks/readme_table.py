@@ -1,10 +1,10 @@
-"""The README's benchmark tables, generated from a real run's JSON (never edited by hand).
+"""The benchmark tables of docs/performance.md, generated from a real run's JSON (never edited by hand).
 
     fastsession bench --json > benchmarks/results.json
-    python benchmarks/readme_table.py benchmarks/results.json --write README.md
+    python benchmarks/readme_table.py benchmarks/results.json --write docs/performance.md
 
-Writes markdown between the README's two marker lines; without ``--write`` prints it.
-tests/test_readme_table.py fails when the README's block is not what this script makes
+Writes markdown between the two marker lines of docs/performance.md; without ``--write`` prints it.
+tests/test_readme_table.py fails when that block is not what this script makes
 from the committed results.
 """
 
@@ -86,14 +86,14 @@ def replaced(readme: str, block: str) -> str:
     """``readme`` with the text between the markers replaced by ``block``."""
     head, found, rest = readme.partition(START)
     if not found or END not in rest:
-        raise SystemExit(f"the README has no block between {START!r} and {END!r}")
+        raise SystemExit(f"docs/performance.md has no block between {START!r} and {END!r}")
     return head + START + "\n" + block + "\n" + END + rest.partition(END)[2]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="the JSON of fastsession bench --json")
-    parser.add_argument("--write", metavar="README.md", help="replace the README's generated block")
+    parser.add_argument("--write", metavar="docs/performance.md", help="replace its generated block")
     args = parser.parse_args()
     with open(args.results) as f:
         block = markdown(json.load(f))
