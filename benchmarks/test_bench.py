@@ -20,7 +20,7 @@ def ops_or_skip(factory, folder):
     try:
         return factory(folder)
     except Missing as exc:
-        pytest.skip(f"not installed here: {exc} (pip install fastsession[bench])")
+        pytest.skip(f"not installed here: {exc} (pip install 'fastsession-store[bench]')")
 
 
 @pytest.mark.parametrize("name", list(ROUND_TRIP))

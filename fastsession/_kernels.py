@@ -12,9 +12,18 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import sys
 from collections.abc import Generator
 from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar, cast
+
+if f"{__package__}._origin" not in sys.modules:  # the package's __init__ did not run: another project's did
+    from . import _origin  # (it raises first when that project's files are in this folder)
+
+    raise ImportError(
+        f"{os.path.dirname(os.path.abspath(__file__))}/__init__.py is not {_origin.DISTRIBUTION}'s: another "
+        f"project's with the same import name replaced it. {_origin.FIX}"
+    )
 
 T = TypeVar("T")
 
@@ -73,7 +82,7 @@ def why_pure(error: ImportError) -> str:
     return (
         f"compiled kernels unavailable ({error}): this install was built without a C compiler; "
         "using the slower pure-Python twins. Install a C compiler and the Python headers, then "
-        "pip install --force-reinstall --no-binary fastsession fastsession (or pip install . again "
+        "pip install --force-reinstall --no-binary fastsession-store fastsession-store (or pip install . again "
         "from the checkout). Set FASTSESSION_NO_EXTENSIONS=1 to choose the pure twins quietly."
     )
 

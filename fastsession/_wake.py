@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-logger = logging.getLogger("fastsession")
+logger = logging.getLogger(__name__)
 
 IN_MOVED_FROM = 0x00000040
 IN_DELETE = 0x00000200
@@ -160,7 +160,7 @@ def subscribe(lock_path: bytes, callback: Callable[[], Any] | None = None) -> Su
                     libc = ctypes.CDLL(None, use_errno=True)
                     _waker = Waker(libc)
                 except (OSError, AttributeError) as exc:  # no inotify (non-Linux libc), or no instance left
-                    logger.info("fastsession: lock waiters poll without wake-ups: %s", exc)
+                    logger.info("lock waiters poll without wake-ups: %s", exc)
                     _unavailable = True
                     return None
             waker = _waker

@@ -29,7 +29,7 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any, Callable
+from typing import Any, Callable, Literal, TypeVar, overload
 
 from . import _wake
 from .files import FileBackend
@@ -52,7 +52,15 @@ from .store import (
 )
 from .users import UserSession
 
-logger = logging.getLogger("fastsession")
+__all__ = [
+    "AsyncBaseStore",
+    "AsyncSessionStore",
+    "arun",
+    "to_completion",
+]  # (and AsyncRedisSessionStore, with redis-py)
+
+logger = logging.getLogger(__name__)
+A = TypeVar("A", bound="AsyncBaseStore")  # a store's own class, kept by ``async with``
 
 # Measured on tmpfs and on this project's ext4 (README, "Async"): a lock, a
 # read or a commit takes 5-400 µs inline; a thread hop adds 30-80 µs. One
@@ -119,7 +127,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
 def _log_unseen(future: asyncio.Future[Any]) -> None:
     """The error of cleanup whose caller was cancelled: nobody else will see it."""
     if not future.cancelled() and future.exception() is not None:
-        logger.error("fastsession: cleanup after a cancelled request failed", exc_info=future.exception())
+        logger.error("cleanup after a cancelled request failed", exc_info=future.exception())
 
 
 class AsyncFiles:
@@ -203,7 +211,7 @@ class AsyncFiles:
         if self.slow_calls >= SLOW_STREAK:
             self.slow_calls = 0
             logger.info(
-                "fastsession: session file calls blocked the event loop %d times in a row (the last "
+                "session file calls blocked the event loop %d times in a row (the last "
                 "%.1f ms); they go to a thread for %.0f s",
                 SLOW_STREAK,
                 took * 1000,
@@ -302,6 +310,11 @@ class AsyncBaseStore(StoreCore):
 
     __slots__ = ()
 
+    @overload
+    async def get_session(self, create: Literal[True, 1]) -> Session: ...
+    @overload
+    async def get_session(self, create: Any) -> Session | None: ...
+
     async def get_session(self, create: Any) -> Session | None:
         """The session of this transaction; a new one with a fresh id when ``create``, else None."""
         session = self._session
@@ -360,7 +373,7 @@ class AsyncBaseStore(StoreCore):
             if files is not None:
                 _dropped_unclosed(self, lambda steps: files.kernels.run(files, steps))
 
-    async def __aenter__(self) -> AsyncBaseStore:
+    async def __aenter__(self: A) -> A:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -47,6 +47,8 @@ from .store import (
     Steps,
 )
 
+__all__ = ["AsyncRedisBackend", "AsyncRedisSessionStore", "AsyncScripts"]
+
 
 class AsyncScripts:
     """The Redis routines' calls, on a ``redis.asyncio`` client: every one awaited.

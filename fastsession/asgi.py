@@ -34,7 +34,9 @@ from .files import private_folder
 from .session import TrackedSession
 from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
 
-logger = logging.getLogger("fastsession")
+__all__ = ["ASGISession", "ASGITransaction", "SessionMiddleware"]
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -146,6 +148,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,  # (positional: what Starlette's add_middleware types as a middleware factory)
         session_directory: str | None = None,
         *,
         redis: Any = None,
@@ -337,7 +340,7 @@ class SessionMiddleware:
             stored.update(session)
         elif stored is None and session.session_id is None and dict.__len__(session):
             logger.warning(
-                "fastsession: a new session was filled after the response headers went out; "
+                "a new session was filled after the response headers went out; "
                 "it could get no cookie and was not stored"
             )
         if disconnected:

@@ -13,7 +13,7 @@ import logging
 
 from .errors import LockTimeout, SessionConflict
 
-logger = logging.getLogger("fastsession")
+logger = logging.getLogger(__name__)
 
 ADAPTER_TIMEOUT = 10.0  # seconds an adapter's request waits for its session's lock (the facade: forever)
 RETRY_AFTER = "1"
@@ -23,7 +23,7 @@ CONFLICT_BODY = b"The session was changed by another request meanwhile; this cha
 
 def answered_busy(exc: LockTimeout) -> None:
     """Log, once per refused request, the 503 answered for ``exc`` and who held the lock."""
-    logger.warning("fastsession: answered 503 (Retry-After: %s): %s", RETRY_AFTER, exc)
+    logger.warning("answered 503 (Retry-After: %s): %s", RETRY_AFTER, exc)
 
 
 def refusal(exc: LockTimeout | SessionConflict) -> tuple[int, str, bytes, list[tuple[str, str]]]:
@@ -32,7 +32,7 @@ def refusal(exc: LockTimeout | SessionConflict) -> tuple[int, str, bytes, list[t
     A LockTimeout is a 503 with Retry-After, a SessionConflict a 409.
     """
     if isinstance(exc, SessionConflict):
-        logger.warning("fastsession: answered 409: %s", exc)
+        logger.warning("answered 409: %s", exc)
         status, line, body, extra = 409, "409 Conflict", CONFLICT_BODY, []
     else:
         answered_busy(exc)

@@ -2,6 +2,16 @@
 
 from typing import Any
 
+__all__ = [
+    "CorruptSession",
+    "LockTimeout",
+    "SerializationError",
+    "SessionConflict",
+    "SessionError",
+    "SessionRevoked",
+    "SessionTooLarge",
+]
+
 
 class SessionError(Exception):
     """Base of every error fastsession raises on its own account."""

@@ -37,7 +37,7 @@ from .errors import CorruptSession, SessionError, SessionRevoked
 from .names import stored_name
 from .record import bound_to
 
-logger = logging.getLogger("fastsession")
+logger = logging.getLogger(__name__)
 
 # (session file, its lockfile, the lock's descriptor, its key); (path, b"", -1, key) when not
 # locking. The key is None for a handle made from a stored name (gc, clearsessions).
@@ -116,7 +116,7 @@ def check_tree(path: bytes) -> None:
     check_folder(path)
     if stat.S_IMODE(os.stat(path).st_mode) & 0o005:
         logger.warning(
-            "fastsession: other users may list the session directory %s (who has a session, and "
+            "other users may list the session directory %s (who has a session, and "
             "when it was last used): chmod 700 it",
             os.fsdecode(path),
         )
@@ -288,9 +288,9 @@ class FileBackend:
                 loaded = self._load_legacy(handle, want)
         except CorruptSession as exc:
             if not self._is_tombstone(handle[0]):
-                logger.warning("fastsession: ignoring corrupt session file: %s", exc)
+                logger.warning("ignoring corrupt session file: %s", exc)
                 return None
-            logger.info("fastsession: %s is a folder, the mark of a revoked session: read as absent", exc.args[0])
+            logger.info("%s is a folder, the mark of a revoked session: read as absent", exc.args[0])
             if handle[2] >= 0:  # revoked while another request held it: this holder clears the mark
                 self._unlink(handle[0])
             return None
@@ -426,9 +426,7 @@ class FileBackend:
             return False
 
     def _revoked(self, path: bytes) -> SessionRevoked:
-        logger.info(
-            "fastsession: session %s… was revoked while this request held it: not written", os.fsdecode(path[-43:-35])
-        )
+        logger.info("session %s… was revoked while this request held it: not written", os.fsdecode(path[-43:-35]))
         return SessionRevoked(f"{os.fsdecode(path)}: revoked while this request held it; nothing was written")
 
     def release(self, handle: Handle, mtime: float = 0.0) -> None:

@@ -27,6 +27,8 @@ from ._lock_py import owns
 from .errors import LockTimeout
 from .files import FileBackend, check_tree
 
+__all__ = ["Collected", "collect"]
+
 
 @dataclass
 class Collected:

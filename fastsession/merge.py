@@ -16,6 +16,8 @@ import orjson
 
 from .errors import SessionConflict
 
+__all__ = ["check_on_conflict", "merge"]
+
 
 class _Absent:
     """A key's value where the key is not in that version (given to and taken from an on_conflict callable)."""

@@ -40,7 +40,18 @@ from typing import Any, Callable, Optional
 
 from ._io_py import MAX_SESSION_BYTES, READ_FLAGS
 
-logger = logging.getLogger("fastsession")
+__all__ = [
+    "FlaskSessionFiles",
+    "FlaskSessionReader",
+    "FlaskSessionRedis",
+    "TooLarge",
+    "Unstorable",
+    "plain_pickle",
+    "read_record",
+    "storable",
+]
+
+logger = logging.getLogger(__name__)
 
 Found = Optional[tuple[str, dict[str, Any]]]
 
@@ -71,9 +82,9 @@ def storable(data: dict[Any, Any]) -> dict[str, Any] | None:
                     raise Unstorable(f"a key of type {type(key).__name__}")
                 kept[name] = _plain(value, 1, budget)
             except Unstorable as why:
-                logger.warning("fastsession: not migrating key %r of an old session: %s", key, why)
+                logger.warning("not migrating key %r of an old session: %s", key, why)
     except TooLarge as why:
-        logger.warning("fastsession: not migrating an old session: %s", why)
+        logger.warning("not migrating an old session: %s", why)
         return None
     return kept
 
@@ -120,11 +131,11 @@ def read_record(path: str) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        logger.warning("fastsession: not migrating %s: %s", path, exc)
+        logger.warning("not migrating %s: %s", path, exc)
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            logger.warning("fastsession: not migrating %s: not a regular file", path)
+            logger.warning("not migrating %s: not a regular file", path)
             return None
         body = os.read(fd, MAX_RECORD_BYTES + 1)
         while len(body) <= MAX_RECORD_BYTES:
@@ -135,7 +146,7 @@ def read_record(path: str) -> bytes | None:
     finally:
         os.close(fd)
     if len(body) > MAX_RECORD_BYTES:
-        logger.warning("fastsession: not migrating %s: larger than %d bytes", path, MAX_RECORD_BYTES)
+        logger.warning("not migrating %s: larger than %d bytes", path, MAX_RECORD_BYTES)
         return None
     return body
 
@@ -170,7 +181,7 @@ class FlaskSessionReader:
         if data is None:
             return None
         if type(data) is not dict:
-            logger.warning("fastsession: not migrating a Flask-Session record that is not a dict")
+            logger.warning("not migrating a Flask-Session record that is not a dict")
             return None
         kept = storable(data)
         return None if kept is None else (session_id, kept)
@@ -188,7 +199,7 @@ def decode_msgspec(body: bytes) -> Any:
             return decoder.decode(body)
         except (msgspec.DecodeError, RecursionError):  # (nested past what a decoder may recurse)
             continue
-    logger.warning("fastsession: not migrating a Flask-Session record that is neither msgpack nor JSON")
+    logger.warning("not migrating a Flask-Session record that is neither msgpack nor JSON")
     return None
 
 
@@ -204,7 +215,7 @@ class FlaskSessionRedis(FlaskSessionReader):
     def read(self, key: str) -> Any:
         body = self.client.get(key)
         if body is not None and len(body) > MAX_RECORD_BYTES:
-            logger.warning("fastsession: not migrating a Flask-Session record larger than %d bytes", MAX_RECORD_BYTES)
+            logger.warning("not migrating a Flask-Session record larger than %d bytes", MAX_RECORD_BYTES)
             return None
         return None if body is None else decode_msgspec(body)
 
@@ -241,7 +252,7 @@ class FlaskSessionFiles(FlaskSessionReader):
         try:
             return plain_pickle(body)
         except ValueError as exc:
-            logger.warning("fastsession: not migrating Flask-Session file %s: %s", self.path(key), exc)
+            logger.warning("not migrating Flask-Session file %s: %s", self.path(key), exc)
             return None
 
     def delete(self, session_id: str) -> None:

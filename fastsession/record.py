@@ -28,7 +28,9 @@ import orjson
 from . import sealed
 from .names import stored_name
 
-logger = logging.getLogger("fastsession")
+__all__ = ["META", "AcceptPlainUntil"]
+
+logger = logging.getLogger(__name__)
 
 # The stored document's reserved top-level key; never in the dict an app sees.
 META = "\x00fastsession"
@@ -89,7 +91,7 @@ def opened(
     meta = data.pop(META, None)
     if meta is not None and not valid_meta(meta):
         logger.warning(
-            "fastsession: session %s… has malformed metadata (not written by fastsession): read as absent",
+            "session %s… has malformed metadata (not written by fastsession): read as absent",
             stored_name(session_id)[:8],
         )
         return None
@@ -100,7 +102,7 @@ def opened(
     if plain_accepted(encrypt):
         return data, meta, b""
     logger.warning(
-        "fastsession: session %s… is not sealed and encrypt=True: read as absent (planted, or stored before "
+        "session %s… is not sealed and encrypt=True: read as absent (planted, or stored before "
         "encryption; see AcceptPlainUntil)",
         stored_name(session_id)[:8],
     )
@@ -118,21 +120,21 @@ def _unsealed(
         data = None
     if type(data) is not dict:
         logger.warning(
-            "fastsession: sealed session %s… does not open (tampered, or not its record): read as absent",
+            "sealed session %s… does not open (tampered, or not its record): read as absent",
             stored_name(session_id)[:8],
         )
         return None
     if META in data:
         inner = data.pop(META)
         if not valid_meta(inner):
-            logger.warning("fastsession: sealed session %s… holds malformed metadata", stored_name(session_id)[:8])
+            logger.warning("sealed session %s… holds malformed metadata", stored_name(session_id)[:8])
             return None
         inner = inner or None
     elif plain_accepted(encrypt):  # sealed by 0.2.0, whose META was outside the seal: a migration reads it
         inner = {key: value for key, value in meta.items() if key != "x"} or None
     else:
         logger.warning(
-            "fastsession: session %s… was sealed by 0.2.0 (its metadata is not authenticated): read as absent "
+            "session %s… was sealed by 0.2.0 (its metadata is not authenticated): read as absent "
             "(see AcceptPlainUntil)",
             stored_name(session_id)[:8],
         )

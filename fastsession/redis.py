@@ -1,4 +1,4 @@
-"""Redis: the same facade for apps on many hosts (``pip install fastsession[redis]``).
+"""Redis: the same facade for apps on many hosts (``pip install "fastsession-store[redis]"``).
 
 ``RedisSessionStore(trans, client, ...)`` is SessionStore with a Redis
 backend: one orjson value per session (``<prefix>{<name>}``, ``<name>``
@@ -49,7 +49,18 @@ from .names import stored_name
 from .record import bound_to
 from .store import BaseStore, StoreCore, shared_backend
 
-logger = logging.getLogger("fastsession")
+__all__ = [
+    "OnRedis",
+    "RedisBackend",
+    "RedisCore",
+    "RedisHandle",
+    "RedisSessionStore",
+    "data_key",
+    "describe_lock",
+    "lock_keys",
+]
+
+logger = logging.getLogger(__name__)
 
 # What a failed call can raise: redis-py's errors, and the cluster client's
 # own (a slot no node serves is not a RedisError). UNREACHABLE: no answer,
@@ -490,7 +501,7 @@ class RedisCore:
         except orjson.JSONDecodeError as exc:
             data = exc
         if type(data) is not dict:
-            logger.warning("fastsession: ignoring corrupt session %s: %s", handle.data_key, data)
+            logger.warning("ignoring corrupt session %s: %s", handle.data_key, data)
             return None
         return data, body, float(pttl)
 
@@ -604,7 +615,7 @@ class RedisCore:
             except orjson.JSONDecodeError:
                 entry = None
             if not self.kernels.is_valid_id(name) or type(entry) is not dict:  # not written by fastsession
-                logger.warning("fastsession: skipping a malformed entry in the user index %s", self._index_key(user))
+                logger.warning("skipping a malformed entry in the user index %s", self._index_key(user))
                 continue
             pttl = yield from self._script("look for the session", "pttl", [self._stored_keys(name)[0]], [])
             now = time.time()
@@ -678,7 +689,7 @@ def warn_if_evicting(memory_info: Any) -> None:
         policy = found[0] if found else None
     if isinstance(policy, str) and policy.startswith("allkeys-"):
         logger.warning(
-            "fastsession: this Redis evicts any key under memory pressure (maxmemory-policy %s): session "
+            "this Redis evicts any key under memory pressure (maxmemory-policy %s): session "
             "locks and sessions may vanish (a lost update, a logout); set maxmemory-policy noeviction or "
             "a volatile-* policy",
             policy,
@@ -938,7 +949,7 @@ class RedisBackend(RedisCore):
                         self.sweeper = None
                         return
         except Exception:  # never silently: the next hand-over starts a new sweeper
-            logger.exception("fastsession: the Redis unlocker stopped; the next hand-over starts another")
+            logger.exception("the Redis unlocker stopped; the next hand-over starts another")
 
 
 class OnRedis(StoreCore):

@@ -1,4 +1,4 @@
-"""Session data only the cookie can open (``encrypt=True``; ``pip install "fastsession[crypto]"``).
+"""Session data only the cookie can open (``encrypt=True``; ``pip install "fastsession-store[crypto]"``).
 
 The session's data is sealed with AES-256-GCM under a key derived from the
 session id (HKDF-SHA256): the server never stores the id (storage holds a
@@ -21,6 +21,8 @@ import functools
 import os
 from typing import Any
 
+__all__ = ["require", "seal", "unseal"]
+
 SALT = b"fastsession sealed sessions"
 INFO = b"fastsession session data v1"
 NONCE = 12
@@ -37,7 +39,7 @@ def _classes() -> Any:
             from cryptography.hazmat.primitives.kdf.hkdf import HKDF
         except ImportError:
             raise ImportError(
-                'encrypt=True needs the cryptography package: pip install "fastsession[crypto]"'
+                'encrypt=True needs the cryptography package: pip install "fastsession-store[crypto]"'
             ) from None
         _crypto = (AESGCM, HKDF, SHA256, InvalidTag)
     return _crypto

@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 from .errors import SessionError
 
+__all__ = ["ClosedSession", "Session", "TrackedSession"]
+
 _MISSING: Any = object()
 
 

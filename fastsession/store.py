@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Generator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 import orjson
 
@@ -35,7 +35,9 @@ from .record import META as META  # (re-exported: record.META is where it lives)
 from .session import CLOSED, Session
 from .users import UserSession, bound, entry, user_hash
 
-logger = logging.getLogger("fastsession")
+__all__ = ["BaseStore", "OnFiles", "SessionStore", "StoreCore", "encode", "shared_backend"]
+
+logger = logging.getLogger(__name__)
 
 
 def encode(session: dict[str, Any], max_size: int | None = None, meta: dict[str, Any] | None = None) -> bytes:
@@ -116,6 +118,7 @@ LOAD, REVOKE_HELD, EXISTS = "load", "revoke_held", "exists"
 LOCKING = ("request", "commit")
 
 T = TypeVar("T")
+S = TypeVar("S", bound="BaseStore")  # a store's own class, kept by ``with``
 # A core routine: yields backend calls, is sent their results, returns its own.
 Steps = Generator[tuple[Any, ...], Any, T]
 
@@ -319,7 +322,7 @@ class StoreCore:
             try:
                 yield remove
             except SessionError as exc:  # a stale entry: cleaned when the index is next read
-                logger.warning("fastsession: could not remove a user index entry: %s", exc)
+                logger.warning("could not remove a user index entry: %s", exc)
         if call[0] == SAVE:
             self._indexed = add[1:3] if add is not None else None if remove is not None else self._indexed
 
@@ -373,8 +376,7 @@ class StoreCore:
             try:
                 if current is None:
                     logger.info(
-                        "fastsession: session %s… (stored name) was deleted while a request changed "
-                        "it; it stays deleted",
+                        "session %s… (stored name) was deleted while a request changed it; it stays deleted",
                         stored_name(session.session_id)[:8],
                     )
                     yield RELEASE, handle
@@ -741,7 +743,7 @@ def _dropped_unclosed(store: StoreCore, run: Callable[[Steps[None]], Any]) -> No
         name = stored_name(session.session_id)[:8] if session is not None else "?"
         run(store._do_rollback())
         logger.warning(
-            "fastsession: a store was dropped without close() or rollback(); session %s…'s lock was released "
+            "a store was dropped without close() or rollback(); session %s…'s lock was released "
             "and its changes discarded (close the store: use `with`)",
             name,
         )
@@ -765,6 +767,11 @@ class BaseStore(StoreCore):
         return backend.kernels.run(backend, steps)  # type: ignore[no-any-return]
 
     # -- WebStack's documented methods ---------------------------------
+
+    @overload
+    def get_session(self, create: Literal[True, 1]) -> Session: ...
+    @overload
+    def get_session(self, create: Any) -> Session | None: ...
 
     def get_session(self, create: Any) -> Session | None:
         """The session of this transaction; a new one with a fresh id when ``create``, else None."""
@@ -839,7 +846,7 @@ class BaseStore(StoreCore):
             return
         _dropped_unclosed(self, self._run)
 
-    def __enter__(self) -> BaseStore:
+    def __enter__(self: S) -> S:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

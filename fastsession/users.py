@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+__all__ = ["UserSession", "user_hash"]
+
 # An entry may be written a moment before its session's commit lands: only
 # older entries whose session is missing are removed.
 GRACE = 30.0

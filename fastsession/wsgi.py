@@ -11,7 +11,18 @@ from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
 from .store import SessionStore
 
-logger = logging.getLogger("fastsession")
+__all__ = [
+    "ClosingResponse",
+    "Cookie",
+    "SessionMiddleware",
+    "WSGITransaction",
+    "add_vary_cookie",
+    "cookie_attributes",
+    "parse_cookie_header",
+    "vary_with_cookie",
+]
+
+logger = logging.getLogger(__name__)
 
 Headers = list[tuple[str, str]]
 DELETED = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
@@ -281,6 +292,6 @@ class ClosingResponse:
         if not store.closed:
             store.rollback()
             logger.warning(
-                "fastsession: a WSGI response was dropped without close(); its session's lock "
+                "a WSGI response was dropped without close(); its session's lock "
                 "was released and its changes discarded (the server must call close())"
             )

@@ -82,3 +82,65 @@ def test_compiled_kernels_need_no_glibc_newer_than_manylinux2014():
         assert versions, f"{path}: no glibc symbols found (not linked against glibc?)"
         newest = max(versions)
         assert newest <= (2, 17), f"{os.path.basename(path)} needs GLIBC_{'.'.join(map(str, newest))}"
+
+
+# -- the distribution is fastsession-store; "fastsession" on the index is an unrelated project --------
+
+
+def _copy_of_the_package(tmp_path):
+    import shutil
+
+    folder = tmp_path / "fastsession"
+    shutil.copytree(os.path.dirname(fastsession.__file__), folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def _import(tmp_path, statement):
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), FASTSESSION_NO_EXTENSIONS="1")
+    return subprocess.run([sys.executable, "-c", statement], cwd=str(tmp_path), env=env, capture_output=True, text=True)
+
+
+def test_the_other_projects_init_installed_over_this_one_is_a_clear_error(tmp_path):
+    folder = _copy_of_the_package(tmp_path)
+    (folder / "__init__.py").write_text("from .memory_store import MemoryStore\n")  # its __init__, over ours
+    (folder / "memory_store.py").write_text("class MemoryStore:\n    pass\n")
+    done = _import(tmp_path, "import fastsession.store")
+    assert done.returncode != 0
+    assert "unrelated project 'fastsession'" in done.stderr
+    assert "pip uninstall -y fastsession fastsession-store" in done.stderr
+
+
+def test_an_init_that_is_not_this_projects_is_a_clear_error(tmp_path):
+    folder = _copy_of_the_package(tmp_path)
+    (folder / "__init__.py").write_text("")  # whoever wrote it, it did not import this package's _origin
+    done = _import(tmp_path, "import fastsession.store")
+    assert done.returncode != 0 and "is not fastsession-store's" in done.stderr
+
+
+def test_the_other_projects_files_beside_this_one_are_a_clear_error(tmp_path):
+    folder = _copy_of_the_package(tmp_path)
+    (folder / "fast_session_middleware.py").write_text("class FastSessionMiddleware:\n    pass\n")
+    done = _import(tmp_path, "import fastsession")
+    assert done.returncode != 0 and "unrelated project 'fastsession'" in done.stderr
+
+
+def test_the_package_copied_alone_imports(tmp_path):
+    _copy_of_the_package(tmp_path)
+    done = _import(tmp_path, "import fastsession; print(fastsession.DISTRIBUTION)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fastsession-store"
+
+
+def test_the_distribution_name_is_the_one_every_install_line_uses():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml")) as f:
+        assert re.search(r'^name = "fastsession-store"', f.read(), re.M)
+    import glob
+
+    for name in ["README.md", "CHANGELOG.md", *glob.glob("docs/*.md", root_dir=root)]:
+        with open(os.path.join(root, name)) as f:
+            text = f.read()
+        # Every install line names fastsession-store; "pip install fastsession" appears only where it is
+        # said to install the other project.
+        wrong = re.findall(r"pip install \"?fastsession(?![-_]store)(?!` installs an unrelated)[^\n]{0,30}", text)
+        assert wrong == [], (name, wrong)

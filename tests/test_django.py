@@ -1240,3 +1240,21 @@ def test_django_csrf_kept_in_the_session(storage):
         stranger = Client(enforce_csrf_checks=True)
         assert stranger.post("/csrf-submit", {"csrfmiddlewaretoken": token}).status_code == 403
     assert storage.locks() == []
+
+
+@pytest.mark.parametrize(
+    "setting, value, error",
+    [
+        ("FASTSESSION_MAX_LIFETIME", -1, ValueError),
+        ("FASTSESSION_LOCKING", "sometimes", ValueError),
+        ("FASTSESSION_MAX_SIZE", 0, ValueError),
+        ("FASTSESSION_ON_CONFLICT", "mine", ValueError),
+        ("FASTSESSION_READ_ONLY", "/static", TypeError),
+        ("FASTSESSION_LOCK_TIMEOUT", float("nan"), ValueError),
+    ],
+)
+def test_the_locking_middleware_checks_every_setting_when_it_is_made(session_path, setting, value, error):
+    from fastsession.contrib.django import LockingSessionMiddleware
+
+    with override_settings(**{setting: value}), pytest.raises(error):
+        LockingSessionMiddleware(lambda request: HttpResponse("never"))

@@ -58,7 +58,7 @@ def test_malformed_meta_is_logged_word_for_word_and_opens_nothing(caplog):
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert opened(SID, {"n": 1, META: "junk"}, False) is None
     assert warnings_of(caplog) == [
-        f"fastsession: session {SHORT} has malformed metadata (not written by fastsession): read as absent"
+        f"session {SHORT} has malformed metadata (not written by fastsession): read as absent"
     ]
 
 
@@ -66,7 +66,7 @@ def test_with_encrypt_a_plain_record_is_logged_word_for_word_and_opens_nothing(c
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert opened(SID, {"n": 1}, True) is None
     assert warnings_of(caplog) == [
-        f"fastsession: session {SHORT} is not sealed and encrypt=True: read as absent (planted, or stored before "
+        f"session {SHORT} is not sealed and encrypt=True: read as absent (planted, or stored before "
         "encryption; see AcceptPlainUntil)"
     ]
 
@@ -97,8 +97,7 @@ def test_a_sealed_record_that_does_not_open_is_logged_word_for_word(caplog):
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert opened("T" * 43, document, True) is None  # another id's key
     assert warnings_of(caplog) == [
-        f"fastsession: sealed session {stored_name('T' * 43)[:8]}… does not open (tampered, or not its record): "
-        "read as absent"
+        f"sealed session {stored_name('T' * 43)[:8]}… does not open (tampered, or not its record): read as absent"
     ]
 
 
@@ -106,7 +105,7 @@ def test_a_sealed_record_with_malformed_inner_meta_is_logged_and_opens_nothing(c
     token = sealed.seal(SID, stored_name(SID), orjson.dumps({"n": 1, META: {"c": "never"}}))
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert opened(SID, {META: {"x": token}}, True) is None
-    assert warnings_of(caplog) == [f"fastsession: sealed session {SHORT} holds malformed metadata"]
+    assert warnings_of(caplog) == [f"sealed session {SHORT} holds malformed metadata"]
 
 
 def test_a_record_sealed_by_0_2_0_opens_with_its_outer_meta_only_in_a_window(caplog):
@@ -115,7 +114,7 @@ def test_a_record_sealed_by_0_2_0_opens_with_its_outer_meta_only_in_a_window(cap
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert opened(SID, dict(document), True) is None
     assert warnings_of(caplog) == [
-        f"fastsession: session {SHORT} was sealed by 0.2.0 (its metadata is not authenticated): read as absent "
+        f"session {SHORT} was sealed by 0.2.0 (its metadata is not authenticated): read as absent "
         "(see AcceptPlainUntil)"
     ]
     data, meta, plain = opened(SID, {META: dict(document[META])}, AcceptPlainUntil(time.time() + 60))
@@ -218,4 +217,4 @@ def test_sealed_imports_cryptography_once_and_says_what_to_install_without_it(mo
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
     with pytest.raises(ImportError) as caught:
         sealed.require()
-    assert str(caught.value) == 'encrypt=True needs the cryptography package: pip install "fastsession[crypto]"'
+    assert str(caught.value) == 'encrypt=True needs the cryptography package: pip install "fastsession-store[crypto]"'

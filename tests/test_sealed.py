@@ -183,7 +183,7 @@ def test_without_cryptography_encrypt_says_what_to_install(tmp_path, monkeypatch
 
     monkeypatch.setattr(sealed, "_crypto", None)
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"fastsession\[crypto\]"):
+    with pytest.raises(ImportError, match=r"fastsession-store\[crypto\]"):
         fastsession.SessionStore(None, str(tmp_path), encrypt=True)
 
 

@@ -427,7 +427,7 @@ def test_corrupt_session_counts_as_absent_and_is_logged(session_dir, caplog, con
         f.write(content)
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         assert load(session_dir, session_id) is None
-    assert any(r.name == "fastsession" and r.levelno == logging.WARNING for r in caplog.records)
+    assert any(r.name == "fastsession.files" and r.levelno == logging.WARNING for r in caplog.records)
     trans = Transaction({"SID": session_id})
     with SessionStore(trans, session_dir) as store:
         assert store.get_session(1).session_id != session_id

@@ -67,3 +67,78 @@ def test_kernel_set_protocol_matches_the_stubs():
     for kind in KINDS:
         for name, signature in stub(kind).items():
             assert protocol.get(name) == signature, f"_kernels.KernelSet.{name} differs from _{kind}_c.pyi"
+
+
+def test_a_users_module_using_get_session_true_passes_mypy_strict(tmp_path):
+    # get_session(True) always gives a session (typed by overloads), so user code needs no None check.
+    import subprocess
+    import sys
+
+    user = tmp_path / "user_app.py"
+    user.write_text(
+        "from fastsession import Session, SessionStore\n"
+        "from fastsession.aio import AsyncSessionStore\n"
+        "from fastsession.wsgi import WSGITransaction\n\n\n"
+        "def visit(directory: str) -> int:\n"
+        "    with SessionStore(WSGITransaction({}), directory) as store:\n"
+        "        session: Session = store.get_session(True)\n"
+        "        session['visits'] = int(session.get('visits', 0)) + 1\n"
+        "        maybe = store.get_session(False)\n"
+        "        return 0 if maybe is None else len(maybe)\n\n\n"
+        "async def avisit(directory: str) -> None:\n"
+        "    async with AsyncSessionStore(WSGITransaction({}), directory) as store:\n"
+        "        (await store.get_session(True))['visits'] = 1\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user)],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+PUBLIC_MODULES = [
+    "fastsession.store", "fastsession.aio", "fastsession.aio_redis", "fastsession.asgi", "fastsession.wsgi",
+    "fastsession.redis", "fastsession.session", "fastsession.errors", "fastsession.merge", "fastsession.users",
+    "fastsession.record", "fastsession.sealed", "fastsession.migrate", "fastsession.gc",
+    "fastsession.contrib.flask", "fastsession.contrib.django",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_each_public_module_says_what_is_public(name):
+    import importlib
+
+    if name == "fastsession.contrib.django":
+        import test_django  # noqa: F401  (configures Django's settings, which the engine reads at import)
+    module = importlib.import_module(name)
+    assert module.__all__, name
+    assert [n for n in module.__all__ if not hasattr(module, n)] == []
+    namespace: dict = {}
+    exec(f"from {name} import *", namespace)
+    assert set(module.__all__) <= set(namespace)
+
+
+def test_each_module_logs_to_its_own_child_of_fastsession_without_a_doubled_prefix(tmp_path, caplog):
+    import logging
+
+    from conftest import Transaction
+
+    import fastsession
+
+    store = fastsession.SessionStore(Transaction(), str(tmp_path))
+    session = store.get_session(True)
+    session["n"] = 1
+    store.close()
+    import glob
+
+    (path,) = [p for p in glob.glob(str(tmp_path / "*" / "*")) if not p.endswith(".lock")]
+    with open(path, "wb") as f:
+        f.write(b"garbage")
+    with caplog.at_level(logging.WARNING, "fastsession"):
+        with fastsession.SessionStore(Transaction({"SID": session.session_id}), str(tmp_path)) as again:
+            again.get_session(False)
+    (record,) = [r for r in caplog.records if "corrupt" in r.getMessage()]
+    assert record.name == "fastsession.files"
+    assert not record.getMessage().startswith("fastsession")  # the logger's name says it: "%(name)s: %(message)s"

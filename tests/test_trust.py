@@ -133,7 +133,7 @@ def test_a_sealed_record_read_without_cryptography_raises_and_leaves_no_lock(fac
     sid = face.stored({"n": 1}, encrypt=True)
     monkeypatch.setattr(sealed, "_crypto", None)
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
-    with pytest.raises(ImportError, match=r"fastsession\[crypto\]"):
+    with pytest.raises(ImportError, match=r"fastsession-store\[crypto\]"):
         face.store(sid).get_session(False)
     monkeypatch.undo()
     store = face.store(sid, timeout=0, encrypt=True)

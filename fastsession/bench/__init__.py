@@ -310,7 +310,13 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> dict[str, Any]:
     work = {name: tempfile.mkdtemp(prefix="fastsession-bench-", dir=path) for name, path in places.items()}
     steps = sum(len(places) if scenario.every_place else 1 for scenario in SCENARIOS)
     progress = Progress(1 + steps + 1, quiet)
-    results: dict[str, Any] = {"machine": machine(places), "rounds": rounds, "scenarios": [], "missing": {}}
+    results: dict[str, Any] = {
+        "machine": machine(places),
+        "rounds": rounds,
+        "quick": quick,
+        "scenarios": [],
+        "missing": {},
+    }
     missing: dict[str, str] = results["missing"]
     if journaled.path is None:
         missing["journaled ext4 column"] = journaled.why
@@ -376,6 +382,18 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> dict[str, Any]:
     return results
 
 
+def within_noise(spread: dict[str, Any], place: str, figures: dict[str, float], name: str, baseline: str) -> bool:
+    """Whether ``name``'s interquartile range overlaps ``baseline``'s in ``place`` (no spread measured: no).
+
+    Each range is taken as the median plus and minus half its interquartile range.
+    """
+    iqr = spread.get(place, {})
+    if name not in iqr or baseline not in iqr:
+        return False
+    (low, low_iqr), (high, high_iqr) = sorted([(figures[name], iqr[name]), (figures[baseline], iqr[baseline])])
+    return bool(low * (1 + low_iqr / 2) >= high * (1 - high_iqr / 2))
+
+
 def format_table(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -385,14 +403,23 @@ def format_table(results: dict[str, Any]) -> str:
         f"ratio = contender time / {BASELINE} time unless a table names another (higher is slower); "
         f"iqr = interquartile range of the batches, % of the median",
     ]
+    if results.get("quick"):
+        lines.append(
+            "--quick: rough figures from few batches; '~' marks a ratio whose interquartile range overlaps "
+            "its baseline's (within noise: either may be the faster)"
+        )
     for entry in results["scenarios"]:
         places = list(entry["places"])
         baseline = entry.get("baseline", BASELINE)
         spread = entry.get("spread", {})
         lines += ["", entry["title"] + (f"  [ratio against {baseline}]" if baseline != BASELINE else "")]
+        widths = {place: max(12, len(place) + 5) for place in places}  # a header never runs into the one before
         lines.append(
             f"  {'':34s}"
-            + "".join(f"{place + ' µs':>12s}{'ratio':>9s}" + ("   iqr" if place in spread else "") for place in places)
+            + "".join(
+                f"{place + ' µs':>{widths[place]}s}{'ratio':>9s}" + ("   iqr" if place in spread else "")
+                for place in places
+            )
         )
         names: list[str] = []
         for figures in entry["places"].values():
@@ -404,12 +431,19 @@ def format_table(results: dict[str, Any]) -> str:
             for place in places:
                 figures = entry["places"][place]
                 if name not in figures:
-                    row += f"{'-':>12s}{'':>9s}" + ("      " if place in spread else "")
+                    row += f"{'-':>{widths[place]}s}{'':>9s}" + ("      " if place in spread else "")
                     continue
                 us = figures[name] * 1e6
                 base = figures.get(baseline)
                 ratio = f"{figures[name] / base:.2f}x" if base else ""
-                row += f"{us:12.2f}{ratio:>9s}"
+                if (
+                    results.get("quick")
+                    and base
+                    and name != baseline
+                    and within_noise(spread, place, figures, name, baseline)
+                ):
+                    ratio = "~" + ratio
+                row += f"{us:{widths[place]}.2f}{ratio:>9s}"
                 if place in spread:
                     row += f"{spread[place][name] * 100:5.0f}%"
             lines.append(row.rstrip())

@@ -110,7 +110,7 @@ def with_fastsession_files(directory: str) -> Callable[[], list[Any]]:
 
     from ..asgi import SessionMiddleware
 
-    return lambda: [Middleware(SessionMiddleware, session_directory=directory)]  # type: ignore[arg-type]
+    return lambda: [Middleware(SessionMiddleware, session_directory=directory)]
 
 
 def with_fastsession_redis(directory: str) -> Callable[[], list[Any]]:
@@ -120,7 +120,7 @@ def with_fastsession_redis(directory: str) -> Callable[[], list[Any]]:
     from ..asgi import SessionMiddleware
 
     url, prefix = redis_url(), f"bench-asgi-{secrets.token_hex(4)}:"
-    return lambda: [Middleware(SessionMiddleware, redis=redis.asyncio.Redis.from_url(url), prefix=prefix)]  # type: ignore[arg-type]
+    return lambda: [Middleware(SessionMiddleware, redis=redis.asyncio.Redis.from_url(url), prefix=prefix)]
 
 
 def with_signed_cookie(directory: str) -> Callable[[], list[Any]]:

@@ -3,7 +3,7 @@
 A scenario's runner takes a count ``k`` and returns the seconds that ``k``
 operations took. Round-trip contenders also give ``increment`` and
 ``counter`` for the contention run. Peers that are not installed are
-reported missing (``pip install fastsession[bench]``), never faked.
+reported missing (``pip install "fastsession-store[bench]"``), never faked.
 """
 
 from __future__ import annotations

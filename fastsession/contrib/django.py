@@ -79,6 +79,8 @@ from ..store import (
 )
 from ..users import UserSession, bound, entry, user_hash
 
+__all__ = ["LockingSessionMiddleware", "SessionStore", "release"]
+
 # Django accepts any key of 8 characters or more; only these ever become a path.
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
 
@@ -176,6 +178,19 @@ def locking() -> str:
     if value not in LOCKING:
         raise ValueError(f"FASTSESSION_LOCKING must be one of {LOCKING}, not {value!r}")
     return value
+
+
+def check_settings() -> None:
+    """Every FASTSESSION_* setting, checked now (ValueError, TypeError): the middleware calls it when made."""
+    backend()  # the storage settings: the folder, the Redis URL or cache, FASTSESSION_LOCK_TIMEOUT and _TTL
+    locking()
+    max_lifetime()
+    max_size()
+    encrypting()
+    check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
+    read_only = getattr(settings, "FASTSESSION_READ_ONLY", None)
+    if read_only is not None and not callable(read_only):
+        raise TypeError(f"FASTSESSION_READ_ONLY must be a function of the request, not {read_only!r}")
 
 
 def refused(exc: LockTimeout | SessionConflict) -> HttpResponse:
@@ -553,6 +568,10 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
     replaced ``request.session``. A streaming response keeps it until it is
     closed (or, failing that, garbage-collected).
     """
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        check_settings()  # at start-up, not at the first request
 
     def process_request(self, request: Any) -> Any:
         self._start(request)

@@ -57,6 +57,8 @@ STORE_KEY = "fastsession.store"  # the request's store, once the session was ope
 STORES_KEY = (
     "fastsession.stores"  # every store a request opened (session_transaction opens a second): released at teardown
 )
+
+__all__ = ["FastSessionInterface", "FlaskSession", "current_store"]
 PLAIN = (str, int, float, bool, type(None))  # values Flask's tagged JSON leaves as they are
 
 
