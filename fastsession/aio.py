@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import resource
 import time
 from collections.abc import Awaitable
 from typing import Any, Callable, Literal, TypeVar, overload
@@ -69,6 +70,15 @@ A = TypeVar("A", bound="AsyncBaseStore")  # a store's own class, kept by ``async
 SLOW_CALL = 0.001
 SLOW_STREAK = 3
 OFFLOAD_FOR = 10.0
+
+
+def _thread_switches() -> int:
+    """The voluntary context switches of this thread so far (it blocked: on I/O, a lock, a sleep)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+# Where the kernel counts them per thread (Linux); elsewhere a slow call is judged by time alone.
+voluntary_switches: Callable[[], int] | None = _thread_switches if hasattr(resource, "RUSAGE_THREAD") else None
 
 
 # What a backend's ``now`` answers for a call it cannot make at once: the
@@ -157,14 +167,16 @@ class AsyncFiles:
         name = step[0]
         if name == OPEN_STORED:
             return PENDING  # a revocation may wait for a request's lock: in a thread (see call)
-        started = time.perf_counter()
         try:
             if name == OPEN or name == OPEN_LOAD:
-                opened = self.files.try_open(step[1]) if name == OPEN else self.files.open_load(step[1], wait=False)
+                opened = (
+                    self.inline(self.files.try_open, step[1])
+                    if name == OPEN
+                    else self.inline(self.files.open_load, step[1], False)  # (wait=False)
+                )
                 return PENDING if opened is None else opened
-            return getattr(self.files, name)(*step[1:])
+            return self.inline(getattr(self.files, name), *step[1:])
         finally:
-            self._note(time.perf_counter() - started)
             if self.waiters and name in UNLOCKING:
                 self._wake(step[1][1])
 
@@ -195,16 +207,26 @@ class AsyncFiles:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     def inline(self, function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)`` on the event loop, timed: a slow one offloads the calls after it."""
+        """``function(*args)`` on the event loop, timed: a slow one offloads the calls after it.
+
+        After a slow call, the next ones also count the thread's voluntary context switches: a call
+        slow without one never waited for the disk (the process was preempted, on a busy CPU).
+        """
+        count = voluntary_switches if self.slow_calls > 0 else None
+        switches = count() if count is not None else 0
         started = time.perf_counter()
         try:
             return function(*args)
         finally:
-            self._note(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self._note(took, count() - switches if count is not None else None)
 
-    def _note(self, took: float) -> None:
-        """Count a slow inline call; SLOW_STREAK of them in a row send calls to a thread for a while."""
-        if took <= SLOW_CALL:
+    def _note(self, took: float, waited: int | None = None) -> None:
+        """Count a slow inline call; SLOW_STREAK of them in a row send calls to a thread for a while.
+
+        ``waited``: the voluntary context switches during the call, when counted (0: only preempted).
+        """
+        if took <= SLOW_CALL or waited == 0:
             self.slow_calls = 0
             return
         self.slow_calls += 1

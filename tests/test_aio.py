@@ -439,3 +439,34 @@ def test_holder_in_another_process_is_waited_for(session_dir):
     wait_ok(pid)
     with fastsession.SessionStore(Transaction(trans.cookies), session_dir) as store:
         assert store.get_session(False)["n"] == 2
+
+
+def busily(real, seconds=0.004):
+    """``real`` after a 4 ms busy loop: slow on the wall clock, but never blocked (a preempted process, say)."""
+
+    def call(*args, **kwargs):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return real(*args, **kwargs)
+
+    return call
+
+
+@pytest.mark.skipif(fastsession.aio.voluntary_switches is None, reason="no per-thread context switch counts here")
+def test_calls_slow_only_on_the_cpu_stay_inline(tmpfs_dir, monkeypatch):
+    # A slow disk makes a call wait (the thread blocks); CPU contention only preempts it. Every call here
+    # takes 4 ms without ever blocking: it is never taken for a slow disk.
+    session_dir = tmpfs_dir
+    _sid, trans = store_session(session_dir, {"n": 0})
+    io = backend_of(session_dir)
+    io.offloaded_until = 0.0
+    for name in ("try_open", "open_load", "load", "save", "release"):
+        monkeypatch.setattr(FileBackend, name, busily(getattr(FileBackend, name)))
+
+    async def go():
+        for _ in range(4):
+            await increment(session_dir, trans.cookies, 0)
+        return io.offloaded()
+
+    assert run(go()) is False
