@@ -413,3 +413,30 @@ def test_on_redis_each_request_in_a_new_event_loop(redis_url):
         gc.collect()
     unclosed = [w for w in seen if issubclass(w.category, ResourceWarning)]
     assert not unclosed, [str(w.message) for w in unclosed]  # each loop's connections were closed with it
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"locking": "commit"}, {"read_only": lambda scope: scope["path"] == "/plain"}],
+    ids=["commit-mode", "read_only"],
+)
+def test_untouched_requests_do_not_queue_behind_a_held_lock_in_commit_mode_or_read_only(session_dir, options, caplog):
+    # What the README offers under ASGI, where request mode locks before the app runs.
+    import logging
+
+    from conftest import Transaction
+
+    import fastsession
+
+    app = starlette_app(session_directory=session_dir, timeout=0.05, **options)
+    with TestClient(app) as client:
+        client.get("/")
+        sid = client.cookies["session"]
+        holder = fastsession.SessionStore(Transaction({"session": sid}), session_dir, "session")
+        assert holder.get_session(False) is not None  # another request of this user holds the lock
+        try:
+            with caplog.at_level(logging.WARNING, "fastsession"):
+                response = client.get("/plain")
+        finally:
+            holder.rollback()
+    assert response.status_code == 200 and not caplog.records
