@@ -292,3 +292,86 @@ def test_rollback_then_a_normal_response_keeps_the_users_cookie(face):
     store.rollback()  # the view failed over something else; the response still goes out
     assert store.response_cookie() is None  # the cookie stays as it is: nobody logged out
     assert face.read(sid) == {"user": "ann"}
+
+
+# -- mutants a mutation run of store.py left (tools/mutation-survivors.md) --------------------------
+
+
+def overlapping(face, sid, **options):
+    """Two commit-mode requests of one session, both read before either commits."""
+    a = face.store(sid, locking="commit", **options)
+    b = face.store(sid, locking="commit", **options)
+    a.get_session(False)
+    b.get_session(False)
+    return a, b
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "sealed"])
+def test_a_binding_made_while_another_request_changed_the_session_is_kept_by_the_merge(face, encrypt):
+    sid = face.stored({"n": 0}, encrypt=encrypt)
+    a, b = overlapping(face, sid, encrypt=encrypt)
+    b.get_session(False)["seen"] = 1
+    b.close()  # lands first: a's commit merges with it
+    a.bind_user("ann", user_agent="phone")
+    a.get_session(False)["cart"] = ["book"]
+    a.close()
+    reader = face.store(sid, encrypt=encrypt)
+    try:
+        assert dict(reader.get_session(False)) == {"n": 0, "seen": 1, "cart": ["book"]}
+        (entry,) = reader.sessions_of("ann")
+    finally:
+        reader.close()
+    assert entry.session == stored_name(sid) and entry.metadata == {"user_agent": "phone"}
+
+
+def test_a_merged_commit_still_keeps_to_max_size(face):
+    sid = face.stored({"n": 0})
+    a, b = overlapping(face, sid, max_size=60)
+    b.get_session(False)["b"] = "x" * 30
+    b.close()
+    a.get_session(False)["a"] = "y" * 30  # fits alone; with b's change merged in, it does not
+    with pytest.raises(fastsession.SessionTooLarge):
+        a.close()
+    assert face.read(sid) == {"n": 0, "b": "x" * 30}  # what was stored stays
+
+
+def test_a_change_to_a_session_deleted_meanwhile_is_logged_and_it_stays_deleted(face, caplog):
+    import logging
+
+    sid = face.stored({"n": 0})
+    a, b = overlapping(face, sid)
+    b.expire_session()
+    b.close()
+    a.get_session(False)["n"] = 1
+    with caplog.at_level(logging.INFO, "fastsession"):
+        a.close()
+    assert face.read(sid) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"session {stored_name(sid)[:8]}… (stored name) was deleted while a request changed it; it stays deleted"
+    ]
+
+
+def test_commit_mode_sends_no_cookie_for_an_unchanged_or_a_new_empty_session(face):
+    sid = face.stored({"n": 1})
+    unchanged = face.store(sid, locking="commit")
+    unchanged.get_session(False)
+    unchanged.close()
+    assert unchanged.response_cookie() is None  # what an adapter sends: nothing
+    empty = face.store(locking="commit")
+    empty.get_session(True)
+    empty.close()
+    assert empty.response_cookie() is None
+
+
+def test_commit_mode_login_binds_the_session(face):
+    sid = face.stored({"n": 1})
+    store = face.store(sid, locking="commit")
+    store.get_session(False)["user"] = "ann"
+    store.bind_user("ann", user_agent="phone")
+    store.close()
+    reader = face.store()
+    try:
+        (entry,) = reader.sessions_of("ann")
+    finally:
+        reader.close()
+    assert entry.session == stored_name(sid) and entry.metadata == {"user_agent": "phone"}

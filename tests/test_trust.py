@@ -351,3 +351,60 @@ def test_a_forked_child_that_drops_its_parents_store_leaves_the_parents_lock_alo
     holder[0].close()
     with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, timeout=0) as store:
         assert dict(store.get_session(False)) == {"n": 2}
+
+
+# -- mutants a mutation run of store.py left (tools/mutation-survivors.md) --------------------------
+
+
+def dropped(face, store, caplog):
+    """Drop ``store`` (a Driven) unclosed and collect it: the warnings logged meanwhile."""
+    import gc
+
+    raw = store.raw
+    face.opened.remove(raw)
+    del store, raw
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        gc.collect()
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_warning_for_a_dropped_store_names_its_session_by_stored_name(session_dir, caplog):
+    from fastsession.names import stored_name
+
+    sid = store_session(session_dir, {"n": 1})[0]
+    store = fastsession.SessionStore(Transaction({"SID": sid}), session_dir)
+    store.get_session(False)
+    import gc
+
+    del store
+    with caplog.at_level(logging.WARNING, logger="fastsession"):
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"a store was dropped without close() or rollback(); session {stored_name(sid)[:8]}…'s lock was released "
+        "and its changes discarded (close the store: use `with`)"
+    ]
+
+
+@pytest.mark.parametrize("how", ["closed", "rolled back", "never opened a session", "read without a lock"])
+def test_a_dropped_store_that_holds_no_lock_warns_of_nothing(face, caplog, how):
+    sid = face.stored({"n": 1})
+    store = face.store(sid)
+    if how == "closed":
+        store.get_session(False)
+        store.close()
+    elif how == "rolled back":
+        store.get_session(False)
+        store.rollback()
+    elif how == "read without a lock":
+        store.read_only()
+        store.get_session(False)
+    assert dropped(face, store, caplog) == []
+    assert face.read(sid) == {"n": 1}
+
+
+def test_a_closed_store_says_so_when_used_again(face):
+    store = face.store()
+    store.get_session(True)["n"] = 1
+    store.close()
+    with pytest.raises(fastsession.SessionError, match=r"^the session store is closed$"):
+        store.get_session(True)

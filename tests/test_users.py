@@ -455,3 +455,128 @@ def test_with_encrypt_revoke_all_logs_out_every_device_free_or_busy(face):
     admin.close()
     busy.close()
     assert [face.read(i) for i in ids] == [None, None]
+
+
+# -- mutants a mutation run of store.py left (tools/mutation-survivors.md) --------------------------
+
+
+def test_sessions_of_lists_the_newest_login_first(face):
+    devices = []
+    for _ in range(3):
+        devices.append(log_in(face))
+        time.sleep(0.01)  # creation times a step apart
+    assert [entry.session for entry in listed(face)] == [stored_name(sid) for sid in reversed(devices)]
+
+
+def planted_entry(face, sid, **info):
+    """Overwrite the index entry of ``sid`` (a session of "ann") with ``info`` (a writer of the index)."""
+    body = {"created": time.time(), "added": time.time(), "metadata": {}}
+    body.update(info)
+    import orjson
+
+    sync_backend(face).index_add(user_hash("ann"), stored_name(sid), orjson.dumps(body))
+
+
+@pytest.mark.parametrize("created", ["yesterday", True, None, [1]])
+def test_an_entry_with_a_creation_time_that_is_no_number_lists_none(face, created):
+    sid = log_in(face)
+    planted_entry(face, sid, created=created)
+    (entry,) = listed(face)
+    assert entry.session == stored_name(sid) and entry.created is None
+
+
+def test_an_entry_whose_metadata_is_not_a_dict_lists_empty_metadata(face):
+    sid = log_in(face, user_agent="phone")
+    planted_entry(face, sid, metadata=["not", "a", "dict"])
+    (entry,) = listed(face)
+    assert entry.metadata == {}
+
+
+def test_an_entry_past_max_lifetime_is_not_listed_and_the_others_all_are(face):
+    live = [log_in(face) for _ in range(5)]
+    old = log_in(face)
+    planted_entry(face, old, created=time.time() - 1000)  # its login was long ago
+    store = face.store(max_lifetime=100)
+    try:
+        names = sorted(entry.session for entry in store.sessions_of("ann"))
+    finally:
+        store.close()
+    assert names == sorted(stored_name(sid) for sid in live)
+
+
+def test_binding_again_keeps_the_sessions_creation_time(face):
+    sid = log_in(face, user_agent="phone")
+    (first,) = listed(face)
+    time.sleep(0.05)
+    store = face.store(sid)
+    store.get_session(False)
+    store.bind_user("ann", user_agent="phone, updated")  # the same user: new metadata, the same login
+    store.close()
+    (again,) = listed(face)
+    assert again.created == first.created and again.metadata == {"user_agent": "phone, updated"}
+
+
+def test_binding_to_another_user_moves_the_entry(face):
+    sid = log_in(face, user="ann", user_agent="phone")
+    store = face.store(sid)
+    store.get_session(False)
+    store.bind_user("bob", user_agent="laptop")
+    store.close()
+    assert listed(face, "ann") == []
+    (entry,) = listed(face, "bob")
+    assert entry.session == stored_name(sid) and entry.metadata == {"user_agent": "laptop"}
+
+
+def test_revoke_all_keeps_the_sessions_named_by_entry_or_by_a_list_of_ids(face):
+    devices = [log_in(face) for _ in range(4)]
+    kept = next(e for e in listed(face) if e.session == stored_name(devices[0]))
+    store = face.store()
+    assert store.revoke_all("ann", keep=kept) == 3  # a UserSession, as sessions_of lists it
+    store.close()
+    assert [e.session for e in listed(face)] == [stored_name(devices[0])]
+    more = [log_in(face) for _ in range(2)]
+    store = face.store()
+    assert store.revoke_all("ann", keep=[devices[0], more[1]]) == 1  # ids, in a list
+    store.close()
+    assert sorted(e.session for e in listed(face)) == sorted(stored_name(s) for s in (devices[0], more[1]))
+
+
+def test_revoking_this_requests_own_session_checks_whose_it_is(face):
+    sid = log_in(face, user="bob")
+    store = face.store(sid)
+    store.get_session(False)
+    forged = UserSession(stored_name(sid), user_hash("ann"), None, None, {})  # bob's session, named as ann's
+    assert store.revoke(forged) is False
+    store.close()
+    assert face.read(sid) == {"user": "bob"}
+    unbound = face.store(face.stored({"n": 1}))
+    session = unbound.get_session(False)
+    assert unbound.revoke(UserSession(stored_name(session.session_id), user_hash("ann"), None, None, {})) is False
+    unbound.close()
+
+
+def test_revoke_never_waits_for_the_request_that_holds_the_session(sync_face):
+    # Revoked at once, while the holder still works: a revoke that waited for the lock would return only
+    # after the holder's commit (made a moment later).
+    import threading
+
+    face = sync_face
+    sid = log_in(face)
+    holder = face.store(sid)
+    holder.get_session(False)["n"] = 1
+    order = []
+
+    def commit_later():
+        time.sleep(0.3)
+        holder.close()
+        order.append("committed")
+
+    thread = threading.Thread(target=commit_later)
+    thread.start()
+    store = face.store()
+    (entry,) = store.sessions_of("ann")
+    assert store.revoke(entry) is True
+    order.append("revoked")
+    store.close()
+    thread.join()
+    assert order == ["revoked", "committed"] and face.read(sid) is None
