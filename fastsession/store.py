@@ -480,12 +480,10 @@ class StoreCore:
         """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close()."""
         if self._session is None:
             yield from self._do_get_session(True)
-        before = self._meta
-        meta = self._meta = bound(before, user_id, metadata)
+        meta = self._meta = bound(self._meta, user_id, metadata)
         indexed = self._indexed
         if indexed is not None and meta is not None and meta.get("u") == indexed[0]:
-            if (before or {}).get("m") != meta.get("m"):
-                self._indexed = None  # the same user, new metadata: the commit writes the listed entry again
+            self._indexed = None  # bound again: the commit writes the listed entry again (its metadata may be new)
 
     def _do_sessions_of(self, user_id: str) -> Steps[list[UserSession]]:
         """The user's sessions (UserSession), newest first."""

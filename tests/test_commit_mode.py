@@ -345,6 +345,7 @@ def test_a_change_to_a_session_deleted_meanwhile_is_logged_and_it_stays_deleted(
     a.get_session(False)["n"] = 1
     with caplog.at_level(logging.INFO, "fastsession"):
         a.close()
+    assert a.response_cookie() is None  # nothing stored: no cookie to send
     assert face.read(sid) is None
     assert [r.getMessage() for r in caplog.records] == [
         f"session {stored_name(sid)[:8]}… (stored name) was deleted while a request changed it; it stays deleted"
@@ -375,3 +376,39 @@ def test_commit_mode_login_binds_the_session(face):
     finally:
         reader.close()
     assert entry.session == stored_name(sid) and entry.metadata == {"user_agent": "phone"}
+
+
+def test_a_rolled_back_commit_mode_store_leaves_another_requests_lock_alone(face):
+    sid = face.stored({"n": 1})
+    reader = face.store(sid, locking="commit")
+    reader.get_session(False)  # read without a lock
+    holder = face.store(sid, timeout=5)
+    holder.get_session(False)["n"] = 2  # another request holds the lock
+    reader.rollback()
+    blocked = face.store(sid, timeout=0)
+    with pytest.raises(LockTimeout):  # still held: the rollback released nothing of the holder's
+        blocked.get_session(False)
+    blocked.rollback()
+    holder.close()
+    assert face.read(sid) == {"n": 2}
+
+
+def test_the_binding_another_request_changed_wins_over_an_unchanged_one_in_a_merge(face):
+    sid = face.stored({"n": 0})
+    first = face.store(sid)
+    first.get_session(False)
+    first.bind_user("ann")
+    first.close()
+    a, b = overlapping(face, sid)
+    b.bind_user("bob")  # b logs another user in
+    b.get_session(False)["user"] = "bob"
+    b.close()
+    a.get_session(False)["n"] = 1  # a changes data only: its (ann's) binding is what it read, not a change
+    a.close()
+    reader = face.store()
+    try:
+        assert [e.session for e in reader.sessions_of("bob")] == [stored_name(sid)]
+        assert reader.sessions_of("ann") == []
+    finally:
+        reader.close()
+    assert face.read(sid) == {"n": 1, "user": "bob"}

@@ -741,3 +741,15 @@ def test_regenerate_id_on_a_request_without_a_session_makes_one(session_dir):
     assert trans.cookies["SID"] == new_id
     with fastsession.SessionStore(Transaction({"SID": new_id}), session_dir) as store:
         assert store.get_session(False) == {"n": 1}
+
+
+def test_rollback_closes_the_store_and_an_expiry_it_undid_still_drops_the_cookie(session_dir):
+    sid, _ = store_session(session_dir, {"n": 1})
+    store = fastsession.SessionStore(Transaction({"SID": sid}), session_dir)
+    store.get_session(False)
+    store.expire_session()
+    store.rollback()
+    assert store.closed
+    assert store.response_cookie() == ""
+    with pytest.raises(fastsession.SessionError, match="closed"):
+        store.get_session(True)
