@@ -323,8 +323,6 @@ class StoreCore:
                 yield remove
             except SessionError as exc:  # a stale entry: cleaned when the index is next read
                 logger.warning("could not remove a user index entry: %s", exc)
-        if call[0] == SAVE:
-            self._indexed = add[1:3] if add is not None else None if remove is not None else self._indexed
 
     def _do_commit_optimistic(self) -> Steps[bool]:
         """close()'s commit for a session read without a lock; whether a new id got stored.
@@ -732,6 +730,7 @@ def _holds_locks(store: StoreCore) -> bool:
     try:
         return (
             not store._closed
+            and not store._optimistic  # read without a lock: nothing held until close() commits
             and store._born == _generation
             and (store._handle is not None or store._retired is not None or bool(store._doomed))
         )
@@ -841,8 +840,12 @@ class BaseStore(StoreCore):
         # A store dropped unclosed would hold its lock for the life of the process: let it go, and say so.
         # (Inline, not _holds_locks: every request's store passes here.)
         try:
-            if self._closed or (self._handle is None and self._retired is None and not self._doomed):
-                return
+            if (
+                self._closed
+                or self._optimistic
+                or (self._handle is None and self._retired is None and not self._doomed)
+            ):
+                return  # (read without a lock: nothing is held until close() commits)
             if self._born != _generation:  # made before a fork(): the parent's locks
                 return
         except AttributeError:  # never fully made: never held anything

@@ -753,3 +753,24 @@ def test_rollback_closes_the_store_and_an_expiry_it_undid_still_drops_the_cookie
     assert store.response_cookie() == ""
     with pytest.raises(fastsession.SessionError, match="closed"):
         store.get_session(True)
+
+
+def test_a_session_of_exactly_max_size_bytes_is_stored(session_dir):
+    size = len(b'{"a":1}')  # its encoding: no metadata to store beside it
+    with fastsession.SessionStore(Transaction(), session_dir, max_size=size) as store:
+        store.get_session(True)["a"] = 1  # stored: at the limit, not over it
+    with fastsession.SessionStore(Transaction(), session_dir, max_size=size - 1) as store:
+        store.get_session(True)["a"] = 1
+        with pytest.raises(fastsession.SessionTooLarge):
+            store.close()
+    assert len([f for f in session_files(session_dir) if not f.endswith(".lock")]) == 1
+
+
+def test_serialization_error_keeps_orjsons_error_as_its_cause(session_dir):
+    import orjson
+
+    store = fastsession.SessionStore(Transaction(), session_dir)
+    store.get_session(True)["when"] = object()
+    with pytest.raises(fastsession.SerializationError) as caught:
+        store.close()
+    assert isinstance(caught.value.__cause__, orjson.JSONEncodeError)

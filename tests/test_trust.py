@@ -356,15 +356,24 @@ def test_a_forked_child_that_drops_its_parents_store_leaves_the_parents_lock_alo
 # -- mutants a mutation run of store.py left (tools/mutation-survivors.md) --------------------------
 
 
-def dropped(face, store, caplog):
-    """Drop ``store`` (a Driven) unclosed and collect it: the warnings logged meanwhile."""
+def dropped(face, holder, caplog, monkeypatch):
+    """Drop the store in ``holder`` (a one-item list: the only reference) unclosed and collect it.
+
+    The warnings logged meanwhile; the store is checked to be finalized, not merely out of sight.
+    """
     import gc
 
-    raw = store.raw
+    raw = holder[0].raw
     face.opened.remove(raw)
-    del store, raw
+    finalized = []
+    kind = type(raw)
+    original = kind.__del__
+    monkeypatch.setattr(kind, "__del__", lambda self: (finalized.append(True), original(self)))
+    del raw
+    holder.clear()
     with caplog.at_level(logging.WARNING, logger="fastsession"):
         gc.collect()
+    assert finalized == [True]
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -386,7 +395,7 @@ def test_the_warning_for_a_dropped_store_names_its_session_by_stored_name(sessio
 
 
 @pytest.mark.parametrize("how", ["closed", "rolled back", "never opened a session", "read without a lock"])
-def test_a_dropped_store_that_holds_no_lock_warns_of_nothing(face, caplog, how):
+def test_a_dropped_store_that_holds_no_lock_warns_of_nothing(face, caplog, monkeypatch, how):
     sid = face.stored({"n": 1})
     store = face.store(sid)
     if how == "closed":
@@ -398,7 +407,9 @@ def test_a_dropped_store_that_holds_no_lock_warns_of_nothing(face, caplog, how):
     elif how == "read without a lock":
         store.read_only()
         store.get_session(False)
-    assert dropped(face, store, caplog) == []
+    holder = [store]
+    del store
+    assert dropped(face, holder, caplog, monkeypatch) == []
     assert face.read(sid) == {"n": 1}
 
 
