@@ -655,7 +655,7 @@ def test_a_transaction_whose_get_cookie_returns_a_string_is_a_clear_error(sessio
             pass
 
     store = fastsession.SessionStore(StringCookies(), session_dir)
-    with pytest.raises(TypeError, match=r"get_cookie\(\) must return None or an object with \.value"):
+    with pytest.raises(TypeError, match=r"get_cookie\(\) must return None or an object with \.value.*not str$"):
         store.get_session(True)
     store.rollback()
 
@@ -774,3 +774,23 @@ def test_serialization_error_keeps_orjsons_error_as_its_cause(session_dir):
     with pytest.raises(fastsession.SerializationError) as caught:
         store.close()
     assert isinstance(caught.value.__cause__, orjson.JSONEncodeError)
+
+
+def test_after_close_a_request_mode_store_says_no_cookie_for_what_it_did_not_store(session_dir):
+    sid, _ = store_session(session_dir, {"n": 1})
+    unchanged = fastsession.SessionStore(Transaction({"SID": sid}), session_dir)
+    unchanged.get_session(False)
+    unchanged.close()
+    empty = fastsession.SessionStore(Transaction(), session_dir)
+    empty.get_session(True)
+    empty.close()
+    refused = fastsession.SessionStore(Transaction({"SID": sid}), session_dir)
+    refused.get_session(False)["bad"] = object()
+    with pytest.raises(fastsession.SerializationError):
+        refused.close()
+    assert [store.response_cookie() for store in (unchanged, empty, refused)] == [None, None, None]
+
+
+def test_a_negative_max_lifetime_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^max_lifetime must be a positive number of seconds, not -1$"):
+        fastsession.SessionStore(Transaction(), "/nonexistent-is-fine-here", max_lifetime=-1)
