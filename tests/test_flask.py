@@ -483,3 +483,36 @@ def test_a_change_after_the_session_was_stored_raises(app):
     client = app.test_client()
     assert client.get("/late").text == "refused"
     assert client.get("/peek").text == "1"
+
+
+def test_a_tag_registered_on_the_interfaces_own_serializer_is_used_to_store_and_to_read(session_dir):
+    from flask.json.tag import JSONTag, TaggedJSONSerializer
+
+    class TagSet(JSONTag):
+        key = " set"
+
+        def check(self, value):
+            return isinstance(value, set)
+
+        def to_json(self, value):
+            return sorted(value)
+
+        def to_python(self, value):
+            return set(value)
+
+    app = make_app(session_dir)
+    app.session_interface.serializer = TaggedJSONSerializer()  # this interface's own, not the class's
+    app.session_interface.serializer.register(TagSet)
+
+    @app.route("/put-set")
+    def put_set():
+        flask.session["tags"] = {"b", "a"}
+        return ""
+
+    @app.route("/get-set")
+    def get_set():
+        return repr(type(flask.session["tags"]).__name__) + ":" + ",".join(sorted(flask.session["tags"]))
+
+    client = app.test_client()
+    assert client.get("/put-set").status_code == 200
+    assert client.get("/get-set").text == "'set':a,b"

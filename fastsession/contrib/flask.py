@@ -72,6 +72,7 @@ class FlaskSession(TrackedSession, SessionMixin):
         self.released: str | None = None  # what release() did, for save_session's cookie
         self.store: Any = None
         self.app: Flask | None = None
+        self.serializer = FastSessionInterface.serializer  # the opening interface's (FastSessionInterface._open)
         self.busy: LockTimeout | None = None  # the session stayed locked: nothing of it is read or stored
         self.answered = False  # the 503 for ``busy`` was raised already (the view touched it first)
         self.view_done = False  # the view returned: a 503 now is set by save_session, not raised
@@ -130,7 +131,7 @@ def commit(store: Any, session: FlaskSession, app: Flask | None) -> str:
 
     The session cannot be changed afterwards (ClosedSession): the change would not be stored.
     """
-    data = tagged(FastSessionInterface.serializer, session)
+    data = tagged(session.serializer, session)
     try:
         if not data:
             if session.new:
@@ -240,7 +241,7 @@ class FastSessionInterface(SessionInterface):
     def _open(self, session: FlaskSession, app: Flask, request: Request) -> None:
         """Fill ``session`` from the store (locked until save_session); a lock not had in time makes it busy."""
         store = session.store = request.environ[STORE_KEY] = self._store(app, request)
-        session.app = app
+        session.app, session.serializer = app, self.serializer
         if self.read_only is not None and self.read_only(request):
             store.read_only()
         try:
@@ -262,7 +263,7 @@ class FastSessionInterface(SessionInterface):
             session.new = True  # gets an id only if something is stored (it may hold Flask-Session's data)
             return
         session.session_id = stored.session_id
-        serializer = self.serializer
+        serializer = session.serializer
         for key, value in dict.items(stored):
             dict.__setitem__(session, key, value if type(value) in PLAIN else untagged(serializer, value))
 
