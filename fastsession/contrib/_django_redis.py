@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import Any
 
+from ..aio import AsyncFiles, arun, to_completion
 from ..redis import RedisBackend, RedisHandle
 
 _clients: dict[tuple[str, str, bool], Any] = {}
@@ -91,12 +92,8 @@ class DjangoRedis(RedisBackend):
 
     async def aopen(self, key: str) -> RedisHandle:
         """open(), waiting on the event loop (a cancelled wait gives back a lock it took)."""
-        from ..aio import arun
-
         scripts = self.async_scripts()
         if scripts is None:  # a Cluster: waited for in a thread
-            from ..aio import AsyncFiles
-
             handle: RedisHandle = await AsyncFiles._in_thread(self.open, key, undo=self.release)
             return handle
         handle = await arun(scripts, self._open(key))
@@ -104,8 +101,6 @@ class DjangoRedis(RedisBackend):
 
     async def arelease(self, handle: RedisHandle) -> None:
         """release() from the event loop, carried to its end even when the caller is cancelled."""
-        from ..aio import arun, to_completion
-
         scripts = self.async_scripts()
         if scripts is None:
             await to_completion(asyncio.get_running_loop().run_in_executor(None, self.release, handle))
