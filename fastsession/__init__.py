@@ -7,7 +7,7 @@ update, atomic commits and orjson, its hot paths compiled with Cython.
 
 from . import _origin  # first: refuses a folder that also holds the unrelated "fastsession" project
 from ._kernels import EXTENSIONS, new_session_id
-from .errors import LockTimeout, SerializationError, SessionConflict, SessionError, SessionTooLarge
+from .errors import LockTimeout, SerializationError, SessionConflict, SessionError, SessionTooLarge, TooManySessions
 from .session import Session
 from .store import SessionStore
 
@@ -24,6 +24,7 @@ __all__ = [
     "SessionError",
     "SessionStore",
     "SessionTooLarge",
+    "TooManySessions",
     "__version__",
     "new_session_id",
 ]

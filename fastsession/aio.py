@@ -51,7 +51,7 @@ from .store import (
     run,
     shared_backend,
 )
-from .users import UserSession
+from .users import UserSession, chosen_cap
 
 __all__ = [
     "AsyncBaseStore",
@@ -362,8 +362,11 @@ class AsyncBaseStore(StoreCore):
         """Move the session's data to a fresh id (after login); the old id is deleted at close()."""
         return await arun(self.backend, self._do_regenerate_id())
 
-    async def bind_user(self, user_id: str | None, **metadata: Any) -> None:
-        await arun(self.backend, self._do_bind_user(user_id, metadata))
+    async def bind_user(
+        self, user_id: str | None, *, max_sessions: Any = ..., when_full: Any = ..., **metadata: Any
+    ) -> None:
+        cap = chosen_cap(self.cap, max_sessions, when_full)
+        await arun(self.backend, self._do_bind_user(user_id, metadata, cap))
 
     async def sessions_of(self, user_id: str) -> list[UserSession]:
         return await arun(self.backend, self._do_sessions_of(user_id))

@@ -10,6 +10,7 @@ __all__ = [
     "SessionError",
     "SessionRevoked",
     "SessionTooLarge",
+    "TooManySessions",
 ]
 
 
@@ -64,3 +65,15 @@ class SessionTooLarge(SessionError):
 class SessionRevoked(SessionError):
     """A commit met its session revoked while the request held it ("log out everywhere"); nothing was
     written, the lock released. The faces end such a request as logged out (the cookie deleted)."""
+
+
+class TooManySessions(SessionError):
+    """``bind_user`` with ``max_sessions`` and ``when_full="refuse"`` met a user who has that many sessions already.
+
+    Nothing was bound: the session stays as it was (not logged in). ``user``:
+    the user's hash; ``max_sessions``: the cap. Show "log out elsewhere first".
+    """
+
+    def __init__(self, message: str, user: str = "", max_sessions: int = 0) -> None:
+        super().__init__(message)
+        self.user, self.max_sessions = user, max_sessions

@@ -625,9 +625,14 @@ class RedisCore:
                 else:
                     found.append((name, entry, None, False))
                 continue
-            last_seen = now - (self.max_age - pttl / 1000.0) if self.max_age is not None and pttl > 0 else None
+            span = self.full_ttl()
+            last_seen = now - (span - pttl / 1000.0) if span is not None and pttl > 0 else None
             found.append((name, entry, last_seen, True))
         return found
+
+    def full_ttl(self) -> float | None:
+        """The TTL, in seconds, a write gives a session (what its last use is judged from), None if none."""
+        return self.max_age
 
     def _let_go(self, error: Exception, lock_key: str, token: str) -> RedisSteps:
         """After a failed call: make sure our lock, if it exists or will, does not outlive us."""
@@ -975,10 +980,22 @@ class OnRedis(StoreCore):
         max_size: int | None = None,
         max_lifetime: float | None = None,
         encrypt: bool = False,
+        max_sessions: int | None = None,
+        when_full: str = "evict",
     ) -> None:
         backend = shared_backend(self.backend_class, client, concurrent, delay, timeout, lock_ttl, max_age, prefix)
         StoreCore.__init__(
-            self, trans, backend, session_cookie_name, locking, on_conflict, max_size, max_lifetime, encrypt
+            self,
+            trans,
+            backend,
+            session_cookie_name,
+            locking,
+            on_conflict,
+            max_size,
+            max_lifetime,
+            encrypt,
+            max_sessions,
+            when_full,
         )
         self.client = client
         self.concurrent = concurrent

@@ -33,7 +33,7 @@ from .merge import Resolver, check_on_conflict, merge
 from .names import stored_name
 from .record import META as META  # (re-exported: record.META is where it lives)
 from .session import CLOSED, Session
-from .users import UserSession, bound, entry, user_hash
+from .users import UserSession, bound, check_cap, chosen_cap, entry, make_room, user_hash
 
 __all__ = ["BaseStore", "OnFiles", "SessionStore", "StoreCore", "encode", "shared_backend"]
 
@@ -154,6 +154,7 @@ class StoreCore:
         "_stored",
         "accessed",
         "backend",
+        "cap",
         "encrypt",
         "locking",
         "max_lifetime",
@@ -173,6 +174,8 @@ class StoreCore:
         max_size: int | None = None,
         max_lifetime: float | None = None,
         encrypt: bool = False,
+        max_sessions: int | None = None,
+        when_full: str = "evict",
     ) -> None:
         if locking != "request" or on_conflict != "raise":  # (the defaults cost no check per request)
             if locking not in LOCKING:
@@ -187,6 +190,10 @@ class StoreCore:
         if max_lifetime is not None:
             check_seconds("max_lifetime", max_lifetime)
         self.max_lifetime = max_lifetime  # seconds from creation after which a session is gone, however used
+        if max_sessions is not None or when_full != "evict":
+            check_cap(max_sessions, when_full)
+        # bind_user's default cap on a user's sessions (fastsession.users.make_room): (max_sessions, when_full)
+        self.cap = None if max_sessions is None else (max_sessions, when_full)
         self._meta: dict[str, Any] | None = None  # the session in hand's META (None: none stored, none needed)
         self._indexed: tuple[str, str] | None = None  # (user hash, stored name) of the stored record's entry
         # Seal the data under a key derived from the id (fastsession.sealed); an AcceptPlainUntil also opens
@@ -474,11 +481,21 @@ class StoreCore:
 
     # -- the per-user index (fastsession.users) --------------------------------------------------
 
-    def _do_bind_user(self, user_id: str | None, metadata: dict[str, Any] | None) -> Steps[None]:
-        """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close()."""
+    def _do_bind_user(self, user_id: str | None, metadata: dict[str, Any] | None, cap: Any = ...) -> Steps[None]:
+        """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close().
+
+        ``cap``: (max_sessions, when_full), None for no cap; the store's by
+        default. With a cap the user's other sessions are counted now, room
+        made (or TooManySessions, nothing bound) and the entry written.
+        """
         if self._session is None:
             yield from self._do_get_session(True)
-        meta = self._meta = bound(self._meta, user_id, metadata)
+        meta = bound(self._meta, user_id, metadata)
+        cap = self.cap if cap is ... else cap
+        if cap is not None and user_id is not None:
+            name = stored_name(self._session.session_id)  # type: ignore[union-attr]
+            yield from make_room(self, user_id, name, entry(meta), *cap)  # type: ignore[arg-type]
+        self._meta = meta
         indexed = self._indexed
         if indexed is not None and meta is not None and meta.get("u") == indexed[0]:
             self._indexed = None  # bound again: the commit writes the listed entry again (its metadata may be new)
@@ -807,12 +824,15 @@ class BaseStore(StoreCore):
         """Release every lock and write nothing (what ``with`` does on an exception)."""
         self._run(self._do_rollback())
 
-    def bind_user(self, user_id: str | None, **metadata: Any) -> None:
+    def bind_user(self, user_id: str | None, *, max_sessions: Any = ..., when_full: Any = ..., **metadata: Any) -> None:
         """Bind this session to ``user_id`` (a str; None unbinds), listed by sessions_of once closed.
 
         ``metadata`` (a user agent, an IP, ...) is listed with it.
+        ``max_sessions``/``when_full`` (the store's by default): at most that
+        many sessions for the user; beyond it the least recently used go
+        (``"evict"``), or this binding raises TooManySessions (``"refuse"``).
         """
-        self._run(self._do_bind_user(user_id, metadata))
+        self._run(self._do_bind_user(user_id, metadata, chosen_cap(self.cap, max_sessions, when_full)))
 
     def sessions_of(self, user_id: str) -> list[UserSession]:
         """The sessions bound to ``user_id`` that exist: stored name, created, last seen, metadata."""
@@ -915,6 +935,8 @@ class OnFiles(StoreCore):
         max_size: int | None = None,
         max_lifetime: float | None = None,
         encrypt: bool = False,
+        max_sessions: int | None = None,
+        when_full: str = "evict",
     ) -> None:
         backend = shared_backend(
             self.backend_class, session_directory, concurrent, delay, timeout, stale_after, max_age, fsync
@@ -929,6 +951,8 @@ class OnFiles(StoreCore):
             max_size,
             max_lifetime,
             encrypt,
+            max_sessions,
+            when_full,
         )
         self.session_directory = session_directory
         self.concurrent = concurrent

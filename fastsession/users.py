@@ -9,6 +9,12 @@ that binds the session, so a committed bound session is always listed; an
 entry whose session is gone (deleted, expired, a commit that failed) is
 removed when the index is next read, once older than GRACE, and never
 listed. User ids are stored only as hashes, like session ids.
+
+A cap (``bind_user(..., max_sessions=N)``) is kept under a lock per user
+(``cap_lock_name``, taken like a session's lock by stored name): the one
+binding at a time counts the user's sessions, makes room (evicting the least
+recently used, or refusing) and writes its entry, so N+1 logins at once
+leave exactly N.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Generator
 from typing import Any
 
 import orjson
 
-__all__ = ["UserSession", "user_hash"]
+from .errors import TooManySessions
+
+__all__ = ["WHEN_FULL", "UserSession", "user_hash"]
 
 # An entry may be written a moment before its session's commit lands: only
 # older entries whose session is missing are removed.
@@ -33,6 +42,85 @@ def user_hash(user_id: str) -> str:
         raise TypeError(f"a user id is a non-empty str, not {user_id!r}")
     digest = hashlib.sha256(b"fastsession user\x00" + user_id.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest)[:43].decode("ascii")
+
+
+# What bind_user does when the user has max_sessions sessions already.
+WHEN_FULL = ("evict", "refuse")
+
+
+def check_cap(max_sessions: Any, when_full: Any) -> None:
+    """ValueError/TypeError for a cap no binding could keep."""
+    if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int)):
+        raise TypeError(f"max_sessions must be a whole number or None, not {max_sessions!r}")
+    if max_sessions is not None and max_sessions < 1:
+        raise ValueError(f"max_sessions must be at least 1 (or None: no cap), not {max_sessions!r}")
+    if when_full not in WHEN_FULL:
+        raise ValueError(f"when_full must be one of {WHEN_FULL}, not {when_full!r}")
+
+
+def chosen_cap(default: tuple[int, str] | None, max_sessions: Any, when_full: Any) -> tuple[int, str] | None:
+    """bind_user's cap: the store's ``default`` where an argument is ``...``; (max_sessions, when_full) or None."""
+    if max_sessions is ... and when_full is ...:
+        return default
+    if max_sessions is ...:
+        max_sessions = default[0] if default is not None else None
+    if when_full is ...:
+        when_full = default[1] if default is not None else "evict"
+    check_cap(max_sessions, when_full)
+    return None if max_sessions is None else (max_sessions, when_full)
+
+
+def cap_lock_name(user: str) -> str:
+    """The stored name locked while a binding of ``user`` (a user hash) keeps the cap: no session's name."""
+    digest = hashlib.sha256(b"fastsession user cap\x00" + user.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest)[:43].decode("ascii")
+
+
+def make_room(
+    core: Any, user_id: str, name: str, info: bytes, max_sessions: int, when_full: str
+) -> Generator[tuple[Any, ...], Any, list[UserSession]]:
+    """Under the user's cap lock: room for session ``name`` among ``max_sessions``, and its index entry written.
+
+    ``core``: the StoreCore whose index and revoke routines are used. Other
+    sessions beyond the cap go least recently used first (a login still in
+    flight counts as just used); with ``when_full="refuse"``, TooManySessions
+    instead and nothing changes. Returns the sessions evicted.
+    """
+    from .store import INDEX_ADD, INDEX_REMOVE, OPEN_STORED, RELEASE, REVOKE_HELD
+
+    user = user_hash(user_id)
+    lock = yield OPEN_STORED, cap_lock_name(user)
+    try:
+        live, pending = yield from core._do_index_of(user_id)
+        others = [e for e in live + pending if e.session != name]
+        excess = len(others) + 1 - max_sessions
+        evicted: list[UserSession] = []
+        if excess > 0:
+            if when_full == "refuse":
+                raise TooManySessions(
+                    f"user {user[:8]}… has {len(others)} sessions already (max_sessions={max_sessions})",
+                    user,
+                    max_sessions,
+                )
+            now = time.time()
+            # Least recently used first: last_seen where the store knows it, else the login time.
+            used = {id(e): e.last_seen or e.created or 0.0 for e in live}
+            in_flight = {id(e) for e in pending}
+            used.update((key, now) for key in in_flight)
+            # (ties, as file times within a clock tick: the older login first)
+            for victim in sorted(others, key=lambda e: (used[id(e)], e.created or 0.0))[:excess]:
+                if id(victim) in in_flight:  # its commit has not landed: marked, so that it never does
+                    yield REVOKE_HELD, victim.session, user, True
+                    yield INDEX_REMOVE, user, victim.session
+                elif not (yield from core._do_revoke(victim)):  # not bound to this user any more
+                    yield INDEX_REMOVE, user, victim.session
+                evicted.append(victim)
+        yield INDEX_ADD, user, name, info
+    except BaseException:
+        yield RELEASE, lock
+        raise
+    yield RELEASE, lock
+    return evicted
 
 
 def bound(meta: dict[str, Any] | None, user_id: str | None, metadata: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -443,3 +443,39 @@ def test_untouched_requests_do_not_queue_behind_a_held_lock_in_commit_mode_or_re
         finally:
             holder.rollback()
     assert response.status_code == 200 and not caplog.records
+
+
+async def sign_in(request):
+    from fastsession import TooManySessions
+
+    request.session["visits"] = 1
+    try:
+        await request.scope["fastsession.store"].bind_user("ann")
+    except TooManySessions as exc:
+        return PlainTextResponse(f"refused: {exc.max_sessions}")
+    request.session["user"] = "ann"
+    return PlainTextResponse("in")
+
+
+async def whose(request):
+    return PlainTextResponse(str(request.session.get("user")))
+
+
+@pytest.mark.parametrize("when_full", ["evict", "refuse"])
+def test_max_sessions_keyword_caps_a_users_sessions(session_dir, when_full):
+    routes = [Route("/sign-in", sign_in), Route("/whose", whose)]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SessionMiddleware, session_directory=session_dir, max_sessions=1, when_full=when_full)],
+    )
+    first, second = TestClient(app), TestClient(app)
+    assert first.get("/sign-in").text == "in"
+    assert second.get("/sign-in").text == ("in" if when_full == "evict" else "refused: 1")
+    expected = ["None", "ann"] if when_full == "evict" else ["ann", "None"]
+    assert [first.get("/whose").text, second.get("/whose").text] == expected
+    assert locks(session_dir) == []
+
+
+def test_a_cap_no_binding_could_keep_is_refused_when_the_middleware_is_made(session_dir):
+    with pytest.raises(ValueError):
+        SessionMiddleware(starlette_app, session_dir, max_sessions=0)

@@ -242,3 +242,46 @@ def test_the_user_index_on_cluster_lists_and_revokes_sessions_on_every_master(cl
     assert [load(client, prefix, i) is not None for i in ids] == [True] + [False] * (len(ids) - 1)
     with RedisSessionStore(Transaction(), client, prefix=prefix) as store:
         assert [e.session for e in store.sessions_of("ann")] == [stored_name(ids[0])]
+
+
+def _log_in_capped(port, prefix, max_sessions, report):
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=port)
+    trans = Transaction()
+    with RedisSessionStore(trans, client, prefix=prefix, max_age=3600, max_sessions=max_sessions, timeout=30) as store:
+        store.get_session(True)["user"] = "ann"
+        store.bind_user("ann")
+    client.close()
+    report.put(trans.cookies["SID"])
+
+
+def test_max_sessions_on_cluster_leaves_exactly_n_of_racing_logins_whatever_master_holds_them(cluster, client, prefix):
+    context = multiprocessing.get_context("fork")
+    report = context.Queue()
+    workers = [context.Process(target=_log_in_capped, args=(cluster.port, prefix, 2, report)) for _ in range(5)]
+    for worker in workers:
+        worker.start()
+    ids = [report.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    alive = [i for i in ids if load(client, prefix, i) is not None]
+    assert len(alive) == 2
+    with RedisSessionStore(Transaction(), client, prefix=prefix) as store:
+        assert sorted(e.session for e in store.sessions_of("ann")) == sorted(stored_name(i) for i in alive)
+
+    async def async_login():
+        from redis.asyncio.cluster import RedisCluster
+
+        async_client = RedisCluster(host="127.0.0.1", port=cluster.port)
+        try:
+            trans = Transaction()
+            async with AsyncRedisSessionStore(trans, async_client, prefix=prefix, max_age=3600) as store:
+                (await store.get_session(True))["user"] = "ann"
+                await store.bind_user("ann", max_sessions=1)
+            return trans.cookies["SID"]
+        finally:
+            await async_client.aclose()
+
+    newest = asyncio.run(async_login())
+    assert [load(client, prefix, i) is not None for i in [*alive, newest]] == [False, False, True]

@@ -1028,6 +1028,66 @@ def test_login_binds_the_session_and_revoke_all_logs_out_the_other_devices(stora
     assert locks(storage) == []
 
 
+def signin_or_refused(request):
+    from fastsession import TooManySessions
+
+    try:
+        return signin(request)
+    except TooManySessions as exc:  # login() raised it: the view shows it, the request is not logged in
+        return HttpResponse(f"refused: {exc.max_sessions}")
+
+
+urlpatterns.append(path("signin-or-refused", signin_or_refused))
+
+
+def test_fastsession_max_sessions_evicts_the_least_recently_used_device(storage):
+    with override_settings(FASTSESSION_MAX_SESSIONS=2):
+        devices = [Client() for _ in range(3)]
+        for device in devices[:2]:
+            device.get("/signin")
+            time.sleep(0.02)
+        devices[0].get("/count")  # used since: the second device is now the least recently used
+        time.sleep(0.02)
+        devices[2].get("/signin")
+    assert [d.get("/peek").content for d in devices] == [b"1", b"None", b"None"]
+    assert [d.get("/whose").content for d in devices] == [b"7", b"None", b"7"]
+    assert len(SessionStore().sessions_of("7")) == 2
+    assert locks(storage) == []
+
+
+def whose(request):
+    return HttpResponse(str(request.session.get("user")))
+
+
+urlpatterns.append(path("whose", whose))
+
+
+def test_fastsession_when_full_refuse_undoes_the_login_and_login_raises_too_many_sessions(storage):
+    from fastsession.names import stored_name
+
+    with override_settings(FASTSESSION_MAX_SESSIONS=1, FASTSESSION_WHEN_FULL="refuse"):
+        first, second = Client(), Client()
+        assert first.get("/signin").content == b"in"
+        second.get("/count")
+        assert second.get("/signin-or-refused").content == b"refused: 1"
+        assert second.get("/whose").content == b"None"  # logged out again by the refusal: not signed in
+        assert first.get("/whose").content == b"7"
+    key = first.cookies[settings.SESSION_COOKIE_NAME].value
+    assert [e.session for e in SessionStore().sessions_of("7")] == [stored_name(key)]
+    assert locks(storage) == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [({"FASTSESSION_MAX_SESSIONS": 0}, ValueError), ({"FASTSESSION_WHEN_FULL": "drop"}, ValueError)],
+)
+def test_cap_settings_are_checked_when_the_middleware_is_made(session_path, setting, error):
+    from fastsession.contrib.django import LockingSessionMiddleware
+
+    with override_settings(**setting), pytest.raises(error):
+        LockingSessionMiddleware(lambda request: HttpResponse())
+
+
 # -- FASTSESSION_ENCRYPT -----------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import flask
 import pytest
 import redis
 from conftest import Transaction
+from flask_login import UserMixin
 
 from fastsession.contrib.flask import FastSessionInterface
 from fastsession.redis import RedisSessionStore
@@ -26,12 +27,15 @@ def interface(request, tmp_path):
     return made
 
 
-def login_app(interface):
-    from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+class User(UserMixin):
+    """Flask-Login's user of these tests."""
 
-    class User(UserMixin):
-        def __init__(self, user_id):
-            self.id = user_id
+    def __init__(self, user_id):
+        self.id = user_id
+
+
+def login_app(interface):
+    from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 
     app = flask.Flask(__name__)
     app.config.update(TESTING=True, SECRET_KEY="ext-" + "k" * 30)
@@ -133,3 +137,45 @@ def test_no_secret_key_is_needed_for_the_session_itself(interface):
 
     client = app.test_client()
     assert [client.get("/").text for _ in range(2)] == ["1", "2"]  # Flask's own would have no session at all
+
+
+def test_flask_max_sessions_evicts_the_least_recently_used_login(interface):
+    import time
+
+    app = login_app(interface(max_sessions=2, max_age=3600))
+
+    @app.route("/visit")
+    def visit():
+        flask.session["visits"] = flask.session.get("visits", 0) + 1
+        return "ok"
+
+    devices = [app.test_client() for _ in range(3)]
+    for device in devices[:2]:
+        assert device.get("/login").text == "in"
+        time.sleep(0.02)
+    devices[0].get("/visit")  # the first device's session is used now: the second is the least recently used
+    time.sleep(0.02)
+    devices[2].get("/login")
+    assert [d.get("/me").status_code for d in devices] == [200, 401, 200]
+
+
+def test_flask_when_full_refuse_undoes_login_user_and_raises_too_many_sessions(interface):
+    from flask_login import current_user, login_user
+
+    from fastsession import TooManySessions
+
+    app = login_app(interface(max_sessions=1, when_full="refuse"))
+
+    @app.route("/login-or-refused")
+    def login_or_refused():
+        try:
+            login_user(User("7"))
+        except TooManySessions:
+            return f"refused, {current_user.is_authenticated}"
+        return "in"
+
+    first, second = app.test_client(), app.test_client()
+    assert first.get("/login").text == "in"
+    assert second.get("/login-or-refused").text == "refused, False"
+    assert second.get("/me").status_code == 401  # not logged in by the refused login
+    assert first.get("/me").text == "7"

@@ -335,3 +335,28 @@ def test_a_request_that_never_reads_the_session_takes_no_lock(session_dir, caplo
         holder.rollback()
     assert status.startswith("200") and body == b"ok" and header_values(headers, "Set-Cookie") == []
     assert len([r for r in caplog.records if "answered 503" in r.getMessage()]) == 1  # only the one that read
+
+
+def sign_in_app(environ, start_response):
+    from fastsession import TooManySessions
+
+    store = environ["fastsession.store"]
+    session = store.get_session(True)
+    try:
+        store.bind_user("ann")
+        session["user"] = "ann"
+        body = b"in"
+    except TooManySessions:
+        body = b"refused"
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def test_max_sessions_reaches_the_store_through_the_middleware(session_dir):
+    app = SessionMiddleware(sign_in_app, session_dir, max_sessions=1, when_full="refuse")
+    _, first, body = call(app)
+    assert body == b"in"
+    assert call(app)[2] == b"refused"
+    assert call(app, "SID=" + sid_from(first))[2] == b"in"  # the same device again: its own session
+    with pytest.raises(ValueError):
+        SessionMiddleware(sign_in_app, session_dir, max_sessions=0)

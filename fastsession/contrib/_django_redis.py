@@ -80,6 +80,13 @@ class DjangoRedis(RedisBackend):
         self.check_key = check_key
         self._async_scripts: Any = None
 
+    def full_ttl(self) -> float | None:
+        """SESSION_COOKIE_AGE: each save's TTL is the session's expiry age, and that is it unless set_expiry
+        gave the session another (then its last use is judged as if it had this one)."""
+        from django.conf import settings
+
+        return float(settings.SESSION_COOKIE_AGE)
+
     def async_scripts(self) -> Any:
         """The scripts' calls on the event loop (aio_redis.AsyncScripts), or None where there is no async twin."""
         if self._async_scripts is None:

@@ -60,7 +60,7 @@ from django.utils.module_loading import import_string
 from .. import record
 from ..aio import PENDING, async_files
 from ..busy import ADAPTER_TIMEOUT, refusal
-from ..errors import LockTimeout, SessionConflict, SessionRevoked
+from ..errors import LockTimeout, SessionConflict, SessionRevoked, TooManySessions
 from ..files import FileBackend, private_folder
 from ..merge import check_on_conflict, merge
 from ..migrate import storable
@@ -77,7 +77,7 @@ from ..store import (
     shared_backend,
     write_limit,
 )
-from ..users import UserSession, bound, entry, user_hash
+from ..users import UserSession, bound, chosen_cap, entry, make_room, user_hash
 
 __all__ = ["LockingSessionMiddleware", "SessionStore", "release"]
 
@@ -136,6 +136,15 @@ def max_size() -> int | None:
     return value
 
 
+def cap() -> tuple[int, str] | None:
+    """FASTSESSION_MAX_SESSIONS and FASTSESSION_WHEN_FULL: bind_user's cap on a user's sessions (users.make_room)."""
+    return chosen_cap(
+        None,
+        getattr(settings, "FASTSESSION_MAX_SESSIONS", None),
+        getattr(settings, "FASTSESSION_WHEN_FULL", "evict"),
+    )
+
+
 def on_redis(storage: Any) -> bool:
     return not isinstance(storage, FileBackend)
 
@@ -187,6 +196,7 @@ def check_settings() -> None:
     max_lifetime()
     max_size()
     encrypting()
+    cap()
     check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
     read_only = getattr(settings, "FASTSESSION_READ_ONLY", None)
     if read_only is not None and not callable(read_only):
@@ -434,13 +444,22 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     # -- the per-user index (fastsession.users) ---------------------------------------------
 
-    def bind_user(self, user_id: str | None, **metadata: Any) -> None:
+    def bind_user(self, user_id: str | None, *, max_sessions: Any = ..., when_full: Any = ..., **metadata: Any) -> None:
         """Bind this session to ``user_id`` (None unbinds); listed by sessions_of once saved.
 
-        Done on login and logout by this module's signal receivers.
+        Done on login and logout by this module's signal receivers. The cap
+        (FASTSESSION_MAX_SESSIONS, or the arguments) is kept now: the user's
+        least recently used sessions go, or TooManySessions and nothing is bound.
         """
         self._get_session()  # loaded first: binding is part of what is stored
-        self._meta = bound(self._meta, user_id, metadata)
+        meta = bound(self._meta, user_id, metadata)
+        limit = chosen_cap(cap(), max_sessions, when_full)
+        if limit is not None and user_id is not None:
+            if self.session_key is None:
+                self.create()  # a key to count this session under
+            opener = self._opener()
+            opener._run(make_room(opener, user_id, stored_name(self.session_key), entry(meta), *limit))  # type: ignore[arg-type]
+        self._meta = meta
         self.modified = True
 
     def sessions_of(self, user_id: str) -> list[Any]:
@@ -639,10 +658,21 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
 
 
 def bind_on_login(sender: Any, request: Any, user: Any, **extra: Any) -> None:
-    """django.contrib.auth's user_logged_in: bind the session to the user (and the browser's user agent)."""
+    """django.contrib.auth's user_logged_in: bind the session to the user (and the browser's user agent).
+
+    Refused by the cap (FASTSESSION_WHEN_FULL = "refuse"): the login is
+    undone (django.contrib.auth.logout) and TooManySessions raised from
+    ``login()``, for the view to catch and show.
+    """
     session = getattr(request, "session", None)
     if isinstance(session, SessionStore):
-        session.bind_user(str(user.pk), user_agent=request.META.get("HTTP_USER_AGENT", "")[:200])
+        try:
+            session.bind_user(str(user.pk), user_agent=request.META.get("HTTP_USER_AGENT", "")[:200])
+        except TooManySessions:
+            from django.contrib.auth import logout
+
+            logout(request)
+            raise
 
 
 def unbind_on_logout(sender: Any, request: Any, user: Any, **extra: Any) -> None:

@@ -49,7 +49,7 @@ from flask.signals import request_tearing_down
 from werkzeug.exceptions import ServiceUnavailable
 
 from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy, refusal
-from ..errors import LockTimeout, SessionConflict
+from ..errors import LockTimeout, SessionConflict, TooManySessions
 from ..session import CLOSED, Session, TrackedSession
 from ..store import SessionStore
 
@@ -359,10 +359,18 @@ class FastSessionInterface(SessionInterface):
         session.regenerate()
 
     def _bind_on_login(self, app: Flask, user: Any, **extra: Any) -> None:
+        """Flask-Login's user_logged_in: bind the session. Refused by the cap (``max_sessions=``,
+        ``when_full="refuse"``): the login is undone and TooManySessions raised from ``login_user``."""
         if app.session_interface is self:
             from flask import request
 
-            current_store().bind_user(str(user.get_id()), user_agent=request.headers.get("User-Agent", "")[:200])
+            try:
+                current_store().bind_user(str(user.get_id()), user_agent=request.headers.get("User-Agent", "")[:200])
+            except TooManySessions:
+                from flask_login import logout_user
+
+                logout_user()
+                raise
 
     def _unbind_on_logout(self, app: Flask, user: Any, **extra: Any) -> None:
         if app.session_interface is self:
