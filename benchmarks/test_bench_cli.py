@@ -24,6 +24,8 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
         "modify",
         "read",
         "options",
+        "login",
+        "events",
         "redis-modify",
         "redis-read",
         "flask",

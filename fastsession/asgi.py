@@ -31,8 +31,9 @@ from .aio import AsyncSessionStore
 from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
 from .files import private_folder
+from .header_id import check_id_header
 from .session import TrackedSession
-from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with_cookie
+from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with, vary_with_cookie
 
 __all__ = ["ASGISession", "ASGITransaction", "SessionMiddleware"]
 
@@ -53,14 +54,17 @@ def refusal_messages(exc: SessionConflict | LockTimeout) -> tuple[Message, Messa
     return start, {"type": "http.response.body", "body": body}
 
 
-def varying_by_cookie(headers: Any) -> list[tuple[bytes, bytes]]:
-    """ASGI response headers with ``Cookie`` in their Vary header (added when there is none)."""
-    out = [
-        (key, vary_with_cookie(value.decode("latin-1")).encode("latin-1") if key.lower() == b"vary" else value)
-        for key, value in headers
-    ]
+def varying_by_cookie(headers: Any, also: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """ASGI response headers with ``Cookie`` (and header ``also``) in their Vary header (added when there is
+    none)."""
+
+    def varied(value: bytes) -> bytes:
+        text = vary_with_cookie(value.decode("latin-1"))
+        return (text if also is None else vary_with(text, also.decode("latin-1"))).encode("latin-1")
+
+    out = [(key, varied(value) if key.lower() == b"vary" else value) for key, value in headers]
     if not any(key.lower() == b"vary" for key, _ in out):
-        out.append((b"vary", b"Cookie"))
+        out.append((b"vary", b"Cookie" if also is None else b"Cookie, " + also))
     return out
 
 
@@ -69,17 +73,36 @@ class ASGISession(TrackedSession):
 
 
 class ASGITransaction:
-    """WebStack's transaction protocol for an ASGI scope; collects the Set-Cookie header values."""
+    """WebStack's transaction protocol for an ASGI scope; collects the Set-Cookie header values.
 
-    __slots__ = ("_incoming", "attributes", "outgoing", "scope")
+    ``id_header`` (fastsession.header_id): a request that carries it, or
+    every request when ``id_cookie`` is False, has its id read from and sent
+    back in that header instead of the cookie.
+    """
 
-    def __init__(self, scope: Scope, attributes: tuple[str, str]) -> None:
+    __slots__ = ("_incoming", "attributes", "id_header", "outgoing", "scope")
+
+    def __init__(
+        self, scope: Scope, attributes: tuple[str, str], id_header: str | None = None, id_cookie: bool = True
+    ) -> None:
         self.scope = scope
         self.attributes = attributes  # (to set a cookie, to delete it): "; path=/; httponly; ..."
-        self.outgoing: dict[str, bytes] = {}  # cookie name -> Set-Cookie value
+        self.outgoing: dict[str, bytes] = {}  # cookie name -> Set-Cookie value (or the id header's value)
         self._incoming: dict[str, str] | None = None
+        # The header that carries this request's id, as ASGI spells header names (None: the cookie does).
+        wanted = id_header.lower().encode("latin-1") if id_header else None
+        self.id_header = wanted if wanted and (not id_cookie or self._header(wanted) is not None) else None
+
+    def _header(self, name: bytes) -> str | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return str(value.decode("latin-1"))
+        return None
 
     def get_cookie(self, name: str) -> Cookie | None:
+        if self.id_header is not None:
+            carried = (self._header(self.id_header) or "").strip()
+            return Cookie(name, carried) if carried else None
         if self._incoming is None:
             header = "; ".join(value.decode("latin-1") for key, value in self.scope["headers"] if key == b"cookie")
             self._incoming = parse_cookie_header(header)
@@ -87,10 +110,16 @@ class ASGITransaction:
         return None if value is None else Cookie(name, value)
 
     def set_cookie_value(self, name: str, value: str) -> None:
-        self.outgoing[name] = f"{name}={value}{self.attributes[0]}".encode("latin-1")
+        text = value if self.id_header is not None else f"{name}={value}{self.attributes[0]}"
+        self.outgoing[name] = text.encode("latin-1")
 
     def delete_cookie(self, name: str) -> None:
-        self.outgoing[name] = f"{name}={self.attributes[1]}".encode("latin-1")
+        self.outgoing[name] = b"" if self.id_header is not None else f"{name}={self.attributes[1]}".encode("latin-1")
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        """What ``outgoing`` holds, as response headers: Set-Cookie, or the id header."""
+        name = self.id_header if self.id_header is not None else b"set-cookie"
+        return [(name, value) for value in self.outgoing.values()]
 
 
 async def adopt(store: Any, session: ASGISession) -> None:
@@ -142,7 +171,9 @@ class SessionMiddleware:
     ``await scope["fastsession.store"].close()`` to store the session and
     release the lock early. It runs on asyncio; another event loop (trio) is
     refused at the first call (lifespan, or the first request) with a clear
-    error.
+    error. ``id_header`` ("X-Session-Id", say): a request carrying that
+    header gets its id from it and back in it, no cookie; ``id_cookie=False``
+    makes the header the only way (fastsession.header_id).
     """
 
     def __init__(
@@ -162,6 +193,8 @@ class SessionMiddleware:
         partitioned: bool = False,
         refresh_each_request: bool = False,
         read_only: Callable[[Scope], bool] | None = None,
+        id_header: str | None = None,
+        id_cookie: bool = True,
         **options: Any,
     ) -> None:
         if session_directory is not None and redis is not None:
@@ -175,6 +208,7 @@ class SessionMiddleware:
         self.max_age = max_age
         self.stores_nothing = max_age is not None and max_age <= 0  # Starlette's "expired at once"
         self.refresh_each_request = refresh_each_request
+        self.id_header, self.id_cookie = check_id_header(id_header, id_cookie), id_cookie
         if redis is not None:
             from .aio_redis import AsyncRedisSessionStore
 
@@ -223,7 +257,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     async def _open(self, scope: Scope, options: dict[str, Any]) -> tuple[Any, ASGITransaction, ASGISession]:
-        trans = ASGITransaction(scope, self.attributes)
+        trans = ASGITransaction(scope, self.attributes, self.id_header, self.id_cookie)
         store = self.store_class(trans, self.where, self.session_cookie, **options)
         if self.read_only is not None and self.read_only(scope):
             store.read_only()
@@ -318,8 +352,8 @@ class SessionMiddleware:
             trans.set_cookie_value(name, cookie)
         if not (trans.outgoing or session.accessed):
             return list(headers)
-        out = varying_by_cookie(headers)
-        out.extend((b"set-cookie", value) for value in trans.outgoing.values())
+        out = varying_by_cookie(headers, self.id_header.encode("latin-1") if self.id_header else None)
+        out.extend(trans.response_headers())
         return out
 
     @staticmethod

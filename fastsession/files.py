@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
-from . import _kernels
+from . import _kernels, events
 from ._holder import holder_record, written_by_0_1
 from ._io_py import MAX_SESSION_BYTES, READ_FLAGS
 from ._lock_py import lock_lost, lock_waits, owns
@@ -297,6 +297,8 @@ class FileBackend:
         if max_age is not None and loaded is not None and time.time() - loaded[2] > max_age:
             if handle[2] >= 0 or not self.concurrent:
                 self._unlink(handle[0])  # expired: nobody may have it again
+                if events.handlers:
+                    events.emit("expired", os.fsdecode(handle[0][-43:]), bound_to(loaded[0]), None, "idle")
             return None
         return loaded
 

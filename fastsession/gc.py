@@ -22,10 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
+from . import events
 from ._holder import BROKEN, HELD, break_if_stale, holder_record
 from ._lock_py import owns
-from .errors import LockTimeout
+from .errors import CorruptSession, LockTimeout
 from .files import FileBackend, check_tree
+from .record import bound_to
 
 __all__ = ["Collected", "collect"]
 
@@ -46,6 +48,15 @@ class Collected:
     def __getitem__(self, name: str) -> object:
         """The counts read as a mapping as well: ``counts["removed"]``."""
         return getattr(self, name)
+
+
+def _user_of(backend: FileBackend, path: bytes) -> str | None:
+    """The user hash the session file at ``path`` is bound to, for its event (None: unbound, sealed, unreadable)."""
+    try:
+        loaded = backend.kernels.read_session(path, False)
+    except (OSError, CorruptSession):
+        return None
+    return None if loaded is None else bound_to(loaded[0])
 
 
 def _remove_if_expired(
@@ -69,9 +80,12 @@ def _remove_if_expired(
         if now - status.st_mtime <= max_age or not owns(fd, lock_path):
             done.kept += 1  # written since we looked, or our lock was broken meanwhile
             return
+        user = _user_of(backend, path) if events.handlers else None
         os.unlink(path)
         done.removed += 1
         done.bytes_freed += status.st_size
+        if events.handlers:
+            events.emit("expired", os.fsdecode(os.path.basename(path)), user, None, "idle")
     except FileNotFoundError:
         pass  # removed meanwhile (expired by a request)
     finally:

@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn, TypeVar, overload
 
 import orjson
 
-from . import _kernels, record, sealed
+from . import _kernels, events, record, sealed
 from .checks import check_seconds
 from .errors import LockTimeout, SerializationError, SessionError, SessionRevoked, SessionTooLarge
 from .files import FileBackend
@@ -148,6 +148,7 @@ class StoreCore:
         "_meta",
         "_optimistic",
         "_plain",
+        "_previous",
         "_retired",
         "_session",
         "_stamp",
@@ -218,8 +219,9 @@ class StoreCore:
         self._stored: bytes | None = None  # the bytes in storage; None for a new id
         self._stamp = 0.0  # what the backend's load gave besides the data (files: mtime), for release
         self._retired: Any = None  # after regenerate_id, the old id's handle (optimistic: its id), deleted at close
-        self._doomed: list[Any] | None = None  # handles held for expiry (made when needed)
-        self._doomed_ids: list[str] | None = None  # ids to expire at close, not locked yet
+        self._doomed: list[Any] | None = None  # (handle held for expiry, the event to tell then or None)
+        self._doomed_ids: list[tuple[str, str, str]] | None = None  # (id, event, reason) to expire at close
+        self._previous: str | None = None  # after regenerate_id of a stored session: the old id's stored name
         self._expired = False
         self._closed = False
         self._born = _generation  # which fork of the process made it: a child never releases its parent's locks
@@ -233,23 +235,34 @@ class StoreCore:
     def expire_session(self) -> None:
         """Mark the session named by the cookie (and the one in hand) for removal at close()."""
         self._check_open()
+        self._expire("deleted", "logout")
+
+    def _expire(self, kind: str, reason: str) -> None:
+        """expire_session, told to event handlers at close as ``kind`` for ``reason``."""
         self.accessed = True
         self._expired = True
         session = self._session
         if session is not None:
             if self._optimistic:  # nothing held: locked at close, like an id from the cookie
-                self._doom(session.session_id)
+                self._doom(session.session_id, kind, reason)
             else:
-                self._doomed = (self._doomed or []) + [self._handle]
+                meta = self._meta
+                # (an event only for a session that is stored: a new one never was)
+                told = (
+                    None
+                    if self._stored is None
+                    else (kind, session.session_id, meta.get("u") if meta else None, reason)
+                )
+                self._doomed = (self._doomed or []) + [(self._handle, told)]
             self._drop_current()
             return
         cookie_id = self._cookie_id()
         if cookie_id is not None:
-            self._doom(cookie_id)
+            self._doom(cookie_id, kind, reason)
 
-    def _doom(self, session_id: str) -> None:
-        """Expire the session of ``session_id`` at close (locked then)."""
-        self._doomed_ids = (self._doomed_ids or []) + [session_id]
+    def _doom(self, session_id: str, kind: str, reason: str) -> None:
+        """Expire the session of ``session_id`` at close (locked then); told to event handlers as ``kind``."""
+        self._doomed_ids = (self._doomed_ids or []) + [(session_id, kind, reason)]
 
     def _do_close(self) -> Steps[None]:
         if self._closed:
@@ -292,11 +305,21 @@ class StoreCore:
             elif error is None:
                 yield from self._do_expire(retired)
         doomed, self._doomed = self._doomed or (), None
-        for handle in doomed:
+        for handle, told in doomed:
             yield DELETE, handle
+            if told is not None and events.handlers:
+                events.emit(told[0], stored_name(told[1]), told[2], None, told[3])
         doomed_ids, self._doomed_ids = self._doomed_ids or (), None
-        for session_id in doomed_ids:
-            yield from self._do_expire(session_id)
+        for session_id, kind, reason in doomed_ids:
+            yield from self._do_expire(session_id, kind, reason)
+        if stored_new and events.handlers:
+            meta = self._meta
+            events.emit(
+                "regenerated" if self._previous else "created",
+                stored_name(session.session_id),  # type: ignore[union-attr]
+                meta.get("u") if meta else None,
+                self._previous,
+            )
         self._cookie_after = session.session_id if session is not None and stored_new else "" if self._expired else None
         if self._expired and not stored_new:
             self.trans.delete_cookie(self.session_cookie_name)
@@ -404,16 +427,24 @@ class StoreCore:
         yield from self._saved_indexed((SAVE, handle, body), session, meta)
         return stored is None
 
-    def _do_expire(self, session_id: str) -> Steps[None]:
+    def _do_expire(self, session_id: str, kind: str | None = None, reason: str | None = None) -> Steps[None]:
+        """Delete the session of ``session_id``; with event handlers, tell them ``kind`` if it was there."""
+        told, user = kind is not None and bool(events.handlers), None
         current = self._session
         if current is not None and current.session_id == session_id:
             handle = self._handle  # held by this very store: waiting for it would deadlock
             self._drop_current()
             if self._optimistic:  # read without a lock: it is locked like any other
                 handle = yield OPEN, session_id
+        elif told:  # read first: whether there was a session, and whose
+            handle, loaded = yield OPEN_LOAD, session_id
+            told = loaded is not None
+            user = record.bound_to(loaded[0]) if loaded is not None else None
         else:
             handle = yield OPEN, session_id
         yield DELETE, handle
+        if told:
+            events.emit(kind, stored_name(session_id), user, None, reason)  # type: ignore[arg-type]
 
     def _do_load(self, session_id: str, create: Any) -> Steps[Session | None]:
         current = self._session
@@ -459,10 +490,12 @@ class StoreCore:
                     return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
                 # Past its absolute lifetime: gone for good, however recently used.
                 if optimistic:
-                    self._doom(session_id)
+                    self._doom(session_id, "expired", "lifetime")
                 else:
                     yield DELETE, handle
                     handle = None
+                    if events.handlers:
+                        events.emit("expired", stored_name(session_id), meta.get("u"), None, "lifetime")
             if create and not fresh:
                 if handle is None:  # deleted just now (past max_lifetime): locked again, empty
                     handle = yield OPEN, session_id
@@ -523,19 +556,20 @@ class StoreCore:
         newest_first = sorted(live, key=lambda e: -(e.created or 0)), sorted(pending, key=lambda e: -(e.created or 0))
         return newest_first
 
-    def _do_revoke(self, entry: UserSession, pending: bool = False) -> Steps[bool]:
+    def _do_revoke(self, entry: UserSession, pending: bool = False, reason: str = "revoke") -> Steps[bool]:
         """Delete the session of ``entry`` if it is bound to ``entry.user``, and its index entry; whether it was.
 
         Never waits: a session another request holds is revoked at once (its
         data goes, and that request's commit writes nothing: REVOKE_HELD).
         ``pending``: the user's own index lists it as a commit about to land
         (a login mid-request): held, it is revoked though nothing is stored yet.
+        ``reason``: what event handlers are told ("revoke", "revoke_all", "max_sessions").
         """
         current = self._session
         if current is not None and stored_name(current.session_id) == entry.session:
             if self._meta is None or self._meta.get("u") != entry.user:
                 return False
-            StoreCore.expire_session(self)  # this very request's: deleted at close, never waited for
+            self._expire("revoked", reason)  # this very request's: deleted at close, never waited for
             yield INDEX_REMOVE, entry.user, entry.session
             return True
         try:
@@ -552,6 +586,8 @@ class StoreCore:
             yield (DELETE if revoked else RELEASE), handle
         if revoked:
             yield INDEX_REMOVE, entry.user, entry.session
+            if events.handlers:
+                events.emit("revoked", entry.session, entry.user, None, reason)
         return bool(revoked)
 
     def _do_revoke_all(self, user_id: str, keep: Any) -> Steps[int]:
@@ -570,7 +606,7 @@ class StoreCore:
             if not entries:
                 break
             for listed in entries:
-                revoked = yield from self._do_revoke(listed, listed in pending)
+                revoked = yield from self._do_revoke(listed, listed in pending, "revoke_all")
                 if not revoked:  # not bound to this user (any more): the entry is stale
                     yield INDEX_REMOVE, listed.user, listed.session
                 if revoked and listed in live:
@@ -587,6 +623,8 @@ class StoreCore:
             session = yield from self._do_get_session(True)
             assert session is not None  # created
         new_id = self._get_session_identifier()
+        if self._stored is not None:
+            self._previous = stored_name(session.session_id)
         if self._optimistic:  # nothing held: the old id is locked and deleted once the new one is stored
             new_handle = None
             if self._stored is not None:
@@ -611,7 +649,7 @@ class StoreCore:
             self._session.__class__ = CLOSED[type(self._session)]
         held = [] if self._optimistic else [self._handle] if self._session is not None else []
         held += [self._retired] if self._retired is not None and not self._optimistic else []
-        held += self._doomed or ()
+        held += [handle for handle, _ in self._doomed or ()]
         self._drop_current()
         self._retired = self._doomed = self._doomed_ids = None
         error: BaseException | None = None

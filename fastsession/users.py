@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from . import events
 from .errors import TooManySessions
 
 __all__ = ["WHEN_FULL", "UserSession", "user_hash"]
@@ -112,7 +113,9 @@ def make_room(
                 if id(victim) in in_flight:  # its commit has not landed: marked, so that it never does
                     yield REVOKE_HELD, victim.session, user, True
                     yield INDEX_REMOVE, user, victim.session
-                elif not (yield from core._do_revoke(victim)):  # not bound to this user any more
+                    if events.handlers:
+                        events.emit("revoked", victim.session, user, None, "max_sessions")
+                elif not (yield from core._do_revoke(victim, False, "max_sessions")):  # not bound to it any more
                     yield INDEX_REMOVE, user, victim.session
                 evicted.append(victim)
         yield INDEX_ADD, user, name, info

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
+from .header_id import check_id_header, environ_key
 from .store import SessionStore
 
 __all__ = [
@@ -102,28 +103,46 @@ class WSGITransaction:
     """WebStack's transaction protocol for a WSGI environ; collects the Set-Cookie headers.
 
     ``cookie``: the attributes of the session cookie when set and when deleted (cookie_attributes);
-    ``secure=True`` alone is the default cookie marked Secure.
+    ``secure=True`` alone is the default cookie marked Secure. ``id_header``
+    (a header name, fastsession.header_id): a request that carries
+    it, or every request when ``id_cookie`` is False, has its id read from
+    and sent back in that header instead of the cookie.
     """
 
-    def __init__(self, environ: dict[str, Any], *, secure: bool = False, cookie: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        environ: dict[str, Any],
+        *,
+        secure: bool = False,
+        cookie: tuple[str, str] | None = None,
+        id_header: str | None = None,
+        id_cookie: bool = True,
+    ) -> None:
         self.environ = environ
         self.cookie = cookie if cookie is not None else SECURE_COOKIE if secure else DEFAULT_COOKIE
-        self.outgoing: dict[str, str] = {}  # cookie name -> Set-Cookie value
+        self.outgoing: dict[str, str] = {}  # cookie name -> Set-Cookie value (or the id header's value)
         self._incoming: dict[str, str] | None = None
+        # The header that carries this request's id (None: the cookie does).
+        self.id_header = id_header if id_header and (environ_key(id_header) in environ or not id_cookie) else None
 
     def get_cookie(self, name: str) -> Cookie | None:
+        if self.id_header is not None:
+            value = self.environ.get(environ_key(self.id_header), "").strip()
+            return Cookie(name, value) if value else None
         if self._incoming is None:
             self._incoming = parse_cookie_header(self.environ.get("HTTP_COOKIE", ""))
         value = self._incoming.get(name)
         return None if value is None else Cookie(name, value)
 
     def set_cookie_value(self, name: str, value: str) -> None:
-        self.outgoing[name] = f"{name}={value}{self.cookie[0]}"
+        self.outgoing[name] = value if self.id_header is not None else f"{name}={value}{self.cookie[0]}"
 
     def delete_cookie(self, name: str) -> None:
-        self.outgoing[name] = f"{name}={self.cookie[1]}"
+        self.outgoing[name] = "" if self.id_header is not None else f"{name}={self.cookie[1]}"
 
     def cookie_headers(self) -> Headers:
+        if self.id_header is not None:
+            return [(self.id_header, value) for value in self.outgoing.values()]
         return [("Set-Cookie", value) for value in self.outgoing.values()]
 
 
@@ -133,17 +152,25 @@ def vary_with_cookie(value: str) -> str:
     return value if "cookie" in tokens or "*" in tokens else f"{value}, Cookie"
 
 
-def add_vary_cookie(headers: Iterable[tuple[str, str]]) -> Headers:
-    """``headers`` with ``Cookie`` in their Vary header (added when there is none)."""
+def vary_with(value: str, name: str) -> str:
+    """A Vary header's value with header ``name`` among its tokens (unless it is there, or ``*``)."""
+    tokens = [token.strip().lower() for token in value.split(",")]
+    return value if name.lower() in tokens or "*" in tokens else f"{value}, {name}"
+
+
+def add_vary_cookie(headers: Iterable[tuple[str, str]], also: str | None = None) -> Headers:
+    """``headers`` with ``Cookie`` (and header ``also``) in their Vary header (added when there is none)."""
     out: Headers = []
     found = False
     for key, value in headers:
         if key.lower() == "vary":
             found = True
             value = vary_with_cookie(value)
+            if also is not None:
+                value = vary_with(value, also)
         out.append((key, value))
     if not found:
-        out.append(("Vary", "Cookie"))
+        out.append(("Vary", "Cookie" if also is None else f"Cookie, {also}"))
     return out
 
 
@@ -163,8 +190,11 @@ class SessionMiddleware:
     (session_cookie_name, concurrent, delay, timeout, stale_after, max_age,
     fsync, locking, on_conflict, max_size, max_lifetime, encrypt); ``timeout``
     defaults to 10 s here, and a request whose session stays locked that long
-    is answered 503 with Retry-After. Every option is checked when the
-    middleware is made.
+    is answered 503 with Retry-After. ``id_header`` ("X-Session-Id", say):
+    a request carrying that header gets its id from it and back in it, no
+    cookie; ``id_cookie=False`` makes the header the only way
+    (fastsession.header_id). Every option is checked when the middleware is
+    made.
     """
 
     def __init__(
@@ -181,8 +211,11 @@ class SessionMiddleware:
         cookie_partitioned: bool = False,
         store_factory: Callable[..., Any] = SessionStore,
         read_only: Callable[[dict[str, Any]], bool] | None = None,
+        id_header: str | None = None,
+        id_cookie: bool = True,
         **options: Any,
     ) -> None:
+        self.id_header, self.id_cookie = check_id_header(id_header, id_cookie), id_cookie
         self.app = app
         self.session_directory = session_directory
         self.cookie = cookie_attributes(
@@ -201,7 +234,7 @@ class SessionMiddleware:
         store_factory(WSGITransaction({}), session_directory, **self.options).rollback()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        trans = WSGITransaction(environ, cookie=self.cookie)
+        trans = WSGITransaction(environ, cookie=self.cookie, id_header=self.id_header, id_cookie=self.id_cookie)
         store = self.store_factory(trans, self.session_directory, **self.options)
         if self.read_only is not None and self.read_only(environ):
             store.read_only()
@@ -219,7 +252,7 @@ class SessionMiddleware:
                     trans.delete_cookie(name)
                 elif cookie is not None:
                     trans.set_cookie_value(name, cookie)
-                headers = add_vary_cookie(headers)
+                headers = add_vary_cookie(headers, self.id_header)
             return start_response(status, list(headers) + trans.cookie_headers(), exc_info)
 
         try:

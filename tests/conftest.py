@@ -162,6 +162,16 @@ def sentinel_setup():
     setup.stop()
 
 
+@pytest.fixture(params=["files", "redis"])
+def sync_face(request, tmp_path, redis_url):
+    """The sync stores only (files and Redis): what forked processes drive."""
+    from faces import Face
+
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    yield f
+    f.finish()
+
+
 @pytest.fixture(params=["files", "files-async", "redis", "redis-async"])
 def face(request, tmp_path, redis_url):
     """One kind of store (tests/faces.py): files and Redis, sync and async, in turn."""

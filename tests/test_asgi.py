@@ -479,3 +479,42 @@ def test_max_sessions_keyword_caps_a_users_sessions(session_dir, when_full):
 def test_a_cap_no_binding_could_keep_is_refused_when_the_middleware_is_made(session_dir):
     with pytest.raises(ValueError):
         SessionMiddleware(starlette_app, session_dir, max_sessions=0)
+
+
+def test_lifecycle_events_through_the_middleware(app):
+    from fastsession import events
+    from fastsession.names import stored_name
+
+    seen = []
+    handler = events.subscribe(lambda event: seen.append((event.kind, event.session)))
+    try:
+        client = TestClient(app)
+        sid = session_cookie(client.get("/"))
+        client.get("/logout")
+    finally:
+        events.unsubscribe(handler)
+    assert seen == [("created", stored_name(sid)), ("deleted", stored_name(sid))]
+
+
+def test_an_id_header_carries_the_id_both_ways_beside_the_cookie(session_dir):
+    app = starlette_app(session_directory=session_dir, id_header="X-Session-Id")
+    client = TestClient(app)
+    response = client.get("/", headers={"X-Session-Id": ""})  # a new API client asks for its id this way
+    sid = response.headers["x-session-id"]
+    assert re.fullmatch(ID, sid) and response.text == "1" and "set-cookie" not in response.headers
+    assert "X-Session-Id" in response.headers["vary"]
+    api = TestClient(app)  # keeps no cookies: the header alone
+    assert api.get("/", headers={"X-Session-Id": sid}).text == "2"
+    browser = TestClient(app)
+    assert browser.get("/").text == "1" and "x-session-id" not in browser.get("/").headers
+    logout = api.get("/logout", headers={"X-Session-Id": sid})
+    assert logout.headers["x-session-id"] == "" and "set-cookie" not in logout.headers
+    assert api.get("/", headers={"X-Session-Id": sid}).text == "1"  # gone: a new session
+
+
+def test_id_cookie_false_sends_every_new_id_in_the_header(session_dir):
+    client = TestClient(starlette_app(session_directory=session_dir, id_header="X-Session-Id", id_cookie=False))
+    response = client.get("/")
+    assert re.fullmatch(ID, response.headers["x-session-id"]) and "set-cookie" not in response.headers
+    with pytest.raises(ValueError):
+        SessionMiddleware(starlette_app, session_dir, id_cookie=False)

@@ -285,3 +285,21 @@ def test_max_sessions_on_cluster_leaves_exactly_n_of_racing_logins_whatever_mast
 
     newest = asyncio.run(async_login())
     assert [load(client, prefix, i) is not None for i in [*alive, newest]] == [False, False, True]
+
+
+def test_lifecycle_events_on_cluster(client, prefix):
+    from fastsession import events
+
+    seen = []
+    handler = events.subscribe(lambda event: seen.append((event.kind, event.session, event.reason)))
+    try:
+        trans = Transaction()
+        with RedisSessionStore(trans, client, prefix=prefix) as store:
+            store.get_session(True)["user"] = "ann"
+            store.bind_user("ann")
+        sid = trans.cookies["SID"]
+        with RedisSessionStore(Transaction(), client, prefix=prefix) as store:
+            assert store.revoke_all("ann") == 1
+    finally:
+        events.unsubscribe(handler)
+    assert seen == [("created", stored_name(sid), None), ("revoked", stored_name(sid), "revoke_all")]

@@ -1088,6 +1088,65 @@ def test_cap_settings_are_checked_when_the_middleware_is_made(session_path, sett
         LockingSessionMiddleware(lambda request: HttpResponse())
 
 
+def test_lifecycle_events_reach_the_session_event_signal_and_its_last_receiver_gone_nothing_is_built(storage):
+    from fastsession import events
+    from fastsession.contrib.django import session_event
+    from fastsession.names import stored_name
+
+    seen = []
+
+    def receiver(sender, event, **extra):
+        seen.append((event.kind, event.session, event.previous, event.reason))
+
+    session_event.connect(receiver)
+    try:
+        client = Client()
+        client.get("/count")
+        first = client.cookies[settings.SESSION_COOKIE_NAME].value
+        client.get("/login")  # cycle_key: one "regenerated", not a "created" and a "deleted"
+        second = client.cookies[settings.SESSION_COOKIE_NAME].value
+        client.get("/signout")  # flush(): deleted
+    finally:
+        session_event.disconnect(receiver)
+    assert seen == [
+        ("created", stored_name(first), None, None),
+        ("regenerated", stored_name(second), stored_name(first), None),
+        ("deleted", stored_name(second), None, "logout"),
+    ]
+    assert events.handlers == []  # no receiver left: the stores build no event
+    assert locks(storage) == []
+
+
+def test_fastsession_id_header_carries_the_id_both_ways_with_no_cookie(storage):
+    with override_settings(FASTSESSION_ID_HEADER="X-Session-Id"):
+        api = Client()
+        response = api.get("/count", headers={"X-Session-Id": ""})  # a new API client asks for its id this way
+        sid = response["X-Session-Id"]
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid) and response.content == b"1"
+        assert not response.cookies and "X-Session-Id" in response["Vary"]
+        again = api.get("/count", headers={"X-Session-Id": sid})
+        assert again.content == b"2" and not again.has_header("X-Session-Id")
+        login = api.get("/login", headers={"X-Session-Id": sid})  # cycle_key: the new key goes back
+        new = login["X-Session-Id"]
+        assert new != sid and api.get("/count", headers={"X-Session-Id": new}).content == b"3"
+        out = api.get("/signout", headers={"X-Session-Id": new})
+        assert out["X-Session-Id"] == "" and not out.cookies
+        assert api.get("/count", headers={"X-Session-Id": new}).content == b"1"  # logged out: a new session
+        browser = Client()
+        assert browser.get("/count").content == b"1" and settings.SESSION_COOKIE_NAME in browser.cookies
+    assert locks(storage) == []
+
+
+def test_fastsession_id_cookie_false_without_a_header_is_refused_when_the_middleware_is_made(session_path):
+    from fastsession.contrib.django import LockingSessionMiddleware
+
+    with override_settings(FASTSESSION_ID_COOKIE=False), pytest.raises(ValueError):
+        LockingSessionMiddleware(lambda request: HttpResponse())
+    with override_settings(FASTSESSION_ID_HEADER="X-Session-Id", FASTSESSION_ID_COOKIE=False):
+        response = Client().get("/count")
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", response["X-Session-Id"]) and not response.cookies
+
+
 # -- FASTSESSION_ENCRYPT -----------------------------------------------------------------------------
 
 

@@ -516,3 +516,56 @@ def test_a_tag_registered_on_the_interfaces_own_serializer_is_used_to_store_and_
     client = app.test_client()
     assert client.get("/put-set").status_code == 200
     assert client.get("/get-set").text == "'set':a,b"
+
+
+def test_lifecycle_events_reach_the_blinker_signal_with_the_app_as_sender(app):
+    from fastsession import events
+    from fastsession.contrib.flask import session_event
+    from fastsession.names import stored_name
+
+    seen = []
+
+    def receiver(sender, event, **extra):
+        seen.append((sender, event.kind, event.session, event.previous, event.reason))
+
+    session_event.connect(receiver)
+    try:
+        client = app.test_client()
+        first = set_cookies(client.get("/count"))[0].split(";")[0].split("=", 1)[1]
+        second = set_cookies(client.get("/login"))[0].split(";")[0].split("=", 1)[1]
+        client.get("/clear")
+    finally:
+        session_event.disconnect(receiver)
+    assert seen == [
+        (app, "created", stored_name(first), None, None),
+        (app, "regenerated", stored_name(second), stored_name(first), None),
+        (app, "deleted", stored_name(second), None, "logout"),
+    ]
+    assert events.handlers == []  # no receiver left: the stores build no event
+
+
+def test_an_id_header_carries_the_id_both_ways_beside_the_cookie(session_dir):
+    app = make_app(session_dir, id_header="X-Session-Id")
+    api = app.test_client(use_cookies=False)
+    response = api.get("/count", headers={"X-Session-Id": ""})  # a new API client asks for its id this way
+    sid = response.headers["X-Session-Id"]
+    assert ID.fullmatch(sid) and response.text == "1" and set_cookies(response) == []
+    assert "X-Session-Id" in response.headers["Vary"]
+    again = api.get("/count", headers={"X-Session-Id": sid})
+    assert again.text == "2" and "X-Session-Id" not in again.headers
+    regenerated = api.get("/login", headers={"X-Session-Id": sid})
+    new = regenerated.headers["X-Session-Id"]
+    assert new != sid and api.get("/peek", headers={"X-Session-Id": new}).text == "2"
+    cleared = api.get("/clear", headers={"X-Session-Id": new})
+    assert cleared.headers["X-Session-Id"] == "" and set_cookies(cleared) == []
+    browser = app.test_client()
+    assert browser.get("/count").text == "1" and len(set_cookies(browser.get("/login"))) == 1
+
+
+def test_id_cookie_false_takes_the_id_from_the_header_only(session_dir):
+    app = make_app(session_dir, id_header="X-Session-Id", id_cookie=False)
+    client = app.test_client()
+    response = client.get("/count")
+    assert ID.fullmatch(response.headers["X-Session-Id"]) and set_cookies(response) == []
+    with pytest.raises(ValueError):
+        make_app(session_dir, id_cookie=False)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from faces import Face
-from test_users import listed, sync_face  # noqa: F401 (sync_face: a fixture)
+from test_users import listed
 
 from fastsession import SessionStore, TooManySessions
 from fastsession.names import stored_name

@@ -169,13 +169,6 @@ def _requests(kind, directory, redis_url, prefix, sid, locking, stop_at, report)
     report.put(made)
 
 
-@pytest.fixture(params=["files", "redis"])
-def sync_face(request, tmp_path, redis_url):
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
-    yield f
-    f.finish()
-
-
 @pytest.mark.parametrize("locking", ["request", "commit"])
 def test_revoke_all_under_concurrent_requests_leaves_no_session_of_the_user(sync_face, locking):
     face = sync_face

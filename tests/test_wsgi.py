@@ -360,3 +360,79 @@ def test_max_sessions_reaches_the_store_through_the_middleware(session_dir):
     assert call(app, "SID=" + sid_from(first))[2] == b"in"  # the same device again: its own session
     with pytest.raises(ValueError):
         SessionMiddleware(sign_in_app, session_dir, max_sessions=0)
+
+
+def call_with(app, headers):
+    """One request with extra request ``headers`` (name -> value)."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"PATH_INFO": "/"}
+    for name, value in headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    setup_testing_defaults(environ)
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"], seen["headers"] = status, response_headers
+
+    result = app(environ, start_response)
+    body = b"".join(result)
+    result.close()
+    return seen["headers"], body
+
+
+def test_an_id_header_carries_the_id_both_ways_and_the_cookie_still_works_beside_it(session_dir):
+    app = SessionMiddleware(counter_app, session_dir, id_header="X-Session-Id")
+    headers, body = call_with(app, {"X-Session-Id": ""})  # a new API client asks for its id this way
+    (sid,) = header_values(headers, "X-Session-Id")
+    assert ID.fullmatch(sid) and body == b"1" and header_values(headers, "Set-Cookie") == []
+    assert "X-Session-Id" in header_values(headers, "Vary")[0]
+    headers, body = call_with(app, {"X-Session-Id": sid})
+    assert body == b"2" and header_values(headers, "X-Session-Id") == []  # unchanged id: nothing to send
+    browser = call(app)  # no header: the cookie, as before
+    assert browser[2] == b"1" and header_values(browser[1], "X-Session-Id") == []
+    cookie = sid_from(browser[1])
+    headers, body = call_with(app, {"X-Session-Id": sid, "Cookie": f"SID={cookie}"})
+    assert body == b"3"  # the header wins over a cookie sent beside it
+
+
+def test_a_header_that_names_no_session_gets_a_new_id_in_the_header_and_a_logout_empties_it(session_dir):
+    app = SessionMiddleware(counter_app, session_dir, id_header="X-Session-Id", id_cookie=False)
+    headers, body = call_with(app, {"X-Session-Id": "A" * 43})  # forged: never adopted
+    (sid,) = header_values(headers, "X-Session-Id")
+    assert sid != "A" * 43 and body == b"1"
+    headers, _ = call_with(app, {})  # id_cookie=False: a request without the header gets its id there too
+    assert ID.fullmatch(header_values(headers, "X-Session-Id")[0])
+    logout = SessionMiddleware(logout_app, session_dir, id_header="X-Session-Id", id_cookie=False)
+    headers, _ = call_with(logout, {"X-Session-Id": sid})
+    assert header_values(headers, "X-Session-Id") == [""] and header_values(headers, "Set-Cookie") == []
+    assert call_with(app, {"X-Session-Id": sid})[1] == b"1"  # gone: a new session
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"id_header": "X Session"}, ValueError),
+        ({"id_header": "Cookie"}, ValueError),
+        ({"id_header": 7}, ValueError),
+        ({"id_cookie": False}, ValueError),
+        ({"id_header": "X-Session-Id", "id_cookie": "no"}, TypeError),
+    ],
+)
+def test_id_header_options_are_checked_when_the_middleware_is_made(session_dir, options, error):
+    with pytest.raises(error):
+        SessionMiddleware(counter_app, session_dir, **options)
+
+
+def test_lifecycle_events_through_the_middleware(session_dir, counter):
+    from fastsession import events
+    from fastsession.names import stored_name
+
+    seen = []
+    handler = events.subscribe(lambda event: seen.append((event.kind, event.session)))
+    try:
+        sid = sid_from(call(counter)[1])
+        call(SessionMiddleware(logout_app, session_dir), f"SID={sid}")
+    finally:
+        events.unsubscribe(handler)
+    assert seen == [("created", stored_name(sid)), ("deleted", stored_name(sid))]

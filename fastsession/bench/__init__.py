@@ -18,10 +18,13 @@ from .asgi import ASGI
 from .contenders import (
     DJANGO_REQUEST_BASELINE,
     DJANGO_REQUESTS,
+    EVENTS,
     FLASK,
     FLASK_REQUEST_BASELINE,
     FLASK_REQUESTS,
     KERNELS,
+    LOGIN_BASELINE,
+    LOGINS,
     OPTIONS,
     REDIS,
     REDIS_BASELINE,
@@ -90,6 +93,23 @@ SCENARIOS = [
         "options",
         "what each store option costs: locked read-modify-write, compiled kernels",
         OPTIONS,
+        "modify",
+        every_place=False,
+    ),
+    Scenario(
+        "login",
+        "what a login costs (a new session, bind_user, close), with a cap on the user's sessions and with "
+        "an event handler, compiled kernels",
+        LOGINS,
+        "login",
+        every_place=False,
+        baseline=LOGIN_BASELINE,
+    ),
+    Scenario(
+        "events",
+        "the lifecycle events hook on the hot path: a locked read-modify-write (no event) with no handler "
+        "and with one subscribed",
+        EVENTS,
         "modify",
         every_place=False,
     ),

@@ -11,13 +11,15 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import tempfile
 import time
 from typing import Any, Callable
 
 import orjson
 
-from .. import _kernels
+from .. import _kernels, events
 from .._holder import holder_record
+from ..errors import TooManySessions
 from ..files import FileBackend
 from ..names import stored_name
 from ..store import SessionStore
@@ -131,6 +133,57 @@ def fastsession_ops(kind: str, directory: str, **options: Any) -> dict[str, Call
 def bound_ops(directory: str) -> dict[str, Callable[..., Any]]:
     """facade_ops on a session bound to a user (bind_user), as after a login."""
     return facade_ops(twin_store("c"), directory, setup=lambda store: store.bind_user("user-42", user_agent="bench"))
+
+
+def with_a_handler(run: Runner) -> Runner:
+    """``run`` with one no-op lifecycle event handler subscribed while it runs (fastsession.events)."""
+
+    def handler(event: Any) -> None:
+        pass
+
+    def measured(k: int) -> float:
+        events.subscribe(handler)
+        try:
+            return run(k)
+        finally:
+            events.unsubscribe(handler)
+
+    return measured
+
+
+def login_ops(directory: str, handler: bool = False, **options: Any) -> dict[str, Callable[..., Any]]:
+    """A login: a new session, bound to a user (bind_user with ``options``) and stored; and, for the events
+    rows, the locked read-modify-write of a stored session. A folder of its own: the rows' users never meet."""
+    store_class = twin_store("c")
+    directory = tempfile.mkdtemp(dir=directory)
+
+    def login() -> None:
+        store = store_class(CookieJar(), directory, **options)
+        store.get_session(True).update(SESSION)
+        try:
+            store.bind_user("user-42", user_agent="bench")
+        except BaseException:
+            store.rollback()
+            raise
+        store.close()
+
+    ops = {"login": repeat(login), "modify": facade_ops(store_class, directory)["modify"]}
+    return {name: with_a_handler(run) for name, run in ops.items()} if handler else ops
+
+
+def refused_login_ops(directory: str) -> dict[str, Callable[..., Any]]:
+    """A login refused by the cap (when_full="refuse"): the user has max_sessions=3 sessions already."""
+    full = login_ops(directory, max_sessions=3, when_full="refuse")
+    full["login"](3)
+
+    def login() -> None:
+        try:
+            full["login"](1)
+        except TooManySessions:
+            return
+        raise AssertionError("the cap let a fourth session in")
+
+    return {"login": repeat(login)}
 
 
 _redis_url = None
@@ -603,6 +656,20 @@ OPTIONS = {
     "  max_size=65536": lambda d: fastsession_ops("c", d, max_size=65536),
     "  bound to a user (bind_user)": bound_ops,
     '  locking="commit"': lambda d: fastsession_ops("c", d, locking="commit"),
+}
+
+# What a login costs (a new session bound to a user), and the per-user options and event handlers on it.
+LOGIN_BASELINE = "login: a new session, bind_user, close"
+LOGINS: dict[str, Callable[..., Any]] = {
+    LOGIN_BASELINE: login_ops,
+    "  max_sessions=3 (at the cap: one evicted per login)": lambda d: login_ops(d, max_sessions=3),
+    '  max_sessions=3, when_full="refuse" (refused)': lambda d: refused_login_ops(d),
+    "  a lifecycle event handler subscribed": lambda d: login_ops(d, handler=True),
+}
+# The events hook on the hot path: a locked read-modify-write makes no event, with or without a handler.
+EVENTS = {
+    "fastsession (compiled)": lambda d: login_ops(d),
+    "  a lifecycle event handler subscribed": lambda d: login_ops(d, handler=True),
 }
 
 # Redis in a table of its own: the same session through fastsession and through two plain redis-py calls.

@@ -54,14 +54,16 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.dispatch import Signal
 from django.http import HttpResponse
 from django.utils.module_loading import import_string
 
-from .. import record
+from .. import events, record
 from ..aio import PENDING, async_files
 from ..busy import ADAPTER_TIMEOUT, refusal
 from ..errors import LockTimeout, SessionConflict, SessionRevoked, TooManySessions
 from ..files import FileBackend, private_folder
+from ..header_id import check_id_header
 from ..merge import check_on_conflict, merge
 from ..migrate import storable
 from ..names import stored_name
@@ -197,10 +199,57 @@ def check_settings() -> None:
     max_size()
     encrypting()
     cap()
+    id_header()
     check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
     read_only = getattr(settings, "FASTSESSION_READ_ONLY", None)
     if read_only is not None and not callable(read_only):
         raise TypeError(f"FASTSESSION_READ_ONLY must be a function of the request, not {read_only!r}")
+
+
+def id_header() -> str | None:
+    """FASTSESSION_ID_HEADER ("X-Session-Id", say) and FASTSESSION_ID_COOKIE: where API clients' ids come from."""
+    return check_id_header(getattr(settings, "FASTSESSION_ID_HEADER", None), id_cookie())
+
+
+def id_cookie() -> bool:
+    return getattr(settings, "FASTSESSION_ID_COOKIE", True)
+
+
+def id_header_of(request: Any) -> str | None:
+    """The header ``request``'s id comes in and goes back in (None: the session cookie)."""
+    header = id_header()
+    if header is not None and (not id_cookie() or header in request.headers):
+        return header
+    return None
+
+
+def header_response(request: Any, response: Any, header: str) -> Any:
+    """SessionMiddleware.process_response for an id carried in ``header``: the same saves, the id in that header
+    when it is new or deleted, no cookie."""
+    from django.contrib.sessions.exceptions import SessionInterrupted
+    from django.utils.cache import patch_vary_headers
+
+    session = request.session
+    try:
+        accessed, modified, empty = session.accessed, session.modified, session.is_empty()
+    except AttributeError:
+        return response
+    incoming = request.headers.get(header, "").strip() or None
+    if accessed or (incoming and empty):
+        patch_vary_headers(response, (header,))
+    if incoming and empty:
+        response[header] = ""  # logged out (flushed): the client forgets its id
+    elif (modified or settings.SESSION_SAVE_EVERY_REQUEST) and not empty and response.status_code < 500:
+        try:
+            session.save()
+        except UpdateError:
+            raise SessionInterrupted(
+                "The request's session was deleted before the request completed. The user may have logged "
+                "out in a concurrent request, for example."
+            ) from None
+        if session.session_key != incoming:
+            response[header] = session.session_key
+    return response
 
 
 def refused(exc: LockTimeout | SessionConflict) -> HttpResponse:
@@ -227,6 +276,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._base_plain: bytes | None = None  # what a sealed record opened to: what "commit" merges against
         self._lock_on_load = False  # LockingSessionMiddleware (sync): lock when the request first reads it
         self._busy: LockTimeout | None = None  # that lock was not had in time: the response is a 503
+        self._cycling: str | None = None  # the old key while cycle_key runs (its events: one "regenerated")
 
     # -- keys -----------------------------------------------------------------
 
@@ -353,6 +403,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             loaded = self._backend.load(handle, want_mtime=True)
             if loaded is not None and self._is_expired(loaded[0], loaded[2]):
                 self._backend.remove(handle)
+                if events.handlers:
+                    meta = loaded[0].get(META)
+                    lifetime = record.valid_meta(meta) and outlived(meta.get("c"), max_lifetime())
+                    gone = name.decode("ascii") if name is not None else stored_name(key)  # type: ignore[arg-type]
+                    user = record.bound_to(loaded[0])
+                    events.emit("expired", gone, user, None, "lifetime" if lifetime else "idle")
         finally:
             if not held:
                 self._backend.release(handle)
@@ -391,6 +447,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             except CreateError:
                 continue
             self.modified = True
+            if events.handlers:
+                previous = stored_name(self._cycling) if self._cycling else None
+                user = self._meta.get("u") if self._meta else None
+                name = stored_name(self.session_key)
+                events.emit("regenerated" if previous else "created", name, user, previous)
             if self._migrating is not None:  # stored here under a new key: the old record may go
                 previous, self._migrating = self._migrating, None
                 previous.delete()
@@ -518,6 +579,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if held is not None:
             self._backend.release(held[1])
 
+    def cycle_key(self) -> None:
+        """Django's cycle_key (a new key for the same data, at login), told to event handlers as "regenerated"."""
+        self._cycling = self.session_key
+        try:
+            super().cycle_key()
+        finally:
+            self._cycling = None
+
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
             if self.session_key is None:
@@ -527,10 +596,20 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if not path_safe(session_key):
             return
         handle = self._handle(session_key)
-        if self._is_held(handle):
+        held = self._is_held(handle)
+        told = events.handlers and session_key != self._cycling  # (cycle_key's old key: told as "regenerated")
+        try:
+            loaded = self._backend.load(handle) if told else None  # whether there was one, and whose
+        except BaseException:
+            if not held:
+                self._backend.release(handle)
+            raise
+        if held:
             self._backend.remove(handle)
         else:
             self._backend.delete(handle)
+        if loaded is not None:
+            events.emit("deleted", stored_name(session_key), record.bound_to(loaded[0]), None, "logout")
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -610,7 +689,12 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
         return locking() == "request" and not (read_only is not None and read_only(request))
 
     def _start(self, request: Any) -> None:
-        super().process_request(request)
+        header = id_header_of(request)
+        if header is None:
+            super().process_request(request)
+        else:  # an API client: its id comes in the header (fastsession.header_id)
+            request.session = self.SessionStore(request.headers.get(header, "").strip() or None)
+        request._fastsession_id_header = header
         request._fastsession_locked = request.session  # the object to unlock, whatever replaces it
 
     def process_response(self, request: Any, response: Any) -> Any:
@@ -618,6 +702,9 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
         if busy is not None:  # read first by other middleware or a template: its 500 becomes the 503
             return response if response.status_code == 503 else refused(busy)
         try:
+            header = getattr(request, "_fastsession_id_header", None)
+            if header is not None:
+                return header_response(request, response, header)
             return super().process_response(request, response)
         except (SessionConflict, LockTimeout) as exc:  # a "commit" save not stored: said so, never a 200
             return refused(exc)
@@ -655,6 +742,28 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
             if locked is not None:  # nothing left after process_response; everything after a cancellation
                 request._fastsession_locked = None
                 await locked.aunlock()
+
+
+class _EventSignal(Signal):  # type: ignore[misc]
+    """A Signal that has fastsession's events forwarded to it once a receiver connects (none: no cost)."""
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        events.subscribe(_send_session_event)
+        return super().connect(*args, **kwargs)
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> Any:
+        done = super().disconnect(*args, **kwargs)
+        if not self.has_listeners():
+            events.unsubscribe(_send_session_event)
+        return done
+
+
+# fastsession.events as a Django signal: receivers get ``event`` (a fastsession.events.SessionEvent).
+session_event = _EventSignal()
+
+
+def _send_session_event(event: Any) -> None:
+    session_event.send(sender=SessionStore, event=event)
 
 
 def bind_on_login(sender: Any, request: Any, user: Any, **extra: Any) -> None:

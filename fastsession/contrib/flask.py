@@ -42,14 +42,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from flask import Flask, Request, Response, after_this_request, has_request_context
+from blinker import NamedSignal
+from flask import Flask, Request, Response, after_this_request, has_app_context, has_request_context
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 from flask.signals import request_tearing_down
 from werkzeug.exceptions import ServiceUnavailable
 
+from .. import events
 from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy, refusal
 from ..errors import LockTimeout, SessionConflict, TooManySessions
+from ..header_id import check_id_header
 from ..session import CLOSED, Session, TrackedSession
 from ..store import SessionStore
 
@@ -77,6 +80,7 @@ class FlaskSession(TrackedSession, SessionMixin):
         self.answered = False  # the 503 for ``busy`` was raised already (the view touched it first)
         self.view_done = False  # the view returned: a 503 now is set by save_session, not raised
         self.migrated: tuple[Any, ...] | None = None  # (reader, old id): the old store's record, deleted once stored
+        self.id_header: str | None = None  # the header this request's id came in and goes back in (None: cookie)
 
     def _view_finished(self, response: Response) -> Response:
         self.view_done = True
@@ -158,13 +162,20 @@ def commit(store: Any, session: FlaskSession, app: Flask | None) -> str:
 
 
 class FlaskTransaction:
-    """The store's transaction: cookies come from the request; Set-Cookie is save_session's job."""
+    """The store's transaction: cookies (or the ``id_header``) come from the request; Set-Cookie is
+    save_session's job."""
 
-    def __init__(self, request: Request | None) -> None:
+    def __init__(self, request: Request | None, id_header: str | None = None) -> None:
         self.request = request
+        self.id_header = id_header
 
     def get_cookie(self, name: str) -> Any:
-        value = None if self.request is None else self.request.cookies.get(name)
+        if self.request is None:
+            return None
+        if self.id_header is not None:
+            value = self.request.headers.get(self.id_header, "").strip() or None
+        else:
+            value = self.request.cookies.get(name)
         return None if value is None else _Cookie(value)
 
     def set_cookie_value(self, name: str, value: str) -> None:
@@ -182,7 +193,13 @@ class _Cookie:
 
 
 class FastSessionInterface(SessionInterface):
-    """A Flask SessionInterface on a fastsession store (files by default)."""
+    """A Flask SessionInterface on a fastsession store (files by default).
+
+    ``id_header`` ("X-Session-Id", say): a request carrying that header gets
+    its id from it, and a new id back in it, no cookie; ``id_cookie=False``
+    makes the header the only way (fastsession.header_id). The other
+    keywords go to the store.
+    """
 
     session_class = FlaskSession
     serializer = TaggedJSONSerializer()  # register tags here for more types, as on Flask's own interface
@@ -194,8 +211,11 @@ class FastSessionInterface(SessionInterface):
         store_class: type = SessionStore,
         read_only: Callable[[Request], bool] | None = None,
         migrate_from: Any = None,
+        id_header: str | None = None,
+        id_cookie: bool = True,
         **options: Any,
     ) -> None:
+        self.id_header, self.id_cookie = check_id_header(id_header, id_cookie), id_cookie
         self.directory = directory
         self.read_only = read_only
         self.migrate_from = migrate_from
@@ -217,6 +237,8 @@ class FastSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         session = FlaskSession()
         session.pending = (self._open, app, request)  # read on first use (TrackedSession.open)
+        if self.id_header is not None and (not self.id_cookie or self.id_header in request.headers):
+            session.id_header = self.id_header  # an API client: its id comes and goes in the header
         if has_request_context():
             after_this_request(session._view_finished)
         return session
@@ -231,16 +253,16 @@ class FastSessionInterface(SessionInterface):
             made = self._app_options[id(app)] = (lifetime, dict(self.options, max_age=lifetime))
         return made[1]
 
-    def _store(self, app: Flask, request: Request) -> Any:
+    def _store(self, app: Flask, request: Request, id_header: str | None = None) -> Any:
         store = self.store_class(
-            FlaskTransaction(request), self.directory, self.get_cookie_name(app), **self._options(app)
+            FlaskTransaction(request, id_header), self.directory, self.get_cookie_name(app), **self._options(app)
         )
         request.environ.setdefault(STORES_KEY, []).append(store)
         return store
 
     def _open(self, session: FlaskSession, app: Flask, request: Request) -> None:
         """Fill ``session`` from the store (locked until save_session); a lock not had in time makes it busy."""
-        store = session.store = request.environ[STORE_KEY] = self._store(app, request)
+        store = session.store = request.environ[STORE_KEY] = self._store(app, request, session.id_header)
         session.app, session.serializer = app, self.serializer
         if self.read_only is not None and self.read_only(request):
             store.read_only()
@@ -298,13 +320,25 @@ class FastSessionInterface(SessionInterface):
         else:
             outcome, session.released = released, None  # stored by release(); the cookie is sent once
         if outcome == "deleted":
-            response.delete_cookie(name, **cookie)
-            response.vary.add("Cookie")
+            if session.id_header is not None:
+                self._send_id(response, session.id_header, "")
+            else:
+                response.delete_cookie(name, **cookie)
+                response.vary.add("Cookie")
         if outcome in ("deleted", "nothing"):
+            return
+        if session.id_header is not None:  # an id header goes back only when the id is new
+            if outcome == "issued":
+                self._send_id(response, session.id_header, session.session_id)
             return
         permanent = dict.get(session, "_permanent", False)
         if outcome == "issued" or session.modified or (permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
             self._set_cookie(app, response, session.session_id, permanent, cookie)
+
+    @staticmethod
+    def _send_id(response: Response, header: str, value: str) -> None:
+        response.headers[header] = value
+        response.vary.add(header)
 
     def _cookie_settings(self, app: Flask) -> dict[str, Any]:
         cookie: dict[str, Any] = {
@@ -326,6 +360,8 @@ class FastSessionInterface(SessionInterface):
     def _refresh_untouched(self, app: Flask, session: FlaskSession, response: Response) -> None:
         """Flask renews a permanent session's cookie on every request: learn whether it is one, without a lock."""
         _, _, request = session.pending  # type: ignore[misc]
+        if session.id_header is not None:  # nothing to renew: an id header has no expiry
+            return
         if not app.config["SESSION_REFRESH_EACH_REQUEST"] or self.get_cookie_name(app) not in request.cookies:
             return
         store = self._store(app, request)
@@ -383,6 +419,29 @@ class FastSessionInterface(SessionInterface):
 
         for store in request.environ.get(STORES_KEY, ()):
             store.rollback()  # nothing if save_session already closed it
+
+
+class _EventSignal(NamedSignal):
+    """A blinker signal that has fastsession's events forwarded to it once a receiver connects (none: no cost)."""
+
+    def connect(self, receiver: Any, sender: Any = NamedSignal.ANY, weak: bool = True) -> Any:
+        events.subscribe(_send_session_event)
+        return super().connect(receiver, sender, weak)
+
+    def disconnect(self, receiver: Any, sender: Any = NamedSignal.ANY) -> None:
+        super().disconnect(receiver, sender)
+        if not self.receivers:
+            events.unsubscribe(_send_session_event)
+
+
+# fastsession.events as a Flask (blinker) signal, sent by the app in hand: receivers get ``event``.
+session_event = _EventSignal("fastsession-session-event")
+
+
+def _send_session_event(event: Any) -> None:
+    from flask import current_app
+
+    session_event.send(current_app._get_current_object() if has_app_context() else None, event=event)  # type: ignore[attr-defined]
 
 
 def current_store() -> Any:
