@@ -12,7 +12,7 @@ import pytest
 
 from fastsession.bench import UNDER_CONTENTION
 from fastsession.bench.asgi import ASGI
-from fastsession.bench.contenders import FLASK, KERNELS, ROUND_TRIP, Missing, id_peers
+from fastsession.bench.contenders import EVENTS, FLASK, KERNELS, LOGINS, ROUND_TRIP, Missing, id_peers
 from fastsession.bench.measure import Broke, contend
 
 
@@ -89,4 +89,18 @@ def test_contention(benchmark, tmp_path, name):
 def test_asgi_request(benchmark, tmp_path, name):
     run = ops_or_skip(ASGI[name], str(tmp_path))["modify"]
     benchmark.group = "one ASGI request through Starlette (in-process)"
+    benchmark(run, 1)
+
+
+@pytest.mark.parametrize("name", LOGINS)
+def test_login(benchmark, tmp_path, name):
+    run = ops_or_skip(LOGINS[name], str(tmp_path))["login"]
+    benchmark.group = "a login: new session, bind_user, close (with a cap, with an event handler)"
+    benchmark(run, 1)
+
+
+@pytest.mark.parametrize("name", EVENTS)
+def test_events_hook(benchmark, tmp_path, name):
+    run = ops_or_skip(EVENTS[name], str(tmp_path))["modify"]
+    benchmark.group = "locked read-modify-write, with no event handler and with one"
     benchmark(run, 1)

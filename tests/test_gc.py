@@ -4,6 +4,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import Transaction, session_files, store_session
@@ -250,3 +251,125 @@ def test_gc_never_removes_a_live_lock_held_in_another_pid_namespace(session_dir)
     finally:
         child.kill()
         child.wait()
+
+
+# -- edges a mutation run found no test for ---------------------------------------------------------------
+
+
+def test_a_dry_run_judges_an_expired_sessions_lock_by_the_stale_after_it_was_given(session_dir, three):
+    """Another host's lock, 10 s old, on an expired session: stale after 5 s, held under the default 30 s."""
+    old1, old2, _ = three
+    for sid in (old1, old2):
+        plant(session_dir, sid, b"FSv1 web-9/1 boot 42 7\n", 10)
+    assert collect(session_dir, 3600, dry_run=True).removed == 0  # held by the default rule
+    counts = collect(session_dir, 3600, dry_run=True, stale_after=5)
+    assert (counts.removed, counts.kept) == (2, 1)
+    assert os.path.exists(path_of(session_dir, old1)) and os.path.exists(path_of(session_dir, old2))
+
+
+def test_sessions_written_after_gc_decided_are_each_counted_kept(session_dir, monkeypatch):
+    import fastsession.gc as gc_module
+
+    ids = [store_session(session_dir, {"a": 1})[0] for _ in range(2)]
+    for sid in ids:
+        age(path_of(session_dir, sid), 7200)
+    real_acquire = None
+
+    class WrittenMeanwhile(gc_module.FileBackend):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            nonlocal real_acquire
+            real = self.kernels
+            real_acquire = real.acquire
+
+            class Kernels:
+                def __getattr__(self, name):
+                    return getattr(real, name)
+
+                def acquire(self, lock_path, *args):
+                    os.utime(lock_path[: -len(b".lock")])  # a request wrote it meanwhile
+                    return real.acquire(lock_path, *args)
+
+            self.kernels = Kernels()
+
+    monkeypatch.setattr(gc_module, "FileBackend", WrittenMeanwhile)
+    counts = collect(session_dir, 3600)
+    assert (counts.removed, counts.kept) == (0, 2)
+
+
+def test_a_symlink_in_a_shard_is_judged_by_itself_and_its_target_is_never_touched(session_dir, tmp_path):
+    sid, _ = store_session(session_dir, {"a": 1})
+    target = tmp_path / "outside"
+    target.write_bytes(b"x" * 5000)
+    old = time.time() - 7200
+    os.utime(target, (old, old))
+    link = path_of(session_dir, sid)
+    os.unlink(link)
+    os.symlink(target, link)  # a planted link, fresh itself, to an old file
+    assert collect(session_dir, 3600, dry_run=True).removed == 0
+    os.utime(link, (old, old), follow_symlinks=False)  # now the link is old, its target fresh
+    os.utime(target)
+    counts = collect(session_dir, 3600, dry_run=True)
+    assert counts.removed == 1 and counts.bytes_freed == len(os.fsencode(str(target)))  # the link's own size
+    counts = collect(session_dir, 3600)
+    assert counts.removed == 1 and counts.bytes_freed == len(os.fsencode(str(target)))
+    assert not os.path.lexists(link) and target.read_bytes() == b"x" * 5000
+
+
+def test_the_index_sweep_counts_every_entry_of_every_user_and_keeps_young_ones(session_dir):
+    from fastsession.users import GRACE, user_hash
+
+    index = os.path.join(session_dir, ".users")
+    gone = []
+    for user in ("ann", "bob"):
+        folder = os.path.join(index, user_hash(user))
+        os.makedirs(folder, mode=0o700)
+        for number in range(2):
+            entry = os.path.join(folder, stored_relpath(f"{user}-{number}-" + "x" * 30)[3:])
+            with open(entry, "wb") as f:
+                f.write(holder_record() + b"{}")
+            os.utime(entry, (time.time() - GRACE - 5, time.time() - GRACE - 5))
+            gone.append(entry)
+        young = os.path.join(folder, stored_relpath(f"{user}-young-" + "y" * 30)[3:])
+        with open(young, "wb") as f:
+            f.write(holder_record() + b"{}")
+        os.utime(young, (time.time() - GRACE + 5, time.time() - GRACE + 5))  # a commit about to land
+        with open(os.path.join(folder, "not-a-name"), "wb") as f:
+            f.write(b"")
+    counts = collect(session_dir, 3600, dry_run=True)
+    assert counts.index_entries_removed == 4 and all(os.path.exists(e) for e in gone)
+    counts = collect(session_dir, 3600)
+    assert counts.index_entries_removed == 4 and not any(os.path.exists(e) for e in gone)
+    assert sorted(len(os.listdir(os.path.join(index, user_hash(u)))) for u in ("ann", "bob")) == [2, 2]
+
+
+def test_the_summary_says_what_was_done_or_would_be():
+    from fastsession.gc import Collected, summary
+
+    counts = Collected(
+        scanned=5, removed=2, kept=3, bytes_freed=10, locks_removed=1, temps_removed=1, index_entries_removed=2
+    )
+    counts.errors.append("x: boom")
+    assert summary(counts, 1.25, False) == (
+        "scanned 5 sessions in 1.2 s: removed 2 expired, kept 3; removed 1 stale locks and 1 leftover temp files; "
+        "freed 10 bytes; 1 errors; removed 2 user index entries of sessions gone\n  error: x: boom"
+    )
+    assert summary(Collected(), 0.0, True) == (
+        "scanned 0 sessions in 0.0 s: would remove 0 expired, kept 0; would remove 0 stale locks and 0 "
+        "leftover temp files; would free 0 bytes; 0 errors"
+    )
+
+
+def test_the_progress_bar_shows_rate_and_an_eta_from_the_shards_left():
+    import io
+
+    from fastsession.gc import Collected, ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar.started -= 10.0  # ten seconds in
+    bar(1, 4, Collected(scanned=500))
+    line = out.getvalue()
+    assert "1/4 shards" in line and "500 sessions" in line and "ETA 30 s" in line and "50/s" in line
+    bar(4, 4, Collected(scanned=2000))
+    assert out.getvalue().endswith("\n")

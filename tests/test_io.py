@@ -203,3 +203,38 @@ def test_file_over_the_size_cap_is_corrupt(kernels, path):
         f.truncate(MAX_SESSION_BYTES + 100)  # sparse: costs no disk
     with pytest.raises(CorruptSession, match="larger than"):
         kernels.io.read_session(path, False)
+
+
+def test_a_session_of_exactly_the_size_cap_reads_and_one_byte_more_does_not(kernels, path):
+    from fastsession._io_py import MAX_SESSION_BYTES
+
+    head = holder_record() + b'{"a":"'
+    with open(path, "wb") as f:
+        f.write(head + b"x" * (MAX_SESSION_BYTES - len(head) - 2) + b'"}')
+    assert os.path.getsize(path) == MAX_SESSION_BYTES
+    assert len(kernels.io.read_session(path, False)[0]["a"]) == MAX_SESSION_BYTES - len(head) - 2
+    with open(path, "ab") as f:
+        f.write(b" ")  # JSON allows trailing whitespace: the size alone refuses it
+    with pytest.raises(CorruptSession, match="larger than"):
+        kernels.io.read_session(path, False)
+
+
+def test_the_holder_line_ends_at_the_first_newline_whatever_the_body_holds(kernels, path):
+    with open(path, "wb") as f:
+        f.write(holder_record() + b'{\n  "pretty": 1\n}\n')  # a body written by another tool, with newlines
+    assert kernels.io.read_session(path, False)[0] == {"pretty": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"\xff junk", "utf-8"), (b"[1, 2]", "not a json object")],
+)
+def test_a_corrupt_body_is_reported_with_its_path_and_what_is_wrong(path, content, says):
+    from fastsession import _io_py
+
+    with open(path, "wb") as f:
+        f.write(holder_record() + content)
+    with pytest.raises(CorruptSession) as corrupt:
+        _io_py.read_session(path, False)
+    assert str(corrupt.value).startswith(os.fsdecode(path) + ": ")
+    assert says in str(corrupt.value).lower()

@@ -299,3 +299,57 @@ def test_commit_of_a_broken_lock_raises_and_writes_nothing(kernels, tmp_path):
         kernels.io.commit_locked(fd, path + b".lock", path, b'{"late":1}', False)
     assert open(path, "rb").read() == b'{"theirs":1}'  # the session as it was
     assert open(path + b".lock", "rb").read() == b"FSv1 the-new-holder\n"  # the new holder's lock stays
+
+
+# -- the waiting schedule (lock_waits), read as the values it yields: no clock is judged -------------------
+
+
+def test_the_pauses_start_at_50_us_and_double_up_to_the_cap(lock_path):
+    from fastsession._lock_py import FIRST_PAUSE, MAX_PAUSE, lock_waits
+
+    plant_lock(lock_path, holder_record())  # held by this (live) process
+    waits = lock_waits(lock_path, 1.0, None, 30.0)
+    assert [next(waits) for _ in range(4)] == [FIRST_PAUSE, 2 * FIRST_PAUSE, 4 * FIRST_PAUSE, 8 * FIRST_PAUSE]
+    capped = lock_waits(lock_path, 0.0003, None, 30.0)  # delay below MAX_PAUSE: the cap is the delay
+    assert max(next(capped) for _ in range(20)) == 0.0003 < MAX_PAUSE
+
+
+def test_no_pause_outlasts_the_time_left_before_the_timeout(lock_path):
+    from fastsession._lock_py import lock_waits
+
+    plant_lock(lock_path, holder_record())
+    waits = lock_waits(lock_path, 1.0, 0.0003, 30.0)
+    pauses = []
+    with pytest.raises(LockTimeout):
+        for pause in waits:
+            assert pause <= 0.0003
+            pauses.append(pause)
+            time.sleep(pause)
+    assert pauses and sum(pauses) <= 0.0006
+
+
+def test_a_broken_dead_holders_lock_is_tried_again_at_once(lock_path):
+    from fastsession._lock_py import CHECK_HOLDER_AFTER, lock_waits
+
+    pid, _ = fork_child(lambda _: None)
+    wait_ok(pid)  # gone: its pid names no process
+    plant_lock(lock_path, b"FSv1 %s %s %d 1\n" % (HOST, BOOT, pid))
+    waits = lock_waits(lock_path, 1.0, None, 30.0)
+    started = time.monotonic()
+    for pause in waits:
+        if not os.path.exists(lock_path):
+            assert pause == 0.0  # broken just now: try again without a pause
+            break
+        time.sleep(pause)
+        assert time.monotonic() - started < 10 + CHECK_HOLDER_AFTER
+
+
+def test_a_timeout_names_the_holder_in_words(lock_path):
+    from fastsession._lock_py import lock_waits
+
+    plant_lock(lock_path, holder_record())
+    with pytest.raises(LockTimeout) as timed_out:
+        for pause in lock_waits(lock_path, 1.0, 0.0, 30.0):
+            time.sleep(pause)
+    assert f"(pid {os.getpid()} on " in str(timed_out.value) and ", alive, locked " in str(timed_out.value)
+    assert timed_out.value.holder["pid"] == os.getpid()
