@@ -290,7 +290,7 @@ class FileBackend:
             if not self._is_tombstone(handle[0]):
                 logger.warning("ignoring corrupt session file: %s", exc)
                 return None
-            logger.info("%s is a folder, the mark of a revoked session: read as absent", exc.args[0])
+            logger.info("%s is a folder, the mark of a revoked session: read as absent", os.fsdecode(handle[0]))
             if handle[2] >= 0:  # revoked while another request held it: this holder clears the mark
                 self._unlink(handle[0])
             return None

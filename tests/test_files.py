@@ -1,0 +1,122 @@
+"""fastsession.files.FileBackend's own rules, called directly: revocation marks, reads without a lock,
+opening by stored name, and what it logs."""
+
+import logging
+import os
+import stat
+
+import pytest
+from conftest import Transaction, store_session
+from helpers import age, plant_lock
+from helpers import session_path as path_of
+
+from fastsession import LockTimeout, SessionStore
+from fastsession.files import FileBackend
+from fastsession.names import stored_name
+from fastsession.record import bound_to
+from fastsession.users import user_hash
+
+
+def bound_session(session_dir, user="ann"):
+    """A stored session bound to ``user``: its id."""
+    trans = Transaction()
+    with SessionStore(trans, session_dir) as store:
+        store.get_session(True)["user"] = user
+        store.bind_user(user)
+    return trans.cookies["SID"]
+
+
+def test_revoking_a_held_session_marks_it_once_and_again_says_it_is_revoked(session_dir):
+    sid = bound_session(session_dir)
+    backend = FileBackend(session_dir)
+    holder = SessionStore(Transaction({"SID": sid}), session_dir)
+    holder.get_session(False)["n"] = 1  # held by a request
+    name = stored_name(sid)
+    assert backend.revoke_held(name, user_hash("ann"))
+    mark = path_of(session_dir, sid)
+    assert stat.S_ISDIR(os.lstat(mark).st_mode) and stat.S_IMODE(os.lstat(mark).st_mode) == 0o700
+    assert backend.revoke_held(name, user_hash("ann"))  # marked already: revoked
+    holder.close()  # its commit writes nothing
+    assert holder.trans.events[-1] == ("delete", "SID")
+
+
+def test_revoke_held_leaves_another_users_corrupt_or_missing_session_alone(session_dir):
+    backend = FileBackend(session_dir)
+    bob = bound_session(session_dir, "bob")
+    assert not backend.revoke_held(stored_name(bob), user_hash("ann"))
+    assert bound_to(backend.kernels.read_session(path_of(session_dir, bob).encode(), False)[0]) == user_hash("bob")
+    corrupt, _ = store_session(session_dir, {"a": 1})
+    with open(path_of(session_dir, corrupt), "wb") as f:
+        f.write(b"junk")
+    assert not backend.revoke_held(stored_name(corrupt), user_hash("ann"))
+    assert open(path_of(session_dir, corrupt), "rb").read() == b"junk"
+    assert not backend.revoke_held(stored_name("never-stored-" + "x" * 30), user_hash("ann"))
+    with pytest.raises(ValueError, match="invalid stored name"):
+        backend.revoke_held("../../etc", user_hash("ann"))
+
+
+def test_the_next_holder_of_a_revoked_sessions_name_clears_the_mark(session_dir):
+    sid = bound_session(session_dir)
+    holder = SessionStore(Transaction({"SID": sid}), session_dir)
+    holder.get_session(False)["n"] = 1
+    assert FileBackend(session_dir).revoke_held(stored_name(sid), user_hash("ann"))
+    holder.close()
+    assert os.path.isdir(path_of(session_dir, sid))
+    with SessionStore(Transaction({"SID": sid}), session_dir) as store:  # the thief's stale cookie, again
+        assert store.get_session(False) is None
+    assert not os.path.lexists(path_of(session_dir, sid))  # nothing left behind at that name
+
+
+def test_a_read_without_the_lock_never_removes_an_expired_session(session_dir):
+    """The holder of its lock may be writing it right now: only a holder removes an expired session."""
+    sid, _ = store_session(session_dir, {"a": 1})
+    age(path_of(session_dir, sid), 100)
+    backend = FileBackend(session_dir, True, 1.0, None, 30.0, 50)
+    assert backend.load(backend.unlocked(sid)) is None  # expired: reads as absent
+    assert os.path.exists(path_of(session_dir, sid))
+    handle = backend.open(sid)
+    assert backend.load(handle) is None
+    assert not os.path.exists(path_of(session_dir, sid))  # removed by a holder of its lock
+    backend.release(handle)
+
+
+def test_open_stored_takes_str_or_bytes_and_refuses_what_no_id_could_be(session_dir):
+    sid, _ = store_session(session_dir, {"a": 1})
+    backend = FileBackend(session_dir)
+    for name in (stored_name(sid), stored_name(sid).encode("ascii")):
+        handle = backend.open_stored(name)
+        assert backend.load(handle)[0] == {"a": 1}
+        backend.release(handle)
+    with pytest.raises(ValueError, match="invalid stored name"):
+        backend.open_stored("../x")
+
+
+def test_open_stored_waits_by_the_backends_timeout_and_judges_the_holder_by_stale_after(session_dir):
+    sid, _ = store_session(session_dir, {"a": 1})
+    backend = FileBackend(session_dir, True, 0.01, 0.05, 5.0)
+    plant_lock(session_dir, sid, b"FSv1 web-9/1 boot 42 7\n", 2)  # another host's, 2 s old
+    with pytest.raises(LockTimeout):  # held (stale only after 5 s): given up after the backend's 0.05 s
+        backend.open_stored(stored_name(sid))
+    plant_lock(session_dir, sid, b"FSv1 web-9/1 boot 42 7\n", 10)  # now past stale_after
+    handle = backend.open_stored(stored_name(sid), 0)
+    backend.release(handle)
+
+
+def test_a_corrupt_file_and_a_revocation_mark_are_logged_as_what_they_are(session_dir, caplog):
+    sid, _ = store_session(session_dir, {"a": 1})
+    path = path_of(session_dir, sid)
+    with open(path, "wb") as f:
+        f.write(b"junk")
+    backend = FileBackend(session_dir)
+    with caplog.at_level(logging.INFO, logger="fastsession.files"):
+        assert backend.load(backend.unlocked(sid)) is None
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == f"ignoring corrupt session file: {path}: no holder line"
+    os.unlink(path)
+    os.mkdir(path, 0o700)  # a revocation mark
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fastsession.files"):
+        assert backend.load(backend.unlocked(sid)) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} is a folder, the mark of a revoked session: read as absent"
+    ]
