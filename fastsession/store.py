@@ -514,17 +514,18 @@ class StoreCore:
 
     # -- the per-user index (fastsession.users) --------------------------------------------------
 
-    def _do_bind_user(self, user_id: str | None, metadata: dict[str, Any] | None, cap: Any = ...) -> Steps[None]:
+    def _do_bind_user(
+        self, user_id: str | None, metadata: dict[str, Any] | None, cap: tuple[int, str] | None
+    ) -> Steps[None]:
         """Bind the session (made if there is none) to ``user_id``, or unbind it (None); stored at close().
 
-        ``cap``: (max_sessions, when_full), None for no cap; the store's by
-        default. With a cap the user's other sessions are counted now, room
-        made (or TooManySessions, nothing bound) and the entry written.
+        ``cap``: (max_sessions, when_full) (users.chosen_cap), None for no
+        cap. With a cap the user's other sessions are counted now, room made
+        (or TooManySessions, nothing bound) and the entry written.
         """
         if self._session is None:
             yield from self._do_get_session(True)
         meta = bound(self._meta, user_id, metadata)
-        cap = self.cap if cap is ... else cap
         if cap is not None and user_id is not None:
             name = stored_name(self._session.session_id)  # type: ignore[union-attr]
             yield from make_room(self, user_id, name, entry(meta), *cap)  # type: ignore[arg-type]

@@ -67,11 +67,17 @@ def test_expire_session_tells_deleted_once_and_only_for_a_session_that_was_there
     store.close()
     assert told == [("deleted", stored_name(sid), user_hash("ann"), None, "logout")]
     told.clear()
-    unread = face.store(face.stored({"n": 1}), locking=locking)  # the cookie's session, never read
+    unread_id = face.stored({"n": 1})
+    unread = face.store(unread_id, locking=locking)  # the cookie's session, never read
     unread.expire_session()
     unread.close()
-    assert kinds(told) == ["created", "deleted"]
+    assert told[1:] == [("deleted", stored_name(unread_id), None, None, "logout")]
     told.clear()
+    fresh = face.store(locking=locking)  # made and expired in one request: never stored, never told
+    fresh.get_session(True)["n"] = 1
+    fresh.expire_session()
+    fresh.close()
+    assert told == []
     gone = face.store(sid, locking=locking)  # a cookie whose session is gone already
     gone.expire_session()
     gone.close()
@@ -204,6 +210,9 @@ def test_with_no_handler_no_event_is_built(face, monkeypatch):
     store.regenerate_id()
     store.expire_session()
     store.close()
+    unread = face.store(face.stored({"n": 1}))  # expired by its cookie alone: deleted without a read
+    unread.expire_session()
+    unread.close()
     assert face.read(sid) is None
 
 

@@ -170,3 +170,26 @@ def test_with_encrypt_a_session_read_all_along_still_ends_at_its_lifetime(face, 
     store = face.store(sid, max_lifetime=LIFETIME, locking=locking, encrypt=True)
     assert store.get_session(False) is None
     store.close()
+
+
+def test_a_bound_record_without_a_creation_time_keeps_its_binding_when_max_lifetime_dates_it(face):
+    """A record bound before max_lifetime was set (or by an older version) gets a creation time at its next
+    write, and nothing else of its metadata is lost: "log out everywhere" still finds it."""
+    import orjson
+    from test_sealed import put_bytes
+
+    from fastsession.users import user_hash
+
+    sid = face.stored({"user": "ann"})
+    store = face.store(sid)
+    store.get_session(False)
+    store.bind_user("ann")
+    store.close()
+    put_bytes(face, sid, orjson.dumps({"user": "ann", META: {"u": user_hash("ann")}}))  # no "c"
+    later = face.store(sid, max_lifetime=3600)
+    later.get_session(False)["n"] = 1
+    later.close()
+    admin = face.store()
+    assert admin.revoke_all("ann") == 1
+    admin.close()
+    assert face.read(sid) is None

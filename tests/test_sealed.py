@@ -295,3 +295,31 @@ def test_with_encrypt_an_unchanged_unlocked_request_takes_no_lock_and_rewrites_n
     reader.close()  # no LockTimeout: nothing locked, nothing written
     holder.rollback()
     assert stored_bytes(face, sid) == before
+
+
+def test_commit_mode_never_merges_a_plain_record_planted_between_the_read_and_the_commit(face):
+    """The merge reads what is stored now: with encrypt=True a plain record there is no session to merge
+    with (it would come out sealed, the attacker's keys in it)."""
+    sid = face.stored({"a": 1}, encrypt=True)
+    request = face.store(sid, encrypt=True, locking="commit")
+    request.get_session(False)["b"] = 2
+    put_bytes(face, sid, orjson.dumps({"_auth_user_id": "1"}))  # a storage writer, meanwhile
+    request.close()
+    assert request.response_cookie() is None  # nothing stored, no new id
+    assert open_with(face, sid) is None  # the planted record opens as nothing, and was not sealed
+    assert b"_auth_user_id" in stored_bytes(face, sid)  # left as it was, plain
+
+
+def test_a_commit_mode_write_of_a_bound_sealed_session_keeps_its_binding(face):
+    sid = face.stored({"a": 1}, encrypt=True)
+    login = face.store(sid, encrypt=True)
+    login.get_session(False)
+    login.bind_user("ann")
+    login.close()
+    later = face.store(sid, encrypt=True, locking="commit")
+    later.get_session(False)["b"] = 2
+    later.close()
+    admin = face.store(encrypt=True)
+    assert admin.revoke_all("ann") == 1  # still bound after the commit-mode write: logged out everywhere
+    admin.close()
+    assert open_with(face, sid) is None

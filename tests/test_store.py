@@ -616,7 +616,8 @@ def test_what_is_not_a_regular_file_counts_as_absent_and_is_logged(session_dir, 
     # A folder is the mark revoke_held leaves (files.py): logged at INFO, a FIFO as a warning.
     with caplog.at_level(logging.WARNING if plant == "fifo" else logging.INFO, logger="fastsession"):
         assert load(session_dir, session_id) is None  # never blocks, never raises
-    assert "not a regular file" in caplog.text
+    said = "not a regular file" if plant == "fifo" else f"{path} is a folder, the mark of a revoked session"
+    assert said in caplog.text
 
 
 def test_stores_of_one_directory_and_options_share_one_backend_and_the_table_stays_bounded(
@@ -692,6 +693,15 @@ def test_expire_session_by_id_deletes_it_under_its_lock(session_dir):
     assert session_files(session_dir) == []
     with fastsession.SessionStore(Transaction({"SID": sid}), session_dir) as store:
         assert store.get_session(False) is None
+
+
+@pytest.mark.parametrize("locking", ["request", "commit"])
+def test_expire_session_by_id_of_the_session_in_hand_deletes_it(session_dir, locking):
+    sid, _ = store_session(session_dir, {"n": 1})
+    with fastsession.SessionStore(Transaction({"SID": sid}), session_dir, locking=locking) as store:
+        store.get_session(False)
+        store._expire_session(sid)  # its own: never waits on itself (request locking: its lock is held)
+    assert session_files(session_dir) == []
 
 
 def test_read_only_after_the_session_is_locked_says_so(session_dir):
@@ -794,3 +804,17 @@ def test_after_close_a_request_mode_store_says_no_cookie_for_what_it_did_not_sto
 def test_a_negative_max_lifetime_is_refused_by_name():
     with pytest.raises(ValueError, match=r"^max_lifetime must be a positive number of seconds, not -1$"):
         fastsession.SessionStore(Transaction(), "/nonexistent-is-fine-here", max_lifetime=-1)
+
+
+def test_a_session_too_deep_as_a_whole_names_orjsons_reason(session_dir):
+    """Each value encodes alone, the session does not (orjson's depth limit): the error says what orjson said."""
+    deep = []
+    for _ in range(254):
+        deep = [deep]
+    session_id, _ = store_session(session_dir, {"a": 1})
+    store = SessionStore(Transaction({"SID": session_id}), session_dir)
+    store.get_session(0)["deep"] = deep
+    with pytest.raises(SerializationError) as info:
+        store.close()
+    assert str(info.value).startswith("session cannot be stored: ") and "recursion" in str(info.value).lower()
+    assert load(session_dir, session_id) == {"a": 1}

@@ -420,3 +420,30 @@ def test_a_closed_store_says_so_when_used_again(face):
     store.close()
     with pytest.raises(fastsession.SessionError, match=r"^the session store is closed$"):
         store.get_session(True)
+
+
+@pytest.mark.parametrize("kind", ["files", "files-async", "redis"])  # (async Redis: the lock's TTL ends it)
+def test_a_dropped_store_holding_only_a_session_to_expire_releases_it_and_warns(
+    kind, tmp_path, redis_url, caplog, monkeypatch
+):
+    from faces import Face
+
+    face = Face(kind, str(tmp_path / "sessions"), redis_url)
+    try:
+        _dropped_with_a_doomed_session(face, caplog, monkeypatch)
+    finally:
+        face.finish()
+
+
+def _dropped_with_a_doomed_session(face, caplog, monkeypatch):
+    sid = face.stored({"n": 1})
+    store = face.store(sid)
+    store.get_session(False)
+    store.expire_session()  # the session goes to the list of what close() deletes: still locked
+    holder = [store]
+    del store
+    assert dropped(face, holder, caplog, monkeypatch) == [
+        "a store was dropped without close() or rollback(); session ?…'s lock was released "
+        "and its changes discarded (close the store: use `with`)"
+    ]
+    assert face.read(sid) == {"n": 1}  # not deleted (never closed), and not left locked

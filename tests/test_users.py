@@ -575,3 +575,31 @@ def test_revoke_never_waits_for_the_request_that_holds_the_session(sync_face):
     store.close()
     thread.join()
     assert order == ["revoked", "committed"] and face.read(sid) is None
+
+
+def test_revoke_of_an_entry_whose_session_is_gone_says_no_even_while_its_name_is_locked(face):
+    sid = log_in(face)
+    (entry,) = listed(face)
+    logout = face.store(sid)
+    logout.get_session(False)
+    logout.expire_session()
+    logout.close()  # deleted; the listing taken before still names it
+    squatter = face.store()
+    squatter._get_session(sid, True)  # a request holds that name's lock now, with nothing stored
+    admin = face.store()
+    assert admin.revoke(entry) is False  # nothing of the user's was there to revoke
+    admin.close()
+    squatter.rollback()
+
+
+def test_revoke_all_counts_only_the_sessions_still_bound_to_the_user(face):
+    ann, moved = log_in(face), log_in(face)
+    store = face.store(moved)
+    store.get_session(False)
+    store.bind_user("bob")  # bound to bob now
+    store.close()
+    planted_entry(face, moved)  # ...while ann's index still names it (a writer of the index, or a race)
+    admin = face.store()
+    assert admin.revoke_all("ann") == 1  # ann's own session; the other is bob's
+    admin.close()
+    assert face.read(ann) is None and face.read(moved) == {"user": "ann"}
