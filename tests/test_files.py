@@ -11,6 +11,7 @@ from helpers import age, plant_lock
 from helpers import session_path as path_of
 
 from fastsession import LockTimeout, SessionStore
+from fastsession.errors import SessionRevoked
 from fastsession.files import FileBackend
 from fastsession.names import stored_name
 from fastsession.record import bound_to
@@ -51,7 +52,7 @@ def test_revoke_held_leaves_another_users_corrupt_or_missing_session_alone(sessi
     assert not backend.revoke_held(stored_name(corrupt), user_hash("ann"))
     assert open(path_of(session_dir, corrupt), "rb").read() == b"junk"
     assert not backend.revoke_held(stored_name("never-stored-" + "x" * 30), user_hash("ann"))
-    with pytest.raises(ValueError, match="invalid stored name"):
+    with pytest.raises(ValueError, match="^invalid stored name$"):
         backend.revoke_held("../../etc", user_hash("ann"))
 
 
@@ -87,8 +88,10 @@ def test_open_stored_takes_str_or_bytes_and_refuses_what_no_id_could_be(session_
         handle = backend.open_stored(name)
         assert backend.load(handle)[0] == {"a": 1}
         backend.release(handle)
-    with pytest.raises(ValueError, match="invalid stored name"):
+    with pytest.raises(ValueError, match="^invalid stored name$"):
         backend.open_stored("../x")
+    with pytest.raises(ValueError, match="^invalid user hash$"):
+        backend.index_list("../x")
 
 
 def test_open_stored_waits_by_the_backends_timeout_and_judges_the_holder_by_stale_after(session_dir):
@@ -120,3 +123,37 @@ def test_a_corrupt_file_and_a_revocation_mark_are_logged_as_what_they_are(sessio
     assert [r.getMessage() for r in caplog.records] == [
         f"{path} is a folder, the mark of a revoked session: read as absent"
     ]
+
+
+def test_a_commit_over_a_revocation_mark_writes_nothing_and_says_why(session_dir, caplog):
+    sid = bound_session(session_dir)
+    path = path_of(session_dir, sid)
+    for concurrent in (True, False):  # a locked commit, and an unlocked write (concurrent=0)
+        backend = FileBackend(session_dir, concurrent)
+        handle = backend.open(sid) if concurrent else backend.unlocked(sid)
+        if not os.path.isdir(path):
+            assert backend.revoke_held(stored_name(sid), user_hash("ann"), True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fastsession.files"):
+            with pytest.raises(SessionRevoked) as revoked:
+                backend.save(handle, b'{"n":1}') if concurrent else backend.write(handle, b'{"n":1}')
+        assert str(revoked.value) == f"{path}: revoked while this request held it; nothing was written"
+        assert [r.getMessage() for r in caplog.records] == [
+            f"session {stored_name(sid)[:8]}… was revoked while this request held it: not written"
+        ]
+        assert os.path.isdir(path)
+
+
+def test_a_listing_passes_over_what_is_no_entry_and_lists_every_live_session(session_dir):
+    live = [bound_session(session_dir) for _ in range(3)]
+    backend = FileBackend(session_dir, True, 1.0, None, 30.0, 3600)
+    folder = os.path.join(session_dir, ".users", user_hash("ann"))
+    for number in range(4):  # among the entries, in whatever order the folder lists them:
+        with open(os.path.join(folder, f"{stored_name(str(number) * 43)}.1234.tmp"), "wb") as f:
+            f.write(b"")  # a write in flight
+        with open(os.path.join(folder, stored_name("c" * 40 + str(number))), "wb") as f:
+            f.write(b"junk")  # a corrupt entry
+        idle = bound_session(session_dir)  # a session idle past max_age
+        age(path_of(session_dir, idle), 7200)
+    found = backend.index_list(user_hash("ann"))
+    assert sorted(name for name, _, _, there in found if there) == sorted(stored_name(sid) for sid in live)

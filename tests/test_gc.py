@@ -368,8 +368,71 @@ def test_the_progress_bar_shows_rate_and_an_eta_from_the_shards_left():
     out = io.StringIO()
     bar = ProgressBar(out)
     bar.started -= 10.0  # ten seconds in
-    bar(1, 4, Collected(scanned=500))
+    bar(2, 4, Collected(scanned=500))
     line = out.getvalue()
-    assert "1/4 shards" in line and "500 sessions" in line and "ETA 30 s" in line and "50/s" in line
+    assert "2/4 shards" in line and "500 sessions" in line and "ETA 10 s" in line and "50/s" in line
+    fresh = ProgressBar(io.StringIO())
+    fresh(1, 2, Collected())  # a moment in: no time measured yet, an ETA of nothing
+    assert "ETA 0 s" in fresh.stream.getvalue()
     bar(4, 4, Collected(scanned=2000))
     assert out.getvalue().endswith("\n")
+
+
+def test_stale_locks_only_removes_nothing_else_even_given_a_max_age(session_dir, three):
+    old1, old2, fresh = three
+    counts = collect(session_dir, 3600, stale_locks_only=True)
+    assert (counts.removed, counts.scanned) == (0, 0)
+    assert [load(session_dir, sid) for sid in (old1, old2, fresh)] == [{"a": 1}, {"b": 2}, {"c": 3}]
+
+
+def test_with_no_event_handler_gc_reads_no_session(session_dir, three, monkeypatch):
+    import fastsession.gc as gc_module
+
+    def read(*args):
+        raise AssertionError("gc read a session for an event nobody listens to")
+
+    monkeypatch.setattr(gc_module, "_user_of", read)
+    assert collect(session_dir, 3600).removed == 2
+
+
+def test_what_gc_cannot_read_is_reported_by_path_and_the_rest_is_done(tmp_path):
+    """As an unprivileged user (root reads anything): a shard and a user's index folder it may not list."""
+    import json
+
+    from helpers import fork_child, run_as_nobody, wait_ok
+
+    def child(report):
+        run_as_nobody()
+        import tempfile
+
+        directory = os.path.join(tempfile.mkdtemp(), "sessions")
+        ids = [store_session(directory, {"n": n})[0] for n in range(6)]
+        for sid in ids:
+            age(path_of(directory, sid), 7200)
+        with SessionStore(Transaction(), directory) as store:
+            store.get_session(True)["n"] = 1
+            store.bind_user("ann")
+        shut = os.path.dirname(path_of(directory, ids[0]))
+        users = os.path.join(directory, ".users")
+        user = os.path.join(users, os.listdir(users)[0])
+        os.chmod(shut, 0)
+        os.chmod(user, 0)
+        first = collect(directory, 3600)
+        os.chmod(user, 0o700)
+        os.chmod(users, 0)
+        second = collect(directory, 3600)
+        os.chmod(users, 0o700)
+        os.chmod(shut, 0o700)
+        found = {"shut": shut, "user": user, "users": users, "first": first.errors, "second": second.errors}
+        found["removed"] = first.removed
+        found["left"] = sum(os.path.exists(path_of(directory, sid)) for sid in ids)
+        os.write(report, json.dumps(found).encode())
+
+    pid, report = fork_child(child)
+    wait_ok(pid)
+    found = json.loads(os.read(report, 65536))
+    first = sorted(found["first"])  # each error names what could not be read, then why
+    assert [e.partition(": ")[0] for e in first] == sorted([found["shut"], found["user"]])
+    assert all("Permission denied" in e for e in first)
+    assert found["second"][-1].startswith(found["users"] + ": ") and "Permission denied" in found["second"][-1]
+    assert found["left"] >= 1 and found["removed"] == 6 - found["left"]  # all but the shut shard's

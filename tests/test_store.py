@@ -473,6 +473,15 @@ def test_unchanged_read_touches_only_after_a_quarter_of_max_age(session_dir):
     assert time.time() - os.stat(path).st_mtime < 5
 
 
+def test_an_unchanged_read_touches_after_a_quarter_of_max_age_with_max_lifetime_set_too(session_dir):
+    session_id, _ = store_session(session_dir, {"a": 1}, max_lifetime=3600)
+    path = session_path(session_dir, session_id)
+    age_file(path, 30)  # more than 100 / 4
+    with SessionStore(Transaction({"SID": session_id}), session_dir, max_age=100, max_lifetime=3600) as store:
+        store.get_session(0)
+    assert time.time() - os.stat(path).st_mtime < 5
+
+
 # -- files on disk --------------------------------------------------------------
 
 
@@ -656,8 +665,12 @@ def test_a_transaction_whose_get_cookie_returns_a_string_is_a_clear_error(sessio
             pass
 
     store = fastsession.SessionStore(StringCookies(), session_dir)
-    with pytest.raises(TypeError, match=r"get_cookie\(\) must return None or an object with \.value.*not str$"):
+    with pytest.raises(TypeError, match=r"get_cookie\(\) must return None or an object with \.value.*not str$") as info:
         store.get_session(True)
+    assert str(info.value) == (
+        "trans.get_cookie() must return None or an object with .value (WebStack's Cookie; "
+        "fastsession.wsgi.Cookie), not str"
+    )
     store.rollback()
 
 

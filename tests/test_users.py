@@ -603,3 +603,50 @@ def test_revoke_all_counts_only_the_sessions_still_bound_to_the_user(face):
     assert admin.revoke_all("ann") == 1  # ann's own session; the other is bob's
     admin.close()
     assert face.read(ann) is None and face.read(moved) == {"user": "ann"}
+
+
+def break_index(face, user):
+    """Make the user's index unwritable: a file where its folder goes, a string where its Redis hash goes."""
+    if face.kind.startswith("files"):
+        os.makedirs(os.path.join(face.directory, ".users"), mode=0o700, exist_ok=True)
+        with open(os.path.join(face.directory, ".users", user_hash(user)), "wb") as f:
+            f.write(b"not a folder")
+        return
+    client = redis.Redis.from_url(face.redis_url)
+    try:
+        client.set(face.prefix + "user:{" + user_hash(user) + "}", "not a hash")
+    finally:
+        client.close()
+
+
+def test_an_index_entry_that_cannot_be_written_fails_the_login_and_leaves_no_lock(face):
+    sid = face.stored({"n": 1})
+    break_index(face, "ann")
+    store = face.store(sid)
+    store.get_session(False)["user"] = "ann"
+    store.bind_user("ann")
+    with pytest.raises(Exception):  # noqa: B017 (files: NotADirectoryError; Redis: WRONGTYPE, a SessionError)
+        store.close()
+    again = face.store(sid, timeout=0)  # taken at once: the failed commit released the lock
+    assert again.get_session(False) == {"n": 1}  # and stored nothing
+    again.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-async"])
+def test_an_old_entry_that_cannot_be_removed_is_logged_and_the_commit_stands(kind, tmp_path, redis_url, caplog):
+    import logging
+
+    face = Face(kind, str(tmp_path / "sessions"), redis_url)
+    try:
+        sid = log_in(face)
+        break_index(face, "ann")  # ann's entry cannot be removed when the session moves to bob
+        store = face.store(sid)
+        store.get_session(False)
+        store.bind_user("bob")
+        with caplog.at_level(logging.WARNING, logger="fastsession"):
+            store.close()
+        assert [e.session for e in listed(face, "bob")] == [stored_name(sid)]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(w.startswith("could not remove a user index entry: ") and "WRONGTYPE" in w for w in warnings)
+    finally:
+        face.finish()
