@@ -831,3 +831,17 @@ def test_a_session_too_deep_as_a_whole_names_orjsons_reason(session_dir):
         store.close()
     assert str(info.value).startswith("session cannot be stored: ") and "recursion" in str(info.value).lower()
     assert load(session_dir, session_id) == {"a": 1}
+
+
+def test_a_rollback_whose_release_fails_says_so(session_dir):
+    """Every lock is let go and the first error is raised: here the shard folder became a file under it."""
+    sid, _ = store_session(session_dir, {"n": 1})
+    shard = os.path.dirname(session_path(session_dir, sid))
+    store = SessionStore(Transaction({"SID": sid}), session_dir)
+    store.get_session(False)["n"] = 2
+    os.rename(shard, shard + ".away")
+    with open(shard, "wb") as f:
+        f.write(b"a file where the shard was")
+    with pytest.raises(NotADirectoryError):
+        store.rollback()
+    assert store.closed
