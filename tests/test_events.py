@@ -86,13 +86,17 @@ def test_expire_session_tells_deleted_once_and_only_for_a_session_that_was_there
 
 @pytest.mark.parametrize("locking", ["request", "commit"])
 def test_a_session_past_max_lifetime_tells_expired_lifetime(face, told, locking):
-    sid = face.stored({"n": 1}, max_lifetime=0.2)
+    login = face.store(max_lifetime=0.2)
+    login.get_session(True)["n"] = 1
+    login.bind_user("ann")
+    login.close()
+    sid = login.trans.cookies["SID"]
     time.sleep(0.3)
     told.clear()
     store = face.store(sid, max_lifetime=0.2, locking=locking)
     assert store.get_session(False) is None
     store.close()
-    assert told == [("expired", stored_name(sid), None, None, "lifetime")]
+    assert told == [("expired", stored_name(sid), user_hash("ann"), None, "lifetime")]
 
 
 @pytest.mark.parametrize("kind", ["files", "files-async"])

@@ -193,3 +193,21 @@ def test_a_bound_record_without_a_creation_time_keeps_its_binding_when_max_lifet
     assert admin.revoke_all("ann") == 1
     admin.close()
     assert face.read(sid) is None
+
+
+def test_get_session_by_id_of_an_outlived_session_gives_an_empty_one_locked_and_dated_anew(face):
+    sid = face.stored({"n": 1}, max_lifetime=0.2)
+    time.sleep(0.3)
+    store = face.store(max_lifetime=0.2)
+    assert store._get_session(sid, True) == {}  # gone at its lifetime; an empty one under the same id
+    other = face.store(sid, timeout=0)
+    with pytest.raises(fastsession.LockTimeout):  # and this store holds its lock
+        other.get_session(False)
+    other.rollback()
+    store._get_session(sid, True)["m"] = 2
+    store.close()
+    assert face.read(sid) == {"m": 2}
+    time.sleep(0.3)  # the new one has a creation time of its own: it ends at its lifetime too
+    again = face.store(sid, max_lifetime=0.2)
+    assert again.get_session(False) is None
+    again.close()
