@@ -38,6 +38,7 @@ def test_describe_reads_a_line_cut_before_its_newline():
 def test_describe_of_no_holder_line_knows_only_the_age():
     for head in (b"", b"garbage", b"FSv1 too few fields\n", line(pid=b"12x")):
         assert describe(head, 3.0) == {"host": None, "pid": None, "age": 3.0, "alive": None}
+    assert describe(b"garbage", 1.23456)["age"] == 1.235  # to the millisecond, as for a holder line
 
 
 def test_describe_of_another_host_namespace_or_boot_cannot_tell_liveness():
