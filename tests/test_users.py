@@ -365,10 +365,11 @@ def test_revoke_checks_the_session_is_bound_to_the_entrys_user(face):
     assert face.read(bob) == {"user": "bob"}
 
 
-def test_commit_mode_regenerate_id_after_revoke_all_does_not_store_the_revoked_data(face):
+@pytest.mark.parametrize("locking", ["commit", "request"])
+def test_regenerate_id_after_revoke_all_does_not_store_the_revoked_data(face, locking):
     sid = log_in(face)
-    store = face.store(sid, locking="commit")
-    store.get_session(False)["cart"] = 1  # read before the revoke
+    store = face.store(sid, locking=locking)
+    store.get_session(False)["cart"] = 1  # read before the revoke (request locking: held all along)
     admin = face.store()
     assert admin.revoke_all("ann") == 1
     admin.close()
@@ -376,6 +377,7 @@ def test_commit_mode_regenerate_id_after_revoke_all_does_not_store_the_revoked_d
     store.close()
     assert face.read(new_id) is None and face.read(sid) is None
     assert listed(face) == []
+    assert store.trans.events[-1] == ("delete", "SID") and store.response_cookie() == ""  # ends logged out
 
 
 def test_a_garbage_field_in_a_redis_user_index_is_skipped_and_revoke_all_still_works(redis_url, tmp_path):
