@@ -3,9 +3,10 @@
 ``collect(directory, max_age)`` streams the directory shard by shard
 (constant memory) and removes
 
-- sessions whose mtime is older than ``max_age``, each re-checked under the
-  session's own lock first, so a session that is in use or was written after
-  gc looked at it is never removed (safe to run from cron beside live traffic);
+- sessions whose mtime is older than ``max_age`` (and, as old, the marks
+  that revoked sessions leave), each re-checked under the session's own lock
+  first, so a session that is in use or was written after gc looked at it is
+  never removed (safe to run from cron beside live traffic);
 - lockfiles that the lock rules call stale (dead holder, holder line never
   written, another host's lock older than ``stale_after``);
 - temp files of unlocked commits (concurrent=0) whose writer died, once older
@@ -17,6 +18,7 @@ With ``stale_locks_only`` it removes stale lockfiles and nothing else.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,8 +69,9 @@ def _remove_if_expired(
         if break_if_stale(lock_path, backend.stale_after, True) == HELD:
             done.kept += 1  # in use right now: by definition not expired
         else:
+            status = os.stat(path, follow_symlinks=False)
             done.removed += 1
-            done.bytes_freed += os.stat(path, follow_symlinks=False).st_size
+            done.bytes_freed += 0 if stat.S_ISDIR(status.st_mode) else status.st_size
         return
     try:
         fd = backend.kernels.acquire(lock_path, holder_record(), 1.0, 0, backend.stale_after)
@@ -79,6 +82,10 @@ def _remove_if_expired(
         status = os.stat(path, follow_symlinks=False)  # again, under the lock
         if now - status.st_mtime <= max_age or not owns(fd, lock_path):
             done.kept += 1  # written since we looked, or our lock was broken meanwhile
+            return
+        if stat.S_ISDIR(status.st_mode):  # the mark of a session revoked in a request (files.py): nobody needs it
+            os.rmdir(path)
+            done.removed += 1
             return
         user = _user_of(backend, path) if events.handlers else None
         os.unlink(path)

@@ -436,3 +436,27 @@ def test_what_gc_cannot_read_is_reported_by_path_and_the_rest_is_done(tmp_path):
     assert all("Permission denied" in e for e in first)
     assert found["second"][-1].startswith(found["users"] + ": ") and "Permission denied" in found["second"][-1]
     assert found["left"] >= 1 and found["removed"] == 6 - found["left"]  # all but the shut shard's
+
+
+def test_the_mark_of_a_revoked_session_is_removed_once_old_and_reported_as_no_error(session_dir):
+    from fastsession.files import FileBackend
+    from fastsession.names import stored_name
+    from fastsession.users import user_hash
+
+    with SessionStore(Transaction(), session_dir) as store:
+        store.get_session(True)["user"] = "ann"
+        store.bind_user("ann")
+        sid = store.get_session(True).session_id
+    backend = FileBackend(session_dir)
+    handle = backend.open(sid)  # a request holds it...
+    assert backend.revoke_held(stored_name(sid), user_hash("ann"))  # ...when it is revoked: a mark
+    backend.release(handle)  # that request ends; nobody comes back for the name
+    mark = path_of(session_dir, sid)
+    assert os.path.isdir(mark)
+    assert (collect(session_dir, 3600).removed, os.path.isdir(mark)) == (0, True)  # young: kept
+    age(mark, 7200)
+    counts = collect(session_dir, 3600, dry_run=True)
+    assert (counts.removed, counts.bytes_freed, counts.errors, os.path.isdir(mark)) == (1, 0, [], True)
+    counts = collect(session_dir, 3600)
+    assert (counts.removed, counts.bytes_freed, counts.errors) == (1, 0, [])
+    assert not os.path.lexists(mark)
