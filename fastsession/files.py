@@ -290,9 +290,9 @@ class FileBackend:
             if not self._is_tombstone(handle[0]):
                 logger.warning("ignoring corrupt session file: %s", exc)
                 return None
+            # Left in place (gc removes it once old): a commit still to come for this name, a login
+            # revoked before its commit-mode write landed say, must meet it and fail.
             logger.info("%s is a folder, the mark of a revoked session: read as absent", os.fsdecode(handle[0]))
-            if handle[2] >= 0:  # revoked while another request held it: this holder clears the mark
-                self._unlink(handle[0])
             return None
         if max_age is not None and loaded is not None and time.time() - loaded[2] > max_age:
             if handle[2] >= 0 or not self.concurrent:
@@ -394,8 +394,8 @@ class FileBackend:
         """Revoke the session of stored ``name``, whose lock another holds, if it is bound to ``user``.
 
         Its record goes and the mark takes its place at once; the holder's
-        commit then fails with SessionRevoked, and the next holder clears the
-        mark. False when the session is not bound to ``user`` (or not there,
+        commit then fails with SessionRevoked, and so does any later commit
+        for that name (gc removes the mark once it is old). False when the session is not bound to ``user`` (or not there,
         unless ``pending``: the user's index lists a commit about to land).
         """
         if not self.kernels.is_valid_id(name):
@@ -414,7 +414,11 @@ class FileBackend:
                 return False
             self._unlink(path)
             try:
-                os.mkdir(path, 0o700)
+                try:
+                    os.mkdir(path, 0o700)
+                except FileNotFoundError:  # a login never stored yet: its shard may not exist
+                    self._make_shard(path)
+                    os.mkdir(path, 0o700)
                 return True
             except FileExistsError:  # the holder committed in between: judge the new version
                 continue

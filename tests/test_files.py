@@ -56,7 +56,7 @@ def test_revoke_held_leaves_another_users_corrupt_or_missing_session_alone(sessi
         backend.revoke_held("../../etc", user_hash("ann"))
 
 
-def test_the_next_holder_of_a_revoked_sessions_name_clears_the_mark(session_dir):
+def test_a_revoked_sessions_name_stays_marked_and_no_later_commit_brings_it_back(session_dir):
     sid = bound_session(session_dir)
     holder = SessionStore(Transaction({"SID": sid}), session_dir)
     holder.get_session(False)["n"] = 1
@@ -65,7 +65,12 @@ def test_the_next_holder_of_a_revoked_sessions_name_clears_the_mark(session_dir)
     assert os.path.isdir(path_of(session_dir, sid))
     with SessionStore(Transaction({"SID": sid}), session_dir) as store:  # the thief's stale cookie, again
         assert store.get_session(False) is None
-    assert not os.path.lexists(path_of(session_dir, sid))  # nothing left behind at that name
+    for locking in ("request", "commit"):  # a write under that very id (WebStack's _get_session) fails
+        store = SessionStore(Transaction(), session_dir, locking=locking)
+        store._get_session(sid, True)["loot"] = 1
+        store.close()
+        assert store.trans.events[-1] == ("delete", "SID")
+    assert os.path.isdir(path_of(session_dir, sid))  # still the mark: gc removes it once old
 
 
 def test_a_read_without_the_lock_never_removes_an_expired_session(session_dir):
@@ -157,3 +162,14 @@ def test_a_listing_passes_over_what_is_no_entry_and_lists_every_live_session(ses
         age(path_of(session_dir, idle), 7200)
     found = backend.index_list(user_hash("ann"))
     assert sorted(name for name, _, _, there in found if there) == sorted(stored_name(sid) for sid in live)
+
+
+def test_revoking_a_login_whose_commit_has_not_landed_marks_its_name_even_in_a_new_shard(session_dir):
+    """A commit-mode login holds no lock and has no file until its commit; its shard folder may not exist."""
+    store_session(session_dir, {"a": 1})  # the directory exists
+    backend = FileBackend(session_dir)
+    names = (stored_name(f"a login not stored yet {n:020d}") for n in range(100))
+    name = next(n for n in names if not os.path.exists(os.path.join(session_dir, n[:2])))
+    shard = os.path.join(session_dir, name[:2])
+    assert backend.revoke_held(name, user_hash("ann"), True)
+    assert os.path.isdir(os.path.join(shard, name)) and stat.S_IMODE(os.stat(shard).st_mode) == 0o700
