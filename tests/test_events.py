@@ -217,6 +217,10 @@ def test_with_no_handler_no_event_is_built(face, monkeypatch):
     unread = face.store(face.stored({"n": 1}))  # expired by its cookie alone: deleted without a read
     unread.expire_session()
     unread.close()
+    logout = face.store(face.stored({"n": 1}))  # a logout of the session in hand
+    logout.get_session(False)
+    logout.expire_session()
+    logout.close()
     assert face.read(sid) is None
 
 

@@ -652,3 +652,28 @@ def test_an_old_entry_that_cannot_be_removed_is_logged_and_the_commit_stands(kin
         assert any(w.startswith("could not remove a user index entry: ") and "WRONGTYPE" in w for w in warnings)
     finally:
         face.finish()
+
+
+def test_unbinding_a_record_whose_metadata_is_only_its_binding_unlists_it(face):
+    import orjson
+    from test_sealed import put_bytes
+
+    from fastsession.record import META
+
+    sid = log_in(face)
+    put_bytes(face, sid, orjson.dumps({"user": "ann", META: {"u": user_hash("ann")}}))  # no creation time
+    store = face.store(sid)
+    store.get_session(False)
+    store.bind_user(None)  # nothing of META is left: the record is plain again
+    store.close()
+    assert listed(face) == [] and face.read(sid) == {"user": "ann"}
+
+
+def test_a_new_session_whose_commit_fails_gets_no_cookie(face):
+    break_index(face, "ann")
+    store = face.store()
+    store.get_session(True)["user"] = "ann"
+    store.bind_user("ann")
+    with pytest.raises(Exception):  # noqa: B017 (as above: the index cannot be written)
+        store.close()
+    assert store.response_cookie() is None  # nothing was stored under the new id
