@@ -460,3 +460,20 @@ def test_the_mark_of_a_revoked_session_is_removed_once_old_and_reported_as_no_er
     counts = collect(session_dir, 3600)
     assert (counts.removed, counts.bytes_freed, counts.errors) == (1, 0, [])
     assert not os.path.lexists(mark)
+
+
+def test_the_index_sweep_never_follows_a_symlink_out_of_the_index(session_dir, tmp_path):
+    """A storage writer's link in .users/ to another folder: gc never removes what lies there."""
+    from fastsession.names import stored_name
+    from fastsession.users import GRACE
+
+    store_session(session_dir, {"a": 1})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / stored_name("x" * 43)  # named like an entry whose session is gone
+    victim.write_bytes(b"precious")
+    os.utime(victim, (time.time() - GRACE - 60, time.time() - GRACE - 60))
+    os.makedirs(os.path.join(session_dir, ".users"), mode=0o700, exist_ok=True)
+    os.symlink(outside, os.path.join(session_dir, ".users", stored_name("y" * 43)))
+    assert collect(session_dir, 3600).index_entries_removed == 0
+    assert victim.read_bytes() == b"precious"
