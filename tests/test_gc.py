@@ -413,17 +413,24 @@ def test_what_gc_cannot_read_is_reported_by_path_and_the_rest_is_done(tmp_path):
             store.get_session(True)["n"] = 1
             store.bind_user("ann")
         shut = os.path.dirname(path_of(directory, ids[0]))
+        unsearchable = next(  # listable, but what is in it cannot be looked at
+            os.path.dirname(path_of(directory, sid)) for sid in ids[1:] if not path_of(directory, sid).startswith(shut)
+        )
         users = os.path.join(directory, ".users")
         user = os.path.join(users, os.listdir(users)[0])
         os.chmod(shut, 0)
+        os.chmod(unsearchable, 0o400)
         os.chmod(user, 0)
         first = collect(directory, 3600)
+        os.chmod(unsearchable, 0o700)
         os.chmod(user, 0o700)
         os.chmod(users, 0)
         second = collect(directory, 3600)
         os.chmod(users, 0o700)
         os.chmod(shut, 0o700)
         found = {"shut": shut, "user": user, "users": users, "first": first.errors, "second": second.errors}
+        found["unsearchable"] = unsearchable
+        found["blocked"] = sum(os.path.dirname(path_of(directory, sid)) in (shut, unsearchable) for sid in ids)
         found["removed"] = first.removed
         found["left"] = sum(os.path.exists(path_of(directory, sid)) for sid in ids)
         os.write(report, json.dumps(found).encode())
@@ -432,10 +439,13 @@ def test_what_gc_cannot_read_is_reported_by_path_and_the_rest_is_done(tmp_path):
     wait_ok(pid)
     found = json.loads(os.read(report, 65536))
     first = sorted(found["first"])  # each error names what could not be read, then why
-    assert [e.partition(": ")[0] for e in first] == sorted([found["shut"], found["user"]])
+    inside = [e for e in first if e.startswith(found["unsearchable"] + "/")]  # each entry it could not look at
+    assert inside and all(e.partition(": ")[0].startswith(found["unsearchable"] + "/") for e in inside)
+    rest = [e.partition(": ")[0] for e in first if e not in inside]
+    assert rest == sorted([found["shut"], found["user"]])
     assert all("Permission denied" in e for e in first)
     assert found["second"][-1].startswith(found["users"] + ": ") and "Permission denied" in found["second"][-1]
-    assert found["left"] >= 1 and found["removed"] == 6 - found["left"]  # all but the shut shard's
+    assert found["removed"] == 6 - found["blocked"]  # every expired session but those it could not read
 
 
 def test_the_mark_of_a_revoked_session_is_removed_once_old_and_reported_as_no_error(session_dir):
