@@ -487,3 +487,15 @@ def test_the_index_sweep_never_follows_a_symlink_out_of_the_index(session_dir, t
     os.symlink(outside, os.path.join(session_dir, ".users", stored_name("y" * 43)))
     assert collect(session_dir, 3600).index_entries_removed == 0
     assert victim.read_bytes() == b"precious"
+
+
+def test_a_symlink_named_like_a_temp_file_is_judged_by_its_own_age(session_dir, tmp_path):
+    sid, _ = store_session(session_dir, {"a": 1})
+    target = tmp_path / "old"
+    target.write_bytes(b"x")
+    os.utime(target, (time.time() - 7200, time.time() - 7200))
+    link = path_of(session_dir, sid) + ".1234.tmp"
+    os.symlink(target, link)  # the link itself was just made
+    assert collect(session_dir, 3600).temps_removed == 0 and os.path.lexists(link)
+    age(link, 7200)
+    assert collect(session_dir, 3600).temps_removed == 1 and not os.path.lexists(link) and target.exists()
