@@ -329,19 +329,21 @@ def test_no_pause_outlasts_the_time_left_before_the_timeout(lock_path):
 
 
 def test_a_broken_dead_holders_lock_is_tried_again_at_once(lock_path):
-    from fastsession._lock_py import CHECK_HOLDER_AFTER, lock_waits
+    import itertools
+
+    from fastsession._lock_py import lock_waits
 
     pid, _ = fork_child(lambda _: None)
     wait_ok(pid)  # gone: its pid names no process
     plant_lock(lock_path, b"FSv1 %s %s %d 1\n" % (HOST, BOOT, pid))
-    waits = lock_waits(lock_path, 1.0, None, 30.0)
-    started = time.monotonic()
-    for pause in waits:
+    # (a bounded number of pauses, not a clock: the holder is judged after a few of them)
+    for pause in itertools.islice(lock_waits(lock_path, 1.0, None, 30.0), 10_000):
         if not os.path.exists(lock_path):
             assert pause == 0.0  # broken just now: try again without a pause
             break
         time.sleep(pause)
-        assert time.monotonic() - started < 10 + CHECK_HOLDER_AFTER
+    else:
+        pytest.fail("the dead holder's lock was never broken")
 
 
 def test_a_timeout_names_the_holder_in_words(lock_path):
