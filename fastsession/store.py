@@ -528,6 +528,8 @@ class StoreCore:
         meta = bound(self._meta, user_id, metadata)
         if cap is not None and user_id is not None:
             name = stored_name(self._session.session_id)  # type: ignore[union-attr]
+            # The entry make_room writes now is written again by the commit: a request slower than
+            # users.GRACE would have this one swept by a listing meanwhile (its session not stored yet).
             yield from make_room(self, user_id, name, entry(meta), *cap)  # type: ignore[arg-type]
         self._meta = meta
         indexed = self._indexed
