@@ -7,10 +7,12 @@ Starlette and FastAPI::
 
 ``request.session`` works unchanged (``scope["session"]``); the request's
 store is ``scope["fastsession.store"]`` (``await ...regenerate_id()`` after a
-login, ``await ...expire_session()``). A user's session is locked from the
-start of the request to the end of its response, so overlapping requests of
-one user never lose an update; it is committed just before the response's
-last body chunk goes out, so a client that has the whole response has its
+login, ``await ...expire_session()``). A user's session is read and locked
+on first use (a plain ``request.session[...]``: the app runs in a greenlet
+whose first read waits on the loop, see ``_portal``) until the end of its
+response, so overlapping requests of one user never lose an update and a
+request that never touches it takes no lock; it is committed just before
+the response's last body chunk goes out, so a client that has the whole response has its
 session stored. A response of one body chunk (Starlette's ``Response``) is
 committed before its status goes out: a ``locking="commit"`` change that
 met another's is answered 409 instead (a lock not had in time, 503). A
@@ -27,15 +29,16 @@ import logging
 from collections.abc import Awaitable, MutableMapping
 from typing import Any, Callable
 
+from ._portal import drive, wait
 from .aio import AsyncSessionStore
 from .busy import ADAPTER_TIMEOUT, refusal
-from .errors import LockTimeout, SessionConflict
+from .errors import LockTimeout, SessionConflict, SessionError
 from .files import private_folder
 from .header_id import check_id_header
-from .session import TrackedSession
+from .session import CLOSED, ClosedSession, TrackedSession
 from .wsgi import DELETED, Cookie, parse_cookie_header, vary_with, vary_with_cookie
 
-__all__ = ["ASGISession", "ASGITransaction", "SessionMiddleware"]
+__all__ = ["ASGISession", "ASGITransaction", "SessionMiddleware", "load_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,49 @@ def varying_by_cookie(headers: Any, also: bytes | None = None) -> list[tuple[byt
 
 
 class ASGISession(TrackedSession):
-    """``scope["session"]``: a Session that notes reads (for ``Vary: Cookie``)."""
+    """``scope["session"]``: a Session that notes reads (for ``Vary: Cookie``), read from the store on first use.
+
+    ``refused``: the exception its first read raised (a lock not had in
+    time): the request then stores nothing, and is answered 503 if nothing
+    went out yet.
+    """
+
+    refused: BaseException | None = None
+
+
+def _fill(session: ASGISession, stored: Any) -> None:
+    if stored is not None:
+        dict.update(session, stored)
+        session.session_id = stored.session_id
+
+
+def _open_on_first_use(session: ASGISession, store: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """``session.pending``'s opener: the stored session (locked), read where the first use was (_portal)."""
+    if store.closed:
+        session.defer(_open_on_first_use, store, loop)  # (still unread: a later use says so again)
+        raise SessionError("this session's store is closed (the response went out): it can no longer be read")
+    try:
+        _fill(session, wait(loop, lambda: store.get_session(False)))
+    except BaseException as exc:
+        session.refused = exc
+        raise
+
+
+async def load_session(request: Any) -> None:
+    """Read the request's session now (a Starlette ``Request``, or its ASGI scope), from any task.
+
+    The middleware reads it on first use; a first use in a task it does not
+    run (an app behind a ``BaseHTTPMiddleware``, a task the app spawned)
+    cannot wait for the lock without an ``await``: await this first there.
+    """
+    session = getattr(request, "scope", request)["session"]
+    pending = session.undefer()
+    if pending is not None:
+        try:
+            _fill(session, await pending[1].get_session(False))
+        except BaseException as exc:
+            session.refused = exc
+            raise
 
 
 class ASGITransaction:
@@ -124,13 +169,29 @@ class ASGITransaction:
 
 async def adopt(store: Any, session: ASGISession) -> None:
     """Hand ``scope["session"]``'s state to the store: a new one filled gets an id, one emptied is expired."""
+    if session.pending is not None:  # never used: nothing to hand over
+        return
     if session.session_id is None:
         if dict.__len__(session):  # new, and the app stored something: it gets an id now
             stored = await store.get_session(True)
-            stored.update(session)
+            dict.update(stored, dict.items(session))  # (dict's own: no read of the session is noted)
             session.session_id = stored.session_id
     elif not dict.__len__(session):
         await store.expire_session()  # emptied: the record and the cookie go
+
+
+def hand_over(store: Any, session: ASGISession) -> None:
+    """What the app's session holds now, into the store's session (the one read on first use, or adopted)."""
+    stored = store._session
+    if session.pending is None and stored is not None and stored is not session:
+        dict.clear(stored)
+        dict.update(stored, dict.items(session))  # (dict's own: no read of the session is noted)
+
+
+def shut(session: ASGISession) -> None:
+    """The store is closed: a change to the app's session now raises, as it would to the store's."""
+    if session.pending is None and not isinstance(session, ClosedSession):
+        session.__class__ = CLOSED[type(session)]
 
 
 class EarlyClose:
@@ -140,9 +201,15 @@ class EarlyClose:
     trans: Any
 
     async def close(self) -> None:
-        if not self.closed:
-            await adopt(self, self.trans.scope["session"])
-        await super().close()  # type: ignore[misc]
+        if self.closed:
+            return
+        session = self.trans.scope["session"]
+        await adopt(self, session)
+        hand_over(self, session)
+        try:
+            await super().close()  # type: ignore[misc]
+        finally:
+            shut(session)
 
 
 class SessionMiddleware:
@@ -166,8 +233,11 @@ class SessionMiddleware:
     (Redis); ``locking``, ``on_conflict``, ``max_size``, ``max_lifetime``,
     ``encrypt`` (both). Every option is checked here, not at the first
     request. ``timeout`` defaults to 10 s: a request whose session stays
-    locked that long is answered 503 with Retry-After. ``read_only(scope)``,
-    when given and true, makes that request take no lock. The app may
+    locked that long is answered 503 with Retry-After. The session is read
+    (and locked) on first use; an app behind a ``BaseHTTPMiddleware`` (in a
+    task of its own) awaits ``load_session(request)`` first.
+    ``read_only(scope)``, when given and true, makes that request read it
+    without a lock. The app may
     ``await scope["fastsession.store"].close()`` to store the session and
     release the lock early. It runs on asyncio; another event loop (trio) is
     refused at the first call (lifespan, or the first request) with a clear
@@ -224,10 +294,8 @@ class SessionMiddleware:
                     "the ASGI middleware's default session folder (set session_directory= to choose one)",
                 )
             )
-        # The store hands out ASGISession objects; storage stays the store's.
-        self.store_class = type(
-            f"ASGI{store_class.__name__}", (EarlyClose, store_class), {"session_class": ASGISession}
-        )
+        # The store's own Session holds what is stored; the app sees scope["session"], copied in and out.
+        self.store_class = type(f"ASGI{store_class.__name__}", (EarlyClose, store_class), {})
         self.read_only = read_only
         server_age = None if max_age is None or self.stores_nothing else max_age
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options, max_age=server_age)
@@ -256,18 +324,15 @@ class SessionMiddleware:
         else:  # lifespan, and whatever comes next
             await self.app(scope, receive, send)
 
-    async def _open(self, scope: Scope, options: dict[str, Any]) -> tuple[Any, ASGITransaction, ASGISession]:
+    def _open(self, scope: Scope, options: dict[str, Any]) -> tuple[Any, ASGITransaction, ASGISession]:
+        """The request's store and session; a stored session is read (and locked) on first use, if ever."""
         trans = ASGITransaction(scope, self.attributes, self.id_header, self.id_cookie)
         store = self.store_class(trans, self.where, self.session_cookie, **options)
         if self.read_only is not None and self.read_only(scope):
             store.read_only()
-        try:
-            session = await store.get_session(False)  # a stored session, locked; None without one
-        except BaseException:
-            await store.rollback()
-            raise
-        if session is None:
-            session = ASGISession(None)  # gets an id, a lock and a cookie only if something is stored
+        session = ASGISession(None)  # gets an id, a lock and a cookie only if something is stored
+        if trans.get_cookie(self.session_cookie) is not None:
+            session.defer(_open_on_first_use, store, asyncio.get_running_loop())
         scope["fastsession.store"] = store
         scope["session"] = session
         return store, trans, session
@@ -287,12 +352,7 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_cookie)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            store, trans, session = await self._open(scope, self.options)
-        except LockTimeout as exc:
-            for message in refusal_messages(exc):
-                await send(message)
-            return
+        store, trans, session = self._open(scope, self.options)
         disconnected = False
 
         async def receive_noting_disconnect() -> Message:
@@ -303,9 +363,10 @@ class SessionMiddleware:
             return message
 
         start: Message | None = None  # the app's response start, held until the commit is decided
+        sent = False  # whether anything went out
 
         async def send_committing(message: Message) -> None:
-            nonlocal start
+            nonlocal start, sent
             kind = message["type"]
             if kind == "http.response.start":
                 message["headers"] = await self._headers(store, trans, session, message.get("headers", ()))
@@ -317,15 +378,22 @@ class SessionMiddleware:
                 refused = await self._finish(store, session, disconnected, start is not None)
                 if refused is not None:
                     start, message = refused
+            sent = True
             if start is not None:  # whatever comes first after it (a body chunk, a pathsend, ...)
                 await send(start)
                 start = None
             await send(message)
 
         try:
-            await self.app(scope, receive_noting_disconnect, send_committing)
-        except BaseException:
+            app = self.app(scope, receive_noting_disconnect, send_committing)
+            # A session to read on first use: the app runs where that read can wait for the lock (_portal).
+            await (app if session.pending is None else drive(app))
+        except BaseException as exc:
             await store.rollback()
+            if exc is session.refused and isinstance(exc, LockTimeout) and not sent:
+                for message in refusal_messages(exc):  # the first read waited out its time: 503
+                    await send(message)
+                return
             raise
         refused = await self._finish(store, session, disconnected, start is not None)
         if start is not None:  # the app ended without a body
@@ -368,30 +436,32 @@ class SessionMiddleware:
         """
         if store.closed:
             return None
-        stored = store._session
-        if stored is not None and stored is not session:  # a new session adopted at response start
-            dict.clear(stored)
-            stored.update(session)
-        elif stored is None and session.session_id is None and dict.__len__(session):
+        if session.refused is not None or disconnected:  # a first read that failed; a client gone
+            await store.rollback()
+            shut(session)
+            return None
+        new = session.pending is None and store._session is None and session.session_id is None
+        if new and dict.__len__(session):
             logger.warning(
                 "a new session was filled after the response headers went out; "
                 "it could get no cookie and was not stored"
             )
-        if disconnected:
-            await store.rollback()
-            return None
+        hand_over(store, session)
         try:
             await store.close()
         except (SessionConflict, LockTimeout) as exc:
             if not may_refuse:
                 raise
             return refusal_messages(exc)
+        finally:
+            shut(session)
         return None
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A websocket lives for minutes: it reads the session and never locks or writes it.
-        store, _, _ = await self._open(scope, self.peek_options)
+        store, _, _ = self._open(scope, self.peek_options)
         try:
+            await load_session(scope)
             await self.app(scope, receive, send)
         finally:
             await store.rollback()

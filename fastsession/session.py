@@ -30,6 +30,26 @@ class Session(dict[str, Any]):
         return f"<{type(self).__name__} {shown} {dict.__repr__(self)}>"
 
 
+class NotReadYet:
+    """The value a session still to be read holds under ``UNREAD``, where C code reads the dict directly.
+
+    ``json.dumps`` calls a dict's own ``items()`` only when the dict is not
+    empty at C level: this entry makes that call, which reads the session,
+    happen. orjson reads the entries without calling anything, and stops at
+    this value ("Type is not JSON serializable: NotReadYet") instead of
+    writing ``{}`` for a session it never read: use the session once first.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the session, not read yet>"
+
+
+UNREAD = "\x00fastsession: the session is read on first use"
+NOT_READ_YET = NotReadYet()
+
+
 class TrackedSession(Session):
     """A Session that notes reads in ``accessed`` and changes in ``modified``, opened on first use.
 
@@ -38,9 +58,12 @@ class TrackedSession(Session):
     made through the session's own methods sets ``modified`` (Flask's and
     Starlette's flags: an adapter sends Set-Cookie for it). A change inside a
     value (a list appended to) is stored all the same: the commit compares
-    encoded bytes. While ``pending`` holds ``(opener, *args)``, the first read
-    or change calls ``opener(session, *args)`` to fill it from the store: a
-    request that never touches its session never reads or locks it.
+    encoded bytes. After ``defer(opener, *args)``, the first read or change
+    calls ``opener(session, *args)`` to fill it from the store: a request
+    that never touches its session never reads or locks it. Until then
+    ``pending`` holds ``(opener, *args)`` and the dict holds one entry of its
+    own (``UNREAD``, see NotReadYet); every method of the session reads it
+    first, so no caller sees that entry.
     """
 
     def __init__(self, session_id: str | None = None, data: Any = ()) -> None:
@@ -49,11 +72,28 @@ class TrackedSession(Session):
         self.modified = False
         self.pending: tuple[Any, ...] | None = None
 
-    def open(self) -> None:
-        """Fill the session from the store now, if that is still to be done (the first use does it)."""
+    def defer(self, opener: Callable[..., None], *args: Any) -> None:
+        """Read this (empty) session on first use with ``opener(self, *args)``."""
+        self.pending = (opener, *args)
+        dict.__setitem__(self, UNREAD, NOT_READ_YET)
+
+    def undefer(self) -> tuple[Any, ...] | None:
+        """What ``defer`` was given (None: nothing), no longer pending: the caller reads the session now."""
         pending, self.pending = self.pending, None
         if pending is not None:
+            dict.pop(self, UNREAD, None)
+        return pending
+
+    def open(self) -> None:
+        """Fill the session from the store now, if that is still to be done (the first use does it)."""
+        pending = self.undefer()
+        if pending is not None:
             pending[0](self, *pending[1:])
+
+    def __repr__(self) -> str:
+        if self.pending is not None:
+            return f"<{type(self).__name__} (not read yet)>"
+        return Session.__repr__(self)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         self.accessed = True

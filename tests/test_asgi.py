@@ -420,11 +420,10 @@ def test_on_redis_each_request_in_a_new_event_loop(redis_url):
 
 @pytest.mark.parametrize(
     "options",
-    [{"locking": "commit"}, {"read_only": lambda scope: scope["path"] == "/plain"}],
-    ids=["commit-mode", "read_only"],
+    [{}, {"locking": "commit"}, {"read_only": lambda scope: scope["path"] == "/plain"}],
+    ids=["request-mode", "commit-mode", "read_only"],
 )
-def test_untouched_requests_do_not_queue_behind_a_held_lock_in_commit_mode_or_read_only(session_dir, options, caplog):
-    # What the README offers under ASGI, where request mode locks before the app runs.
+def test_untouched_requests_do_not_queue_behind_a_held_lock_in_any_mode(session_dir, options, caplog):
     import logging
 
     from conftest import Transaction

@@ -148,6 +148,9 @@ async def count(request: Request):
 async def peek(request: Request):
     return PlainTextResponse(str(request.session.get("n", 0)))
 
+async def plain(request: Request):
+    return PlainTextResponse("no session here")
+
 async def stream(request):
     request.session["n"] = 1000
     async def chunks():
@@ -180,7 +183,8 @@ if KIND == "fastsession-fastapi":
     application.get("/count", response_class=PlainTextResponse)(count)
     application.get("/peek", response_class=PlainTextResponse)(peek)
 else:
-    application = Starlette(routes=[Route("/count", count), Route("/peek", peek), Route("/stream", stream)],
+    application = Starlette(routes=[Route("/count", count), Route("/peek", peek), Route("/stream", stream),
+                                    Route("/plain", plain)],
                             middleware=middleware)
 """
 
@@ -198,6 +202,9 @@ async def hold(request):
     await request.session.aset("held", True)
     await asyncio.sleep(3)  # the session's lock is held all along
     return HttpResponse("held")
+
+async def plain(request):
+    return HttpResponse("no session here")
 """
 
 
@@ -351,3 +358,46 @@ def test_django_asgi_requests_waiting_for_a_lock_stall_no_one_else(tmp_path, kin
             thread.join()
         assert (status, body) == (200, b"2")
         assert served_during_the_hold  # B was served while A's hold still ran, not after A's queue
+
+
+@pytest.mark.parametrize("kind", ["files", "redis"])
+def test_under_uvicorn_requests_that_never_read_the_session_do_not_wait_for_its_lock(tmp_path, kind, redis_url):
+    # One user's stream holds the session's lock (30 s); its other requests that never read the session
+    # (a page's API and asset calls) are served meanwhile, as an order of events: the stream still runs.
+    env = {
+        "KIND": f"fastsession-{kind}",
+        "DIRECTORY": str(tmp_path / "sessions"),
+        "REDIS_URL": redis_url,
+        "PREFIX": f"lazy-{kind}:",
+    }
+    with uvicorn_serving(tmp_path, STARLETTE_APP, env=env) as (port, _):
+        _, _, cookie = request(port, "count", cookie_name="session")
+        streaming = socket.create_connection(("127.0.0.1", port))
+        streaming.sendall(f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: session={cookie}\r\n\r\n".encode())
+        assert streaming.recv(100).startswith(b"HTTP/1.1 200")  # streaming, the session locked
+        served = [request(port, "plain", cookie, cookie_name="session") for _ in range(3)]
+        still_streaming = streaming.recv(10)  # the stream goes on: its lock was held all along
+        streaming.close()
+    assert [status for status, _, _ in served] == [200, 200, 200] and still_streaming
+
+
+def test_django_asgi_async_views_that_never_read_the_session_do_not_wait_for_its_lock(tmp_path):
+    directory = str(tmp_path / "sessions")
+    source = DJANGO_ASGI_APP.replace("DIRECTORY", repr(directory)).replace(
+        "urlpatterns = [", DJANGO_ASYNC_VIEWS + '\nurlpatterns = [path("hold", hold), path("plain", plain), '
+    )
+    import threading
+
+    with uvicorn_serving(tmp_path, source) as (port, _):
+        _, _, cookie = request(port, "count")
+        slow = threading.Thread(target=request, args=(port, "hold", cookie))
+        slow.start()
+        for _ in range(100):  # until the hold has the lock
+            if [f for f in session_files(directory) if f.endswith(".lock")]:
+                break
+            time.sleep(0.05)
+        served = [request(port, "plain", cookie) for _ in range(3)]
+        served_during_the_hold = slow.is_alive()  # an order of events, not a time bound
+        slow.join()
+    assert [status for status, _, _ in served] == [200, 200, 200]
+    assert served_during_the_hold

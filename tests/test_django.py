@@ -1377,3 +1377,98 @@ def test_the_locking_middleware_checks_every_setting_when_it_is_made(session_pat
 
     with override_settings(**{setting: value}), pytest.raises(error):
         LockingSessionMiddleware(lambda request: HttpResponse("never"))
+
+
+# -- under ASGI, an async view's request takes the lock on its first read, if any -----------------------------
+
+
+async def anothing(request):
+    return HttpResponse("ok")
+
+
+async def acount_plain(request):
+    """An async view that reads the session with plain calls (no await): the first read waits on the loop."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    request.session["n"] = request.session.get("n", 0) + 1
+    return HttpResponse(str(request.session["n"]))
+
+
+async def acount(request):
+    await request.session.aset("n", await request.session.aget("n", 0) + 1)
+    return HttpResponse(str(await request.session.aget("n")))
+
+
+urlpatterns += [path("anothing", anothing), path("acount-plain", acount_plain), path("acount", acount)]
+
+
+def test_under_asgi_an_async_view_that_never_reads_the_session_takes_no_lock(storage, caplog):
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def go():
+        client = AsyncClient()
+        await client.get("/acount")
+        holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+        holder.lock()  # another request of this user, in the middle of its work
+        try:
+            with override_settings(FASTSESSION_LOCK_TIMEOUT=0.05), caplog.at_level(logging.WARNING, "fastsession"):
+                untouched = await asyncio.gather(*(client.get("/anothing") for _ in range(3)))
+                waited = caplog.records[:]
+                plain, awaited = await client.get("/acount-plain"), await client.get("/acount")
+        finally:
+            holder.unlock()
+        return untouched, waited, plain, awaited, (await client.get("/acount")).content
+
+    untouched, waited, plain, awaited, after = asyncio.run(go())
+    assert [r.status_code for r in untouched] == [200, 200, 200] and not waited  # none waited for the lock
+    for busy in (plain, awaited):  # a read does wait for it: out of time here, a 503 that stores nothing
+        assert busy.status_code == 503 and busy["Retry-After"] == "1"
+    assert after == b"2"
+    assert locks(storage) == []
+
+
+@pytest.mark.parametrize("view", ["/acount-plain", "/acount"])
+def test_under_asgi_an_async_views_first_read_waits_on_the_loop_while_other_requests_run(storage, view):
+    import asyncio
+    import threading
+
+    from django.test import AsyncClient
+
+    async def go():
+        client = AsyncClient()
+        await client.get(view)
+        holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+        holder.lock()
+        waiting = asyncio.ensure_future(client.get(view))
+        for _ in range(30):  # in, and waiting
+            await asyncio.sleep(0.01)
+        assert not waiting.done()
+        other = await client.get("/anothing")  # ran while the first read still waited
+        assert not waiting.done()
+        holder["n"] = 10  # the holder's change, saved before it lets go
+        holder.save()
+        holder.unlock()
+        return other, await asyncio.wait_for(waiting, 10), threading.active_count()
+
+    other, waited, _ = asyncio.run(go())
+    assert other.status_code == 200
+    assert waited.status_code == 200 and waited.content == b"11"
+    assert locks(storage) == []
+
+
+def test_under_asgi_overlapping_async_requests_that_write_lose_no_update(storage):
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def go():
+        client = AsyncClient()
+        await client.get("/acount-plain")
+        await asyncio.gather(*(client.get(p) for p in ["/acount-plain", "/acount", "/anothing"] * 6))
+        return (await client.get("/acount")).content
+
+    assert asyncio.run(go()) == b"14"
+    assert locks(storage) == []

@@ -42,6 +42,7 @@ stored here under the same key, and the old record deleted.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import re
@@ -50,15 +51,16 @@ from importlib import import_module
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.dispatch import Signal
 from django.http import HttpResponse
+from django.urls import Resolver404, resolve
 from django.utils.module_loading import import_string
 
-from .. import events, record
+from .. import _portal, events, record
 from ..aio import PENDING, async_files
 from ..busy import ADAPTER_TIMEOUT, refusal
 from ..errors import LockTimeout, SessionConflict, SessionRevoked, TooManySessions
@@ -274,7 +276,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._meta: dict[str, Any] | None = None  # the stored META (record.META): creation time, bound user
         self._indexed: tuple[Any, ...] | None = None  # (user hash, stored name) of the stored record's index entry
         self._base_plain: bytes | None = None  # what a sealed record opened to: what "commit" merges against
-        self._lock_on_load = False  # LockingSessionMiddleware (sync): lock when the request first reads it
+        self._lock_on_load = False  # LockingSessionMiddleware: lock when the request first reads it
+        self._lock_loop: asyncio.AbstractEventLoop | None = None  # under ASGI: the loop that lock waits on
         self._busy: LockTimeout | None = None  # that lock was not had in time: the response is a 503
         self._cycling: str | None = None  # the old key while cycle_key runs (its events: one "regenerated")
 
@@ -339,6 +342,18 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if self._meta is not None and "u" in self._meta:
             self._indexed = (self._meta["u"], stored_name(key))
         return data
+
+    async def aload(self) -> dict[str, Any]:
+        """load(), from an async view (``aget``...): under LockingSessionMiddleware the lock is waited for first,
+        on the event loop."""
+        if self._lock_on_load:
+            self._lock_on_load = False
+            try:
+                await self.alock()
+            except LockTimeout as exc:
+                self._busy = exc
+                raise
+        return await sync_to_async(self.load)()
 
     def _opener(self) -> BaseStore:
         """A store on this engine's backend: the seal and the user index are the core's."""
@@ -628,6 +643,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         """Hold this session's lock until unlock() (LockingSessionMiddleware does both)."""
         key = self._session_key
         if self._held is None and path_safe(key):
+            if self._lock_loop is not None:  # an async view's first read: the wait is on the loop (_portal)
+                _portal.wait(self._lock_loop, self.alock)
+                return
             self._held = (key, self._backend.open(key))
 
     async def alock(self) -> None:
@@ -727,21 +745,38 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
         # The lock is waited for on the event loop, never in a thread: a
         # waiting request holds no thread (and, where one thread-sensitive
         # executor is shared by requests, stalls no other sync code), and a
-        # cancelled one has taken nothing.
+        # cancelled one has taken nothing. An async view's request takes it
+        # on the first read, if any (_portal); a sync view's before the view
+        # runs, since that view's first read would be in the shared thread.
         self._start(request)  # no I/O: the session loads lazily
         try:
-            if self._locks(request):
+            if not self._locks(request):
+                response = await self.get_response(request)
+            elif _view_is_async(request):
+                request.session._lock_on_load = True
+                request.session._lock_loop = asyncio.get_running_loop()
+                response = await _portal.drive(self.get_response(request))
+            else:
                 try:
                     await request.session.alock()
                 except LockTimeout as exc:
                     return refused(exc)
-            response = await self.get_response(request)
+                response = await self.get_response(request)
             return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
         finally:
             locked = getattr(request, "_fastsession_locked", None)
             if locked is not None:  # nothing left after process_response; everything after a cancellation
                 request._fastsession_locked = None
                 await locked.aunlock()
+
+
+def _view_is_async(request: Any) -> bool:
+    """Whether the request goes to an async view (a path no view answers counts as sync)."""
+    try:
+        match = resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return False
+    return iscoroutinefunction(match.func)
 
 
 class _EventSignal(Signal):  # type: ignore[misc]

@@ -236,7 +236,7 @@ class FastSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         session = FlaskSession()
-        session.pending = (self._open, app, request)  # read on first use (TrackedSession.open)
+        session.defer(self._open, app, request)  # read on first use (TrackedSession.open)
         if self.id_header is not None and (not self.id_cookie or self.id_header in request.headers):
             session.id_header = self.id_header  # an API client: its id comes and goes in the header
         if has_request_context():
