@@ -3,8 +3,8 @@
 ``request.session["user"]`` in an async view is a plain call. For the read
 to take the session's lock on first use (and never for a request that does
 not touch it), that call must wait for the lock without blocking the loop.
-``drive(coroutine)`` runs an app's coroutine inside a greenlet of its own;
-``wait(loop, make)``, called from sync code anywhere below it, suspends
+``drive(coroutine, loop)`` runs an app's coroutine inside a greenlet of its own;
+``wait(loop, make, *args)``, called from sync code anywhere below it, suspends
 that greenlet, awaits ``make()`` on the loop (other requests run meanwhile)
 and resumes with its result or its exception. From a worker thread (a sync
 view run in a thread pool) it hands ``make()`` to the loop and blocks that
@@ -65,11 +65,12 @@ _idle = threading.local()
 
 
 class drive:
-    """``await drive(coroutine)``: ``coroutine`` awaited, with ``wait()`` usable from the sync code it calls."""
+    """``await drive(coroutine, loop)``: ``coroutine`` awaited, with ``wait()`` usable from the sync code it calls."""
 
-    __slots__ = ("_coroutine",)
+    __slots__ = ("_coroutine", "_loop")
 
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
+    def __init__(self, awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # the running loop (the caller has it at hand: each lookup is a getpid())
         # (an ASGI app may return any awaitable: one that is not a coroutine is awaited by one)
         self._coroutine: Coroutine[Any, Any, Any] | None = (
             awaitable if isinstance(awaitable, Coroutine) else _awaited(lambda: awaitable)
@@ -83,7 +84,7 @@ class drive:
         driver = idle.pop() if idle else _Driver()
         here = greenlet.getcurrent()
         driver.parent = here
-        driver.loop = asyncio.get_running_loop()
+        driver.loop = self._loop
         driver.gr_context = here.gr_context  # the task's contextvars, shared (not a copy)
         kind, payload = driver.switch(self._coroutine)
         self._coroutine = None
@@ -107,11 +108,11 @@ class drive:
         return value
 
 
-def wait(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """``await make()`` on ``loop`` from sync code; see the module's docstring for where that works."""
+def wait(loop: asyncio.AbstractEventLoop, make: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    """``await make(*args)`` on ``loop`` from sync code; see the module's docstring for where that works."""
     current = greenlet.getcurrent()
     if isinstance(current, _Driver) and current.loop is loop:
-        coroutine = make()
+        coroutine = make(*args)
         try:  # as far as it goes without waiting, here: a lock that is free costs no switch
             first = coroutine.send(None)
         except StopIteration as stop:
@@ -121,7 +122,7 @@ def wait(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any,
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # a worker thread: this thread waits, the loop runs on
-        return asyncio.run_coroutine_threadsafe(_awaited(make), loop).result()
+        return asyncio.run_coroutine_threadsafe(_awaited(make, *args), loop).result()
     raise SessionError(
         "this session was first used in a task the session middleware does not run (a BaseHTTPMiddleware "
         "between them runs the app in a task of its own, as does a task the app spawned), where a read cannot "
@@ -154,5 +155,5 @@ class _Resumed:
                 return stop.value
 
 
-async def _awaited(make: Callable[[], Awaitable[Any]]) -> Any:
-    return await make()
+async def _awaited(make: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    return await make(*args)

@@ -94,7 +94,7 @@ def _open_on_first_use(session: ASGISession, store: Any, loop: asyncio.AbstractE
         session.defer(_open_on_first_use, store, loop)  # (still unread: a later use says so again)
         raise SessionError("this session's store is closed (the response went out): it can no longer be read")
     try:
-        _fill(session, wait(loop, lambda: store.get_session(False)))
+        _fill(session, wait(loop, store.get_session, False))
     except BaseException as exc:
         session.refused = exc
         raise
@@ -310,7 +310,7 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(
                 "fastsession.asgi.SessionMiddleware runs on asyncio, and this app runs on another event loop "
@@ -318,13 +318,15 @@ class SessionMiddleware:
             ) from None
         kind = scope["type"]
         if kind == "http":
-            await (self._http_storing_nothing if self.stores_nothing else self._http)(scope, receive, send)
+            await (self._http_storing_nothing if self.stores_nothing else self._http)(scope, receive, send, loop)
         elif kind == "websocket":
-            await self._websocket(scope, receive, send)
+            await self._websocket(scope, receive, send, loop)
         else:  # lifespan, and whatever comes next
             await self.app(scope, receive, send)
 
-    def _open(self, scope: Scope, options: dict[str, Any]) -> tuple[Any, ASGITransaction, ASGISession]:
+    def _open(
+        self, scope: Scope, options: dict[str, Any], loop: asyncio.AbstractEventLoop
+    ) -> tuple[Any, ASGITransaction, ASGISession]:
         """The request's store and session; a stored session is read (and locked) on first use, if ever."""
         trans = ASGITransaction(scope, self.attributes, self.id_header, self.id_cookie)
         store = self.store_class(trans, self.where, self.session_cookie, **options)
@@ -332,12 +334,12 @@ class SessionMiddleware:
             store.read_only()
         session = ASGISession(None)  # gets an id, a lock and a cookie only if something is stored
         if trans.get_cookie(self.session_cookie) is not None:
-            session.defer(_open_on_first_use, store, asyncio.get_running_loop())
+            session.defer(_open_on_first_use, store, loop)
         scope["fastsession.store"] = store
         scope["session"] = session
         return store, trans, session
 
-    async def _http_storing_nothing(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http_storing_nothing(self, scope: Scope, receive: Receive, send: Send, loop: Any) -> None:
         """``max_age`` 0 or less: every session is new and empty; one filled gets a cookie already expired."""
         session = scope["session"] = ASGISession(None)
 
@@ -351,8 +353,8 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        store, trans, session = self._open(scope, self.options)
+    async def _http(self, scope: Scope, receive: Receive, send: Send, loop: asyncio.AbstractEventLoop) -> None:
+        store, trans, session = self._open(scope, self.options, loop)
         disconnected = False
 
         async def receive_noting_disconnect() -> Message:
@@ -387,7 +389,7 @@ class SessionMiddleware:
         try:
             app = self.app(scope, receive_noting_disconnect, send_committing)
             # A session to read on first use: the app runs where that read can wait for the lock (_portal).
-            await (app if session.pending is None else drive(app))
+            await (app if session.pending is None else drive(app, loop))
         except BaseException as exc:
             await store.rollback()
             if exc is session.refused and isinstance(exc, LockTimeout) and not sent:
@@ -446,20 +448,20 @@ class SessionMiddleware:
                 "a new session was filled after the response headers went out; "
                 "it could get no cookie and was not stored"
             )
-        hand_over(store, session)
+            await store.rollback()  # (stored, it would be a record no cookie ever names)
+            shut(session)
+            return None
         try:
-            await store.close()
+            await store.close()  # (EarlyClose: the app's session handed over first, and closed with the store)
         except (SessionConflict, LockTimeout) as exc:
             if not may_refuse:
                 raise
             return refusal_messages(exc)
-        finally:
-            shut(session)
         return None
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, loop: asyncio.AbstractEventLoop) -> None:
         # A websocket lives for minutes: it reads the session and never locks or writes it.
-        store, _, _ = self._open(scope, self.peek_options)
+        store, _, _ = self._open(scope, self.peek_options, loop)
         try:
             await load_session(scope)
             await self.app(scope, receive, send)

@@ -17,7 +17,7 @@ from conftest import Transaction, session_files
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import fastsession
@@ -71,7 +71,17 @@ async def close_then_write(request):
     return PlainTextResponse("a change after close was taken")
 
 
+async def fills_while_streaming(request):
+    async def chunks():
+        yield b"headers are out; "
+        request.session["too"] = "late"  # a new session: no cookie can carry it now
+        yield b"filled"
+
+    return StreamingResponse(chunks())
+
+
 ROUTES = [
+    Route("/fills-while-streaming", fills_while_streaming),
     Route("/close-then-write", close_then_write),
     Route("/", count),
     Route("/plain", plain),
@@ -249,3 +259,17 @@ def test_a_change_after_the_app_closed_the_store_raises_and_what_was_closed_is_s
             return new.text, existing.text, (await client.get("/")).text
 
     assert asyncio.run(go()) == ("refused, still 5", "refused, still 5", "6")
+
+
+def test_a_new_session_filled_after_the_headers_is_not_stored_and_says_so(session_dir, caplog):
+    where = Where("files", session_dir, None)
+
+    async def go():
+        async with client_of(app_of(where)) as client:
+            with caplog.at_level(logging.WARNING, "fastsession"):
+                return await client.get("/fills-while-streaming")
+
+    response = asyncio.run(go())
+    assert response.text == "headers are out; filled" and "set-cookie" not in response.headers
+    assert session_files(session_dir) == []  # no record that no cookie names
+    assert "filled after the response headers went out" in caplog.text

@@ -30,7 +30,7 @@ def test_a_sync_call_gets_the_awaitables_result_and_its_exception():
         return got, await doubled(1)  # the coroutine goes on awaiting as usual after a wait
 
     async def main():
-        return await _portal.drive(app(asyncio.get_running_loop()))
+        return await _portal.drive(app(asyncio.get_running_loop()), asyncio.get_running_loop())
 
     assert asyncio.run(main()) == (42, 2)
 
@@ -42,8 +42,8 @@ def test_the_coroutines_own_exception_and_return_value_come_out_of_drive():
 
     async def main():
         with pytest.raises(ValueError, match="from the app"):
-            await _portal.drive(raising())
-        return await _portal.drive(doubled(5))
+            await _portal.drive(raising(), asyncio.get_running_loop())
+        return await _portal.drive(doubled(5), asyncio.get_running_loop())
 
     assert asyncio.run(main()) == 10
 
@@ -63,7 +63,9 @@ def test_the_loop_runs_other_tasks_while_a_sync_call_waits():
 
     async def main():
         gate = asyncio.Event()
-        await asyncio.gather(_portal.drive(waiter(asyncio.get_running_loop(), gate)), opener(gate))
+        await asyncio.gather(
+            _portal.drive(waiter(asyncio.get_running_loop(), gate), asyncio.get_running_loop()), opener(gate)
+        )
 
     asyncio.run(main())
     assert order == ["waiting", "opening", "woken"]
@@ -77,7 +79,7 @@ def test_contextvars_set_in_sync_code_are_the_tasks_own():
 
     async def main():
         seen.set("task")
-        got = await _portal.drive(app(asyncio.get_running_loop()))
+        got = await _portal.drive(app(asyncio.get_running_loop()), asyncio.get_running_loop())
         return got, seen.get()
 
     # Shared with the task (not a copy): what the app set is what the task sees afterwards.
@@ -95,7 +97,7 @@ def test_cancelling_the_task_cancels_the_wait_and_the_coroutine_sees_it():
             raise
 
     async def main():
-        task = asyncio.ensure_future(_portal.drive(app(asyncio.get_running_loop())))
+        task = asyncio.ensure_future(_portal.drive(app(asyncio.get_running_loop()), asyncio.get_running_loop()))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -128,7 +130,7 @@ def test_a_task_the_driven_coroutine_spawned_cannot_wait_and_is_told_what_to_do(
         return await asyncio.create_task(spawned())
 
     async def main():
-        await _portal.drive(app(asyncio.get_running_loop()))
+        await _portal.drive(app(asyncio.get_running_loop()), asyncio.get_running_loop())
 
     with pytest.raises(SessionError, match=r"await fastsession\.asgi\.load_session\(request\)"):
         asyncio.run(main())
@@ -139,12 +141,12 @@ def test_a_driven_coroutine_may_drive_another_and_each_waits_where_it_is():
         return _portal.wait(loop, lambda: doubled(3))
 
     async def outer(loop):
-        got = await _portal.drive(inner(loop))  # a middleware inside another that drives too
+        got = await _portal.drive(inner(loop), loop)  # a middleware inside another that drives too
         return got + _portal.wait(loop, lambda: doubled(1))
 
     async def main():
         loop = asyncio.get_running_loop()
-        return await asyncio.gather(*(_portal.drive(outer(loop)) for _ in range(3)))
+        return await asyncio.gather(*(_portal.drive(outer(loop), loop) for _ in range(3)))
 
     assert asyncio.run(main()) == [8, 8, 8]
 
@@ -153,6 +155,6 @@ def test_an_awaitable_that_is_not_a_coroutine_is_driven_too():
     async def main():
         future = asyncio.get_running_loop().create_future()
         future.set_result("done")
-        return await _portal.drive(future)
+        return await _portal.drive(future, asyncio.get_running_loop())
 
     assert asyncio.run(main()) == "done"

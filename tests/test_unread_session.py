@@ -47,6 +47,7 @@ def test_orjson_refuses_a_session_still_to_be_read_instead_of_writing_an_empty_o
     session, reads = unread()
     with pytest.raises(TypeError, match="NotReadYet"):
         orjson.dumps(session)
+    assert reads == []  # orjson called nothing: the session is still to be read
     session.get("user")  # read once: from here on it is a dict like any other
     assert orjson.loads(orjson.dumps(session)) == {"user": "ann"}
 

@@ -753,9 +753,9 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
             if not self._locks(request):
                 response = await self.get_response(request)
             elif _view_is_async(request):
+                loop = request.session._lock_loop = asyncio.get_running_loop()
                 request.session._lock_on_load = True
-                request.session._lock_loop = asyncio.get_running_loop()
-                response = await _portal.drive(self.get_response(request))
+                response = await _portal.drive(self.get_response(request), loop)
             else:
                 try:
                     await request.session.alock()
