@@ -391,14 +391,15 @@ class RedisCore:
         """0.1's key of the session, to pass after the others to a script; none on Cluster (or without an id)."""
         return [self.prefix + key] if self.legacy and key is not None else []
 
-    def _script(self, what: str, name: str, keys: list[str], args: list[Any], token: str | None = None) -> RedisSteps:
-        """One script call; a RedisError becomes SessionError, and a lock held with ``token`` is let go."""
+    def _script(self, name: str, keys: list[str], args: list[Any], token: str | None = None) -> RedisSteps:
+        """One script call; a RedisError becomes SessionError (naming the script and its first key, a stored
+        name: nothing an id could be made from), and a lock held with ``token`` is let go."""
         try:
             return (yield SCRIPT, name, keys, args)
         except REDIS_ERRORS as exc:
             if token is not None:
                 yield from self._let_go(exc, keys[0], token)
-            raise SessionError(f"Redis could not {what}: {exc}") from exc
+            raise SessionError(f"Redis could not run its {name!r} script on {keys[0]!r}: {exc}") from exc
         except BaseException:  # cancelled or interrupted mid-call: the script may yet run
             if token is not None:
                 self.hand_over(keys[0], token)
@@ -423,7 +424,7 @@ class RedisCore:
         check_at = CHECK_HOLDER_AFTER
         while True:
             # On failure the SET NX may yet run (a paused Redis): undone then.
-            reply = yield from self._script("lock the session", "acquire", keys, args, token)
+            reply = yield from self._script("acquire", keys, args, token)
             if reply[0] == 1:
                 return RedisHandle(key, data_key, lock_key, token, (reply[1], reply[2]))
             waited = time.monotonic() - start
@@ -432,7 +433,7 @@ class RedisCore:
                 if (yield from self._judge(lock_key)):
                     continue  # a dead holder's lock, broken: try again at once
             if timeout is not None and waited >= timeout:
-                value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
+                value, pttl = yield from self._script("read", [lock_key], [])
                 holder = describe_lock(value, pttl, self.lock_ttl)
                 raise LockTimeout(
                     f"session lock {lock_key!r} still held after {timeout} s"
@@ -455,7 +456,7 @@ class RedisCore:
         """Judge the lock another holds as the files backend judges a lockfile (_holder.is_stale); whether it
         was broken. A holder on this host, in this PID namespace, that is gone (SIGKILLed, OOM-killed) is
         broken at once; a lock without a TTL gets ``lock_ttl``."""
-        value, pttl = yield from self._script("read the lock", "read", [lock_key], [])
+        value, pttl = yield from self._script("read", [lock_key], [])
         if value is None:
             return False
         verdict: Any = None
@@ -468,7 +469,7 @@ class RedisCore:
                 verdict = "break"
         if verdict is None:
             return False
-        judged = yield from self._script("judge the lock", "judge", lock_keys(lock_key), [value, verdict])
+        judged = yield from self._script("judge", lock_keys(lock_key), [value, verdict])
         return bool(judged) and verdict == "break"
 
     def _open_load(self, key: str) -> RedisSteps:
@@ -491,9 +492,7 @@ class RedisCore:
         if handle.read is not None:
             body, pttl = handle.read
         else:
-            body, pttl = yield from self._script(
-                "read the session", "read", [handle.data_key, *self._legacy(handle.key)], []
-            )
+            body, pttl = yield from self._script("read", [handle.data_key, *self._legacy(handle.key)], [])
         if body is None:
             return None
         try:
@@ -512,12 +511,9 @@ class RedisCore:
         """
         ttl = self.ttl_ms if ttl_ms is None else ttl_ms
         if handle.token is None:
-            yield from self._script(
-                "write the session", "write", [handle.data_key, *self._legacy(handle.key)], [body, ttl]
-            )
+            yield from self._script("write", [handle.data_key, *self._legacy(handle.key)], [body, ttl])
             return
         written = yield from self._script(
-            "write the session",
             "put" if keep_lock else "commit",
             lock_keys(handle.lock_key),
             [handle.token, body, ttl],
@@ -538,22 +534,16 @@ class RedisCore:
             touch = self.ttl_ms
         if handle.token is None:
             if touch != "0":
-                yield from self._script(
-                    "refresh the session", "touch", [handle.data_key, *self._legacy(handle.key)], [touch]
-                )
+                yield from self._script("touch", [handle.data_key, *self._legacy(handle.key)], [touch])
             return
-        yield from self._script(
-            "unlock the session", "release", lock_keys(handle.lock_key), [handle.token, touch], handle.token
-        )
+        yield from self._script("release", lock_keys(handle.lock_key), [handle.token, touch], handle.token)
 
     def _delete(self, handle: RedisHandle) -> RedisSteps:
         """Remove the session and release the lock; SessionError if the lock was lost meanwhile."""
         if handle.token is None:
-            yield from self._script("delete the session", "drop", [handle.data_key, *self._legacy(handle.key)], [])
+            yield from self._script("drop", [handle.data_key, *self._legacy(handle.key)], [])
             return
-        deleted = yield from self._script(
-            "delete the session", "delete", lock_keys(handle.lock_key), [handle.token], handle.token
-        )
+        deleted = yield from self._script("delete", lock_keys(handle.lock_key), [handle.token], handle.token)
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
 
@@ -565,7 +555,7 @@ class RedisCore:
 
     def _exists(self, handle: RedisHandle) -> RedisSteps:
         """Whether the session of ``handle`` is stored now (read again: not what the lock's read gave)."""
-        body, _ = yield from self._script("read the session", "read", [handle.data_key, *self._legacy(handle.key)], [])
+        body, _ = yield from self._script("read", [handle.data_key, *self._legacy(handle.key)], [])
         return body is not None
 
     def _revoke_held(self, name: str, user: str, pending: bool = False) -> RedisSteps:
@@ -574,7 +564,7 @@ class RedisCore:
         unless ``pending``: the user's index lists a commit about to land)."""
         data_key, lock_key = self._stored_keys(name)
         for _ in range(8):  # the holder may commit between the read and the script: judge again
-            body, _ = yield from self._script("read the session", "read", [data_key], [])
+            body, _ = yield from self._script("read", [data_key], [])
             if body is None and not pending:
                 return False
             if body is not None:
@@ -585,7 +575,7 @@ class RedisCore:
                 if type(data) is not dict or bound_to(data) != user:
                     return False
             args = [body, "present"] if body is not None else ["", "absent"]
-            if (yield from self._script("revoke the session", "revoke_held", [lock_key, data_key], args)):
+            if (yield from self._script("revoke_held", [lock_key, data_key], args)):
                 return True
         raise SessionError(f"could not revoke {data_key!r}: it kept changing")
 
@@ -597,16 +587,16 @@ class RedisCore:
         return self.prefix + "user:{" + user + "}"
 
     def _index_add(self, user: str, name: str, info: bytes) -> RedisSteps:
-        yield from self._script("index the session", "index_add", [self._index_key(user)], [name, info])
+        yield from self._script("index_add", [self._index_key(user)], [name, info])
 
     def _index_remove(self, user: str, name: str) -> RedisSteps:
-        yield from self._script("unindex the session", "index_remove", [self._index_key(user)], [name])
+        yield from self._script("index_remove", [self._index_key(user)], [name])
 
     def _index_list(self, user: str) -> RedisSteps:
         """files.FileBackend.index_list on Redis: last seen from the TTL when max_age is set, else None."""
         from .users import GRACE
 
-        flat = yield from self._script("read the user's sessions", "index_read", [self._index_key(user)], [])
+        flat = yield from self._script("index_read", [self._index_key(user)], [])
         found = []
         for name_bytes, info in zip(flat[::2], flat[1::2]):
             name = name_bytes.decode("ascii", "replace")
@@ -617,7 +607,7 @@ class RedisCore:
             if not self.kernels.is_valid_id(name) or type(entry) is not dict:  # not written by fastsession
                 logger.warning("skipping a malformed entry in the user index %s", self._index_key(user))
                 continue
-            pttl = yield from self._script("look for the session", "pttl", [self._stored_keys(name)[0]], [])
+            pttl = yield from self._script("pttl", [self._stored_keys(name)[0]], [])
             now = time.time()
             if pttl == -2:  # no such key
                 if now - entry.get("added", 0) > GRACE:
