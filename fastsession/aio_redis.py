@@ -151,15 +151,17 @@ class AsyncScripts:
             await closer.__anext__()
 
     async def _close_at_shutdown(self, idle: list[Any], pool: Any) -> AsyncIterator[None]:
-        """Parked on its loop until the loop shuts down (asyncio closes its async generators then): closes the connections."""
+        """Parked on its loop until the loop shuts down (asyncio closes its async generators then): closes the
+        connections, which no other loop can use. The client's own pool too, but for connections still checked
+        out: another caller made on the same client later (a backend made again) would take those of the pool
+        first, and find them bound to a closed loop."""
         try:
             yield
         finally:
             for connection in idle:
                 await connection.disconnect(nowait=True)
             idle.clear()
-            if pool is not self.client.connection_pool:
-                await pool.disconnect()
+            await pool.disconnect(inuse_connections=pool is not self.client.connection_pool)
 
     async def _put_back(self, idle: list[Any], connection: Any) -> None:
         if len(idle) < IDLE_KEEP:

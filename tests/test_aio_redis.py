@@ -389,3 +389,35 @@ def test_an_async_store_on_a_server_that_may_evict_any_key_warns_at_its_first_ca
     finally:
         sync_client.config_set("maxmemory-policy", "noeviction")
     assert "maxmemory-policy allkeys-lru" in caplog.text
+
+
+def test_a_caller_made_again_on_a_client_whose_loop_ended_gets_connections_of_its_own_loop(redis_url):
+    """A backend made again (a settings change, a new store) on the same client, in a new loop (a test
+    client's next request): the connections the former loop left in the client's pool are never used."""
+    from fastsession.aio_redis import AsyncScripts
+    from fastsession.redis import IDLE_KEEP
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+
+    async def burst():  # more at once than a caller keeps: the rest go back to the client's pool
+        scripts = AsyncScripts(client)
+        return await asyncio.gather(*(scripts.script("pttl", ["no-such-key"], []) for _ in range(IDLE_KEEP * 2)))
+
+    assert asyncio.run(burst()) == [-2] * IDLE_KEEP * 2
+    assert asyncio.run(burst()) == [-2] * IDLE_KEEP * 2
+    assert asyncio.run(burst()) == [-2] * IDLE_KEEP * 2
+
+
+def test_the_django_engines_async_twin_is_dropped_with_its_client():
+    """Cached by the client itself, not its id(): a client made later at the same address gets its own."""
+    import gc
+
+    from fastsession.contrib._django_redis import _async_clients, async_twin
+
+    before = len(_async_clients)
+    client = redis.Redis(host="127.0.0.1", port=RedisServer().port, db=3)
+    twin = async_twin(client)
+    assert twin.connection_pool.connection_kwargs["db"] == 3 and async_twin(client) is twin
+    del client
+    gc.collect()
+    assert len(_async_clients) == before

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Any
 
 from ..aio import AsyncFiles, arun, to_completion
 from ..redis import RedisBackend, RedisHandle
 
 _clients: dict[tuple[str, str, bool], Any] = {}
-_async_clients: dict[int, Any] = {}
+# Keyed by the client itself: an id() outlives its object, and a later client could be given the twin of
+# another server's.
+_async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def client_for(url: str | None, cache_alias: str | None, cluster: bool) -> Any:
@@ -53,8 +56,8 @@ def async_twin(client: Any) -> Any:
     Async requests wait for a lock on the event loop with it, never in a thread: a burst of one user's
     requests then holds no thread that another user's request needs.
     """
-    twin = _async_clients.get(id(client))
-    if twin is None and id(client) not in _async_clients:
+    twin = _async_clients.get(client)
+    if twin is None and client not in _async_clients:
         import redis
         import redis.asyncio
 
@@ -68,7 +71,7 @@ def async_twin(client: Any) -> Any:
         if kind is not None:
             settings = {name: value for name, value in pool.connection_kwargs.items() if name != "cache"}  # type: ignore[union-attr]
             twin = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(connection_class=kind, **settings))
-        _async_clients[id(client)] = twin
+        _async_clients[client] = twin
     return twin
 
 
