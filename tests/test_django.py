@@ -1472,3 +1472,144 @@ def test_under_asgi_overlapping_async_requests_that_write_lose_no_update(storage
 
     assert asyncio.run(go()) == b"14"
     assert locks(storage) == []
+
+
+# -- behaviours mutation found untested in the engine (tools/mutation.sh) -------------------------
+
+
+def test_migrate_from_naming_this_engine_is_refused(session_path):
+    with override_settings(FASTSESSION_MIGRATE_FROM="fastsession.contrib.django"):
+        with pytest.raises(ValueError, match="names the engine being replaced, not this one"):
+            SessionStore("a" * 32).load()
+
+
+def test_a_session_of_the_engine_replaced_moves_here_under_its_key_and_the_old_record_goes(storage):
+    from django.contrib.sessions.backends.cache import SessionStore as CacheStore
+
+    old = CacheStore()
+    old["user"] = "ann"
+    old.save()
+    key = old.session_key
+    with override_settings(FASTSESSION_MIGRATE_FROM="django.contrib.sessions.backends.cache"):
+        assert SessionStore(key).load() == {"user": "ann"}
+        assert not CacheStore().exists(key)  # moved: stored here, then the old record deleted
+        assert SessionStore("b" * 32).load() == {}  # nothing in the old store: nothing migrated
+    assert SessionStore(key).load() == {"user": "ann"}  # read from here now, the switch over
+    assert SessionStore().exists(key) and not SessionStore().exists("b" * 32)
+    assert locks(storage) == []
+
+
+def test_clearsessions_tells_an_expired_sessions_end_to_event_handlers(session_path):
+    from fastsession import events
+    from fastsession.names import stored_name
+
+    key = expired_session(session_path)
+    seen = []
+    events.subscribe(seen.append)
+    try:
+        management.call_command("clearsessions")
+    finally:
+        events.unsubscribe(seen.append)
+    assert [(e.kind, e.session, e.user, e.reason) for e in seen] == [("expired", stored_name(key), None, "idle")]
+
+
+def test_a_key_that_may_not_be_a_path_is_never_saved_or_deleted_by_name(session_path):
+    store = SessionStore("weird.key/../x")
+    store["a"] = 1
+    store.save()  # a new session: under a new key
+    assert path_safe(store.session_key) and SessionStore(store.session_key).load() == {"a": 1}
+    SessionStore().delete("weird.key/../x")  # nothing to do, and no error
+    assert not [p for p in session_files(session_path) if "weird" in p]
+
+
+def test_a_change_saved_after_a_revoke_all_during_the_request_is_refused(storage):
+    from django.contrib.sessions.backends.base import UpdateError
+
+    login = SessionStore()
+    login["n"] = 1
+    login.bind_user("7")
+    login.save()
+    holder = SessionStore(login.session_key)
+    holder.lock()
+    holder["n"] = 2
+    assert SessionStore().revoke_all("7") == 1  # "log out everywhere" while the request runs
+    with pytest.raises(UpdateError):
+        holder.save()
+    holder.unlock()
+    assert not SessionStore().exists(login.session_key) and locks(storage) == []
+
+
+def test_binding_a_new_session_under_a_cap_gives_it_a_key_to_count(storage):
+    store = SessionStore()
+    store["a"] = 1
+    with override_settings(FASTSESSION_MAX_SESSIONS=2):
+        store.bind_user("7")
+    assert store.session_key is not None
+    store.save()
+    assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(store.session_key)]
+
+
+def store_name(key):
+    from fastsession.names import stored_name
+
+    return stored_name(key)
+
+
+def test_revoking_this_requests_own_session_flushes_it_and_another_deletes_that_one(storage):
+    other = SessionStore()
+    other["a"] = 0
+    other.bind_user("7")
+    other.save()
+    store = SessionStore()
+    store["a"] = 1
+    store.bind_user("7")
+    store.save()
+    key = store.session_key
+    mine, theirs = sorted(store.sessions_of("7"), key=lambda e: e.session != store_name(key))
+    assert store.revoke(theirs) is True and store.session_key == key  # another device's: this one stays
+    assert store.revoke(mine) is True
+    assert store.session_key is None and dict(store.items()) == {}
+    assert not SessionStore().exists(key) and not SessionStore().exists(other.session_key)
+    assert SessionStore().sessions_of("7") == []
+
+
+def test_a_change_after_release_to_a_session_deleted_meanwhile_is_refused_not_resurrected(storage):
+    from django.contrib.sessions.backends.base import UpdateError
+
+    first = SessionStore()
+    first["n"] = 1
+    first.save()
+    store = SessionStore(first.session_key)
+    store.lock()
+    store["n"] = 2
+    store.release()  # the lock goes before the response
+    SessionStore(first.session_key).delete()  # a logout elsewhere, meanwhile
+    store["n"] = 3
+    with pytest.raises(UpdateError):
+        store.save()
+    assert not SessionStore().exists(first.session_key) and locks(storage) == []
+
+
+def test_under_asgi_a_sync_views_lock_not_had_in_time_is_a_503_and_a_read_only_request_takes_none(storage):
+    import asyncio
+
+    from django.test import AsyncClient
+
+    async def go():
+        client = AsyncClient()
+        await client.get("/count")
+        holder = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+        holder.lock()
+        try:
+            with override_settings(FASTSESSION_LOCK_TIMEOUT=0.05):
+                busy = await client.get("/count")
+                with override_settings(FASTSESSION_READ_ONLY=lambda request: True):
+                    read = await client.get("/peek")  # takes no lock: served beside the holder
+        finally:
+            holder.unlock()
+        return busy, read, (await client.get("/count")).content
+
+    busy, read, after = asyncio.run(go())
+    assert busy.status_code == 503 and busy["Retry-After"] == "1"
+    assert read.status_code == 200 and read.content == b"1"
+    assert after == b"2" and locks(storage) == []
