@@ -19,9 +19,12 @@ its new key by the first request that locks it (legacy keys).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import select
+import socket
+import struct
 import threading
 import time
 import weakref
@@ -316,9 +319,26 @@ def lock_keys(lock_key: str) -> list[str]:
     return [lock_key, data_key, data_key + ":waiting", data_key + ":wake"]
 
 
+# This process's lock tokens: a random prefix, drawn once per process (again in a forked child), and a count.
+# A token only has to differ from every other holder's (whoever can read it can write Redis anyway), so a
+# lock costs no random draw, which is a system call (getrandom).
+_tokens: list[Any] = []
+
+
+def _forget_tokens_in_child() -> None:
+    _tokens.clear()  # a child counting on from the parent's prefix would hold the parent's tokens
+
+
+os.register_at_fork(after_in_child=_forget_tokens_in_child)
+
+
 def holder_token(kernels: _kernels.KernelSet) -> str:
-    """A lock's value: a random token, then who holds it (the lockfiles' holder line, for logs and errors)."""
-    return kernels.new_session_id() + " " + holder_record()[len(MAGIC) : -1].decode("ascii", "replace")
+    """A lock's value: a token unique to this lock, then who holds it (the lockfiles' holder line, for logs
+    and errors)."""
+    if not _tokens:
+        _tokens[:] = [kernels.new_session_id() + ".", itertools.count(1), holder_record()[len(MAGIC) : -1]]
+    prefix, count, holder = _tokens
+    return f"{prefix}{next(count):x} {holder.decode('ascii', 'replace')}"
 
 
 def lock_holder(value: Any) -> bytes:
@@ -739,6 +759,21 @@ def _forget_connections_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
+def timed_by_the_kernel(sock: socket.socket) -> None:
+    """Give a plain socket's timeout to the kernel (SO_RCVTIMEO, SO_SNDTIMEO) and make the socket blocking:
+    Python times a socket that has a timeout with a poll() before every send and every receive, two system
+    calls of a call's four. A timeout then ends the read or write with EAGAIN, which redis-py reports as a
+    ConnectionError (both are retried, and both mean "unreachable" here). TLS sockets are left as they are."""
+    timeout = sock.gettimeout()
+    if type(sock) is not socket.socket or not timeout or timeout <= 0:
+        return
+    seconds = int(timeout)
+    value = struct.pack("@ll", seconds, max(int((timeout - seconds) * 1_000_000), 1 if not seconds else 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.settimeout(None)
+
+
 class ScriptCaller:
     """The backend's scripts as EVALSHA on a connection of the client's, without redis-py's per-command
     client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
@@ -813,6 +848,8 @@ class ScriptCaller:
             # nothing in redis-py's own buffer (one that fails is closed), so the socket alone tells.
             sock = connection._sock
             if sock is not None:
+                if sock.gettimeout():
+                    timed_by_the_kernel(sock)
                 try:
                     readable = select.select((sock,), (), (), 0)[0]
                 except ValueError:  # a descriptor past select's FD_SETSIZE (1024): poll it
@@ -838,7 +875,9 @@ class ScriptCaller:
     def _put_back(self, idle: list[Any], connection: Any) -> None:
         if len(idle) < IDLE_KEEP:
             idle.append(connection)
-        else:  # a burst's extra: back to the pool, for the app's own commands
+        else:  # a burst's extra: back to the pool, for the app's own commands (timed by Python again)
+            if connection._sock is not None and connection._sock.gettimeout() is None:
+                connection._sock.settimeout(connection.socket_timeout)
             self.pool.release(connection)  # type: ignore[union-attr]
 
     @staticmethod

@@ -714,3 +714,82 @@ def test_the_unlocker_sweeps_every_hand_over_not_only_the_first(client, prefix, 
     client.set(lock + "2", "token-y", px=60_000)
     backend.hand_over(lock + "2", "token-y")  # a new one takes over, and sweeps both
     assert wait_gone(client, lock + "2") and wait_gone(client, lock)
+
+
+RMW_SCRIPT = """
+import os, sys
+import redis
+from fastsession.redis import RedisSessionStore
+sys.path.insert(0, sys.argv[2])
+from conftest import Transaction
+
+client = redis.Redis.from_url(sys.argv[1], socket_timeout=5)
+trans = Transaction()
+with RedisSessionStore(trans, client, prefix="syscalls:") as store:
+    store.get_session(True)["n"] = 0
+for _ in range(3):  # warm: the connection kept, the scripts loaded, the token prefix drawn
+    with RedisSessionStore(Transaction(trans.cookies), client, prefix="syscalls:") as store:
+        store.get_session(False)["n"] += 1
+os.write(2, b"<<\\n")
+with RedisSessionStore(Transaction(trans.cookies), client, prefix="syscalls:") as store:
+    store.get_session(False)["n"] += 1
+os.write(2, b">>\\n")
+"""
+
+
+def test_a_locked_read_modify_write_makes_six_system_calls(redis_url, tmp_path):
+    """Two scripts, each a send and a receive after a look at the idle connection: no poll() before each
+    send and receive (the kernel times the socket), no random draw per lock."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("strace") is None:
+        pytest.fail("strace is needed for this test: apt-get install -y strace")
+    log = tmp_path / "trace"
+    tests = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run(
+        ["strace", "-f", "-o", str(log), sys.executable, "-c", RMW_SCRIPT, redis_url, tests],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if 'write(2, "<<' in line)
+    end = next(i for i, line in enumerate(lines) if 'write(2, ">>' in line)
+    calls = [line.split("(")[0].split()[-1] for line in lines[start + 1 : end] if "(" in line]
+    assert calls == ["pselect6", "sendto", "recvfrom"] * 2
+
+
+def test_lock_tokens_differ_within_a_process_and_in_a_forked_child():
+    from helpers import fork_child, wait_ok
+
+    from fastsession._kernels import ACTIVE
+    from fastsession.redis import holder_token
+
+    first, second = holder_token(ACTIVE), holder_token(ACTIVE)
+    assert first != second and first.split(" ")[1:] == second.split(" ")[1:]  # the same holder after the token
+    pid, read = fork_child(lambda write: os.write(write, holder_token(ACTIVE).split(" ")[0].encode()))
+    childs = os.read(read, 200).decode()
+    os.close(read)
+    wait_ok(pid)
+    assert childs.rsplit(".", 1)[0] != first.split(" ")[0].rsplit(".", 1)[0]  # a prefix of its own
+
+
+def test_a_connection_given_back_to_the_pool_is_timed_by_python_again(redis_url, prefix, monkeypatch):
+    """The kernel's timeout is fastsession's own business: the app's own commands on a connection it gives
+    back time out as redis-py says (TimeoutError), not with EAGAIN."""
+    from fastsession import redis as fs_redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    scripts = RedisSessionStore(Transaction(), client, prefix=prefix).backend.scripts
+    for _ in range(2):  # made, then kept idle and given to the kernel to time at its next use
+        scripts("pttl", ["no-such-key"], [])
+    (connection,) = scripts.idle
+    assert connection._sock.gettimeout() is None
+    monkeypatch.setattr(fs_redis, "IDLE_KEEP", 0)  # this one is a burst's extra: back to the pool
+    scripts("pttl", ["no-such-key"], [])
+    assert scripts.idle == [] and connection._sock.gettimeout() == 5
+    assert connection in client.connection_pool._available_connections
+    client.close()
