@@ -23,8 +23,6 @@ import itertools
 import logging
 import os
 import select
-import socket
-import struct
 import threading
 import time
 import weakref
@@ -42,7 +40,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from . import _holder, _kernels
+from . import _holder, _kernels, resp
 from ._holder import MAGIC, describe, holder_record, is_stale, summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
 from .checks import check_seconds
@@ -759,21 +757,6 @@ def _forget_connections_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
-def timed_by_the_kernel(sock: socket.socket) -> None:
-    """Give a plain socket's timeout to the kernel (SO_RCVTIMEO, SO_SNDTIMEO) and make the socket blocking:
-    Python times a socket that has a timeout with a poll() before every send and every receive, two system
-    calls of a call's four. A timeout then ends the read or write with EAGAIN, which redis-py reports as a
-    ConnectionError (both are retried, and both mean "unreachable" here). TLS sockets are left as they are."""
-    timeout = sock.gettimeout()
-    if type(sock) is not socket.socket or not timeout or timeout <= 0:
-        return
-    seconds = int(timeout)
-    value = struct.pack("@ll", seconds, max(int((timeout - seconds) * 1_000_000), 1 if not seconds else 0))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-    sock.settimeout(None)
-
-
 class ScriptCaller:
     """The backend's scripts as EVALSHA on a connection of the client's, without redis-py's per-command
     client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
@@ -849,7 +832,7 @@ class ScriptCaller:
             sock = connection._sock
             if sock is not None:
                 if sock.gettimeout():
-                    timed_by_the_kernel(sock)
+                    resp.timed_by_the_kernel(sock)
                 try:
                     readable = select.select((sock,), (), (), 0)[0]
                 except ValueError:  # a descriptor past select's FD_SETSIZE (1024): poll it
@@ -891,15 +874,12 @@ class ScriptCaller:
         return connection.read_response()
 
     def _evalsha(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
-        command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)
-        connection.send_packed_command(command)
+        command = packed("EVALSHA", self.shas[name], len(keys), *keys, *args)
         try:
-            return connection.read_response()
+            return resp.call(connection, command)
         except NoScriptError:  # not loaded on this server (yet, or any more)
-            connection.send_packed_command((packed("SCRIPT", "LOAD", SCRIPTS[name]),))
-            connection.read_response()
-            connection.send_packed_command(command)
-            return connection.read_response()
+            resp.call(connection, packed("SCRIPT", "LOAD", SCRIPTS[name]))
+            return resp.call(connection, command)
 
 
 class RedisBackend(RedisCore):

@@ -1,0 +1,162 @@
+"""One command and its reply on the socket of a redis-py connection, past redis-py's layers.
+
+redis-py's ``send_packed_command`` and ``read_response`` (its checks, its parser's buffer, its push
+handling) cost as much as the round trip itself on loopback; a session's calls are a few scripts whose
+replies are integers, bulk strings, nulls and arrays of them. ``call`` sends the packed command and reads
+the reply with one ``sendall`` and one ``recv`` (more only for a reply larger than a read), on a plain
+socket whose timeout the kernel keeps (``timed_by_the_kernel``: no ``poll`` before each), and leaves
+anything else to redis-py: TLS sockets, a connection not yet connected, bytes redis-py has buffered.
+
+Errors are redis-py's, as its own reading gives them: a reply error through the connection's parser
+(``NoScriptError``, ``ResponseError``, ``ReadOnlyError``, ...), ``TimeoutError`` when the kernel's timeout
+ends a read or write, ``ConnectionError`` when the server closed the connection or a read failed. A push
+frame (RESP3 notices) is read past, and the connection is closed after its reply: the next call connects
+afresh, as redis-py does when told the server moves.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from redis.exceptions import ConnectionError, InvalidResponse, TimeoutError
+
+try:  # redis-py 5 and later; before, every call goes through redis-py
+    from redis._parsers import _RESP2Parser, _RESP3Parser
+
+    PARSERS: tuple[type, ...] = (_RESP2Parser, _RESP3Parser)
+except ImportError:
+    PARSERS = ()
+
+READ_SIZE = 65536
+
+
+def timed_by_the_kernel(sock: socket.socket) -> None:
+    """Give a plain socket's timeout to the kernel (SO_RCVTIMEO, SO_SNDTIMEO) and make the socket blocking:
+    Python times a socket that has a timeout with a poll() before every send and every receive, two system
+    calls of a call's four. TLS sockets are left as they are."""
+    timeout = sock.gettimeout()
+    if type(sock) is not socket.socket or not timeout or timeout <= 0:
+        return
+    seconds = int(timeout)
+    value = struct.pack("@ll", seconds, max(int((timeout - seconds) * 1_000_000), 1 if not seconds else 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.settimeout(None)
+
+
+def call(connection: Any, command: bytes) -> Any:
+    """Send ``command`` (packed RESP) on ``connection`` and return its reply."""
+    sock = connection._sock
+    if (
+        sock is None
+        or type(sock) is not socket.socket
+        or sock.gettimeout() is not None
+        or not _nothing_buffered(connection)
+    ):
+        connection.send_packed_command((command,))
+        return connection.read_response()
+    try:
+        sock.sendall(command)
+    except BlockingIOError as exc:  # the kernel's send timeout
+        raise TimeoutError("Timeout writing to socket") from exc
+    except OSError as exc:
+        raise ConnectionError(f"Error while writing to socket: {exc}") from exc
+    data = _receive(sock, b"")
+    pushed = False
+    while True:
+        try:
+            reply, end = _frame(data, 0)
+        except _Incomplete:
+            data = _receive(sock, data)
+            continue
+        if type(reply) is _Push:  # a notice before the reply: read past it
+            pushed = True
+            data = data[end:] or _receive(sock, b"")
+            continue
+        break
+    if pushed or end != len(data):  # notices, or bytes after the reply: start afresh next time
+        connection.disconnect()
+    if type(reply) is _Error:
+        raise connection._parser.parse_error(reply.message)
+    return reply
+
+
+def _nothing_buffered(connection: Any) -> bool:
+    """Whether redis-py's parser holds no byte read from the socket and not yet parsed (what the socket
+    gives next is then the reply). Bytes there are no reply of a call of ours: the connection is closed (and
+    connected afresh by redis-py's path). A parser of another kind (hiredis) is left to redis-py."""
+    parser = connection._parser
+    if type(parser) not in PARSERS:
+        return False
+    buffer = parser._buffer
+    if buffer is None or not buffer.unread_bytes():
+        return True
+    connection.disconnect()
+    return False
+
+
+def _receive(sock: socket.socket, data: bytes) -> bytes:
+    try:
+        chunk = sock.recv(READ_SIZE)
+    except BlockingIOError as exc:  # the kernel's receive timeout
+        raise TimeoutError("Timeout reading from socket") from exc
+    except OSError as exc:
+        raise ConnectionError(f"Error while reading from socket: {exc}") from exc
+    if not chunk:
+        raise ConnectionError("Connection closed by server.")
+    return data + chunk
+
+
+class _Incomplete(Exception):
+    """The frame has not all come yet."""
+
+
+_INCOMPLETE = _Incomplete()
+
+
+class _Error:
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Push(list):  # type: ignore[type-arg]
+    """A RESP3 push frame: out of band, never a reply."""
+
+
+def _frame(data: bytes, pos: int) -> tuple[Any, int]:
+    """(the value of the RESP2/RESP3 frame at ``pos``, where the next begins); _Incomplete if it is cut short."""
+    end = data.find(b"\r\n", pos)
+    if end < 0:
+        raise _INCOMPLETE
+    kind = data[pos]
+    if kind == 58:  # ":" an integer
+        return int(data[pos + 1 : end]), end + 2
+    if kind == 36:  # "$" a bulk string, or null ($-1)
+        size = int(data[pos + 1 : end])
+        if size < 0:
+            return None, end + 2
+        stop = end + 2 + size
+        if len(data) < stop + 2:
+            raise _INCOMPLETE
+        return data[end + 2 : stop], stop + 2
+    if kind == 42 or kind == 62:  # "*" an array (or null: *-1), ">" a push
+        size = int(data[pos + 1 : end])
+        if size < 0:
+            return None, end + 2
+        items: list[Any] = _Push() if kind == 62 else []
+        pos = end + 2
+        for _ in range(size):
+            item, pos = _frame(data, pos)
+            items.append(item)
+        return items, pos
+    if kind == 95:  # "_" RESP3's null
+        return None, end + 2
+    if kind == 45:  # "-" an error reply
+        return _Error(data[pos + 1 : end].decode("utf-8", "replace")), end + 2
+    if kind == 43:  # "+" a simple string
+        return data[pos + 1 : end], end + 2
+    raise InvalidResponse(f"unexpected reply type {chr(kind)!r} from a fastsession script")

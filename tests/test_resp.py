@@ -1,0 +1,151 @@
+"""fastsession.resp: a command and its reply on a redis-py connection's socket, against a real redis-server."""
+
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError, InvalidResponse, NoScriptError, ResponseError, TimeoutError
+
+from fastsession import resp
+from fastsession.bench.redis_server import RedisServer
+from fastsession.redis import packed
+
+
+def timeval(sock, option):
+    seconds, micro = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+    return seconds + micro / 1_000_000
+
+
+@pytest.mark.parametrize("timeout", [0.25, 2.5, 3.0])
+def test_a_sockets_timeout_goes_to_the_kernel_and_the_socket_blocks(timeout):
+    sock = socket.socket()
+    sock.settimeout(timeout)
+    resp.timed_by_the_kernel(sock)
+    assert sock.gettimeout() is None
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        assert timeval(sock, option) == pytest.approx(timeout, abs=0.01)  # (kept in clock ticks)
+    sock.close()
+
+
+def test_a_socket_without_a_timeout_or_not_a_plain_one_is_left_as_it_is():
+    class Wrapped(socket.socket):  # what ssl.SSLSocket is: a subclass, whose reads the kernel cannot time
+        pass
+
+    blocking, wrapped = socket.socket(), Wrapped()
+    wrapped.settimeout(1.0)
+    resp.timed_by_the_kernel(blocking)
+    resp.timed_by_the_kernel(wrapped)
+    assert blocking.gettimeout() is None and timeval(blocking, socket.SO_RCVTIMEO) == 0
+    assert wrapped.gettimeout() == 1.0 and timeval(wrapped, socket.SO_RCVTIMEO) == 0
+    blocking.close()
+    wrapped.close()
+
+
+@pytest.fixture(params=[2, 3])
+def connection(request, redis_url):
+    """A connected redis-py connection (RESP2 or RESP3) whose socket the kernel times, as the idle ones are."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, protocol=request.param)
+    conn = client.connection_pool.get_connection()
+    resp.timed_by_the_kernel(conn._sock)
+    yield conn
+    client.connection_pool.release(conn)
+    client.close()
+
+
+def test_replies_of_every_kind_the_scripts_give(connection, redis_url):
+    other = redis.Redis.from_url(redis_url)
+    other.delete("resp:list", "resp:none")
+    other.rpush("resp:list", b"a", b"\r\n", b"")
+    assert resp.call(connection, packed("RPUSH", "resp:list", "z")) == 4
+    assert resp.call(connection, packed("LRANGE", "resp:list", 0, -1)) == [b"a", b"\r\n", b"", b"z"]
+    assert resp.call(connection, packed("GET", "resp:none")) is None
+    assert resp.call(connection, packed("EVAL", "return {1, false, 'x', {2}}", 0)) == [1, None, b"x", [2]]
+    assert resp.call(connection, packed("SET", "resp:none", "v")) == b"OK"
+    assert resp.call(connection, packed("DEL", "resp:none")) == 1
+    other.delete("resp:list")
+    other.close()
+
+
+def test_a_reply_larger_than_one_read_is_read_whole(connection, redis_url):
+    other = redis.Redis.from_url(redis_url)
+    big = os.urandom(3 * resp.READ_SIZE + 17)
+    other.set("resp:big", big)
+    assert resp.call(connection, packed("GET", "resp:big")) == big
+    assert resp.call(connection, packed("EXISTS", "resp:big")) == 1  # nothing of it left to be read
+    other.delete("resp:big")
+    other.close()
+
+
+def test_error_replies_are_redis_pys_exceptions_and_the_connection_stays_good(connection):
+    with pytest.raises(NoScriptError):
+        resp.call(connection, packed("EVALSHA", "0" * 40, 0))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        resp.call(
+            connection,
+            packed("EVAL", "redis.call('SET', KEYS[1], 1) return redis.call('LPUSH', KEYS[1], 1)", 1, "resp:x"),
+        )
+    assert resp.call(connection, packed("DEL", "resp:x")) == 1
+
+
+def test_a_reply_type_no_script_gives_is_refused(redis_url):
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, protocol=3)
+    conn = client.connection_pool.get_connection()
+    resp.timed_by_the_kernel(conn._sock)
+    with pytest.raises(InvalidResponse, match="unexpected reply type '%'"):
+        resp.call(conn, packed("HELLO", 3))  # a RESP3 map
+    client.connection_pool.release(conn)
+    client.close()
+
+
+def test_a_connection_the_server_closed_is_a_connection_error(connection, redis_url):
+    killer = redis.Redis.from_url(redis_url)
+    killer.client_kill_filter(_id=resp.call(connection, packed("CLIENT", "ID")))
+    killer.close()
+    with pytest.raises(ConnectionError, match="closed by server|Error while"):
+        resp.call(connection, packed("PING"))
+
+
+def test_a_read_past_the_kernels_timeout_is_a_timeout_error():
+    server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.3)
+        conn = client.connection_pool.get_connection()
+        resp.timed_by_the_kernel(conn._sock)
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(TimeoutError, match="Timeout reading from socket"):
+                resp.call(conn, packed("PING"))
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_a_push_before_the_reply_is_read_past_and_the_connection_closed_after(redis_url):
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, protocol=3)
+    conn = client.connection_pool.get_connection()
+    resp.timed_by_the_kernel(conn._sock)
+    resp.call(conn, packed("CLIENT", "TRACKING", "on"))
+    resp.call(conn, packed("GET", "resp:tracked"))  # tracked: a change by another client pushes a notice
+    other = redis.Redis.from_url(redis_url)
+    other.set("resp:tracked", "changed")
+    assert resp.call(conn, packed("ECHO", "mine")) == b"mine"
+    assert conn._sock is None  # closed after its reply: connected afresh by the next call
+    other.delete("resp:tracked")
+    other.close()
+    client.connection_pool.release(conn)
+    client.close()
+
+
+def test_bytes_redis_py_left_unread_close_the_connection_and_redis_py_answers(connection):
+    connection.send_packed_command((packed("PING") + packed("ECHO", "stale"),))
+    time.sleep(0.1)  # both replies in the socket: redis-py's read takes both, parses one
+    assert connection.read_response() in (b"PONG", "PONG")  # the ECHO's reply read with it, still buffered
+    old = connection._sock
+    assert resp.call(connection, packed("ECHO", "fresh")) in (b"fresh", "fresh")
+    assert connection._sock is not old  # connected afresh, the stale reply dropped with the old socket
