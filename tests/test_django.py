@@ -915,7 +915,7 @@ def test_migration_through_a_pickle_serializer_is_refused(session_path):
         FASTSESSION_MIGRATE_FROM="django.contrib.sessions.backends.cache",
         SESSION_SERIALIZER=f"{__name__}.PickleSerializer",
     ):
-        with pytest.raises(ImproperlyConfigured, match="unpickles"):
+        with pytest.raises(ImproperlyConfigured, match="it unpickles.*could run code. Migrate with a JSON serializer$"):
             SessionStore("a" * 32).load()
 
 
@@ -1479,7 +1479,9 @@ def test_under_asgi_overlapping_async_requests_that_write_lose_no_update(storage
 
 def test_migrate_from_naming_this_engine_is_refused(session_path):
     with override_settings(FASTSESSION_MIGRATE_FROM="fastsession.contrib.django"):
-        with pytest.raises(ValueError, match="names the engine being replaced, not this one"):
+        with pytest.raises(
+            ValueError, match="^FASTSESSION_MIGRATE_FROM names the engine being replaced, not this one$"
+        ):
             SessionStore("a" * 32).load()
 
 
@@ -1613,3 +1615,295 @@ def test_under_asgi_a_sync_views_lock_not_had_in_time_is_a_503_and_a_read_only_r
     assert busy.status_code == 503 and busy["Retry-After"] == "1"
     assert read.status_code == 200 and read.content == b"1"
     assert after == b"2" and locks(storage) == []
+
+
+def old_cache_session(data, expiry=None):
+    """A session stored by Django's cache engine (the engine being replaced); its key."""
+    from django.contrib.sessions.backends.cache import SessionStore as CacheStore
+
+    old = CacheStore()
+    old.update(data)
+    if expiry is not None:
+        old.set_expiry(expiry)
+    old.save()
+    return old.session_key
+
+
+MIGRATING = {"FASTSESSION_MIGRATE_FROM": "django.contrib.sessions.backends.cache"}
+
+
+def test_a_migrated_session_read_by_a_request_that_changes_nothing_is_stored_under_a_new_key(session_path):
+    from django.contrib.sessions.backends.cache import SessionStore as CacheStore
+
+    old = CacheStore()
+    old._session_key = "weird.key/../x"
+    old._session_cache = {"n": 4}
+    old.save(must_create=True)
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = "weird.key/../x"
+    with override_settings(**MIGRATING):
+        assert client.get("/peek").content == b"4"  # only read: still saved, under a key that may be a path
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert path_safe(key) and SessionStore(key).load() == {"n": 4}
+
+
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_a_session_migrated_into_redis_gets_the_ttl_of_its_expiry(storage):
+    from fastsession.redis import data_key
+
+    plain, short = old_cache_session({"a": 1}), old_cache_session({"a": 2}, expiry=600)
+    with override_settings(**MIGRATING):
+        assert SessionStore(plain).load() == {"a": 1} and SessionStore(short).load()["a"] == 2
+    assert 0.99 * settings.SESSION_COOKIE_AGE * 1000 < storage.client.pttl(data_key(storage.prefix, plain))
+    assert 590_000 < storage.client.pttl(data_key(storage.prefix, short)) <= 600_000
+
+
+LOCKS_SEEN = []
+
+
+def count_and_look(request):
+    request.session["n"] = request.session["n"] + 1  # migrated here, under the request's lock
+    LOCKS_SEEN.append(LOOKING_AT[0].locks())
+    return HttpResponse(str(request.session["n"]))
+
+
+LOOKING_AT = []
+urlpatterns.append(path("count-and-look", count_and_look))
+
+
+def test_a_migration_under_the_requests_lock_keeps_it_to_the_end_of_the_request(storage):
+    key = old_cache_session({"n": 41})
+    LOCKS_SEEN.clear()
+    LOOKING_AT[:] = [storage]
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = key
+    with override_settings(**MIGRATING):
+        assert client.get("/count-and-look").content == b"42"
+    assert len(LOCKS_SEEN[0]) == 1 and locks(storage) == []  # held while the view ran, released at its end
+    assert SessionStore(key).load() == {"n": 42}
+
+
+def test_a_migration_that_meets_one_done_meanwhile_keeps_what_is_stored(storage, monkeypatch):
+    from django.contrib.sessions.backends.cache import SessionStore as CacheStore
+
+    key = old_cache_session({"n": 1})
+    real_load = CacheStore.load
+
+    def another_request_migrates_first(self):
+        data = real_load(self)
+        monkeypatch.setattr(CacheStore, "load", real_load)
+        other = SessionStore(key)  # (migrates through the real load)
+        other["n"] = 5
+        other.save()
+        return data
+
+    monkeypatch.setattr(CacheStore, "load", another_request_migrates_first)
+    with override_settings(**MIGRATING):
+        assert SessionStore(key).load() == {"n": 5}
+    assert SessionStore(key).load() == {"n": 5} and locks(storage) == []
+
+
+def test_in_commit_mode_a_key_deleted_by_the_request_that_migrated_its_session_stays_deleted(storage):
+    key = old_cache_session({"a": 1, "b": 2})
+    with override_settings(FASTSESSION_LOCKING="commit", **MIGRATING):
+        store = SessionStore(key)
+        del store["b"]
+        store.save()
+    assert SessionStore(key).load() == {"a": 1}
+
+
+def test_expiry_events_name_the_session_its_user_and_whether_idle_or_past_its_lifetime(session_path, monkeypatch):
+    from fastsession import events
+    from fastsession.names import stored_name
+    from fastsession.users import user_hash
+
+    idle = expired_session(session_path)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 7200)  # made two hours ago
+    old = SessionStore()
+    old["a"] = 1
+    old.bind_user("7")
+    old.save()
+    monkeypatch.undo()
+    seen = []
+    events.subscribe(seen.append)
+    try:
+        with override_settings(FASTSESSION_MAX_LIFETIME=3600):
+            assert SessionStore(idle).load() == {}  # read after its expiry: ended by that read
+            management.call_command("clearsessions")
+    finally:
+        events.unsubscribe(seen.append)
+    assert sorted((e.kind, e.session, e.user, e.reason) for e in seen) == sorted(
+        [
+            ("expired", stored_name(idle), None, "idle"),
+            ("expired", stored_name(old.session_key), user_hash("7"), "lifetime"),
+        ]
+    )
+
+
+def test_the_id_header_answers_a_logout_a_failed_request_and_a_session_deleted_meanwhile(storage):
+    with override_settings(FASTSESSION_ID_HEADER="X-Session-Id"):
+        api = Client(raise_request_exception=False)
+        sid = api.get("/count", headers={"X-Session-Id": ""})["X-Session-Id"]
+        out = api.get("/signout", headers={"X-Session-Id": sid})
+        assert out["X-Session-Id"] == "" and "X-Session-Id" in out["Vary"]  # logged out: the client forgets it
+        sid = api.get("/count", headers={"X-Session-Id": ""})["X-Session-Id"]
+        failed = api.get("/boom", headers={"X-Session-Id": sid})
+        assert failed.status_code == 500 and not failed.has_header("X-Session-Id")
+        assert SessionStore(sid).load() == {"n": 1}  # the failed request's change is not saved
+        fresh = api.get("/nothing")  # no header, no cookie: nothing said about the header
+        assert not fresh.has_header("X-Session-Id") and "X-Session-Id" not in fresh.get("Vary", "")
+        holder = SessionStore(sid)
+        holder.lock()
+        holder.delete()  # a logout elsewhere, just before this request's save
+        holder.unlock()
+
+    with override_settings(FASTSESSION_ID_HEADER="X-Session-Id", FASTSESSION_LOCKING="commit"):
+        sid = api.get("/count", headers={"X-Session-Id": ""})["X-Session-Id"]
+        gone = api.get("/count-after-logout", headers={"X-Session-Id": sid})
+    assert gone.status_code == 400, gone.content  # SessionInterrupted, Django's answer to a session deleted meanwhile
+    assert not SessionStore().exists(sid)  # and the request's change did not bring it back
+
+
+def count_after_a_logout_elsewhere(request):
+    request.session["n"] = 9
+    SessionStore().delete(request.session.session_key)
+    return HttpResponse("late")
+
+
+urlpatterns.append(path("count-after-logout", count_after_a_logout_elsewhere))
+
+
+def test_a_revoke_all_that_takes_this_device_too_deletes_its_cookie(storage):
+    client = Client()
+    client.get("/count")
+    client.get("/signin")
+    response = client.get("/everyone-out")
+    assert response.content == b"1" and response.cookies[settings.SESSION_COOKIE_NAME].value == ""
+
+
+def test_revoke_all_keeps_the_session_a_user_session_names(storage):
+    devices = [Client() for _ in range(2)]
+    for device in devices:
+        device.get("/count")
+        device.get("/signin")
+    keys = [d.cookies[settings.SESSION_COOKIE_NAME].value for d in devices]
+    kept = next(e for e in SessionStore().sessions_of("7") if e.session == store_name(keys[1]))
+    assert SessionStore().revoke_all("7", keep=kept) == 1
+    assert [SessionStore().exists(k) for k in keys] == [False, True]
+
+
+def test_a_login_binds_the_user_agent_cut_to_200_characters_and_none_is_an_empty_one(storage):
+    Client(HTTP_USER_AGENT="x" * 300).get("/signin")
+    Client().get("/signin")
+    assert sorted(e.metadata["user_agent"] for e in SessionStore().sessions_of("7")) == ["", "x" * 200]
+
+
+def test_the_auth_signals_pass_over_a_request_without_a_session():
+    from django.contrib.auth.signals import user_logged_in, user_logged_out
+
+    class Bare:
+        def __init__(self):
+            self.META = {}
+
+    user_logged_in.send(sender=FakeUser, request=Bare(), user=FakeUser(7))
+    user_logged_out.send(sender=FakeUser, request=Bare(), user=FakeUser(7))
+    user_logged_in.send(sender=FakeUser, request=None, user=FakeUser(7))
+
+
+def test_a_logout_signal_without_a_flush_unbinds_the_session(storage):
+    from django.contrib.auth.signals import user_logged_out
+
+    def logout_signal_only(request):
+        user_logged_out.send(sender=FakeUser, request=request, user=FakeUser(7))
+        request.session["still"] = True
+        return HttpResponse("unbound")
+
+    urlpatterns.append(path("logout-signal-only", logout_signal_only))
+    client = Client()
+    client.get("/signin")
+    client.get("/logout-signal-only")
+    assert SessionStore().sessions_of("7") == []
+    assert SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value).load()["still"] is True
+
+
+def test_listing_and_revoking_follow_the_engines_lifetime_and_encryption(storage, monkeypatch):
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 7200)
+    old = SessionStore()
+    old["a"] = 1
+    old.bind_user("7")
+    old.save()
+    monkeypatch.undo()
+    new = SessionStore()
+    new["a"] = 2
+    new.bind_user("7")
+    new.save()
+    with override_settings(FASTSESSION_MAX_LIFETIME=3600):
+        assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(new.session_key)]
+    with override_settings(FASTSESSION_ENCRYPT=True):
+        sealed = SessionStore()
+        sealed["a"] = 3
+        sealed.bind_user("8")
+        sealed.save()
+        assert SessionStore().revoke_all("8") == 1  # the binding read through the seal
+    assert not SessionStore().exists(sealed.session_key)
+
+
+def test_binding_keeps_the_sessions_creation_time(session_path, monkeypatch):
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 7200)
+    with override_settings(FASTSESSION_MAX_LIFETIME=86400):  # a creation time is kept from the first save
+        store = SessionStore()
+        store["a"] = 1
+        store.save()
+        monkeypatch.undo()
+        store = SessionStore(store.session_key)
+        store.bind_user("7")
+        store.save()
+    (entry,) = SessionStore().sessions_of("7")
+    assert entry.created < real_time() - 7000  # created two hours ago, bound now
+
+
+def test_a_commit_mode_merge_keeps_a_concurrent_logins_binding(storage):
+    first = SessionStore()
+    first["n"] = 1
+    first.save()
+    with override_settings(FASTSESSION_LOCKING="commit"):
+        reader = SessionStore(first.session_key)
+        reader["seen"] = True  # a request that read before the login below, and saves after it
+        login = SessionStore(first.session_key)
+        login["user"] = "7"
+        login.bind_user("7")
+        login.save()
+        reader.save()
+    assert SessionStore(first.session_key).load() == {"n": 1, "seen": True, "user": "7"}
+    assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(first.session_key)]
+
+
+def test_session_event_receivers_connect_as_django_signals_do(storage):
+    from fastsession.contrib.django import session_event
+
+    seen = []
+    session_event.connect(
+        lambda sender, event, **extra: seen.append(("weak=False", event.kind)), weak=False, dispatch_uid="a"
+    )
+    session_event.connect(
+        lambda sender, event, **extra: seen.append(("twice", event.kind)), weak=False, dispatch_uid="b"
+    )
+    session_event.connect(
+        lambda sender, event, **extra: seen.append(("twice", event.kind)), weak=False, dispatch_uid="b"
+    )
+    session_event.connect(
+        lambda sender, event, **extra: seen.append(("from SessionStore", event.kind)),
+        sender=SessionStore,
+        weak=False,
+        dispatch_uid="c",
+    )
+    try:
+        Client().get("/count")
+    finally:
+        for uid in "abc":
+            assert session_event.disconnect(dispatch_uid=uid, sender=SessionStore if uid == "c" else None)
+    assert sorted(seen) == [("from SessionStore", "created"), ("twice", "created"), ("weak=False", "created")]
+    assert not session_event.has_listeners()

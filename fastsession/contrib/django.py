@@ -399,18 +399,15 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         previous.delete(key)
         return data  # type: ignore[no-any-return]
 
-    def _delete_if_expired(self, key: str | None, wait: bool = True, name: bytes | None = None) -> None:
+    def _delete_if_expired(self, key: str | None, name: bytes | None = None) -> None:
         """Delete the session of ``key`` (or of stored ``name``) if, read again under its lock, it is still expired.
 
         An unlocked read decided it looked expired; a request may have saved it
-        since. ``wait=False`` (clearsessions) passes over a session in use: in
-        use is not expired.
+        since. By stored name (clearsessions) a session in use is passed over at
+        once: in use is not expired.
         """
         try:
-            if name is not None:
-                handle = self._backend.open_stored(name, None if wait else 0)
-            else:
-                handle = self._handle(key, None if wait else 0)  # type: ignore[arg-type]
+            handle = self._backend.open_stored(name, 0) if name is not None else self._handle(key, None)  # type: ignore[arg-type]
         except LockTimeout:
             return
         held = self._is_held(handle)
@@ -635,7 +632,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         for name in files.names():  # stored names: the keys themselves are never on disk
             loaded = files.load(files.unlocked_stored(name), want_mtime=True)
             if loaded is not None and store._is_expired(loaded[0], loaded[2]):
-                store._delete_if_expired(None, wait=False, name=name)
+                store._delete_if_expired(None, name=name)
 
     # -- holding the lock for a whole request ---------------------------------
 
