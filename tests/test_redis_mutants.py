@@ -15,7 +15,7 @@ import redis
 from conftest import Transaction
 from helpers import hold_until_killed, kill_and_reap
 
-from fastsession import SessionError
+from fastsession import LockTimeout, SessionError
 from fastsession import redis as fs_redis
 from fastsession._holder import holder_record
 from fastsession.bench.redis_server import RedisServer
@@ -162,6 +162,20 @@ def test_a_redis_waiter_is_woken_by_the_release_not_by_its_next_poll(redis_url, 
         waiter.close()
         client.close()
     assert len(woken) == 1 and woken[0] is not None  # one pause, ended by the release's push
+
+
+@pytest.mark.parametrize("client_class", [redis.Redis, SubclassedRedis])
+def test_a_redis_waiters_pause_ends_by_itself_when_no_release_comes(redis_url, prefix, client_class):
+    client = client_class.from_url(redis_url)
+    session_id = stored(client, prefix, {"n": 1})
+    holder = RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix)
+    holder.get_session(False)
+    try:
+        with pytest.raises(LockTimeout):  # paused, not blocked until a wake-up that never comes
+            RedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix, timeout=0.3).get_session(False)
+    finally:
+        holder.rollback()
+        client.close()
 
 
 def wait_until(condition, seconds=10.0):
