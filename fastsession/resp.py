@@ -37,7 +37,7 @@ def timed_by_the_kernel(sock: socket.socket) -> None:
     Python times a socket that has a timeout with a poll() before every send and every receive, two system
     calls of a call's four. TLS sockets are left as they are."""
     timeout = sock.gettimeout()
-    if type(sock) is not socket.socket or not timeout or timeout <= 0:
+    if type(sock) is not socket.socket or not timeout:
         return
     seconds = int(timeout)
     value = struct.pack("@ll", seconds, max(int((timeout - seconds) * 1_000_000), 1 if not seconds else 0))

@@ -20,14 +20,15 @@ def timeval(sock, option):
     return seconds + micro / 1_000_000
 
 
-@pytest.mark.parametrize("timeout", [0.25, 2.5, 3.0])
+@pytest.mark.parametrize("timeout", [0.25, 2.5, 3.0, 1e-9])
 def test_a_sockets_timeout_goes_to_the_kernel_and_the_socket_blocks(timeout):
     sock = socket.socket()
     sock.settimeout(timeout)
     resp.timed_by_the_kernel(sock)
     assert sock.gettimeout() is None
     for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-        assert timeval(sock, option) == pytest.approx(timeout, abs=0.01)  # (kept in clock ticks)
+        kept = timeval(sock, option)
+        assert kept == pytest.approx(timeout, abs=0.01) and kept > 0  # (in clock ticks; never 0, which is "forever")
     sock.close()
 
 
@@ -56,7 +57,9 @@ def connection(request, redis_url):
     client.close()
 
 
-def test_replies_of_every_kind_the_scripts_give(connection, redis_url):
+def test_replies_of_every_kind_the_scripts_give(connection, redis_url, monkeypatch):
+    monkeypatch.setattr(connection, "read_response", None)  # past redis-py's reading: never called
+    sock = connection._sock
     other = redis.Redis.from_url(redis_url)
     other.delete("resp:list", "resp:none")
     other.rpush("resp:list", b"a", b"\r\n", b"")
@@ -66,6 +69,7 @@ def test_replies_of_every_kind_the_scripts_give(connection, redis_url):
     assert resp.call(connection, packed("EVAL", "return {1, false, 'x', {2}}", 0)) == [1, None, b"x", [2]]
     assert resp.call(connection, packed("SET", "resp:none", "v")) == b"OK"
     assert resp.call(connection, packed("DEL", "resp:none")) == 1
+    assert connection._sock is sock  # the same connection all along
     other.delete("resp:list")
     other.close()
 
@@ -105,7 +109,7 @@ def test_a_connection_the_server_closed_is_a_connection_error(connection, redis_
     killer = redis.Redis.from_url(redis_url)
     killer.client_kill_filter(_id=resp.call(connection, packed("CLIENT", "ID")))
     killer.close()
-    with pytest.raises(ConnectionError, match="closed by server|Error while"):
+    with pytest.raises(ConnectionError, match="^Connection closed by server.$|^Error while reading from socket: "):
         resp.call(connection, packed("PING"))
 
 
@@ -117,7 +121,7 @@ def test_a_read_past_the_kernels_timeout_is_a_timeout_error():
         resp.timed_by_the_kernel(conn._sock)
         os.kill(server.process.pid, signal.SIGSTOP)
         try:
-            with pytest.raises(TimeoutError, match="Timeout reading from socket"):
+            with pytest.raises(TimeoutError, match="^Timeout reading from socket$"):
                 resp.call(conn, packed("PING"))
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
@@ -149,3 +153,38 @@ def test_bytes_redis_py_left_unread_close_the_connection_and_redis_py_answers(co
     old = connection._sock
     assert resp.call(connection, packed("ECHO", "fresh")) in (b"fresh", "fresh")
     assert connection._sock is not old  # connected afresh, the stale reply dropped with the old socket
+
+
+def test_a_socket_python_times_or_none_yet_goes_through_redis_py(redis_url):
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    conn = client.connection_pool.get_connection()
+    assert conn._sock.gettimeout() == 5
+    assert resp.call(conn, packed("ECHO", "a")) in (b"a", "a")  # redis-py's path: its poll-timed socket kept
+    assert conn._sock.gettimeout() == 5
+    conn.disconnect()
+    assert resp.call(conn, packed("ECHO", "b")) in (b"b", "b") and conn._sock is not None  # connected by redis-py
+    client.connection_pool.release(conn)
+    client.close()
+
+
+def test_a_write_on_a_socket_shut_for_writing_is_a_connection_error(connection):
+    connection._sock.shutdown(socket.SHUT_WR)
+    with pytest.raises(ConnectionError, match="^Error while writing to socket: "):
+        resp.call(connection, packed("PING"))
+
+
+def test_a_write_past_the_kernels_timeout_is_a_timeout_error():
+    server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.3)
+        conn = client.connection_pool.get_connection()
+        resp.timed_by_the_kernel(conn._sock)
+        os.kill(server.process.pid, signal.SIGSTOP)  # reads nothing more: the socket's buffers fill
+        try:
+            with pytest.raises(TimeoutError, match="^Timeout writing to socket$"):
+                resp.call(conn, packed("SET", "big", b"x" * (64 << 20)))
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        client.close()
+    finally:
+        server.stop()
