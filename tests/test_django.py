@@ -1741,7 +1741,7 @@ def test_expiry_events_name_the_session_its_user_and_whether_idle_or_past_its_li
     )
 
 
-def test_the_id_header_answers_a_logout_a_failed_request_and_a_session_deleted_meanwhile(storage):
+def test_the_id_header_answers_a_logout_a_failed_request_and_a_session_deleted_meanwhile(storage, caplog):
     with override_settings(FASTSESSION_ID_HEADER="X-Session-Id"):
         api = Client(raise_request_exception=False)
         sid = api.get("/count", headers={"X-Session-Id": ""})["X-Session-Id"]
@@ -1760,9 +1760,15 @@ def test_the_id_header_answers_a_logout_a_failed_request_and_a_session_deleted_m
 
     with override_settings(FASTSESSION_ID_HEADER="X-Session-Id", FASTSESSION_LOCKING="commit"):
         sid = api.get("/count", headers={"X-Session-Id": ""})["X-Session-Id"]
-        gone = api.get("/count-after-logout", headers={"X-Session-Id": sid})
-    assert gone.status_code == 400, gone.content  # SessionInterrupted, Django's answer to a session deleted meanwhile
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):  # (Django logs the 400 with the exception's message)
+            gone = api.get("/count-after-logout", headers={"X-Session-Id": sid})
+    assert gone.status_code == 400  # SessionInterrupted, Django's answer to a session deleted meanwhile
     assert not SessionStore().exists(sid)  # and the request's change did not bring it back
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "The request's session was deleted before the request completed. The user may have logged "
+        "out in a concurrent request, for example.: /count-after-logout"
+    ]
 
 
 def count_after_a_logout_elsewhere(request):
@@ -1865,11 +1871,12 @@ def test_binding_keeps_the_sessions_creation_time(session_path, monkeypatch):
     assert entry.created < real_time() - 7000  # created two hours ago, bound now
 
 
-def test_a_commit_mode_merge_keeps_a_concurrent_logins_binding(storage):
-    first = SessionStore()
-    first["n"] = 1
-    first.save()
-    with override_settings(FASTSESSION_LOCKING="commit"):
+@pytest.mark.parametrize("lifetime", [None, 86400])  # with a lifetime the session has its META before the login
+def test_a_commit_mode_merge_keeps_a_concurrent_logins_binding(storage, lifetime):
+    with override_settings(FASTSESSION_LOCKING="commit", FASTSESSION_MAX_LIFETIME=lifetime):
+        first = SessionStore()
+        first["n"] = 1
+        first.save()
         reader = SessionStore(first.session_key)
         reader["seen"] = True  # a request that read before the login below, and saves after it
         login = SessionStore(first.session_key)
@@ -1877,8 +1884,30 @@ def test_a_commit_mode_merge_keeps_a_concurrent_logins_binding(storage):
         login.bind_user("7")
         login.save()
         reader.save()
-    assert SessionStore(first.session_key).load() == {"n": 1, "seen": True, "user": "7"}
-    assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(first.session_key)]
+        assert SessionStore(first.session_key).load() == {"n": 1, "seen": True, "user": "7"}
+        assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(first.session_key)]
+
+
+def test_a_plain_record_planted_before_an_encrypted_commit_mode_save_is_never_merged_or_sealed(storage):
+    from django.contrib.sessions.backends.base import UpdateError
+
+    from fastsession.redis import data_key
+
+    with override_settings(FASTSESSION_LOCKING="commit", FASTSESSION_ENCRYPT=True):
+        first = SessionStore()
+        first["n"] = 1
+        first.save()
+        reader = SessionStore(first.session_key)
+        reader["seen"] = True
+        planted = b'{"_auth_user_id": "1"}'
+        if storage.client is None:
+            with open(file_of(storage.path, first.session_key), "wb") as f:
+                f.write(planted)
+        else:
+            storage.client.set(data_key(storage.prefix, first.session_key), planted)
+        with pytest.raises(UpdateError):  # what is stored now does not open: never overwritten unread
+            reader.save()
+        assert SessionStore(first.session_key).load() == {}  # the planted record opens nothing either
 
 
 def test_session_event_receivers_connect_as_django_signals_do(storage):
@@ -1907,3 +1936,55 @@ def test_session_event_receivers_connect_as_django_signals_do(storage):
             assert session_event.disconnect(dispatch_uid=uid, sender=SessionStore if uid == "c" else None)
     assert sorted(seen) == [("from SessionStore", "created"), ("twice", "created"), ("weak=False", "created")]
     assert not session_event.has_listeners()
+
+
+def test_migration_through_a_serializer_that_unpickles_under_another_name_is_refused(session_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(SESSION_SERIALIZER=f"{__name__}.QuietSerializer", **MIGRATING):
+        with pytest.raises(ImproperlyConfigured, match="QuietSerializer rebuilds arbitrary objects"):
+            SessionStore("a" * 32).load()
+
+
+class QuietSerializer:
+    """A SESSION_SERIALIZER with an innocent name that unpickles all the same."""
+
+    def dumps(self, obj):
+        import pickle
+
+        return pickle.dumps(obj)
+
+    def loads(self, data):
+        import pickle
+
+        return pickle.loads(data)
+
+
+def test_with_ids_only_in_the_header_a_request_without_it_gets_no_header_back(storage):
+    with override_settings(FASTSESSION_ID_HEADER="X-Session-Id", FASTSESSION_ID_COOKIE=False):
+        response = Client().get("/nothing")
+    assert not response.has_header("X-Session-Id") and "X-Session-Id" not in response.get("Vary", "")
+
+
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_a_session_migrated_under_the_requests_lock_by_a_read_gets_its_ttl(storage):
+    from fastsession.redis import data_key
+
+    key = old_cache_session({"n": 3})
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = key
+    with override_settings(**MIGRATING):
+        assert client.get("/peek").content == b"3"  # read only: written once, under the request's lock
+    assert 0.99 * settings.SESSION_COOKIE_AGE * 1000 < storage.client.pttl(data_key(storage.prefix, key))
+
+
+def test_reading_an_expired_session_another_request_holds_gives_up_after_the_lock_timeout(session_path):
+    key = expired_session(session_path)
+    holder = SessionStore(key)
+    holder.lock()
+    try:
+        with override_settings(FASTSESSION_LOCK_TIMEOUT=0.05):
+            assert SessionStore(key).load() == {}  # expired: a new session, the old one left for later
+    finally:
+        holder.unlock()
+    assert os.path.exists(file_of(session_path, key))  # not deleted under another's lock

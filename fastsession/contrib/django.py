@@ -172,7 +172,7 @@ def old_engine() -> Any:
     name = getattr(settings, "FASTSESSION_MIGRATE_FROM", None)
     if not name:
         return None
-    serializer = str(getattr(settings, "SESSION_SERIALIZER", ""))
+    serializer = str(settings.SESSION_SERIALIZER)  # (Django's global settings always name one)
     if "pickle" in serializer.lower() or builds_objects(import_string(serializer)):
         from django.core.exceptions import ImproperlyConfigured
 
@@ -404,10 +404,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
         An unlocked read decided it looked expired; a request may have saved it
         since. By stored name (clearsessions) a session in use is passed over at
-        once: in use is not expired.
+        once: in use is not expired. By key (a read), its lock is waited for as
+        long as FASTSESSION_LOCK_TIMEOUT says, then the session is left for later.
         """
         try:
-            handle = self._backend.open_stored(name, 0) if name is not None else self._handle(key, None)  # type: ignore[arg-type]
+            handle = self._backend.open_stored(name, 0) if name is not None else self._handle(key)  # type: ignore[arg-type]
         except LockTimeout:
             return
         held = self._is_held(handle)
