@@ -1886,6 +1886,8 @@ def test_a_commit_mode_merge_keeps_a_concurrent_logins_binding(storage, lifetime
         reader.save()
         assert SessionStore(first.session_key).load() == {"n": 1, "seen": True, "user": "7"}
         assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(first.session_key)]
+        assert SessionStore().revoke_all("7") == 1  # still bound: "log out everywhere" finds it
+    assert not SessionStore().exists(first.session_key)
 
 
 def test_a_plain_record_planted_before_an_encrypted_commit_mode_save_is_never_merged_or_sealed(storage):
