@@ -159,8 +159,11 @@ def test_a_socket_python_times_or_none_yet_goes_through_redis_py(redis_url):
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     conn = client.connection_pool.get_connection()
     assert conn._sock.gettimeout() == 5
+    read = conn.read_response
+    reads = []
+    conn.read_response = lambda *args, **kwargs: reads.append(1) or read(*args, **kwargs)
     assert resp.call(conn, packed("ECHO", "a")) in (b"a", "a")  # redis-py's path: its poll-timed socket kept
-    assert conn._sock.gettimeout() == 5
+    assert conn._sock.gettimeout() == 5 and reads == [1]
     conn.disconnect()
     assert resp.call(conn, packed("ECHO", "b")) in (b"b", "b") and conn._sock is not None  # connected by redis-py
     client.connection_pool.release(conn)
