@@ -2,7 +2,7 @@
 # Mutation testing (mutmut 3) of the facade, the files and Redis backends, the
 # pure twins, gc and the Django engine (pyproject.toml: only_mutate), against
 # the whole suite on the pure twins. By hand,
-# not in CI: it takes a while on 2 cores. Needs `pip install mutmut` and a
+# not in CI: it takes a while on 2 cores. Needs `pip install mutmut pytest-timeout` and a
 # redis-server on PATH (the suite starts its own).
 #   tools/mutation.sh            run (resumes where a previous run stopped)
 #   tools/mutation.sh results    list the surviving mutants
