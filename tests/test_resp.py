@@ -191,3 +191,55 @@ def test_a_write_past_the_kernels_timeout_is_a_timeout_error():
         client.close()
     finally:
         server.stop()
+
+
+def test_a_push_that_comes_alone_is_read_past_and_the_reply_waited_for(redis_url):
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, protocol=3)
+    conn = client.connection_pool.get_connection()
+    resp.timed_by_the_kernel(conn._sock)
+    resp.call(conn, packed("CLIENT", "TRACKING", "on"))
+    resp.call(conn, packed("GET", "resp:alone"))
+    other = redis.Redis.from_url(redis_url)
+    other.set("resp:alone", "changed")  # the notice is in this connection's socket now
+    time.sleep(0.05)
+    other.client_pause(300)  # the reply comes 0.3 s after the notice: two reads
+    assert resp.call(conn, packed("ECHO", "mine")) == b"mine"
+    assert conn._sock is None
+    other.delete("resp:alone")
+    other.close()
+    client.connection_pool.release(conn)
+    client.close()
+
+
+def test_a_parser_of_another_kind_is_left_to_redis_py(connection, monkeypatch):
+    monkeypatch.setattr(resp, "PARSERS", ())  # what hiredis's parser is to this module
+    read = connection.read_response
+    reads = []
+    monkeypatch.setattr(connection, "read_response", lambda *a, **k: reads.append(1) or read(*a, **k))
+    assert resp.call(connection, packed("ECHO", "x")) in (b"x", "x") and reads == [1]
+
+
+def test_a_connection_reset_while_reading_is_a_connection_error():
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def reset_after_the_command():
+        peer, _ = listener.accept()
+        peer.recv(100)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # an RST, not a FIN
+
+    server = threading.Thread(target=reset_after_the_command)
+    server.start()
+    conn = redis.Connection(host="127.0.0.1", port=listener.getsockname()[1])
+    conn._sock = socket.create_connection(listener.getsockname())
+    try:
+        with pytest.raises(ConnectionError, match="^Error while reading from socket: "):
+            resp.call(conn, packed("PING"))
+    finally:
+        server.join()
+        conn._sock.close()
+        listener.close()
