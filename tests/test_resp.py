@@ -85,8 +85,12 @@ def test_a_reply_larger_than_one_read_is_read_whole(connection, redis_url):
 
 
 def test_error_replies_are_redis_pys_exceptions_and_the_connection_stays_good(connection):
+    sock = connection._sock
     with pytest.raises(NoScriptError):
         resp.call(connection, packed("EVALSHA", "0" * 40, 0))
+    with pytest.raises(ResponseError, match="not UTF-8: \ufffd"):  # whatever bytes an error carries
+        resp.call(connection, packed("EVAL", "return redis.error_reply('not UTF-8: ' .. string.char(255))", 0))
+    assert connection._sock is sock
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         resp.call(
             connection,
@@ -243,3 +247,22 @@ def test_a_connection_reset_while_reading_is_a_connection_error():
         server.join()
         conn._sock.close()
         listener.close()
+
+
+@pytest.mark.parametrize("read_size", [1, 2, 3, 7])
+def test_replies_cut_at_every_byte_are_read_whole(connection, redis_url, monkeypatch, read_size):
+    monkeypatch.setattr(resp, "READ_SIZE", read_size)  # every frame split wherever a read may end
+    sock = connection._sock
+    other = redis.Redis.from_url(redis_url)
+    other.delete("resp:cut", "resp:empty")
+    other.rpush("resp:cut", b"abc", b"", b"\r\n" * 3)
+    assert resp.call(connection, packed("LRANGE", "resp:cut", 0, -1)) == [b"abc", b"", b"\r\n" * 3]
+    assert resp.call(connection, packed("LRANGE", "resp:empty", 0, -1)) == []
+    assert resp.call(connection, packed("BLPOP", "resp:empty", "0.01")) is None  # a null array (RESP2) or null
+    assert resp.call(connection, packed("EVAL", "return {1, false, {}, 'x'}", 0)) == [1, None, [], b"x"]
+    with pytest.raises(ResponseError, match="^boom$"):
+        resp.call(connection, packed("EVAL", "return redis.error_reply('boom')", 0))
+    assert resp.call(connection, packed("GET", "resp:empty")) is None
+    assert connection._sock is sock  # every reply read to its end, nothing left over
+    other.delete("resp:cut")
+    other.close()
