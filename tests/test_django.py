@@ -99,6 +99,7 @@ from django.core import management  # noqa: E402  (needs the settings above)
 from django.test import Client, override_settings  # noqa: E402
 
 from fastsession.contrib.django import SessionStore, path_safe  # noqa: E402
+from fastsession.names import stored_name  # noqa: E402
 
 
 @pytest.fixture
@@ -260,8 +261,6 @@ def test_client_round_trip_with_the_locking_middleware(storage):
 
 def test_a_stored_name_sent_as_the_session_cookie_is_a_stranger(storage):
     """Issue 24 item 1: a victim's stored name (from a log line or a listing) opens, moves and deletes nothing."""
-    from fastsession.names import stored_name
-
     victim = Client()
     assert [victim.get("/count").content for _ in range(2)] == [b"1", b"2"]
     key = victim.cookies["sessionid"].value
@@ -1009,8 +1008,6 @@ urlpatterns += [path("signin", signin), path("others-out", others_out), path("si
 
 
 def test_login_binds_the_session_and_revoke_all_logs_out_the_other_devices(storage):
-    from fastsession.names import stored_name
-
     devices = [Client(HTTP_USER_AGENT=f"device {i}") for i in range(3)]
     for device in devices:
         device.get("/count")
@@ -1063,8 +1060,6 @@ urlpatterns.append(path("whose", whose))
 
 
 def test_fastsession_when_full_refuse_undoes_the_login_and_login_raises_too_many_sessions(storage):
-    from fastsession.names import stored_name
-
     with override_settings(FASTSESSION_MAX_SESSIONS=1, FASTSESSION_WHEN_FULL="refuse"):
         first, second = Client(), Client()
         assert first.get("/signin").content == b"in"
@@ -1091,7 +1086,6 @@ def test_cap_settings_are_checked_when_the_middleware_is_made(session_path, sett
 def test_lifecycle_events_reach_the_session_event_signal_and_its_last_receiver_gone_nothing_is_built(storage):
     from fastsession import events
     from fastsession.contrib.django import session_event
-    from fastsession.names import stored_name
 
     seen = []
 
@@ -1199,12 +1193,17 @@ def everyone_out(request):
 urlpatterns.append(path("everyone-out", everyone_out))
 
 
-def test_revoke_all_without_keep_logs_out_this_device_too(storage):
-    devices = [Client() for _ in range(2)]
+def signed_in_devices(count):
+    """``count`` browsers, each with a session and signed in as user 7; (their clients, their keys)."""
+    devices = [Client() for _ in range(count)]
     for device in devices:
         device.get("/count")
-        device.get("/signin")
-    keys = [d.cookies[settings.SESSION_COOKIE_NAME].value for d in devices]
+        assert device.get("/signin").content == b"in"
+    return devices, [d.cookies[settings.SESSION_COOKIE_NAME].value for d in devices]
+
+
+def test_revoke_all_without_keep_logs_out_this_device_too(storage):
+    devices, keys = signed_in_devices(2)
     assert devices[0].get("/everyone-out").content == b"2"
     assert [SessionStore().exists(k) for k in keys] == [False, False]
     assert SessionStore().sessions_of("7") == []
@@ -1503,7 +1502,6 @@ def test_a_session_of_the_engine_replaced_moves_here_under_its_key_and_the_old_r
 
 def test_clearsessions_tells_an_expired_sessions_end_to_event_handlers(session_path):
     from fastsession import events
-    from fastsession.names import stored_name
 
     key = expired_session(session_path)
     seen = []
@@ -1548,13 +1546,7 @@ def test_binding_a_new_session_under_a_cap_gives_it_a_key_to_count(storage):
         store.bind_user("7")
     assert store.session_key is not None
     store.save()
-    assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(store.session_key)]
-
-
-def store_name(key):
-    from fastsession.names import stored_name
-
-    return stored_name(key)
+    assert [e.session for e in SessionStore().sessions_of("7")] == [stored_name(store.session_key)]
 
 
 def test_revoking_this_requests_own_session_flushes_it_and_another_deletes_that_one(storage):
@@ -1567,7 +1559,7 @@ def test_revoking_this_requests_own_session_flushes_it_and_another_deletes_that_
     store.bind_user("7")
     store.save()
     key = store.session_key
-    mine, theirs = sorted(store.sessions_of("7"), key=lambda e: e.session != store_name(key))
+    mine, theirs = sorted(store.sessions_of("7"), key=lambda e: e.session != stored_name(key))
     assert store.revoke(theirs) is True and store.session_key == key  # another device's: this one stays
     assert store.revoke(mine) is True
     assert store.session_key is None and dict(store.items()) == {}
@@ -1714,7 +1706,6 @@ def test_in_commit_mode_a_key_deleted_by_the_request_that_migrated_its_session_s
 
 def test_expiry_events_name_the_session_its_user_and_whether_idle_or_past_its_lifetime(session_path, monkeypatch):
     from fastsession import events
-    from fastsession.names import stored_name
     from fastsession.users import user_hash
 
     idle = expired_session(session_path)
@@ -1789,12 +1780,8 @@ def test_a_revoke_all_that_takes_this_device_too_deletes_its_cookie(storage):
 
 
 def test_revoke_all_keeps_the_session_a_user_session_names(storage):
-    devices = [Client() for _ in range(2)]
-    for device in devices:
-        device.get("/count")
-        device.get("/signin")
-    keys = [d.cookies[settings.SESSION_COOKIE_NAME].value for d in devices]
-    kept = next(e for e in SessionStore().sessions_of("7") if e.session == store_name(keys[1]))
+    _, keys = signed_in_devices(2)
+    kept = next(e for e in SessionStore().sessions_of("7") if e.session == stored_name(keys[1]))
     assert SessionStore().revoke_all("7", keep=kept) == 1
     assert [SessionStore().exists(k) for k in keys] == [False, True]
 
@@ -1846,7 +1833,7 @@ def test_listing_and_revoking_follow_the_engines_lifetime_and_encryption(storage
     new.bind_user("7")
     new.save()
     with override_settings(FASTSESSION_MAX_LIFETIME=3600):
-        assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(new.session_key)]
+        assert [e.session for e in SessionStore().sessions_of("7")] == [stored_name(new.session_key)]
     with override_settings(FASTSESSION_ENCRYPT=True):
         sealed = SessionStore()
         sealed["a"] = 3
@@ -1885,7 +1872,7 @@ def test_a_commit_mode_merge_keeps_a_concurrent_logins_binding(storage, lifetime
         login.save()
         reader.save()
         assert SessionStore(first.session_key).load() == {"n": 1, "seen": True, "user": "7"}
-        assert [e.session for e in SessionStore().sessions_of("7")] == [store_name(first.session_key)]
+        assert [e.session for e in SessionStore().sessions_of("7")] == [stored_name(first.session_key)]
         assert SessionStore().revoke_all("7") == 1  # still bound: "log out everywhere" finds it
     assert not SessionStore().exists(first.session_key)
 

@@ -1,5 +1,6 @@
 """fastsession.resp: a command and its reply on a redis-py connection's socket, against a real redis-server."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -117,37 +118,53 @@ def test_a_connection_the_server_closed_is_a_connection_error(connection, redis_
         resp.call(connection, packed("PING"))
 
 
-def test_a_read_past_the_kernels_timeout_is_a_timeout_error():
+@contextlib.contextmanager
+def stopped_server(socket_timeout):
+    """A connection whose socket the kernel times, to a redis-server then SIGSTOPped (it answers nothing)."""
     server = RedisServer().start()
     try:
-        client = redis.Redis.from_url(server.url, socket_timeout=0.3)
+        client = redis.Redis.from_url(server.url, socket_timeout=socket_timeout)
         conn = client.connection_pool.get_connection()
         resp.timed_by_the_kernel(conn._sock)
         os.kill(server.process.pid, signal.SIGSTOP)
         try:
-            with pytest.raises(TimeoutError, match="^Timeout reading from socket$"):
-                resp.call(conn, packed("PING"))
+            yield conn
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
-        client.close()
+            client.close()
     finally:
         server.stop()
 
 
-def test_a_push_before_the_reply_is_read_past_and_the_connection_closed_after(redis_url):
+def test_a_read_past_the_kernels_timeout_is_a_timeout_error():
+    with stopped_server(0.3) as conn, pytest.raises(TimeoutError, match="^Timeout reading from socket$"):
+        resp.call(conn, packed("PING"))
+
+
+@contextlib.contextmanager
+def tracked(redis_url, key):
+    """A RESP3 connection that tracks ``key`` (CLIENT TRACKING), and another client, whose change to ``key``
+    pushes a notice to the first."""
     client = redis.Redis.from_url(redis_url, socket_timeout=5, protocol=3)
     conn = client.connection_pool.get_connection()
     resp.timed_by_the_kernel(conn._sock)
     resp.call(conn, packed("CLIENT", "TRACKING", "on"))
-    resp.call(conn, packed("GET", "resp:tracked"))  # tracked: a change by another client pushes a notice
+    resp.call(conn, packed("GET", key))
     other = redis.Redis.from_url(redis_url)
-    other.set("resp:tracked", "changed")
-    assert resp.call(conn, packed("ECHO", "mine")) == b"mine"
-    assert conn._sock is None  # closed after its reply: connected afresh by the next call
-    other.delete("resp:tracked")
-    other.close()
-    client.connection_pool.release(conn)
-    client.close()
+    try:
+        yield conn, other
+    finally:
+        other.delete(key)
+        other.close()
+        client.connection_pool.release(conn)
+        client.close()
+
+
+def test_a_push_before_the_reply_is_read_past_and_the_connection_closed_after(redis_url):
+    with tracked(redis_url, "resp:tracked") as (conn, other):
+        other.set("resp:tracked", "changed")
+        assert resp.call(conn, packed("ECHO", "mine")) == b"mine"
+        assert conn._sock is None  # closed after its reply: connected afresh by the next call
 
 
 def test_bytes_redis_py_left_unread_close_the_connection_and_redis_py_answers(connection):
@@ -181,38 +198,17 @@ def test_a_write_on_a_socket_shut_for_writing_is_a_connection_error(connection):
 
 
 def test_a_write_past_the_kernels_timeout_is_a_timeout_error():
-    server = RedisServer().start()
-    try:
-        client = redis.Redis.from_url(server.url, socket_timeout=0.3)
-        conn = client.connection_pool.get_connection()
-        resp.timed_by_the_kernel(conn._sock)
-        os.kill(server.process.pid, signal.SIGSTOP)  # reads nothing more: the socket's buffers fill
-        try:
-            with pytest.raises(TimeoutError, match="^Timeout writing to socket$"):
-                resp.call(conn, packed("SET", "big", b"x" * (64 << 20)))
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
-        client.close()
-    finally:
-        server.stop()
+    with stopped_server(0.3) as conn, pytest.raises(TimeoutError, match="^Timeout writing to socket$"):
+        resp.call(conn, packed("SET", "big", b"x" * (64 << 20)))  # more than the socket's buffers hold
 
 
 def test_a_push_that_comes_alone_is_read_past_and_the_reply_waited_for(redis_url):
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, protocol=3)
-    conn = client.connection_pool.get_connection()
-    resp.timed_by_the_kernel(conn._sock)
-    resp.call(conn, packed("CLIENT", "TRACKING", "on"))
-    resp.call(conn, packed("GET", "resp:alone"))
-    other = redis.Redis.from_url(redis_url)
-    other.set("resp:alone", "changed")  # the notice is in this connection's socket now
-    time.sleep(0.05)
-    other.client_pause(300)  # the reply comes 0.3 s after the notice: two reads
-    assert resp.call(conn, packed("ECHO", "mine")) == b"mine"
-    assert conn._sock is None
-    other.delete("resp:alone")
-    other.close()
-    client.connection_pool.release(conn)
-    client.close()
+    with tracked(redis_url, "resp:alone") as (conn, other):
+        other.set("resp:alone", "changed")  # the notice is in this connection's socket now
+        time.sleep(0.05)
+        other.client_pause(300)  # the reply comes 0.3 s after the notice: two reads
+        assert resp.call(conn, packed("ECHO", "mine")) == b"mine"
+        assert conn._sock is None
 
 
 def test_a_parser_of_another_kind_is_left_to_redis_py(connection, monkeypatch):
