@@ -19,7 +19,6 @@ its new key by the first request that locks it (legacy keys).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import select
@@ -40,11 +39,13 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from . import _holder, _kernels, resp
-from ._holder import MAGIC, describe, holder_record, is_stale, summary
+from . import _kernels, resp
+from ._holder import summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
 from .checks import check_seconds
 from .errors import LockTimeout, SessionError, SessionRevoked
+from .leases import describe_lock, holder_is_gone, holder_token
+from .leases import lock_holder as lock_holder  # (re-exported: where tests and 0.2 code found it)
 from .merge import Resolver
 from .names import stored_name
 from .record import bound_to
@@ -317,44 +318,6 @@ def lock_keys(lock_key: str) -> list[str]:
     return [lock_key, data_key, data_key + ":waiting", data_key + ":wake"]
 
 
-# This process's lock tokens: a random prefix, drawn once per process (again in a forked child), and a count.
-# A token only has to differ from every other holder's (whoever can read it can write Redis anyway), so a
-# lock costs no random draw, which is a system call (getrandom).
-_tokens: list[Any] = []
-
-
-def _forget_tokens_in_child() -> None:
-    _tokens.clear()  # a child counting on from the parent's prefix would hold the parent's tokens
-
-
-os.register_at_fork(after_in_child=_forget_tokens_in_child)
-
-
-def holder_token(kernels: _kernels.KernelSet) -> str:
-    """A lock's value: a token unique to this lock, then who holds it (the lockfiles' holder line, for logs
-    and errors)."""
-    if not _tokens:
-        _tokens[:] = [kernels.new_session_id() + ".", itertools.count(1), holder_record()[len(MAGIC) : -1]]
-    prefix, count, holder = _tokens
-    return f"{prefix}{next(count):x} {holder.decode('ascii', 'replace')}"
-
-
-def lock_holder(value: Any) -> bytes:
-    """The holder line (without its magic) a lock's value carries after its token, for _holder's judges."""
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    text = text[2:] if text.startswith("R ") else text  # revoked while held: judged by the same holder
-    return text.partition(" ")[2].encode("ascii", "replace")
-
-
-def describe_lock(value: Any, pttl: int, lock_ttl: float) -> dict[str, Any] | None:
-    """_holder.describe of a lock's value and remaining TTL; None when there is no lock."""
-    if value is None:
-        return None
-    identity = lock_holder(value)
-    age = max(lock_ttl - max(pttl, 0) / 1000.0, 0.0)
-    return describe(MAGIC + identity + b"\n", age)
-
-
 RedisSteps = Generator[Any, Any, Any]
 
 
@@ -481,9 +444,8 @@ class RedisCore:
         if pttl == -1:
             verdict = self.lock_ttl_ms
         else:
-            identity = lock_holder(value)
             # Only a holder of this host may be judged dead: others keep their lock until its TTL.
-            if identity.split(b" ")[0] == _holder.HOST and is_stale(MAGIC + identity + b"\n", 0.0, self.lock_ttl):
+            if holder_is_gone(value, self.lock_ttl):
                 verdict = "break"
         if verdict is None:
             return False

@@ -162,21 +162,43 @@ def sentinel_setup():
     setup.stop()
 
 
-@pytest.fixture(params=["files", "redis"])
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    """A real PostgreSQL server started for this run (initdb + pg_ctl in a temp folder), and only for it;
+    FASTSESSION_TEST_POSTGRES_DSN names one a runner started for the tests alone."""
+    dsn = os.environ.get("FASTSESSION_TEST_POSTGRES_DSN")
+    if dsn:
+        yield dsn
+        return
+    from fastsession.bench.postgres_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.stop()
+        pytest.fail(str(exc))  # never a silent skip: no PostgreSQL, no pass
+    yield server.dsn
+    server.stop()
+
+
+@pytest.fixture(params=["files", "redis", "postgres"])
 def sync_face(request, tmp_path, redis_url):
-    """The sync stores only (files and Redis): what forked processes drive."""
+    """The sync stores only (files, Redis, PostgreSQL): what forked processes drive."""
     from faces import Face
 
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    dsn = request.getfixturevalue("postgres_dsn") if request.param.startswith("postgres") else None
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url, dsn)
     yield f
     f.finish()
 
 
-@pytest.fixture(params=["files", "files-async", "redis", "redis-async"])
+@pytest.fixture(params=["files", "files-async", "redis", "redis-async", "postgres", "postgres-async"])
 def face(request, tmp_path, redis_url):
-    """One kind of store (tests/faces.py): files and Redis, sync and async, in turn."""
+    """One kind of store (tests/faces.py): files, Redis and PostgreSQL, sync and async, in turn."""
     from faces import Face
 
-    f = Face(request.param, str(tmp_path / "sessions"), redis_url)
+    dsn = request.getfixturevalue("postgres_dsn") if request.param.startswith("postgres") else None
+    f = Face(request.param, str(tmp_path / "sessions"), redis_url, dsn)
     yield f
     f.finish()

@@ -12,6 +12,8 @@ import redis
 from conftest import Transaction, session_files
 from helpers import redis_session, session_0_1, session_path, stored_relpath
 
+from faces import pg_at_rest
+
 from fastsession import LockTimeout, SessionStore
 from fastsession.names import stored_name
 from fastsession.redis import data_key
@@ -21,6 +23,8 @@ def everything_at_rest(face, redis_url):
     """Every name storage holds for this face: file paths, or Redis keys."""
     if face.kind.startswith("files"):
         return session_files(face.directory)
+    if face.kind.startswith("postgres"):
+        return pg_at_rest(face)
     sync = redis.Redis.from_url(redis_url)
     try:
         return [k.decode() for k in sync.scan_iter(match=face.prefix + "*")]
@@ -33,7 +37,7 @@ def test_no_name_at_rest_contains_a_live_id_while_held_and_after(face, redis_url
     holder = face.store(sid)
     holder.get_session(False)  # a lock is held: a lockfile or a lock key exists now
     held = everything_at_rest(face, redis_url)
-    assert any(name.endswith((".lock", ":lock")) for name in held)
+    assert any(name.endswith((".lock", ":lock", ":lease")) for name in held)
     with caplog.at_level(logging.DEBUG, logger="fastsession"):
         with pytest.raises(LockTimeout) as caught:
             face.store(sid, timeout=0.05).get_session(False)

@@ -152,9 +152,8 @@ def test_the_cap_lock_is_no_session_and_is_let_go(face):
 USERS = ("ann", "bob", "cid", "dee", "eve", "fay")  # one race per user, run at once: a lost race shows in one
 
 
-def _race(kind, directory, redis_url, prefix, max_sessions, when_full, start, report, locking="request"):
-    face = Face(kind, directory, redis_url)
-    face.prefix = prefix
+def _race(spec, max_sessions, when_full, start, report, locking="request"):
+    face = Face.twin(spec)
     start.wait(10)
     for user in USERS:
         store = face.store(max_age=HOUR, max_sessions=max_sessions, when_full=when_full, timeout=30, locking=locking)
@@ -195,7 +194,7 @@ def race(face, when_full, locking):
     workers = [
         context.Process(
             target=_race,
-            args=(face.kind, face.directory, face.redis_url, face.prefix, n, when_full, start, report, locking),
+            args=(face.spec(), n, when_full, start, report, locking),
         )
         for _ in range(n + 1)
     ]

@@ -16,6 +16,7 @@ import pytest
 import redis
 from conftest import session_files
 from flask import Flask, session
+from faces import pg_body, pg_put
 from helpers import session_path
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -38,6 +39,8 @@ def stored_bytes(face, sid):
     if face.kind.startswith("files"):
         with open(session_path(face.directory, sid), "rb") as f:
             return f.read()
+    if face.kind.startswith("postgres"):
+        return pg_body(face, sid)
     client = redis.Redis.from_url(face.redis_url)
     try:
         return client.get(data_key(face.prefix, sid))
@@ -49,6 +52,8 @@ def put_bytes(face, sid, body):
     if face.kind.startswith("files"):
         with open(session_path(face.directory, sid), "wb") as f:
             f.write(body)
+    elif face.kind.startswith("postgres"):
+        pg_put(face, sid, body)
     else:
         client = redis.Redis.from_url(face.redis_url)
         client.set(data_key(face.prefix, sid), body)

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 from conftest import session_files
-from faces import Face
+from faces import Face, pg, pg_at_rest, pg_in_index
 
 import fastsession
 from fastsession import users
@@ -42,6 +42,8 @@ def at_rest(face):
         found = session_files(face.directory)
         found += [name for root, dirs, _ in os.walk(face.directory) for name in dirs]
         return found
+    if face.kind.startswith("postgres"):
+        return pg_at_rest(face)
     client = redis.Redis.from_url(face.redis_url)
     try:
         return [k.decode() for k in client.scan_iter(match=face.prefix + "*")]
@@ -129,6 +131,8 @@ def in_index(face, name):
     """Whether the user index of "ann" holds an entry for stored ``name``."""
     if face.kind.startswith("files"):
         return os.path.exists(os.path.join(face.directory, ".users", user_hash("ann"), name))
+    if face.kind.startswith("postgres"):
+        return pg_in_index(face, user_hash("ann"), name)
     client = redis.Redis.from_url(face.redis_url)
     try:
         return client.hexists(face.prefix + "user:{" + user_hash("ann") + "}", name)
@@ -142,6 +146,10 @@ def sync_backend(face):
         from fastsession.files import FileBackend
 
         return FileBackend(face.directory)
+    if face.kind.startswith("postgres"):
+        from fastsession.postgres import PostgresBackend, pool_for
+
+        return PostgresBackend(pool_for(face.postgres_dsn), True, 1.0, None, 30.0, None, face.table)
     from fastsession.redis import RedisBackend
 
     return RedisBackend(redis.Redis.from_url(face.redis_url), True, 1.0, None, 30.0, None, face.prefix)
@@ -150,10 +158,9 @@ def sync_backend(face):
 # -- revoke_all while the user's requests run, in other processes -------------------------------
 
 
-def _requests(kind, directory, redis_url, prefix, sid, locking, stop_at, report):
+def _requests(spec, sid, locking, stop_at, report):
     """One device of the user: requests until its session is gone (or time is up); how many it made."""
-    f = Face(kind, directory, redis_url)
-    f.prefix = prefix
+    f = Face.twin(spec)
     made = 0
     while time.time() < stop_at:
         store = f.store(sid, locking=locking, timeout=10)
@@ -179,7 +186,7 @@ def test_revoke_all_under_concurrent_requests_leaves_no_session_of_the_user(sync
     workers = [
         context.Process(
             target=_requests,
-            args=(face.kind, face.directory, face.redis_url, face.prefix, sid, locking, stop_at, report),
+            args=(face.spec(), sid, locking, stop_at, report),
         )
         for sid in devices
     ]
@@ -613,6 +620,13 @@ def break_index(face, user):
         os.makedirs(os.path.join(face.directory, ".users"), mode=0o700, exist_ok=True)
         with open(os.path.join(face.directory, ".users", user_hash(user)), "wb") as f:
             f.write(b"not a folder")
+        return
+    if face.kind.startswith("postgres"):  # the index's table refuses every write
+        pg(face, "REVOKE ALL ON {t}_user FROM PUBLIC")
+        pg(face, "CREATE OR REPLACE FUNCTION {t}_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$ BEGIN RAISE EXCEPTION 'index unwritable'; END $$")
+        pg(face, "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON {t}_user "
+           "FOR EACH ROW EXECUTE FUNCTION {t}_refuse()")
         return
     client = redis.Redis.from_url(face.redis_url)
     try:
