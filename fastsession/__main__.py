@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart (needs matplotlib)")
     gc = commands.add_parser("gc", help="remove expired sessions and stale lockfiles")
-    gc.add_argument("directory")
+    gc.add_argument("directory", nargs="?", help="a session directory")
+    gc.add_argument("--postgres", metavar="DSN", help="remove the expired sessions of this PostgreSQL database instead")
+    gc.add_argument("--table", default="fastsession_session", help="the stores' PostgreSQL table")
+    gc.add_argument("--batch", type=int, default=1000, help="rows per PostgreSQL DELETE (default 1000)")
     gc.add_argument("--max-age", type=positive, metavar="SECONDS", help="remove sessions idle longer than this")
     gc.add_argument("--stale-locks", action="store_true", help="remove only the stale lockfiles")
     gc.add_argument(
@@ -84,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         help="age at which another host's lockfile counts as stale (default 30)",
     )
     locks.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    postgres = commands.add_parser("postgres", help="PostgreSQL: create the session tables")
+    postgres_commands = postgres.add_subparsers(dest="postgres_command", required=True)
+    init = postgres_commands.add_parser("init", help="create the session table and the user index (idempotent)")
+    init.add_argument("dsn", help="postgresql://user@host/database")
+    init.add_argument("--table", default="fastsession_session", help="the table's name (default fastsession_session)")
     users = commands.add_parser("users", help="list a user's sessions (or revoke them all: log out everywhere)")
     users.add_argument("where", nargs="?", help="a session directory")
     users.add_argument("user", help="the user id the app passed to bind_user")
@@ -98,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "locks":
         return run_locks(parser, args)
     if args.command == "gc":
-        return run_gc(parser, args)
+        return run_postgres_gc(args) if args.postgres else run_gc(parser, args)
+    if args.command == "postgres":
+        return run_postgres_init(args)
     if args.command == "demo":
         import os
 
@@ -120,6 +130,8 @@ def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .errors import SessionError
     from .gc import ProgressBar, collect, summary
 
+    if args.directory is None:
+        parser.error("gc needs a session directory or --postgres DSN")
     if args.max_age is None and not args.stale_locks:
         parser.error("gc needs --max-age SECONDS (or --stale-locks alone)")
     import os
@@ -144,6 +156,39 @@ def run_gc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 2
     print(summary(counts, time.monotonic() - started, args.dry_run))
     return 1 if counts.errors else 0
+
+
+def run_postgres_init(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from .postgres_admin import init
+
+    try:
+        init(args.dsn, args.table)
+    except (psycopg.Error, ValueError) as exc:
+        sys.stderr.write(f"fastsession postgres init: {exc}\n")
+        return 2
+    print(f"{args.table} and {args.table}_user are ready")
+    return 0
+
+
+def run_postgres_gc(args: argparse.Namespace) -> int:
+    """gc on PostgreSQL: sessions past their expiry (max_age is the stores': each row carries its own)."""
+    import time
+
+    import psycopg
+
+    from .postgres_admin import collect
+
+    started = time.monotonic()
+    try:
+        removed = collect(args.postgres, args.table, args.batch, dry_run=args.dry_run)
+    except (psycopg.Error, ValueError) as exc:
+        sys.stderr.write(f"fastsession gc: {exc}\n")
+        return 2
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {removed} expired session(s) from {args.table} in {time.monotonic() - started:.2f} s")
+    return 0
 
 
 def run_locks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

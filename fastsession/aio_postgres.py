@@ -16,7 +16,20 @@ from collections.abc import Callable
 from typing import Any
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
-from .postgres import LISTEN_IDLE, SLEEP, WAIT, OnPostgres, PgSteps, PostgresCore, conninfo_of, logger
+from .postgres import (
+    LISTEN_IDLE,
+    MAX_DROPPED,
+    POOL_WAIT,
+    SLEEP,
+    WAIT,
+    OnPostgres,
+    PgSteps,
+    PostgresCore,
+    conninfo_of,
+    dropped,
+    logger,
+    raise_dropped,
+)
 from .store import (
     DELETE,
     EXISTS,
@@ -57,6 +70,7 @@ class DsnPools:
                 max_size=self.max_size,
                 kwargs={"autocommit": True},
                 name="fastsession",
+                timeout=POOL_WAIT,
                 open=False,
             )
             self.pools[loop] = pool
@@ -192,12 +206,17 @@ class AsyncPostgresBackend(PostgresCore):
 
     async def sql(self, statement: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         pool = await self.pool()
-        async with pool.connection() as conn:
-            cursor = await conn.execute(self.sql_text[statement], params, prepare=True)
-            rows: list[tuple[Any, ...]] = await cursor.fetchall() if cursor.description else []
-            if not conn.autocommit:
-                await conn.commit()
-        return rows
+        for _ in range(MAX_DROPPED):
+            async with pool.connection() as conn:
+                if dropped(conn):
+                    await conn.close()
+                    continue
+                cursor = await conn.execute(self.sql_text[statement], params, prepare=True)
+                rows: list[tuple[Any, ...]] = await cursor.fetchall() if cursor.description else []
+                if not conn.autocommit:
+                    await conn.commit()
+            return rows
+        raise_dropped()
 
     async def _run(self, steps: PgSteps) -> Any:
         return await arun(self.statements, steps)
@@ -224,4 +243,4 @@ class AsyncPostgresSessionStore(AsyncBaseStore, OnPostgres):
 
     __slots__ = ()
     backend_class = AsyncPostgresBackend
-    pool_for = staticmethod(dsn_pools)
+    pool_for = staticmethod(dsn_pools)  # type: ignore[assignment]  # (no max_size: a pool per loop)

@@ -31,10 +31,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -57,6 +58,7 @@ __all__ = [
     "PostgresSessionStore",
     "check_table",
     "pool_for",
+    "quoted",
     "statements",
 ]
 
@@ -67,6 +69,7 @@ MAX_PAUSE = 0.05  # between polls while no listener is connected
 MAX_PAUSE_LISTENING = 0.25  # while one is: a NOTIFY wakes the waiter, a poll only mends a lost one
 WAITING_MS = 1000  # how long a waiter's mark lasts; it marks again at each poll
 TABLE = "fastsession_session"
+POOL_WAIT = 10.0  # seconds a statement waits for a connection of a pool made from a DSN (then SessionError)
 
 # A routine below is a generator, driven like the store's core (store.run, aio.arun): it yields
 # (SQL, statement, params) and is sent the rows, or has the error thrown in; (WAIT, stored name,
@@ -99,8 +102,7 @@ def _ending(statement: str, channel: str, kept: str = "body IS NOT NULL") -> str
 
 def statements(table: str) -> dict[str, str]:
     """The SQL of every call the backend makes, on ``table`` (and ``<table>_user``)."""
-    check_table(table)
-    users, channel = table + "_user", table
+    users, channel, table = quoted(table + "_user"), table, quoted(table)
     left = _MS_LEFT.format("expires_at")
     live = _LIVE.format("")
     return {
@@ -190,6 +192,12 @@ def check_table(table: str) -> None:
     parts = table.split(".") if isinstance(table, str) else [None]
     if len(parts) > 2 or not all(isinstance(p, str) and _IDENTIFIER.fullmatch(p) for p in parts):
         raise ValueError(f"table must be a lower-case SQL identifier (optionally schema.table), not {table!r}")
+
+
+def quoted(table: str) -> str:
+    """``table`` as SQL names it, checked (check_table) and quoted: ``full`` or ``user`` is a table too."""
+    check_table(table)
+    return ".".join(f'"{part}"' for part in table.split("."))
 
 
 class PostgresHandle:
@@ -505,6 +513,7 @@ def pool_for(dsn: str, max_size: int = 10) -> Any:
                 max_size=max_size,
                 kwargs={"autocommit": True},
                 name="fastsession",
+                timeout=POOL_WAIT,
                 open=True,
             )
             _pools[key] = pool
@@ -519,6 +528,26 @@ def conninfo_of(pool: Any) -> tuple[str, dict[str, Any]]:
 # A listener whose process has had no waiter for this long closes its connection (the next wait opens it
 # again): a store made per table, or a burst long past, holds no connection of the server's for good.
 LISTEN_IDLE = 10.0
+
+
+# A pooled connection the server ended while it sat idle (pg_terminate_backend, a restart, a failover,
+# idle_session_timeout) has its goodbye, or end of file, waiting to be read: it is discarded before
+# use, and another one taken, so that a statement is never sent to a dead connection (where whether it
+# ran could not be known). At most this many in a row (a pool emptied by a restart).
+MAX_DROPPED = 64
+
+
+def dropped(conn: Any) -> bool:
+    """Whether the idle connection ``conn`` was ended by the server (one system call: a poll of its socket)."""
+    if conn.closed:
+        return True
+    return bool(select.select([conn.fileno()], [], [], 0)[0])  # an idle connection is sent nothing else
+
+
+def raise_dropped() -> NoReturn:
+    from psycopg import OperationalError
+
+    raise OperationalError(f"every connection the pool gave ({MAX_DROPPED}) had been ended by the server")
 
 
 class Listener:
@@ -585,12 +614,17 @@ class PostgresBackend(PostgresCore):
         return self.kernels.run(self, steps)
 
     def sql(self, statement: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        with self.pool.connection() as conn:
-            cursor = conn.execute(self.sql_text[statement], params, prepare=True)
-            rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
-            if not conn.autocommit:  # (a pool the app made without autocommit): never left in a transaction
-                conn.commit()
-        return rows
+        for _ in range(MAX_DROPPED):
+            with self.pool.connection() as conn:
+                if dropped(conn):
+                    conn.close()  # (the pool discards it)
+                    continue
+                cursor = conn.execute(self.sql_text[statement], params, prepare=True)
+                rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
+                if not conn.autocommit:  # (a pool the app made without autocommit): never left in a transaction
+                    conn.commit()
+            return rows
+        raise_dropped()
 
     sleep = staticmethod(time.sleep)
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .postgres import TABLE, check_table
+from .postgres import TABLE, quoted
 
 __all__ = ["collect", "create_sql", "drop_sql", "init"]
 
 
 def create_sql(table: str = TABLE) -> list[str]:
     """The statements that create the session table, its expiry index and the user index (idempotent)."""
-    check_table(table)
     index = table.rsplit(".", 1)[-1]
+    users, table = quoted(table + "_user"), quoted(table)
     return [
         f"""CREATE TABLE IF NOT EXISTS {table} (
     name text PRIMARY KEY,
@@ -30,9 +30,9 @@ def create_sql(table: str = TABLE) -> list[str]:
     waiting_until timestamptz
 )""",
         # gc finds what is over by these, never by a scan of the table
-        f"CREATE INDEX IF NOT EXISTS {index}_expires ON {table} (expires_at) WHERE expires_at IS NOT NULL",
-        f"CREATE INDEX IF NOT EXISTS {index}_leases ON {table} (lease_until) WHERE body IS NULL",
-        f"""CREATE TABLE IF NOT EXISTS {table}_user (
+        f'CREATE INDEX IF NOT EXISTS "{index}_expires" ON {table} (expires_at) WHERE expires_at IS NOT NULL',
+        f'CREATE INDEX IF NOT EXISTS "{index}_leases" ON {table} (lease_until) WHERE body IS NULL',
+        f"""CREATE TABLE IF NOT EXISTS {users} (
     user_hash text NOT NULL,
     name text NOT NULL,
     info bytea NOT NULL,
@@ -42,8 +42,7 @@ def create_sql(table: str = TABLE) -> list[str]:
 
 
 def drop_sql(table: str = TABLE) -> list[str]:
-    check_table(table)
-    return [f"DROP TABLE IF EXISTS {table}_user", f"DROP TABLE IF EXISTS {table}"]
+    return [f"DROP TABLE IF EXISTS {quoted(table + '_user')}", f"DROP TABLE IF EXISTS {quoted(table)}"]
 
 
 def _connected(dsn_or_connection: Any) -> Any:
@@ -66,24 +65,30 @@ def init(dsn_or_connection: Any, table: str = TABLE) -> None:
             conn.close()
 
 
-def collect(dsn_or_connection: Any, table: str = TABLE, batch: int = 1000, pause: float = 0.0) -> int:
+def collect(
+    dsn_or_connection: Any, table: str = TABLE, batch: int = 1000, pause: float = 0.0, dry_run: bool = False
+) -> int:
     """Delete expired sessions, and rows that only held a lease that is over, ``batch`` rows per statement
-    (``pause`` seconds between statements); how many were deleted. A row whose lease is live stays: its
-    holder's commit decides. Entries of the user index that name no session are left to its reader, which
+    (``pause`` seconds between statements); how many were deleted (``dry_run``: would be; none is). A row
+    whose lease is live stays: its holder's commit decides. Entries of the user index that name no session are left to its reader, which
     removes them after their grace (fastsession.users.GRACE)."""
-    check_table(table)
+    table = quoted(table)
     if batch <= 0:
         raise ValueError(f"batch must be a positive number of rows, not {batch!r}")
-    over = "(holder IS NULL OR lease_until <= clock_timestamp())"
+    over = (
+        "(expires_at <= clock_timestamp() OR (body IS NULL AND (lease_until IS NULL OR lease_until <= clock_timestamp())))"
+        " AND (holder IS NULL OR lease_until <= clock_timestamp())"
+    )
     statement = f"""DELETE FROM {table} WHERE name IN (
-  SELECT name FROM {table}
-  WHERE ((expires_at <= clock_timestamp()) OR (body IS NULL AND (lease_until IS NULL OR lease_until <= clock_timestamp()))) AND {over}
-  LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"""
+  SELECT name FROM {table} WHERE {over} LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"""
     conn = _connected(dsn_or_connection)
     deleted = 0
     try:
+        if dry_run:
+            counted: int = conn.execute(f"SELECT count(*) FROM {table} WHERE {over}").fetchone()[0]
+            return counted
         while True:
-            done = conn.execute(statement, {"batch": batch}).rowcount
+            done: int = conn.execute(statement, {"batch": batch}).rowcount
             if not conn.autocommit:
                 conn.commit()
             deleted += done

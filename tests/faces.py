@@ -5,14 +5,14 @@ import inspect
 import uuid
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 import redis
 import redis.asyncio
 from conftest import Transaction
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 import fastsession
-from fastsession.aio import AsyncRedisSessionStore, AsyncSessionStore
 from fastsession import postgres_admin
+from fastsession.aio import AsyncRedisSessionStore, AsyncSessionStore
 from fastsession.aio_postgres import AsyncPostgresSessionStore
 from fastsession.postgres import PostgresSessionStore
 from fastsession.redis import RedisSessionStore

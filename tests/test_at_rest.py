@@ -10,9 +10,8 @@ import time
 import pytest
 import redis
 from conftest import Transaction, session_files
-from helpers import redis_session, session_0_1, session_path, stored_relpath
-
 from faces import pg_at_rest
+from helpers import redis_session, session_0_1, session_path, stored_relpath
 
 from fastsession import LockTimeout, SessionStore
 from fastsession.names import stored_name

@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 from conftest import session_files
-from flask import Flask, session
 from faces import pg_body, pg_put
+from flask import Flask, session
 from helpers import session_path
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse

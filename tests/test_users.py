@@ -623,10 +623,16 @@ def break_index(face, user):
         return
     if face.kind.startswith("postgres"):  # the index's table refuses every write
         pg(face, "REVOKE ALL ON {t}_user FROM PUBLIC")
-        pg(face, "CREATE OR REPLACE FUNCTION {t}_refuse() RETURNS trigger LANGUAGE plpgsql AS "
-           "$$ BEGIN RAISE EXCEPTION 'index unwritable'; END $$")
-        pg(face, "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON {t}_user "
-           "FOR EACH ROW EXECUTE FUNCTION {t}_refuse()")
+        pg(
+            face,
+            "CREATE OR REPLACE FUNCTION {t}_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'index unwritable'; END $$",
+        )
+        pg(
+            face,
+            "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON {t}_user "
+            "FOR EACH ROW EXECUTE FUNCTION {t}_refuse()",
+        )
         return
     client = redis.Redis.from_url(face.redis_url)
     try:
