@@ -211,7 +211,7 @@ class AsyncPostgresBackend(PostgresCore):
                 if dropped(conn):
                     await conn.close()
                     continue
-                cursor = await conn.execute(self.sql_text[statement], params, prepare=True)
+                cursor = await conn.execute(self.sql_text[statement], params)
                 rows: list[tuple[Any, ...]] = await cursor.fetchall() if cursor.description else []
                 if not conn.autocommit:
                     await conn.commit()

@@ -57,6 +57,7 @@ __all__ = [
     "PostgresHandle",
     "PostgresSessionStore",
     "check_table",
+    "close_pools",
     "pool_for",
     "quoted",
     "statements",
@@ -520,6 +521,15 @@ def pool_for(dsn: str, max_size: int = 10) -> Any:
     return pool
 
 
+def close_pools() -> None:
+    """Close the pools pool_for made in this process (the next pool_for makes new ones)."""
+    with _pools_guard:
+        made = list(_pools.values())
+        _pools.clear()
+    for pool in made:
+        pool.close()
+
+
 def conninfo_of(pool: Any) -> tuple[str, dict[str, Any]]:
     """What a pool connects with: (conninfo, connection keywords)."""
     return pool.conninfo, {k: v for k, v in (pool.kwargs or {}).items() if k != "autocommit"}
@@ -619,7 +629,7 @@ class PostgresBackend(PostgresCore):
                 if dropped(conn):
                     conn.close()  # (the pool discards it)
                     continue
-                cursor = conn.execute(self.sql_text[statement], params, prepare=True)
+                cursor = conn.execute(self.sql_text[statement], params)
                 rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
                 if not conn.autocommit:  # (a pool the app made without autocommit): never left in a transaction
                     conn.commit()

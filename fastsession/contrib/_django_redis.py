@@ -1,22 +1,19 @@
 """The Django engine's storage on Redis (``FASTSESSION_REDIS_URL`` or ``FASTSESSION_REDIS_CACHE``).
 
-RedisBackend with the few calls the engine makes of the files backend
-(``unlocked``, ``write``, ``remove``; ``exists`` is RedisBackend's), so that
-``fastsession.contrib.django`` has one SessionStore for both. Expiry is
-Redis's: every save sets the data's TTL to the session's expiry age, as
-Django's cache backend does, so a session that is still there has not
-expired (its "modified" time reads as now).
+RedisBackend with the calls the engine makes of the files backend
+(_django_ttl.ExpiresByTTL; ``exists`` is RedisBackend's), so that
+``fastsession.contrib.django`` has one SessionStore for both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from typing import Any
 
 from ..aio import AsyncFiles, arun, to_completion
 from ..redis import RedisBackend, RedisHandle
+from ._django_ttl import ExpiresByTTL
 
 _clients: dict[tuple[str, str, bool], Any] = {}
 # Keyed by the client itself: an id() outlives its object, and a later client could be given the twin of
@@ -75,7 +72,7 @@ def async_twin(client: Any) -> Any:
     return twin
 
 
-class DjangoRedis(RedisBackend):
+class DjangoRedis(ExpiresByTTL, RedisBackend):
     """RedisBackend as the Django engine uses it: per-save TTLs, Django's session keys."""
 
     def __init__(self, client: Any, timeout: float | None, prefix: str, check_key: Any, lock_ttl: float = 30.0) -> None:
@@ -83,12 +80,10 @@ class DjangoRedis(RedisBackend):
         self.check_key = check_key
         self._async_scripts: Any = None
 
-    def full_ttl(self) -> float | None:
-        """SESSION_COOKIE_AGE: each save's TTL is the session's expiry age, and that is it unless set_expiry
-        gave the session another (then its last use is judged as if it had this one)."""
-        from django.conf import settings
-
-        return float(settings.SESSION_COOKIE_AGE)
+    @staticmethod
+    def ttl_arg(seconds: float | None) -> str:
+        """A TTL in ms for the scripts: "0" (none) for None, else at least 1 ms (an expiry already past)."""
+        return "0" if seconds is None else str(max(1, int(seconds * 1000)))
 
     def async_scripts(self) -> Any:
         """The scripts' calls on the event loop (aio_redis.AsyncScripts), or None where there is no async twin."""
@@ -120,26 +115,3 @@ class DjangoRedis(RedisBackend):
     def unlocked(self, key: str) -> RedisHandle:
         data_key, lock_key = self._keys(key)
         return RedisHandle(key, data_key, lock_key, None, None)
-
-    def open(self, key: str, timeout: Any = ...) -> RedisHandle:
-        return self._run(self._open(key, timeout))  # type: ignore[no-any-return]
-
-    def load(self, handle: RedisHandle, want_mtime: bool = False) -> tuple[dict[str, Any], bytes, float] | None:
-        loaded = self._run(self._load(handle))
-        handle.read = None  # what the lock read is fresh once: read again next time
-        return None if loaded is None else (loaded[0], loaded[1], time.time())
-
-    def save(self, handle: RedisHandle, body: bytes, ttl: float | None = None) -> None:
-        self._run(self._save(handle, body, _ms(ttl)))
-
-    def write(self, handle: RedisHandle, body: bytes, ttl: float | None = None) -> None:
-        """Write and keep the lock (the middleware holds it until the request ends)."""
-        self._run(self._save(handle, body, _ms(ttl), keep_lock=handle.token is not None))
-
-    def remove(self, handle: RedisHandle) -> None:
-        self.delete(handle)  # data and lock: the request does not write this key again (Django cycles it)
-
-
-def _ms(seconds: float | None) -> str:
-    """A TTL in ms for the scripts: "0" (none) for None, else at least 1 ms (an expiry already past)."""
-    return "0" if seconds is None else str(max(1, int(seconds * 1000)))

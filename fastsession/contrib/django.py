@@ -102,9 +102,24 @@ def storage_path() -> str:
     return getattr(settings, "SESSION_FILE_PATH", None) or default_path()
 
 
+# FASTSESSION_BACKEND: None picks files, or Redis when a FASTSESSION_REDIS_* setting names a server.
+BACKENDS = (None, "files", "redis", "postgres")
+
+
 def backend() -> Any:
-    """The files backend, or the Redis one when a FASTSESSION_REDIS_* setting names a server."""
+    """The files backend, the PostgreSQL one (FASTSESSION_BACKEND = "postgres"), or the Redis one when a
+    FASTSESSION_REDIS_* setting names a server."""
     timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", ADAPTER_TIMEOUT)
+    kind = getattr(settings, "FASTSESSION_BACKEND", None)
+    if kind not in BACKENDS:
+        raise ValueError(f"FASTSESSION_BACKEND must be one of {BACKENDS}, not {kind!r}")
+    if kind == "postgres":
+        from ._django_postgres import DjangoPostgres, database_alias, pool_of_database, table_name
+
+        lock_ttl = getattr(settings, "FASTSESSION_LOCK_TTL", 30.0)
+        return shared_backend(
+            DjangoPostgres, pool_of_database(database_alias()), timeout, table_name(), path_safe, lock_ttl
+        )
     url = getattr(settings, "FASTSESSION_REDIS_URL", None)
     cache_alias = getattr(settings, "FASTSESSION_REDIS_CACHE", None)
     if url or cache_alias:
@@ -629,7 +644,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         store = cls()
         files = store._backend
         if on_redis(files):
-            return  # every session has its TTL: Redis removes the expired ones
+            files.clear_expired()  # every session has its expiry: Redis removes them, PostgreSQL's gc here
+            return
         for name in files.names():  # stored names: the keys themselves are never on disk
             loaded = files.load(files.unlocked_stored(name), want_mtime=True)
             if loaded is not None and store._is_expired(loaded[0], loaded[2]):

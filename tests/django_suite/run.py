@@ -1,12 +1,15 @@
 """Run Django's own session tests against fastsession.contrib.django.
 
-    python tests/django_suite/run.py [--cache DIR] [--redis URL]
+    python tests/django_suite/run.py [--cache DIR] [--redis URL | --postgres DSN]
 
 Fetches the sdist of the installed Django (pip download --no-binary :all:),
 unpacks its tests/sessions_tests, and runs SessionTestsMixin and
 SessionMiddlewareTests (see engine_tests.py) with Django's own test runner,
 the engine set as SESSION_ENGINE (on files; with --redis, on that Redis
-through FASTSESSION_REDIS_URL). Exits non-zero on any failure.
+through FASTSESSION_REDIS_URL; with --postgres, on that server as the
+project's own database, FASTSESSION_BACKEND = "postgres", its tables made by
+the fastsession.contrib.django_postgres migration in the test database).
+Exits non-zero on any failure.
 """
 
 import argparse
@@ -31,10 +34,30 @@ def unpack_session_tests(sdist: str, into: str) -> str:
     return into
 
 
+SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
+
+def postgres_database(dsn: str) -> dict:
+    """Django's DATABASES entry for a postgresql:// DSN."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(dsn)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.get("dbname", "postgres"),
+        "USER": parts.get("user", ""),
+        "PASSWORD": parts.get("password", ""),
+        "HOST": parts.get("host", ""),
+        "PORT": parts.get("port", ""),
+        "OPTIONS": {"pool": True},  # Django's pool, which fastsession shares and the runner closes at teardown
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "fastsession-django-sdist"))
     parser.add_argument("--redis", metavar="URL", help="run the engine on Redis (FASTSESSION_REDIS_URL)")
+    parser.add_argument("--postgres", metavar="DSN", help="run the engine on this PostgreSQL server (the project's DB)")
     args = parser.parse_args()
 
     import django
@@ -53,8 +76,10 @@ def main() -> int:
             "django.contrib.auth",
             "django.contrib.sessions",
             "sessions_tests",
+            *(["fastsession.contrib.django_postgres"] if args.postgres else []),
         ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        DATABASES={"default": postgres_database(args.postgres) if args.postgres else SQLITE},
+        **({"FASTSESSION_BACKEND": "postgres"} if args.postgres else {}),
         SESSION_ENGINE="fastsession.contrib.django",
         SESSION_FILE_PATH=tempfile.mkdtemp(prefix="fastsession-django-"),
         MIDDLEWARE=[],
@@ -67,7 +92,13 @@ def main() -> int:
     print(
         f"Django {django.__version__}: its session tests from {os.path.basename(sdist)} "
         "against SESSION_ENGINE = fastsession.contrib.django"
-        + (f" on Redis ({args.redis})" if args.redis else " on files"),
+        + (
+            f" on Redis ({args.redis})"
+            if args.redis
+            else f" on PostgreSQL ({args.postgres})"
+            if args.postgres
+            else " on files"
+        ),
         flush=True,
     )
     failures = DiscoverRunner(verbosity=1, interactive=False).run_tests(["engine_tests"])
