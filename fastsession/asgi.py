@@ -215,8 +215,8 @@ class EarlyClose:
 class SessionMiddleware:
     """Starlette's ``SessionMiddleware`` keywords, fastsession's store underneath.
 
-    ``session_directory`` (files) or ``redis`` (a ``redis.asyncio`` client)
-    says where sessions live; with neither, a private folder of this user's
+    ``session_directory`` (files), ``redis`` (a ``redis.asyncio`` client) or
+    ``postgres`` (a DSN, or a psycopg AsyncConnectionPool) says where sessions live; with neither, a private folder of this user's
     in the temp directory (``fastsession-asgi-<uid>``, 0700), so that
     ``add_middleware(SessionMiddleware, secret_key=...)`` runs unchanged.
     ``secret_key`` is accepted and not used: the cookie holds only a random
@@ -230,7 +230,7 @@ class SessionMiddleware:
     ``partitioned`` adds the Partitioned attribute (Starlette 1.7's).
     Other keywords go to the store: ``timeout``, ``stale_after``, ``fsync``,
     ``concurrent``, ``delay`` (files); ``lock_ttl``, ``prefix``, ``timeout``
-    (Redis); ``locking``, ``on_conflict``, ``max_size``, ``max_lifetime``,
+    (Redis); ``lock_ttl``, ``table``, ``timeout`` (PostgreSQL); ``locking``, ``on_conflict``, ``max_size``, ``max_lifetime``,
     ``encrypt`` (both). Every option is checked here, not at the first
     request. ``timeout`` defaults to 10 s: a request whose session stays
     locked that long is answered 503 with Retry-After. The session is read
@@ -253,6 +253,7 @@ class SessionMiddleware:
         session_directory: str | None = None,
         *,
         redis: Any = None,
+        postgres: Any = None,
         secret_key: Any = None,
         session_cookie: str = "session",
         max_age: int | None = 14 * 24 * 60 * 60,
@@ -267,8 +268,8 @@ class SessionMiddleware:
         id_cookie: bool = True,
         **options: Any,
     ) -> None:
-        if session_directory is not None and redis is not None:
-            raise TypeError("SessionMiddleware takes session_directory= or redis=, not both")
+        if sum(where is not None for where in (session_directory, redis, postgres)) > 1:
+            raise TypeError("SessionMiddleware takes one of session_directory=, redis= and postgres=")
         if str(same_site).lower() not in ("lax", "strict", "none"):
             raise ValueError(f"same_site must be 'lax', 'strict' or 'none', not {same_site!r}")
         if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)):
@@ -284,6 +285,11 @@ class SessionMiddleware:
 
             store_class: type = AsyncRedisSessionStore
             self.where: Any = redis
+        elif postgres is not None:
+            from .aio_postgres import AsyncPostgresSessionStore, dsn_pools
+
+            store_class = AsyncPostgresSessionStore
+            self.where = dsn_pools(postgres) if isinstance(postgres, str) else postgres
         else:
             store_class = AsyncSessionStore
             self.where = (

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+import orjson
 import psycopg
 import pytest
 from conftest import Transaction
@@ -528,3 +529,54 @@ def test_a_dsn_gives_one_pool_per_process_and_a_new_one_in_a_forked_child(postgr
     child.start()
     child.join(30)
     assert report.get(timeout=5) != id(pool)  # (a parent's connections are never used by a child)
+
+
+# -- the adapters' keyword ---------------------------------------------------------------------------
+
+
+def test_flask_on_postgres_by_keyword(postgres_dsn):
+    from flask import Flask, session
+
+    from fastsession.contrib.flask import FastSessionInterface
+
+    postgres_admin.init(postgres_dsn)
+    app = Flask(__name__)
+    app.session_interface = FastSessionInterface(postgres=postgres_dsn)
+
+    @app.route("/")
+    def count():
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    client = app.test_client()
+    assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
+    sid = client.get_cookie("session").value
+    assert rows(postgres_dsn, "SELECT body FROM fastsession_session WHERE name = %s", (stored_name(sid),)) == [
+        (b'{"n":3}',)
+    ]
+    with pytest.raises(TypeError, match="one of them"):
+        FastSessionInterface("/tmp/x", postgres=postgres_dsn)
+
+
+def test_asgi_on_postgres_by_keyword(postgres_dsn):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from fastsession.asgi import SessionMiddleware
+
+    async def count(request):
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse(str(request.session["n"]))
+
+    postgres_admin.init(postgres_dsn)
+    app = Starlette(routes=[Route("/", count)])
+    app.add_middleware(SessionMiddleware, postgres=postgres_dsn)
+    with TestClient(app) as client:
+        assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
+        sid = client.cookies["session"]
+    (body,) = rows(postgres_dsn, "SELECT body FROM fastsession_session WHERE name = %s", (stored_name(sid),))[0]
+    assert orjson.loads(body) == {"n": 3}
+    with pytest.raises(TypeError, match="one of"):
+        SessionMiddleware(app, "/tmp/x", postgres=postgres_dsn)

@@ -195,6 +195,10 @@ class _Cookie:
 class FastSessionInterface(SessionInterface):
     """A Flask SessionInterface on a fastsession store (files by default).
 
+    ``directory``: the session folder; or ``postgres=`` a DSN (or a psycopg
+    ConnectionPool) for PostgreSQL; or a client with ``store_class=``
+    (``RedisSessionStore``).
+
     ``id_header`` ("X-Session-Id", say): a request carrying that header gets
     its id from it, and a new id back in it, no cookie; ``id_cookie=False``
     makes the header the only way (fastsession.header_id). The other
@@ -206,8 +210,9 @@ class FastSessionInterface(SessionInterface):
 
     def __init__(
         self,
-        directory: Any,
+        directory: Any = None,
         *,
+        postgres: Any = None,
         store_class: type = SessionStore,
         read_only: Callable[[Request], bool] | None = None,
         migrate_from: Any = None,
@@ -216,6 +221,12 @@ class FastSessionInterface(SessionInterface):
         **options: Any,
     ) -> None:
         self.id_header, self.id_cookie = check_id_header(id_header, id_cookie), id_cookie
+        if (directory is None) == (postgres is None):
+            raise TypeError("FastSessionInterface takes a session directory (or client) or postgres=, one of them")
+        if postgres is not None:
+            from ..postgres import PostgresSessionStore
+
+            directory, store_class = postgres, PostgresSessionStore
         self.directory = directory
         self.read_only = read_only
         self.migrate_from = migrate_from

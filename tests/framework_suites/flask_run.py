@@ -1,6 +1,6 @@
 """Run Flask's own session tests against fastsession.contrib.flask.
 
-    python tests/framework_suites/flask_run.py [--redis URL]
+    python tests/framework_suites/flask_run.py [--redis URL | --postgres DSN]
 
 Fetches the sdist of the installed Flask, unpacks its tests/, and changes one
 line: the ``app`` fixture of its conftest.py sets ``app.session_interface``
@@ -41,6 +41,9 @@ INTERFACE = """
 def _fastsession_interface():  # added by fastsession's tests/framework_suites/flask_run.py
     from fastsession.contrib.flask import FastSessionInterface
 
+    dsn = os.environ.get("FASTSESSION_SUITE_POSTGRES")
+    if dsn:
+        return FastSessionInterface(postgres=dsn)
     url = os.environ.get("FASTSESSION_SUITE_REDIS")
     if url:
         import redis
@@ -54,6 +57,7 @@ def _fastsession_interface():  # added by fastsession's tests/framework_suites/f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", metavar="URL", help="the interface on Redis instead of files")
+    parser.add_argument("--postgres", metavar="DSN", help="the interface on PostgreSQL (tables made here)")
     args = parser.parse_args()
 
     from importlib.metadata import version
@@ -78,9 +82,15 @@ def main() -> int:
     env = dict(os.environ, FASTSESSION_SUITE_DIR=tempfile.mkdtemp(prefix="fastsession-flask-suite-"))
     if args.redis:
         env["FASTSESSION_SUITE_REDIS"] = args.redis
+    if args.postgres:
+        from fastsession.postgres_admin import init
+
+        init(args.postgres)
+        env["FASTSESSION_SUITE_POSTGRES"] = args.postgres
+    where = f" on Redis ({args.redis})" if args.redis else f" on PostgreSQL ({args.postgres})" if args.postgres else ""
     print(
         f"Flask {version('flask')}: its session tests from {os.path.basename(sdist)} against FastSessionInterface"
-        + (f" on Redis ({args.redis})" if args.redis else " on files"),
+        + (where or " on files"),
         flush=True,
     )
     return run_tests(root, FILES, NOT_APPLICABLE, env, "-k", "session or flash or greenlet", "-rs")

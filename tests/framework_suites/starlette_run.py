@@ -1,6 +1,6 @@
 """Run Starlette's own session middleware tests against fastsession.asgi.SessionMiddleware.
 
-    python tests/framework_suites/starlette_run.py [--redis URL]
+    python tests/framework_suites/starlette_run.py [--redis URL | --postgres DSN]
 
 Fetches the sdist of the installed Starlette, unpacks its tests/ and its
 pytest settings (pyproject.toml: warnings are errors), and changes one line:
@@ -44,11 +44,21 @@ SessionMiddleware = functools.partial(
     prefix="starlette-suite:",
 )
 '''
+POSTGRES_MODULE = '''"""SessionMiddleware on the PostgreSQL at FASTSESSION_SUITE_POSTGRES (written by fastsession's starlette_run.py)."""
+
+import functools
+import os
+
+import fastsession.asgi
+
+SessionMiddleware = functools.partial(fastsession.asgi.SessionMiddleware, postgres=os.environ["FASTSESSION_SUITE_POSTGRES"])
+'''
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", metavar="URL", help="the middleware on Redis instead of files")
+    parser.add_argument("--postgres", metavar="DSN", help="the middleware on PostgreSQL (tables made here)")
     args = parser.parse_args()
 
     sdist = fetch_sdist("starlette", version("starlette"))
@@ -61,7 +71,7 @@ def main() -> int:
         print(f"{TESTS} does not import SessionMiddleware as this runner knows: update IMPORT", file=sys.stderr)
         return 2
     with open(path, "w") as out:
-        out.write(text.replace(IMPORT, ON_REDIS if args.redis else ON_FILES))
+        out.write(text.replace(IMPORT, ON_REDIS if args.redis or args.postgres else ON_FILES))
     with open(os.path.join(root, "tests", "conftest.py"), "a") as out:
         out.write(NO_SKIPS)
     env = dict(os.environ)
@@ -69,9 +79,17 @@ def main() -> int:
         env["FASTSESSION_SUITE_REDIS"] = args.redis
         with open(os.path.join(root, "fastsession_suite.py"), "w") as out:
             out.write(REDIS_MODULE)
+    if args.postgres:
+        from fastsession.postgres_admin import init
+
+        init(args.postgres)
+        env["FASTSESSION_SUITE_POSTGRES"] = args.postgres
+        with open(os.path.join(root, "fastsession_suite.py"), "w") as out:
+            out.write(POSTGRES_MODULE)
+    where = f" on Redis ({args.redis})" if args.redis else f" on PostgreSQL ({args.postgres})" if args.postgres else ""
     print(
         f"Starlette {version('starlette')}: {TESTS} from {os.path.basename(sdist)} against fastsession.asgi"
-        + (f" on Redis ({args.redis})" if args.redis else " on files"),
+        + (where or " on files"),
         flush=True,
     )
     # trio is refused at the first call, with a clear error (tests/test_asgi.py)
