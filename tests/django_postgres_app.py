@@ -7,7 +7,8 @@ is installed and FASTSESSION_BACKEND = "postgres" (no second DSN). Actions:
 ``migrate``; ``login`` (on Django's own ``db`` engine, as before the switch:
 prints the cookie); ``whoami COOKIE`` (on fastsession, FASTSESSION_MIGRATE_FROM
 = the db engine); ``increments N`` (N threads, 25 requests each, on one
-session, through LockingSessionMiddleware); ``clearsessions``. Prints one JSON line.
+session, through LockingSessionMiddleware); ``statements`` (those a request
+makes); ``clearsessions``. Prints one JSON line.
 """
 
 import json
@@ -35,13 +36,17 @@ def count(request):
     return HttpResponse(str(request.session["n"]))
 
 
+def peek(request):
+    return HttpResponse(str(request.session.get("n")))
+
+
 def short(request):
     request.session["short"] = True
     request.session.set_expiry(1)
     return HttpResponse("ok")
 
 
-urlpatterns = [path("whoami", whoami), path("count", count), path("short", short)]
+urlpatterns = [path("whoami", whoami), path("count", count), path("short", short), path("peek", peek)]
 
 parts = conninfo_to_dict(dsn)
 django_engine = action == "login"
@@ -150,6 +155,23 @@ elif action == "increments":
     final.cookies[settings.SESSION_COOKIE_NAME] = cookie
     # (the first request counted 1 and this one counts 1 more: the threads made the rest)
     print(json.dumps({"n": int(final.get("/count").content) - 2, "errors": errors}))
+elif action == "statements":
+    from fastsession.contrib._django_postgres import DjangoPostgres
+
+    made = []
+    plain_sql = DjangoPostgres.sql
+
+    def counted(self, statement, params):
+        made.append(statement)
+        return plain_sql(self, statement, params)
+
+    client = Client()
+    client.get("/count")
+    DjangoPostgres.sql = counted
+    client.get("/count")
+    changed, made[:] = list(made), []
+    client.get("/peek")
+    print(json.dumps({"changed": changed, "read": list(made)}))
 elif action == "clearsessions":
     client = Client()
     client.get("/short")

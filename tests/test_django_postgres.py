@@ -54,3 +54,9 @@ def test_eight_threads_of_locked_requests_on_one_session_lose_no_increment(datab
 def test_clearsessions_deletes_the_expired_rows_only(database):
     app("migrate", database)
     assert app("clearsessions", database) == {"before": 2, "after": 1}
+
+
+def test_a_request_takes_the_lease_and_reads_in_one_statement_and_ends_it_in_one(database):
+    app("migrate", database)
+    made = app("statements", database)
+    assert made == {"changed": ["acquire", "put", "release"], "read": ["acquire", "release"]}

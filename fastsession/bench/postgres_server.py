@@ -89,3 +89,24 @@ class PostgresServer:
             time.sleep(0.05)
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = ""
+
+
+def main(argv: list[str]) -> int:
+    """``start``: start a server, print "DSN FOLDER"; ``stop FOLDER``: stop it and remove its folder."""
+    if argv[:1] == ["start"]:
+        server = PostgresServer().start()
+        print(server.dsn, server.folder)
+        return 0
+    if len(argv) == 2 and argv[0] == "stop":
+        server = PostgresServer()
+        server.folder = argv[1]
+        server.stop()
+        return 0
+    print("usage: python -m fastsession.bench.postgres_server start | stop FOLDER")
+    return 2
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -335,7 +335,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                 raise
         loaded = None
         if path_safe(key):  # a corrupt file is logged by the backend and reads as None
-            loaded = self._backend.load(self._backend.unlocked(key), want_mtime=True)
+            held = self._held
+            # On a server, taking the lock read the session too (in the same round trip): that read is used.
+            handle = held[1] if held is not None and held[0] == key and on_redis(self._backend) else None
+            loaded = self._backend.load(handle or self._backend.unlocked(key), want_mtime=True)
         if loaded is None:
             migrated = self._migrated(key)
             if migrated is not None:
@@ -503,6 +506,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             # with what other requests stored meanwhile: never written over them.
             if not held and not must_create and (locking() == "commit" or self._released is not None):
                 data, body = self._merged(handle, data, body)
+            elif held and not must_create and on_redis(self._backend):
+                pass  # a server's lease held since the read: only a revocation removes it, which the write tells
             else:
                 exists = self._backend.exists(handle)
                 if must_create and exists:
