@@ -1,7 +1,8 @@
 """Every Python block of the README and the docs runs as printed, or says why it does not.
 
 A block runs in a fresh namespace as a script would (``__name__ == "__main__"``), its session folder
-(``/var/lib/myapp/sessions``) swapped for a temporary one and the Redis it names for the test's own.
+(``/var/lib/myapp/sessions``) swapped for a temporary one and the Redis and PostgreSQL it names for the
+test's own.
 A block that is not meant to run is preceded by ``<!-- not run: why -->``. A block that makes an
 ``app`` is then served a request that counts visits, twice (the newcomer's check of each quick start).
 """
@@ -51,11 +52,13 @@ def visits(app):
 
 
 @pytest.mark.parametrize("source, not_run", [b.values for b in BLOCKS], ids=[b.id for b in BLOCKS])
-def test_the_block_runs(source, not_run, tmp_path, redis_url):
+def test_the_block_runs(source, not_run, tmp_path, redis_url, request):
     if not_run is not None:
         return  # counted above, with its reason
     source = source.replace('"/var/lib/myapp/sessions"', repr(str(tmp_path)))
     source = source.replace('"redis://sessions.internal:6379/0"', repr(redis_url))
+    if '"postgresql://app@db.internal/app"' in source:
+        source = source.replace('"postgresql://app@db.internal/app"', repr(request.getfixturevalue("postgres_dsn")))
     namespace = {"__name__": "__main__"}
     exec(compile(source, "<doc block>", "exec"), namespace)
     app = namespace.get("app")

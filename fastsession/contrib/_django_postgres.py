@@ -63,7 +63,7 @@ def conninfo_of_database(alias: str) -> str:
 def pool_of_database(alias: str) -> Any:
     """The pool of the database ``alias``: Django's own when its OPTIONS turn pooling on (Django 5.1+; closed
     with it, as a test run does before it drops its database), else one of fastsession's per process and
-    connection string (close_pools)."""
+    connection string (fastsession.postgres.close_pools)."""
     from django.conf import settings
     from django.db import connections
 
@@ -71,14 +71,6 @@ def pool_of_database(alias: str) -> Any:
     if connection.vendor == "postgresql" and (connection.settings_dict.get("OPTIONS") or {}).get("pool"):
         return connection.pool
     return pool_for(conninfo_of_database(alias), getattr(settings, "FASTSESSION_POSTGRES_POOL_SIZE", 10))
-
-
-def close_pools() -> None:
-    """Close the pools fastsession made for Django's databases (a test runner's teardown calls it before the
-    test database is dropped, which fails while a connection to it is open)."""
-    from ..postgres import close_pools as close_every_pool
-
-    close_every_pool()
 
 
 class DjangoPostgres(ExpiresByTTL, PostgresBackend):
