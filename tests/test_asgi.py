@@ -289,8 +289,10 @@ def test_the_middleware_keeps_sessions_in_one_place(session_dir, tmp_path, monke
 
     from fastsession import files
 
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match="one of session_directory=, redis= and postgres="):
         SessionMiddleware(starlette_app, session_dir, redis=object())
+    with pytest.raises(TypeError, match="one of"):
+        SessionMiddleware(starlette_app, redis=object(), postgres="postgresql://")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(files, "_private_made", set())
     app = Starlette(routes=ROUTES, middleware=[Middleware(SessionMiddleware, secret_key="leftover")])
