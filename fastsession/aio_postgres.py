@@ -12,7 +12,6 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
@@ -30,20 +29,8 @@ from .postgres import (
     logger,
     raise_dropped,
 )
+from .routines import routines
 from .store import (
-    DELETE,
-    EXISTS,
-    INDEX_ADD,
-    INDEX_LIST,
-    INDEX_REMOVE,
-    LOAD,
-    OPEN,
-    OPEN_LOAD,
-    OPEN_STORED,
-    PEEK,
-    RELEASE,
-    REVOKE_HELD,
-    SAVE,
     Steps,
 )
 
@@ -180,21 +167,7 @@ class AsyncPostgresBackend(PostgresCore):
         self.where = pool
         self.statements = AsyncStatements(self)
         self.listener = AsyncListener(self)
-        self.routines: dict[str, Callable[..., PgSteps]] = {
-            OPEN: self._open,
-            OPEN_LOAD: self._open_load,
-            SAVE: self._save,
-            RELEASE: self._release,
-            DELETE: self._delete,
-            PEEK: self._peek,
-            OPEN_STORED: self._open_stored,
-            LOAD: self._load,
-            REVOKE_HELD: self._revoke_held,
-            EXISTS: self._exists,
-            INDEX_ADD: self._index_add,
-            INDEX_REMOVE: self._index_remove,
-            INDEX_LIST: self._index_list,
-        }
+        self.routines = routines(self)
 
     async def pool(self) -> Any:
         where = self.where

@@ -30,20 +30,8 @@ from .redis import (
     packed,
     warn_if_evicting,
 )
+from .routines import routines
 from .store import (
-    DELETE,
-    EXISTS,
-    INDEX_ADD,
-    INDEX_LIST,
-    INDEX_REMOVE,
-    LOAD,
-    OPEN,
-    OPEN_LOAD,
-    OPEN_STORED,
-    PEEK,
-    RELEASE,
-    REVOKE_HELD,
-    SAVE,
     Steps,
 )
 
@@ -218,21 +206,7 @@ class AsyncRedisBackend(RedisCore):
         self.client = client
         self.legacy = not is_cluster(client)
         self.caller = AsyncScripts(client)
-        self.routines: dict[str, Callable[..., RedisSteps]] = {
-            OPEN: self._open,
-            OPEN_LOAD: self._open_load,
-            SAVE: self._save,
-            RELEASE: self._release,
-            DELETE: self._delete,
-            PEEK: self._peek,
-            OPEN_STORED: self._open_stored,
-            LOAD: self._load,
-            REVOKE_HELD: self._revoke_held,
-            EXISTS: self._exists,
-            INDEX_ADD: self._index_add,
-            INDEX_REMOVE: self._index_remove,
-            INDEX_LIST: self._index_list,
-        }
+        self.routines = routines(self)
         self.sweeper: asyncio.Task[None] | None = None
         self.policy_checked = False
 

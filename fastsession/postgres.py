@@ -48,6 +48,7 @@ from .leases import describe_lock, holder_is_gone, holder_token
 from .merge import Resolver
 from .names import stored_name
 from .record import bound_to
+from .routines import SyncCalls
 from .store import BaseStore, StoreCore, shared_backend
 
 __all__ = [
@@ -612,7 +613,7 @@ class Listener:
                 self.changed.wait(left)
 
 
-class PostgresBackend(PostgresCore):
+class PostgresBackend(SyncCalls, PostgresCore):
     """Sessions as rows, locked by leases (a psycopg ConnectionPool, each statement on a borrowed connection)."""
 
     def __init__(self, pool: Any, *options: Any) -> None:
@@ -640,45 +641,6 @@ class PostgresBackend(PostgresCore):
 
     def wait(self, name: str, since: float, seconds: float) -> None:
         self.listener.wait(name, since, seconds)
-
-    def open(self, key: str) -> PostgresHandle:
-        return self._run(self._open(key))  # type: ignore[no-any-return]
-
-    def open_load(self, key: str) -> tuple[PostgresHandle, tuple[dict[str, Any], bytes, float] | None]:
-        return self._run(self._open_load(key))  # type: ignore[no-any-return]
-
-    def load(self, handle: PostgresHandle, want_mtime: bool = False) -> tuple[dict[str, Any], bytes, float] | None:
-        return self._run(self._load(handle))  # type: ignore[no-any-return]
-
-    def peek(self, key: str) -> tuple[PostgresHandle, tuple[dict[str, Any], bytes, float] | None]:
-        return self._run(self._peek(key))  # type: ignore[no-any-return]
-
-    def save(self, handle: PostgresHandle, body: bytes) -> None:
-        self._run(self._save(handle, body))
-
-    def release(self, handle: PostgresHandle, stamp: float = 0.0) -> None:
-        self._run(self._release(handle, stamp))
-
-    def delete(self, handle: PostgresHandle) -> None:
-        self._run(self._delete(handle))
-
-    def open_stored(self, name: str, timeout: Any = ...) -> PostgresHandle:
-        return self._run(self._open_stored(name, timeout))  # type: ignore[no-any-return]
-
-    def revoke_held(self, name: str, user: str, pending: bool = False) -> bool:
-        return self._run(self._revoke_held(name, user, pending))  # type: ignore[no-any-return]
-
-    def exists(self, handle: PostgresHandle) -> bool:
-        return self._run(self._exists(handle))  # type: ignore[no-any-return]
-
-    def index_add(self, user: str, name: str, info: bytes) -> None:
-        self._run(self._index_add(user, name, info))
-
-    def index_remove(self, user: str, name: str) -> None:
-        self._run(self._index_remove(user, name))
-
-    def index_list(self, user: str) -> list[tuple[str, dict[str, Any], float | None, bool]]:
-        return self._run(self._index_list(user))  # type: ignore[no-any-return]
 
 
 class OnPostgres(StoreCore):

@@ -49,6 +49,7 @@ from .leases import lock_holder as lock_holder  # (re-exported: where tests and 
 from .merge import Resolver
 from .names import stored_name
 from .record import bound_to
+from .routines import SyncCalls
 from .store import BaseStore, StoreCore, shared_backend
 
 __all__ = [
@@ -844,7 +845,7 @@ class ScriptCaller:
             return resp.call(connection, command)
 
 
-class RedisBackend(RedisCore):
+class RedisBackend(SyncCalls, RedisCore):
     """Sessions as Redis strings, locked with SET NX PX and a token (redis-py's sync client)."""
 
     def __init__(self, client: Any, *options: Any) -> None:
@@ -870,45 +871,6 @@ class RedisBackend(RedisCore):
 
     def wait(self, key: str, seconds: float) -> Any:
         return self.scripts.blpop(key, seconds)
-
-    def open(self, key: str) -> RedisHandle:
-        return self._run(self._open(key))  # type: ignore[no-any-return]
-
-    def open_load(self, key: str) -> tuple[RedisHandle, tuple[dict[str, Any], bytes, float] | None]:
-        return self._run(self._open_load(key))  # type: ignore[no-any-return]
-
-    def load(self, handle: RedisHandle, want_mtime: bool = False) -> tuple[dict[str, Any], bytes, float] | None:
-        return self._run(self._load(handle))  # type: ignore[no-any-return]
-
-    def peek(self, key: str) -> tuple[RedisHandle, tuple[dict[str, Any], bytes, float] | None]:
-        return self._run(self._peek(key))  # type: ignore[no-any-return]
-
-    def save(self, handle: RedisHandle, body: bytes) -> None:
-        self._run(self._save(handle, body))
-
-    def release(self, handle: RedisHandle, stamp: float = 0.0) -> None:
-        self._run(self._release(handle, stamp))
-
-    def delete(self, handle: RedisHandle) -> None:
-        self._run(self._delete(handle))
-
-    def open_stored(self, name: str, timeout: Any = ...) -> RedisHandle:
-        return self._run(self._open_stored(name, timeout))  # type: ignore[no-any-return]
-
-    def revoke_held(self, name: str, user: str, pending: bool = False) -> bool:
-        return self._run(self._revoke_held(name, user, pending))  # type: ignore[no-any-return]
-
-    def exists(self, handle: RedisHandle) -> bool:
-        return self._run(self._exists(handle))  # type: ignore[no-any-return]
-
-    def index_add(self, user: str, name: str, info: bytes) -> None:
-        self._run(self._index_add(user, name, info))
-
-    def index_remove(self, user: str, name: str) -> None:
-        self._run(self._index_remove(user, name))
-
-    def index_list(self, user: str) -> list[tuple[str, dict[str, Any], float | None, bool]]:
-        return self._run(self._index_list(user))  # type: ignore[no-any-return]
 
     def _start_sweeper(self) -> None:
         with self.guard:
