@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
@@ -26,6 +27,7 @@ from .postgres import (
     PostgresCore,
     conninfo_of,
     dropped,
+    listener_for,
     logger,
     raise_dropped,
 )
@@ -80,8 +82,9 @@ def dsn_pools(dsn: str) -> DsnPools:
 class AsyncListener:
     """fastsession.postgres.Listener on an event loop: a task with one LISTENing connection per loop."""
 
-    def __init__(self, backend: AsyncPostgresBackend) -> None:
-        self.backend = backend
+    def __init__(self, table: str, pool: Callable[[], Awaitable[Any]]) -> None:
+        self.table, self.pool = table, pool
+        self.listening = False
         self.heard: dict[str, float] = {}
         self.waiters: dict[str, set[asyncio.Event]] = {}
         self.task: asyncio.Task[None] | None = None
@@ -99,11 +102,10 @@ class AsyncListener:
 
         while time.monotonic() - self.last_wait < LISTEN_IDLE:
             try:
-                pool = await self.backend.pool()
-                conninfo, kwargs = conninfo_of(pool)
+                conninfo, kwargs = conninfo_of(await self.pool())
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **kwargs) as conn:
-                    await conn.execute(f'LISTEN "{self.backend.table}"')
-                    self.backend.listening = True
+                    await conn.execute(f'LISTEN "{self.table}"')
+                    self.listening = True
                     self.heard.clear()
                     while self.waiters or time.monotonic() - self.last_wait < LISTEN_IDLE:
                         async for note in conn.notifies(timeout=1.0):
@@ -112,12 +114,12 @@ class AsyncListener:
                             self.heard[note.payload] = time.monotonic()
                             for event in self.waiters.get(note.payload, ()):
                                 event.set()
-                    self.backend.listening = False
+                    self.listening = False
             except asyncio.CancelledError:
-                self.backend.listening = False
+                self.listening = False
                 raise
             except Exception as exc:
-                self.backend.listening = False
+                self.listening = False
                 logger.info("fastsession's PostgreSQL listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(1.0)
 
@@ -166,8 +168,12 @@ class AsyncPostgresBackend(PostgresCore):
         PostgresCore.__init__(self, *options)
         self.where = pool
         self.statements = AsyncStatements(self)
-        self.listener = AsyncListener(self)
+        self.listener: AsyncListener = listener_for(pool, self.table, lambda: AsyncListener(self.table, self.pool))
         self.routines = routines(self)
+
+    @property
+    def listening(self) -> bool:  # type: ignore[override]
+        return self.listener.listening
 
     async def pool(self) -> Any:
         where = self.where

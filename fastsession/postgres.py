@@ -23,7 +23,7 @@ Waiting: a request that finds the lease held marks the row (``waiting_until``)
 and waits for a ``NOTIFY`` on the table's channel, which every statement that
 ends a marked lease sends with the stored name; polls (every ``delay`` at
 most, 50 ms at most while no listener is connected) are the fallback. One
-listening connection per process and store, opened at the first wait.
+listening connection per process, pool and table, opened at the first wait.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import re
 import select
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NoReturn
 
 import orjson
@@ -218,6 +218,7 @@ class PostgresCore:
     """What the PostgreSQL backend sends and what the rows mean, free of I/O (shared by sync and async)."""
 
     kernels = _kernels.ACTIVE
+    listening = False  # a listener is connected: NOTIFYs arrive, polls may be rarer (the backends say)
     max_record = 256 << 20  # bytes a bytea value takes without strain (its hard limit is 1 GB)
 
     def __init__(
@@ -243,7 +244,6 @@ class PostgresCore:
         self.max_age = max_age
         self.ttl_ms = max(1, int(max_age * 1000)) if max_age is not None else 0
         self.check_key = self.kernels.is_valid_id  # (the Django engine also accepts Django's keys)
-        self.listening = False  # a listener is connected: NOTIFYs arrive, polls may be rarer
 
     def _name(self, key: str) -> str:
         if not self.check_key(key):
@@ -563,10 +563,12 @@ def raise_dropped() -> NoReturn:
 
 class Listener:
     """The process's ears on one table's channel: a thread with one connection that LISTENs, and notes when
-    a NOTIFY named each session (waiters compare that with when they last tried)."""
+    a NOTIFY named each session (waiters compare that with when they last tried). One per pool and table
+    (listener_for), whatever the stores' other options."""
 
-    def __init__(self, backend: PostgresCore, pool: Any) -> None:
-        self.backend, self.pool = backend, pool
+    def __init__(self, table: str, pool: Any) -> None:
+        self.table, self.pool = table, pool
+        self.listening = False
         self.heard: dict[str, float] = {}
         self.changed = threading.Condition()
         self.thread: threading.Thread | None = None
@@ -580,8 +582,8 @@ class Listener:
         while time.monotonic() - self.last_wait < LISTEN_IDLE:
             try:
                 with psycopg.connect(conninfo, autocommit=True, **kwargs) as conn:
-                    conn.execute(f'LISTEN "{self.backend.table}"')
-                    self.backend.listening = True
+                    conn.execute(f'LISTEN "{self.table}"')
+                    self.listening = True
                     with self.changed:
                         self.heard.clear()  # (what was missed while deaf: the waiters' polls mend it)
                     while time.monotonic() - self.last_wait < LISTEN_IDLE:  # (a waiter: just now)
@@ -591,9 +593,9 @@ class Listener:
                                     self.heard.clear()
                                 self.heard[note.payload] = time.monotonic()
                                 self.changed.notify_all()
-                    self.backend.listening = False
+                    self.listening = False
             except Exception as exc:  # the server went away: deaf until it is back; polls go on meanwhile
-                self.backend.listening = False
+                self.listening = False
                 logger.info("fastsession's PostgreSQL listener lost its connection (%s); reconnecting", exc)
                 time.sleep(1.0)
 
@@ -613,13 +615,30 @@ class Listener:
                 self.changed.wait(left)
 
 
+_listeners: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
+def listener_for(pool: Any, table: str, make: Callable[[], Any]) -> Any:
+    """The listener of ``pool`` and ``table`` in this process, made by ``make`` the first time."""
+    key = (id(pool), table)
+    with _pools_guard:
+        found = _listeners.get(key)
+        if found is None or found[0] is not pool:  # (an id reused by a later pool: a new listener)
+            found = _listeners[key] = (pool, make())
+    return found[1]
+
+
 class PostgresBackend(SyncCalls, PostgresCore):
     """Sessions as rows, locked by leases (a psycopg ConnectionPool, each statement on a borrowed connection)."""
 
     def __init__(self, pool: Any, *options: Any) -> None:
         PostgresCore.__init__(self, *options)
         self.pool = pool
-        self.listener = Listener(self, pool)
+        self.listener: Listener = listener_for(pool, self.table, lambda: Listener(self.table, pool))
+
+    @property
+    def listening(self) -> bool:  # type: ignore[override]
+        return self.listener.listening
 
     def _run(self, steps: PgSteps) -> Any:
         return self.kernels.run(self, steps)

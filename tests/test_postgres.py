@@ -580,3 +580,59 @@ def test_asgi_on_postgres_by_keyword(postgres_dsn):
     assert orjson.loads(body) == {"n": 3}
     with pytest.raises(TypeError, match="one of"):
         SessionMiddleware(app, "/tmp/x", postgres=postgres_dsn)
+
+
+def test_a_waiter_hears_the_release_through_its_listener_which_closes_when_idle(postgres_dsn, table, monkeypatch):
+    from fastsession import postgres
+
+    monkeypatch.setattr(postgres, "LISTEN_IDLE", 1.0)
+    sid = stored(postgres_dsn, table, {"n": 0})
+    pool = ConnectionPool(postgres_dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True)
+    holder = PostgresSessionStore(Transaction({"SID": sid}), pool, table=table)
+    holder.get_session(False)
+    waiter_done = threading.Event()
+
+    def wait():
+        with PostgresSessionStore(Transaction({"SID": sid}), pool, table=table, timeout=30) as store:
+            store.get_session(False)["n"] += 1
+        waiter_done.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    listener = holder.backend.listener
+    deadline = time.monotonic() + 10
+    while not holder.backend.listening and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert holder.backend.listening  # the waiter's first wait opened the process's listener
+    listening = f"""SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN "{table}"'"""
+    assert rows(postgres_dsn, listening) == [(1,)]  # one, though the two stores' options differ
+    holder.close()
+    assert waiter_done.wait(30)
+    thread.join(10)
+    assert stored_name(sid) in listener.heard  # woken by the NOTIFY its release sent
+    time.sleep(2.5)  # no waiter since: the listener closed its connection
+    assert not holder.backend.listening and rows(postgres_dsn, listening) == [(0,)]
+    pool.close()
+    assert read(postgres_dsn, table, sid) == {"n": 1}
+
+
+def test_an_async_waiter_hears_the_release_on_its_event_loop(postgres_dsn, table):
+    sid = stored(postgres_dsn, table, {"n": 0})
+
+    async def main():
+        holder = AsyncPostgresSessionStore(Transaction({"SID": sid}), postgres_dsn, table=table, delay=30)
+        session = await holder.get_session(False)
+        session["n"] = 1
+        waiter = AsyncPostgresSessionStore(Transaction({"SID": sid}), postgres_dsn, table=table, delay=30, timeout=30)
+        waiting = asyncio.ensure_future(waiter.get_session(False))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if holder.backend.listening:
+                break
+        assert holder.backend.listening and not waiting.done()
+        await holder.close()
+        got = dict(await waiting)
+        await waiter.close()
+        return got, stored_name(sid) in holder.backend.listener.heard
+
+    assert asyncio.run(main()) == ({"n": 1}, True)
