@@ -552,7 +552,9 @@ def dropped(conn: Any) -> bool:
     """Whether the idle connection ``conn`` was ended by the server (one system call: a poll of its socket)."""
     if conn.closed:
         return True
-    return bool(select.select([conn.fileno()], [], [], 0)[0])  # an idle connection is sent nothing else
+    poller = select.poll()  # (not select(): a descriptor past 1023 is refused there)
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))  # an idle connection is sent nothing else
 
 
 def raise_dropped() -> NoReturn:

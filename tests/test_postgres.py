@@ -636,3 +636,31 @@ def test_an_async_waiter_hears_the_release_on_its_event_loop(postgres_dsn, table
         return got, stored_name(sid) in holder.backend.listener.heard
 
     assert asyncio.run(main()) == ({"n": 1}, True)
+
+
+def test_a_connection_past_descriptor_1023_is_checked_too(postgres_dsn, table):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # a busy server's open files
+    try:
+        sid = stored(postgres_dsn, table, {"n": 1})
+        pool = ConnectionPool(postgres_dsn, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True)
+        pool.wait()
+        with pool.connection() as conn:
+            assert conn.fileno() > 1023
+        rows(
+            postgres_dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND datname = 'postgres' AND application_name = ''",
+        )
+        time.sleep(0.2)
+        with PostgresSessionStore(Transaction({"SID": sid}), pool, table=table) as store:
+            store.get_session(False)["n"] = 2
+        pool.close()
+        assert read(postgres_dsn, table, sid) == {"n": 2}
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
