@@ -32,9 +32,7 @@ from .postgres import (
     raise_dropped,
 )
 from .routines import routines
-from .store import (
-    Steps,
-)
+from .store import Steps
 
 __all__ = ["AsyncPostgresBackend", "AsyncPostgresSessionStore", "DsnPools"]
 
@@ -46,6 +44,7 @@ class DsnPools:
     def __init__(self, dsn: str, max_size: int = 10) -> None:
         self.dsn, self.max_size = dsn, max_size
         self.pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self.closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     async def get(self) -> Any:
         from psycopg_pool import AsyncConnectionPool
@@ -64,7 +63,19 @@ class DsnPools:
             )
             self.pools[loop] = pool
             await pool.open()
+            self.closers[loop] = loop.create_task(self._close_at_shutdown(pool))  # (a loop keeps no task alive)
         return pool
+
+    @staticmethod
+    async def _close_at_shutdown(pool: Any) -> None:
+        """Parked on the pool's loop until it shuts down (asyncio.run and anyio cancel every task then): closes
+        the pool. Left open, its workers outlive the loop's last moments: psycopg_pool's workers survive a
+        cancellation that comes while they run a task, and wait for the next one, which never comes, and the
+        loop's shutdown waits for them for ever (a test client that makes a loop per request hung so)."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await pool.close(timeout=1.0)
 
 
 _dsn_pools: dict[tuple[str, int], DsnPools] = {}

@@ -664,3 +664,23 @@ def test_a_connection_past_descriptor_1023_is_checked_too(postgres_dsn, table):
         for fd in fillers:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_pool_a_dsn_made_for_an_event_loop_is_closed_when_the_loop_ends(postgres_dsn, table):
+    """A test client makes a loop per request: a pool left open there hangs the loop's shutdown at times
+    (psycopg_pool's workers outlive a cancellation) and keeps its connections."""
+    from fastsession.aio_postgres import dsn_pools
+
+    sid = stored(postgres_dsn, table, {"n": 0})
+    pools = []
+
+    async def request():
+        async with AsyncPostgresSessionStore(Transaction({"SID": sid}), postgres_dsn, table=table) as store:
+            (await store.get_session(False))["n"] += 1
+        pools.append(await dsn_pools(postgres_dsn).get())
+
+    for _ in range(5):
+        asyncio.run(request())
+    assert len({id(pool) for pool in pools}) == 5  # one per loop...
+    assert all(pool.closed for pool in pools)  # ...closed with it
+    assert read(postgres_dsn, table, sid) == {"n": 5}
