@@ -342,6 +342,12 @@ def test_async_calls_past_the_pools_max_connections_are_refused_and_the_calls_in
             with pytest.raises(SessionError, match="Too many connections"):  # a third at once: as the pool says
                 await read_one(client, sessions[2])
             assert await asyncio.gather(*in_flight) == [{"n": 0}, {"n": 1}]
+            # The refused call left its token (whose SET NX might yet have run) to the unlocker, which takes an
+            # idle connection for each try: once it has settled, both connections are idle again.
+            backend = AsyncRedisSessionStore(Transaction(), client, prefix=prefix).backend
+            assert backend.sweeper is not None
+            await asyncio.wait_for(backend.sweeper, 10)
+            assert not backend.pending
             assert len(scripts_of(client, prefix).idle) == 2
         finally:
             await client.aclose()
