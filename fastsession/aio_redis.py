@@ -31,9 +31,7 @@ from .redis import (
     warn_if_evicting,
 )
 from .routines import routines
-from .store import (
-    Steps,
-)
+from .store import Steps
 
 __all__ = ["AsyncRedisBackend", "AsyncRedisSessionStore", "AsyncScripts"]
 

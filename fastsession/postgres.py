@@ -82,7 +82,8 @@ SQL, WAIT, SLEEP = "sql", "wait", "sleep"
 # Milliseconds left until a timestamp, -1 for none (Redis's PTTL, which the core's rules read).
 _MS_LEFT = "coalesce((extract(epoch FROM {0} - clock_timestamp()) * 1000)::bigint, -1)"
 _LIVE = "{0}body IS NOT NULL AND ({0}expires_at IS NULL OR {0}expires_at > clock_timestamp())"
-_EXPIRY = "CASE WHEN %(ttl)s::bigint > 0 THEN clock_timestamp() + %(ttl)s::bigint * interval '1 millisecond' END"
+_AFTER_TTL = "clock_timestamp() + %(ttl)s::bigint * interval '1 millisecond'"  # ``ttl`` ms from now
+_EXPIRY = f"CASE WHEN %(ttl)s::bigint > 0 THEN {_AFTER_TTL} END"
 # A statement that ends or uses a lease matches its row by ``holder IN (token, 'R ' || token)``, which
 # stays true when a revocation marks the lease meanwhile: PostgreSQL re-checks a row changed by a
 # concurrent statement on its newest version, and a condition that held only on the older one (the
@@ -142,9 +143,9 @@ SELECT body, {left} FROM took""",
         # End the lease without writing. ``ttl``: refresh the expiry ("0": leave it). A row left holding no
         # session is then vacated.
         "release": _ending(
-            f"UPDATE {table} SET holder = NULL, lease_until = NULL, expires_at = CASE"
-            f" WHEN {_OWN} AND %(ttl)s::bigint > 0 THEN clock_timestamp() + %(ttl)s::bigint * interval '1 millisecond'"
-            f" ELSE expires_at END WHERE name = %(n)s AND {_MINE}",
+            f"UPDATE {table} SET holder = NULL, lease_until = NULL,"
+            f" expires_at = CASE WHEN {_OWN} AND %(ttl)s::bigint > 0 THEN {_AFTER_TTL} ELSE expires_at END"
+            f" WHERE name = %(n)s AND {_MINE}",
             channel,
         ),
         "delete": _ending(f"DELETE FROM {table} WHERE name = %(n)s AND {_MINE}", channel, "true"),
@@ -161,8 +162,7 @@ WHERE name = %(n)s AND holder IS NOT NULL AND lease_until > clock_timestamp()"""
         "read": f"SELECT body, {left} FROM {table} WHERE name = %(n)s AND {live}",
         "write": f"""INSERT INTO {table} AS s (name, body, expires_at) VALUES (%(n)s, %(b)s, {_EXPIRY})
 ON CONFLICT (name) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at""",
-        "touch": f"""UPDATE {table} SET expires_at = clock_timestamp() + %(ttl)s::bigint * interval '1 millisecond'
-WHERE name = %(n)s AND body IS NOT NULL""",
+        "touch": f"UPDATE {table} SET expires_at = {_AFTER_TTL} WHERE name = %(n)s AND body IS NOT NULL",
         "drop": f"DELETE FROM {table} WHERE name = %(n)s",
         # Revoke a session whose lease another holds, if it is still what was read (whose binding the
         # caller checked): the data goes, and the lease is marked so that its holder's commit writes
@@ -250,6 +250,12 @@ class PostgresCore:
             raise ValueError("invalid session id")
         return stored_name(key)
 
+    def _stored(self, name: str) -> str:
+        """``name`` itself, once it is seen to be a stored name (what the user index lists), never anything else."""
+        if not self.kernels.is_valid_id(name):
+            raise ValueError("invalid stored name")
+        return name
+
     def _run_sql(self, statement: str, params: dict[str, Any], name: str, token: str | None = None) -> PgSteps:
         """One statement; a database error becomes SessionError naming the statement and the stored name
         (nothing an id could be made from), and a lease held with ``token`` is let go."""
@@ -257,27 +263,25 @@ class PostgresCore:
 
         try:
             return (yield SQL, statement, params)
-        except Error as exc:
-            if token is not None:
-                yield from self._let_go(name, token)
-            raise SessionError(f"PostgreSQL could not run its {statement!r} statement on {name!r}: {exc}") from exc
         except GeneratorExit:
             raise
-        except BaseException:  # cancelled or interrupted mid-call: the statement may yet run
+        except BaseException as exc:  # (cancelled or interrupted mid-call too: the statement may yet run)
             if token is not None:
-                yield from self._let_go(name, token)
+                try:  # end the lease, if it holds; else it ends at its expiry
+                    yield from self._end_lease(name, token)
+                except (SessionError, OSError) as failed:
+                    logger.warning("could not end the lease on %s (it ends within lock_ttl): %s", name, failed)
+            if isinstance(exc, Error):
+                raise SessionError(f"PostgreSQL could not run its {statement!r} statement on {name!r}: {exc}") from exc
             raise
 
-    def _let_go(self, name: str, token: str) -> PgSteps:
-        """After a failed call: end the lease ``token`` holds, if it does; else it ends at its expiry."""
-        from psycopg import Error
-
-        try:
-            touched, kept, _ = (yield SQL, "release", {"n": name, "v": token, "ttl": 0})[0]
-            if touched and not kept:
-                yield SQL, "vacate", {"n": name}
-        except (Error, OSError) as exc:
-            logger.warning("could not end the lease on %s (it ends by itself within lock_ttl): %s", name, exc)
+    def _end_lease(self, name: str, token: str, touch: int = 0) -> PgSteps:
+        """End the lease ``token`` holds on ``name`` without writing (``touch``: ms of expiry to give the
+        session, 0: as it was); a row left holding no session goes."""
+        params = {"n": name, "v": token, "ttl": touch}
+        touched, kept, _ = (yield from self._run_sql("release", params, name))[0]
+        if touched and not kept:
+            yield from self._vacate(name)
 
     def _open(self, key: str, timeout: Any = ..., stored: bool = False) -> PgSteps:
         """Take the lease of the session of ``key`` (when concurrent), waiting while another holds it.
@@ -286,12 +290,7 @@ class PostgresCore:
         ``stored``: ``key`` is a stored name, not an id.
         """
         timeout = self.timeout if timeout is ... else timeout
-        if stored:
-            if not self.kernels.is_valid_id(key):
-                raise ValueError("invalid stored name")
-            name = key
-        else:
-            name = self._name(key)
+        name = self._stored(key) if stored else self._name(key)
         if not self.concurrent:
             return PostgresHandle(key, name, None, None)
         token = holder_token(self.kernels)
@@ -397,10 +396,7 @@ class PostgresCore:
             if touch:
                 yield from self._run_sql("touch", {"n": handle.name, "ttl": touch}, handle.name)
             return
-        params = {"n": handle.name, "v": handle.token, "ttl": touch}
-        touched, kept, _ = (yield from self._run_sql("release", params, handle.name))[0]
-        if touched and not kept:
-            yield from self._vacate(handle.name)
+        yield from self._end_lease(handle.name, handle.token, touch)
 
     def _vacate(self, name: str) -> PgSteps:
         """Delete the row of ``name`` if it holds neither a session nor a lease (a lease on a name that has no
@@ -431,8 +427,7 @@ class PostgresCore:
         """Revoke the session of stored ``name``, whose lease another holds, if bound to ``user``: its data goes
         now, and its holder's commit writes nothing. False when it is not bound to ``user`` (or gone, unless
         ``pending``: the user's index lists a commit about to land)."""
-        if not self.kernels.is_valid_id(name):
-            raise ValueError("invalid stored name")
+        self._stored(name)
         for _ in range(8):  # the holder may commit between the read and the statement: judge again
             rows = yield from self._run_sql("read", {"n": name}, name)
             body = bytes(rows[0][0]) if rows else None
