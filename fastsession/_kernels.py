@@ -2,7 +2,7 @@
 
 ``FASTSESSION_NO_EXTENSIONS=1`` (read once, at import) forces the pure twins;
 so does a Python without the compiled modules (a build without a compiler).
-A kernel set is a namespace of the twelve kernel functions; ``ACTIVE`` is the
+A kernel set is a namespace of the fourteen kernel functions; ``ACTIVE`` is the
 chosen one, ``twin("c")`` and ``twin("py")`` name one explicitly (tests,
 benchmarks).
 """
@@ -32,6 +32,7 @@ NAMES = {
     "lock": ("acquire", "try_lock", "unlock"),
     "io": ("read_session", "open_session", "commit_locked", "write_unlocked"),
     "drive": ("run",),
+    "request": ("open_request", "close_request"),
 }
 
 
@@ -56,6 +57,8 @@ class KernelSet(Protocol):
     def commit_locked(self, fd: int, lock_path: bytes, path: bytes, body: bytes, fsync: bool) -> None: ...
     def write_unlocked(self, temp_path: bytes, path: bytes, record: bytes, body: bytes, fsync: bool) -> None: ...
     def run(self, backend: Any, steps: Generator[tuple[Any, ...], Any, T]) -> T: ...
+    def open_request(self, store: Any, create: Any) -> Any: ...
+    def close_request(self, store: Any) -> Any: ...
 
 
 def twin(kind: str) -> KernelSet:

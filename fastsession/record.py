@@ -26,14 +26,13 @@ from typing import Any
 import orjson
 
 from . import sealed
+from .encoding import META
 from .names import stored_name
 
 __all__ = ["META", "AcceptPlainUntil"]
 
 logger = logging.getLogger(__name__)
 
-# The stored document's reserved top-level key; never in the dict an app sees.
-META = "\x00fastsession"
 # META's keys and the types the store writes there.
 META_TYPES: dict[str, tuple[type, ...]] = {"c": (int, float), "u": (str,), "m": (dict,), "x": (str,)}
 

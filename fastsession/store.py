@@ -21,12 +21,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Generator
-from typing import Any, Literal, NoReturn, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import orjson
 
 from . import _kernels, events, record, sealed
 from .checks import check_seconds
+from .encoding import encode as encode  # (re-exported: adapters import it from here)
 from .errors import LockTimeout, SerializationError, SessionError, SessionRevoked, SessionTooLarge
 from .files import FileBackend
 from .merge import Resolver, check_on_conflict, merge
@@ -38,21 +39,6 @@ from .users import UserSession, bound, check_cap, chosen_cap, entry, make_room, 
 __all__ = ["BaseStore", "OnFiles", "SessionStore", "StoreCore", "encode", "shared_backend"]
 
 logger = logging.getLogger(__name__)
-
-
-def encode(session: dict[str, Any], max_size: int | None = None, meta: dict[str, Any] | None = None) -> bytes:
-    """The session's orjson bytes (with ``meta`` under META, last); SerializationError naming the key that
-    cannot be stored.
-
-    Longer than ``max_size``: SessionTooLarge naming the largest keys.
-    """
-    try:
-        body = orjson.dumps(session if meta is None else {**session, META: meta})
-    except orjson.JSONEncodeError as exc:
-        _name_unencodable(session, exc)
-    if max_size is not None and len(body) > max_size:
-        raise too_large(session, len(body), max_size)
-    return body
 
 
 def created_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -74,33 +60,6 @@ def write_limit(max_size: int | None, backend: Any) -> int:
     """``max_size``, or less: the most bytes ``backend`` reads back as a session (its ``max_record``)."""
     limit: int = backend.max_record
     return limit if max_size is None or max_size > limit else max_size
-
-
-def too_large(session: dict[str, Any], size: int, max_size: int) -> SessionTooLarge:
-    """The error for a session of ``size`` bytes over ``max_size``, naming its three largest keys."""
-    sizes = sorted(((key, len(orjson.dumps(value))) for key, value in session.items()), key=lambda kv: -kv[1])
-    largest = tuple(sizes[:3])
-    named = ", ".join(f"{key!r} ({n} bytes)" for key, n in largest)
-    return SessionTooLarge(
-        f"session is {size} bytes, over max_size={max_size}; largest keys: {named}; nothing was written",
-        size,
-        max_size,
-        largest,
-    )
-
-
-def _name_unencodable(session: dict[str, Any], exc: Exception) -> NoReturn:
-    """Raise SerializationError naming what in ``session`` orjson could not encode."""
-    for key, value in session.items():
-        if not isinstance(key, str):
-            raise SerializationError(f"session key {key!r} is not a str") from exc
-        try:
-            orjson.dumps(value)
-        except orjson.JSONEncodeError as inner:
-            raise SerializationError(
-                f"session value for key {key!r} ({type(value).__name__}) cannot be stored: {inner}"
-            ) from exc
-    raise SerializationError(f"session cannot be stored: {exc}") from exc
 
 
 # The core asks its face for one backend call at a time: it yields
@@ -462,52 +421,63 @@ class StoreCore:
         (get_session: an unknown id is never adopted), else an empty one under
         ``session_id`` (_get_session).
         """
+        if session_id is None:
+            return (yield from self._do_new(create))
+        handle, loaded = yield (PEEK if self._optimistic else OPEN_LOAD), session_id
+        return (yield from self._do_opened(session_id, create, fresh, handle, loaded))
+
+    def _do_opened(
+        self, session_id: str, create: Any, fresh: bool, handle: Any, loaded: tuple[dict[str, Any], bytes, float] | None
+    ) -> Steps[Session | None]:
+        """_do_open once the session of ``session_id`` is locked (optimistic: peeked) and read as ``loaded``."""
         optimistic = self._optimistic
-        if session_id is not None:
-            handle, loaded = yield (PEEK if optimistic else OPEN_LOAD), session_id
-            if loaded is not None:
-                data, stored, stamp = loaded
-                meta = None
-                self._plain = None
-                if META in data or self.encrypt:
-                    try:
-                        opened = record.opened(session_id, data, self.encrypt)
-                    except BaseException:  # (cryptography missing, ...): the lock goes with the error
-                        if not optimistic:
-                            yield RELEASE, handle
-                        raise
-                    if opened is None:  # does not open: as absent (and never overwritten unread)
-                        loaded = None
-                    else:
-                        data, meta, self._plain = opened
-            if loaded is not None:
-                if meta is not None and "u" in meta:
-                    self._indexed = (meta["u"], stored_name(session_id))
-                if self.max_lifetime is None:
-                    return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
-                meta = created_meta(meta)
-                if not outlived(meta["c"], self.max_lifetime):
-                    return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
-                # Past its absolute lifetime: gone for good, however recently used.
-                if optimistic:
-                    self._doom(session_id, "expired", "lifetime")
+        if loaded is not None:
+            data, stored, stamp = loaded
+            meta = None
+            self._plain = None
+            if META in data or self.encrypt:
+                try:
+                    opened = record.opened(session_id, data, self.encrypt)
+                except BaseException:  # (cryptography missing, ...): the lock goes with the error
+                    if not optimistic:
+                        yield RELEASE, handle
+                    raise
+                if opened is None:  # does not open: as absent (and never overwritten unread)
+                    loaded = None
                 else:
-                    yield DELETE, handle
-                    handle = None
-                    if events.handlers:
-                        events.emit("expired", stored_name(session_id), meta.get("u"), None, "lifetime")
-            if create and not fresh:
-                if handle is None:  # deleted just now (past max_lifetime): locked again, empty
-                    handle = yield OPEN, session_id
-                return self._hold(self.session_class(session_id, {}), handle, None, 0.0, self._new_meta())
-            if not optimistic and handle is not None:
-                yield RELEASE, handle
+                    data, meta, self._plain = opened
+        if loaded is not None:
+            if meta is not None and "u" in meta:
+                self._indexed = (meta["u"], stored_name(session_id))
+            if self.max_lifetime is None:
+                return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
+            meta = created_meta(meta)
+            if not outlived(meta["c"], self.max_lifetime):
+                return self._hold(self.session_class(session_id, data), handle, stored, stamp, meta)
+            # Past its absolute lifetime: gone for good, however recently used.
+            if optimistic:
+                self._doom(session_id, "expired", "lifetime")
+            else:
+                yield DELETE, handle
+                handle = None
+                if events.handlers:
+                    events.emit("expired", stored_name(session_id), meta.get("u"), None, "lifetime")
+        if create and not fresh:
+            if handle is None:  # deleted just now (past max_lifetime): locked again, empty
+                handle = yield OPEN, session_id
+            return self._hold(self.session_class(session_id, {}), handle, None, 0.0, self._new_meta())
+        if not optimistic and handle is not None:
+            yield RELEASE, handle
+        return (yield from self._do_new(create))
+
+    def _do_new(self, create: Any) -> Steps[Session | None]:
+        """A session under a fresh id, its cookie set (None when not ``create``)."""
         if not create:
             return None
         new_id = self._get_session_identifier()
         # A fresh 256-bit id names no stored session: lock it (optimistic: at
         # commit), skip the read.
-        handle = None if optimistic else (yield OPEN, new_id)
+        handle = None if self._optimistic else (yield OPEN, new_id)
         session = self._hold(self.session_class(new_id), handle, None, 0.0, self._new_meta())
         self.trans.set_cookie_value(self.session_cookie_name, new_id)
         return session
@@ -839,13 +809,22 @@ class BaseStore(StoreCore):
         if session is not None:
             return session
         backend = self.backend  # (driven inline: the two calls every request makes)
-        found: Session | None = backend.kernels.run(backend, self._do_get_session(create))
+        found: Session | None = backend.kernels.open_request(self, create)  # the common request's own path
+        if found is NotImplemented:
+            found = backend.kernels.run(backend, self._do_get_session(create))
         return found
 
     def close(self) -> None:
         """Commit: write back if changed, release the lock, carry out a pending expiry."""
         backend = self.backend
-        backend.kernels.run(backend, self._do_close())
+        if backend.kernels.close_request(self) is NotImplemented:
+            backend.kernels.run(backend, self._do_close())
+
+    def _held_open(
+        self, session_id: str, create: Any, handle: Any, loaded: tuple[dict[str, Any], bytes, float]
+    ) -> Session | None:
+        """get_session's general rest, for open_request: the session of ``session_id`` is locked and ``loaded``."""
+        return self._run(self._do_opened(session_id, create, True, handle, loaded))
 
     def _expire_session(self, session_id: str) -> None:
         """Delete that session now, waiting (when concurrent) for whoever is editing it."""
@@ -895,6 +874,8 @@ class BaseStore(StoreCore):
         None when it stays as it is. A new session that is still empty is
         dropped here: it is not stored and gets no cookie.
         """
+        if self._closed:  # (most adapters ask after close(): nothing to run)
+            return self._cookie_after
         return self._run(self._do_response_cookie())
 
     def __del__(self) -> None:

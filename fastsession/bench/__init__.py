@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import Any, Callable
 
-from .asgi import ASGI
+from .asgi import ASGI, ASGI_REQUEST_BASELINE, ASGI_REQUESTS
 from .contenders import (
     DJANGO_REQUEST_BASELINE,
     DJANGO_REQUESTS,
@@ -151,8 +151,8 @@ SCENARIOS = [
     ),
     Scenario(
         "flask-request",
-        "what the store costs of a whole Flask request (test client, a view that counts "
-        "visits; the last row: the same request with no session store)",
+        "a whole Flask request (test client, a view that counts visits) with fastsession, against Flask's "
+        "session layer over an in-memory dict (no I/O: the floor), and with no session at all",
         FLASK_REQUESTS,
         "modify",
         every_place=False,
@@ -162,14 +162,26 @@ SCENARIOS = [
     ),
     Scenario(
         "django-request",
-        "what the store costs of a whole Django request (test client, a view that counts "
-        "visits; the last row: the same request with no session middleware)",
+        "a whole Django request (test client, a view that counts visits) with fastsession's locking "
+        "middleware, against Django's SessionMiddleware over an in-memory engine (no I/O: the floor), and with "
+        "no session middleware",
         DJANGO_REQUESTS,
         "modify",
         every_place=False,
         rounds_times=3,
         spread=True,
         baseline=DJANGO_REQUEST_BASELINE,
+    ),
+    Scenario(
+        "asgi-request",
+        "a whole ASGI request through Starlette (in-process, a view that counts visits) with fastsession, "
+        "against a session middleware over an in-memory dict (no I/O: the floor)",
+        ASGI_REQUESTS,
+        "modify",
+        every_place=False,
+        rounds_times=3,
+        spread=True,
+        baseline=ASGI_REQUEST_BASELINE,
     ),
     Scenario("lock", "lock acquire + release", KERNELS, "lock"),
     Scenario("load", "read + decode a session file", KERNELS, "load"),

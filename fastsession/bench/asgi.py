@@ -153,6 +153,15 @@ def without_sessions(directory: str) -> Callable[[], list[Any]]:
     return list
 
 
+def with_memory_sessions(directory: str) -> Callable[[], list[Any]]:
+    """An ASGI session middleware over a dict in this process (the floor a store is judged against)."""
+    from starlette.middleware import Middleware
+
+    from .memory import ASGIMiddleware
+
+    return lambda: [Middleware(ASGIMiddleware)]
+
+
 def asgi(configure: Callable[[str], Callable[[], list[Any]]]) -> Callable[[str], dict[str, Runner]]:
     return lambda directory: starlette_ops(configure(directory))
 
@@ -163,5 +172,14 @@ ASGI = {
     "fastsession on Redis": asgi(with_fastsession_redis),
     "Starlette signed cookie (default)": asgi(with_signed_cookie),
     "starsessions on Redis (no lock)": asgi(with_starsessions_redis),
+    "Starlette, no session middleware": asgi(without_sessions),
+}
+
+# A whole ASGI request with fastsession, against a session middleware over an in-memory dict (the baseline).
+ASGI_REQUEST_BASELINE = "Starlette, in-memory session middleware (dict)"
+ASGI_REQUESTS = {
+    "Starlette + fastsession (files)": asgi(with_fastsession_files),
+    ASGI_REQUEST_BASELINE: asgi(with_memory_sessions),
+    "Starlette signed cookie (default)": asgi(with_signed_cookie),
     "Starlette, no session middleware": asgi(without_sessions),
 }

@@ -580,6 +580,13 @@ def with_no_session(app: Any, directory: str) -> None:
     app.session_interface = NoStore()
 
 
+def with_memory_sessions(app: Any, directory: str) -> None:
+    """Flask's session layer over a dict in this process (the floor a store is judged against)."""
+    from .memory import flask_interface
+
+    app.session_interface = flask_interface()
+
+
 def django_request_ops(engine: str | None, directory: str) -> dict[str, Callable[..., Any]]:
     """One request through Django's test client to a view that counts visits, with the engine's middleware
     (fastsession's LockingSessionMiddleware for fastsession), or with no session middleware at all."""
@@ -590,6 +597,7 @@ def django_request_ops(engine: str | None, directory: str) -> dict[str, Callable
     middleware = {
         "fastsession.contrib.django": "fastsession.contrib.django.LockingSessionMiddleware",
         "django.contrib.sessions.backends.file": "django.contrib.sessions.middleware.SessionMiddleware",
+        "fastsession.bench.memory": "django.contrib.sessions.middleware.SessionMiddleware",
     }
     settings.SESSION_FILE_PATH = directory  # read per request by both file engines
     with override_settings(
@@ -694,15 +702,20 @@ FLASK = {
     "Flask signed cookie (default)": lambda d: flask_ops(with_signed_cookie, d),
 }
 
-# What the store costs of a whole request: each framework with fastsession, and with no session at all.
-FLASK_REQUEST_BASELINE = "Flask, no session"
+# A whole request through each framework: with fastsession, against the framework's own session layer over
+# an in-memory dict (the baseline: no I/O at all), and with no session at all.
+FLASK_REQUEST_BASELINE = "Flask, in-memory sessions (dict SessionInterface)"
 FLASK_REQUESTS = {
     "Flask + fastsession (files)": lambda d: flask_ops(with_fastsession_files, d),
-    FLASK_REQUEST_BASELINE: lambda d: flask_ops(with_no_session, d),
+    FLASK_REQUEST_BASELINE: lambda d: flask_ops(with_memory_sessions, d),
+    "Flask, no session": lambda d: flask_ops(with_no_session, d),
 }
-DJANGO_REQUEST_BASELINE = "Django, no session middleware"
+DJANGO_REQUEST_BASELINE = "Django SessionMiddleware, in-memory engine (dict SessionBase)"
 DJANGO_REQUESTS = {
-    "Django + fastsession (files)": lambda d: django_request_ops("fastsession.contrib.django", d),
+    "Django + fastsession (files, LockingSessionMiddleware)": lambda d: django_request_ops(
+        "fastsession.contrib.django", d
+    ),
     "Django + its file backend": lambda d: django_request_ops("django.contrib.sessions.backends.file", d),
-    DJANGO_REQUEST_BASELINE: lambda d: django_request_ops(None, d),
+    DJANGO_REQUEST_BASELINE: lambda d: django_request_ops("fastsession.bench.memory", d),
+    "Django, no session middleware": lambda d: django_request_ops(None, d),
 }

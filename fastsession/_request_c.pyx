@@ -1,0 +1,174 @@
+"""The common request on files, compiled twin of ``_request_py`` (read its docstring: the same rules).
+
+The pure twin calls the backend's methods; here the backend's fused path is
+taken straight to the compiled kernels (``open_session`` to lock and read,
+``commit_locked`` or ``unlock`` to end, the mtime refreshed as ``release``
+does under ``max_age``), which is what those methods do for a backend whose
+``request_path`` is set. Any other outcome (the lock taken by
+another, no shard folder yet, nothing stored, a corrupt file) goes through
+the backend's own methods, as the pure twin's call would.
+"""
+
+from cpython.dict cimport PyDict_Contains, PyDict_Update
+
+from os import utime
+from time import time
+
+import orjson
+
+from fastsession import _holder, events
+from fastsession._ids_c import is_valid_id, new_session_id
+from fastsession._io_c import commit_locked, open_session
+from fastsession._lock_c import unlock
+from fastsession.encoding import META, encode
+from fastsession.errors import SessionRevoked
+from fastsession.session import CLOSED, Session
+
+cdef object dumps = orjson.dumps
+cdef object JSONEncodeError = orjson.JSONEncodeError
+
+
+cdef object cookie_id(object store):
+    # store._cookie_id(), the common answer inline: a cookie whose value is an id.
+    cookie = store.trans.get_cookie(store.session_cookie_name)
+    if cookie is None:
+        return None
+    try:
+        value = cookie.value
+    except AttributeError:  # the general core's TypeError, word for word
+        return store._cookie_id()
+    return value if is_valid_id(value) else None
+
+
+cdef object new_session(object session_class, str session_id, object data):
+    # session_class(session_id, data): a plain Session is made without running its __init__ in Python.
+    cdef object session
+    if session_class is not Session:
+        return session_class(session_id, data)
+    session = Session.__new__(Session)
+    if data is not None:
+        PyDict_Update(session, data)
+    session.session_id = session_id
+    return session
+
+
+cdef object hold(object store, object session, object handle, object stored, double stamp):
+    store._session = session
+    store._handle = handle
+    store._stored = stored
+    store._stamp = stamp
+    store._meta = None
+    return session
+
+
+def open_request(store, create):
+    """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case."""
+    cdef object backend = store.backend
+    cdef tuple handle
+    if (
+        not getattr(backend, "request_path", False)
+        or store._closed
+        or store._expired
+        or store._optimistic
+        or store.encrypt
+        or store.max_lifetime is not None
+    ):
+        return NotImplemented
+    store.accessed = True
+    session_id = cookie_id(store)
+    if session_id is not None:
+        record = _holder._record or _holder.holder_record()
+        max_age = backend.max_age
+        opened = open_session(backend.directory, session_id, record, max_age is not None)
+        if opened is None:  # locked by another, or no shard yet: the backend waits or makes it
+            handle = backend.open(session_id)
+            loaded = backend.load_or_release(handle)
+        else:
+            handle, loaded = opened
+            # Absent, corrupt, a 0.1 file, idle past max_age: load's rules.
+            if loaded is None or (max_age is not None and time() - <double>loaded[2] > max_age):
+                loaded = backend.load_or_release(handle)
+        if loaded is not None:
+            data, stored, stamp = loaded
+            if PyDict_Contains(data, META):  # (a user binding, a creation time: the general core's)
+                return store._held_open(session_id, create, handle, loaded)
+            return hold(store, new_session(store.session_class, session_id, data), handle, stored, stamp)
+        unlock(handle[2], handle[1])
+    if not create:
+        return None
+    new_id = new_session_id()
+    handle = backend.open(new_id)
+    session = hold(store, new_session(store.session_class, new_id, None), handle, None, 0.0)
+    store.trans.set_cookie_value(store.session_cookie_name, new_id)
+    return session
+
+
+def close_request(store):
+    """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise."""
+    cdef tuple handle
+    cdef bint stored_new = False
+    cdef object error = None
+    cdef object body
+    backend = store.backend
+    if (
+        not getattr(backend, "request_path", False)
+        or store._optimistic
+        or store.encrypt
+        or store._meta is not None
+        or store._indexed is not None
+        or store._retired is not None
+        or store._doomed is not None
+        or store._doomed_ids is not None
+    ):
+        return NotImplemented
+    if store._closed:
+        return None
+    store._closed = True
+    session = store._session
+    if session is not None:
+        session.__class__ = CLOSED[type(session)]
+        handle = store._handle
+        stored = store._stored
+        stamp = store._stamp
+        store._session = None
+        store._handle = None
+        store._stored = None
+        try:
+            body = dumps(session)
+        except JSONEncodeError:
+            body = None
+        try:
+            if body is None or len(body) > store.max_size:
+                body = encode(session, store.max_size, None)  # raises the error that names the key
+        except BaseException as exc:  # (SerializationError, SessionTooLarge): the lock goes first
+            error = exc
+            body = None
+        try:
+            if body is None or (stored is None and not session):  # new and empty: never stored
+                unlock(handle[2], handle[1])
+            elif stored is not None and body == (stored if store._plain is None else store._plain):
+                max_age = backend.max_age
+                if stamp and max_age is not None and time() - stamp > max_age / 4:  # kept from idling out
+                    try:
+                        utime(handle[0])
+                    except FileNotFoundError:
+                        pass
+                unlock(handle[2], handle[1])
+            else:
+                try:
+                    commit_locked(handle[2], handle[1], handle[0], body, backend.fsync)
+                except IsADirectoryError:  # (the kernel removed the lockfile: released)
+                    raise backend._revoked(handle[0]) from None
+                stored_new = stored is None
+        except SessionRevoked:  # logged out everywhere while this request ran: it ends logged out
+            store._expired = True
+        except BaseException as exc:
+            error = exc
+    if stored_new and events.handlers:
+        events.emit("created", backend.kernels.stored_name(session.session_id), None, None)
+    store._cookie_after = session.session_id if stored_new else "" if store._expired else None
+    if store._expired and not stored_new:
+        store.trans.delete_cookie(store.session_cookie_name)
+    if error is not None:
+        raise error
+    return None

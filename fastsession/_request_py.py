@@ -1,0 +1,108 @@
+"""The common request on files, pure-Python twin of ``_request_c``.
+
+Most requests open the session by its cookie, read it, perhaps change it,
+and close: locked with ``locking="request"``, no encryption, no absolute
+lifetime, no user binding, nothing expired or regenerated. These two
+routines do that request straight against the backend, without the core's
+generators and driver. Anything else (a store or backend that is not this
+case, or a session whose record holds metadata) they answer
+``NotImplemented`` before doing anything, and the facade runs the general
+core (store.StoreCore), which owns every rule they do not need. What they
+do is the core's ``_do_get_session`` and ``_do_close`` for this case, no
+more: tests/test_request_path.py drives both with the same random requests
+and compares stored bytes, cookies and errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import events
+from .encoding import META, encode
+from .errors import SessionRevoked
+from .session import CLOSED
+
+
+def open_request(store: Any, create: Any) -> Any:
+    """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case."""
+    backend = store.backend
+    if (
+        not getattr(backend, "request_path", False)
+        or store._closed
+        or store._expired
+        or store._optimistic
+        or store.encrypt
+        or store.max_lifetime is not None
+    ):
+        return NotImplemented
+    store.accessed = True
+    session_id = store._cookie_id()
+    if session_id is not None:
+        handle, loaded = backend.open_load(session_id)
+        if loaded is not None:
+            data, stored, stamp = loaded
+            if META in data:  # (a user binding, a creation time: the general core's, from this lock on)
+                return store._held_open(session_id, create, handle, loaded)
+            session = store.session_class(session_id, data)
+            store._session, store._handle, store._stored, store._stamp, store._meta = session, handle, stored, stamp, None
+            return session
+        backend.release(handle)
+    if not create:
+        return None
+    new_id = backend.kernels.new_session_id()
+    handle = backend.open(new_id)
+    session = store.session_class(new_id)
+    store._session, store._handle, store._stored, store._stamp, store._meta = session, handle, None, 0.0, None
+    store.trans.set_cookie_value(store.session_cookie_name, new_id)
+    return session
+
+
+def close_request(store: Any) -> Any:
+    """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise."""
+    if (
+        not getattr(store.backend, "request_path", False)
+        or store._optimistic
+        or store.encrypt
+        or store._meta is not None
+        or store._indexed is not None
+        or store._retired is not None
+        or store._doomed is not None
+        or store._doomed_ids is not None
+    ):
+        return NotImplemented
+    if store._closed:
+        return None
+    store._closed = True
+    session = store._session
+    stored_new = False
+    error: BaseException | None = None
+    if session is not None:
+        session.__class__ = CLOSED[type(session)]
+        backend, handle, stored = store.backend, store._handle, store._stored
+        stamp = store._stamp
+        store._session = store._handle = store._stored = None
+        try:
+            body = encode(session, store.max_size, None)
+        except BaseException as exc:  # (SerializationError, SessionTooLarge): the lock goes first
+            error = exc
+            body = None
+        try:
+            if body is None or (stored is None and not session):  # new and empty: never stored
+                backend.release(handle)
+            elif stored is not None and body == (stored if store._plain is None else store._plain):
+                backend.release(handle, stamp)
+            else:
+                backend.save(handle, body)
+                stored_new = stored is None
+        except SessionRevoked:  # logged out everywhere while this request ran: it ends logged out
+            store._expired = True
+        except BaseException as exc:
+            error = exc
+    if stored_new and events.handlers:
+        events.emit("created", store.backend.kernels.stored_name(session.session_id), None, None)  # type: ignore[union-attr]
+    store._cookie_after = session.session_id if stored_new else "" if store._expired else None  # type: ignore[union-attr]
+    if store._expired and not stored_new:
+        store.trans.delete_cookie(store.session_cookie_name)
+    if error is not None:
+        raise error
+    return None

@@ -1,0 +1,324 @@
+"""The common request's own path (the kernels' open_request/close_request) against the general core.
+
+Both twins of the path are driven with the same random request sequences
+as stores whose backend never takes it; after every request the answers
+(sessions, cookies, errors) and what is stored must be the same. Ids are
+random, so they are compared by role: each client's cookie names its own
+session on either side.
+"""
+
+import os
+import random
+import re
+import time
+import types
+
+import orjson
+import pytest
+from conftest import TWINS, Transaction, session_files
+
+import fastsession
+from fastsession import _kernels, events
+from fastsession.encoding import META
+from fastsession.errors import SessionError
+from fastsession.files import FileBackend
+from fastsession.names import stored_name
+
+
+def counting(kind):
+    """Twin ``kind``'s kernel set, counting the requests its own path carried out (``taken``)."""
+    base = _kernels.twin(kind)
+    kernels = types.SimpleNamespace(**vars(base))
+    kernels.taken = {"open": 0, "close": 0}
+
+    def open_request(store, create):
+        found = base.open_request(store, create)
+        kernels.taken["open"] += found is not NotImplemented
+        return found
+
+    def close_request(store):
+        done = base.close_request(store)
+        kernels.taken["close"] += done is not NotImplemented
+        return done
+
+    kernels.open_request, kernels.close_request = open_request, close_request
+    return kernels
+
+
+def stores(kind, general):
+    """A SessionStore class on twin ``kind``; ``general``: its backend never offers the request path."""
+
+    class Backend(FileBackend):
+        kernels = counting(kind)
+
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            if general:
+                self.request_path = False
+
+    class Store(fastsession.SessionStore):
+        __slots__ = ()
+        backend_class = Backend
+
+    return Store, Backend.kernels
+
+
+def masked(text, directory):
+    """An error's text with what differs between the two sides (folders, ids, stored names) masked."""
+    text = re.sub(re.escape(directory) + r"/[A-Za-z0-9_-]{2}/", "<shard>/", text)
+    text = re.sub(r"[A-Za-z0-9_-]{43}", "<id>", text)
+    text = re.sub(r"session is \d+ bytes", "session is <n> bytes", text)  # (a binding's times vary in length)
+    return re.sub(r"[A-Za-z0-9_-]{8}…", "<name>…", text)
+
+
+class Side:
+    """One side of the comparison: its store class, folder and clients (transactions)."""
+
+    def __init__(self, kind, general, directory, clients, max_age=None):
+        self.store_class, self.kernels = stores(kind, general)
+        self.directory = directory
+        self.clients = [Transaction() for _ in range(clients)]
+        self.max_age = max_age
+
+    def stored(self, trans):
+        """What is stored under the client's cookie: (the app's data, whether META names a user), or a marker."""
+        value = trans.cookies.get("SID")
+        if value is None:
+            return "no cookie"
+        if not _kernels.ACTIVE.is_valid_id(value):
+            return "not an id"
+        path = self.path(value)
+        try:
+            with open(path, "rb") as file:
+                raw = file.read()
+                age = time.time() - os.fstat(file.fileno()).st_mtime
+        except FileNotFoundError:
+            return "absent"
+        except IsADirectoryError:
+            return "revoked"
+        body = raw if raw[:1] == b"{" else raw.partition(b"\n")[2]
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return "corrupt"
+        meta = data.pop(META, None)
+        if self.max_age is not None:  # (whether it was kept from idling out: written or touched just now)
+            return data, bool(meta and "u" in meta), age < self.max_age / 4
+        return data, bool(meta and "u" in meta)
+
+    def path(self, session_id):
+        return self.store_class(Transaction(), self.directory).backend.path(session_id)
+
+    def request(self, client, plan, max_size):
+        """Run one request of ``plan`` for ``client``; what the app and the client saw."""
+        trans = self.clients[client]
+        seen = []
+        value = trans.cookies.get("SID")
+        for step, argument in plan:
+            if step == "age" and value and len(value) == 43 and os.path.isfile(self.path(value)):
+                then = time.time() - argument * (self.max_age or 100)  # (without max_age: never idle)
+                os.utime(self.path(value), (then, then))
+        store = self.store_class(
+            trans, self.directory, max_size=max_size, max_age=self.max_age, timeout=2  # (a lock left held fails)
+        )
+        events_before = len(trans.events)
+        try:
+            for step, argument in plan:
+                if step == "cookie":
+                    trans.cookies["SID"] = argument
+                elif step == "steal":  # another client's cookie (an id that names someone else's session)
+                    value = self.clients[argument].cookies.get("SID")
+                    if value is not None:
+                        trans.cookies["SID"] = value
+                elif step == "corrupt":
+                    value = trans.cookies.get("SID")
+                    if value and len(value) == 43:
+                        path = store.backend.path(value)
+                        if os.path.isfile(path):
+                            with open(path, "wb") as file:
+                                file.write(b"\x00not json")
+                elif step == "get":
+                    session = store.get_session(argument)
+                    seen.append(("get", None if session is None else dict(session)))
+                elif step == "set" and store._session is not None:
+                    key, value = argument
+                    store._session[key] = value
+                elif step == "del" and store._session is not None:
+                    store._session.pop(argument, None)
+                elif step == "clear" and store._session is not None:
+                    store._session.clear()
+                elif step == "expire":
+                    store.expire_session()
+                elif step == "regenerate":
+                    store.regenerate_id()
+                elif step == "bind":
+                    store.bind_user(argument)
+                elif step == "revoked" and store._session is not None and store._stored is not None:
+                    path = store.backend.path(store._session.session_id)
+                    os.unlink(path)
+                    os.mkdir(path, 0o700)  # what revoke_held leaves: the commit to come must fail
+                elif step == "rollback":
+                    store.rollback()
+            store.close()
+            answer = store.response_cookie()
+            seen.append(("response cookie", answer if not answer else answer == trans.cookies.get("SID")))
+        except Exception as exc:
+            seen.append(("error", type(exc).__name__, masked(str(exc), self.directory)))
+            store.rollback()
+        seen.append(("cookie events", [event[0] for event in trans.events[events_before:]]))
+        seen.append(("stored", self.stored(trans)))
+        return seen
+
+
+VALUES = [0, 1, "text", [1, 2, 3], {"nested": {"deep": [None, True]}}, "é" * 40]
+
+
+def random_plan(rng, clients):
+    """One request: perhaps a changed cookie, get_session, changes, perhaps an ending that is not close()."""
+    plan = []
+    roll = rng.random()
+    if roll < 0.04:
+        plan.append(("cookie", "not-an-id"))
+    elif roll < 0.06:
+        plan.append(("cookie", "y" * 43))  # an id that names nothing
+    elif roll < 0.09:
+        plan.append(("steal", rng.randrange(clients)))
+    elif roll < 0.12:
+        plan.append(("corrupt", None))
+    elif roll < 0.20:
+        plan.append(("age", rng.choice([0.3, 0.9, 1.5])))  # of max_age: to be touched, still live, idle past it
+    if rng.random() < 0.92:
+        plan.append(("get", rng.random() < 0.8))
+    for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+        roll = rng.random()
+        if roll < 0.55:
+            plan.append(("set", (rng.choice("abcde"), rng.choice(VALUES))))
+        elif roll < 0.70:
+            plan.append(("del", rng.choice("abcde")))
+        elif roll < 0.74:
+            plan.append(("set", ("bad", object())))  # orjson cannot encode it
+        elif roll < 0.78:
+            plan.append(("set", ("big", "x" * 3000)))  # over max_size
+        elif roll < 0.82:
+            plan.append(("clear", None))
+        elif roll < 0.85:
+            plan.append(("expire", None))
+        elif roll < 0.88:
+            plan.append(("regenerate", None))
+        elif roll < 0.92:
+            plan.append(("bind", rng.choice(["ann", "bob", None])))
+        elif roll < 0.95:
+            plan.append(("revoked", None))
+        else:
+            plan.append(("rollback", None))
+    return plan
+
+
+@pytest.mark.parametrize("kind", TWINS)
+@pytest.mark.parametrize("seed, max_age", [(1, None), (2, None), (3, 100), (4, 100)])
+def test_random_requests_end_the_same_on_the_request_path_and_the_general_core(tmp_path, kind, seed, max_age):
+    rng = random.Random(seed)
+    fast = Side(kind, False, str(tmp_path / "fast"), clients=4, max_age=max_age)
+    general = Side(kind, True, str(tmp_path / "general"), clients=4, max_age=max_age)
+    for number in range(400):
+        client, plan = rng.randrange(4), random_plan(rng, 4)
+        fast_seen = fast.request(client, plan, 2048)
+        assert fast_seen == general.request(client, plan, 2048), f"request {number} of client {client}: {plan}"
+    for mine, theirs in zip(fast.clients, general.clients):
+        assert fast.stored(mine) == general.stored(theirs)
+    # The comparison is not empty: most requests took the path on one side, none on the other.
+    assert fast.kernels.taken["open"] > 200 and fast.kernels.taken["close"] > 200
+    assert general.kernels.taken == {"open": 0, "close": 0}
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_the_request_path_carries_the_common_request_and_leaves_the_rest_to_the_core(tmp_path, kind):
+    store_class, kernels = stores(kind, general=False)
+    trans = Transaction()
+    with store_class(trans, str(tmp_path)) as store:
+        store.get_session(True)["n"] = 1
+    with store_class(trans, str(tmp_path)) as store:
+        store.get_session(True)["n"] += 1
+    assert kernels.taken == {"open": 2, "close": 2}
+    with store_class(trans, str(tmp_path), locking="commit") as store:  # another locking mode: the core's
+        store.get_session(True)["n"] += 1
+    with store_class(trans, str(tmp_path), max_lifetime=3600) as store:  # a lifetime to judge: the core's
+        store.get_session(True)["n"] += 1
+    # The record holds META now (a creation time): the path locks and reads it, the core's rest opens it.
+    with store_class(trans, str(tmp_path)) as store:
+        store.get_session(True)
+        store.bind_user("ann")  # a binding to write at close: the core's
+    with store_class(trans, str(tmp_path)) as store:
+        assert store.get_session(True)["n"] == 4 and store._meta["u"]
+    assert kernels.taken == {"open": 4, "close": 2}
+    with store_class(trans, str(tmp_path)) as store:
+        assert store.get_session(False) == {"n": 4}
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_a_cookie_without_value_is_refused_the_same_way_on_the_request_path(tmp_path, kind):
+    class StrCookies(Transaction):
+        def get_cookie(self, name):
+            return self.cookies.get(name)
+
+    for general in (False, True):
+        store_class, _ = stores(kind, general)
+        trans = StrCookies({"SID": "x" * 43})
+        with pytest.raises(TypeError, match=r"must return None or an object with \.value"):
+            store_class(trans, str(tmp_path)).get_session(True)
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_the_request_path_tells_event_handlers_of_a_new_session(tmp_path, kind):
+    store_class, kernels = stores(kind, general=False)
+    told = []
+    handler = events.subscribe(told.append)
+    try:
+        trans = Transaction()
+        with store_class(trans, str(tmp_path)) as store:
+            store.get_session(True)["a"] = 1
+        with store_class(trans, str(tmp_path)) as store:  # stored already: no event
+            store.get_session(True)["a"] = 2
+    finally:
+        events.unsubscribe(handler)
+    assert kernels.taken == {"open": 2, "close": 2}
+    assert [(event.kind, event.session) for event in told] == [("created", stored_name(trans.cookies["SID"]))]
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_a_session_locked_by_another_request_is_waited_for_on_the_request_path(tmp_path, kind):
+    store_class, kernels = stores(kind, general=False)
+    trans = Transaction()
+    with store_class(trans, str(tmp_path)) as store:
+        store.get_session(True)["n"] = 1
+    holder = store_class(Transaction(trans.cookies), str(tmp_path))
+    holder.get_session(True)["n"] = 2
+    with pytest.raises(fastsession.LockTimeout):
+        store_class(Transaction(trans.cookies), str(tmp_path), timeout=0.05).get_session(True)
+    holder.close()
+    with store_class(trans, str(tmp_path)) as store:
+        assert store.get_session(True) == {"n": 2}  # what the holder committed, read once it let go
+    assert kernels.taken == {"open": 3, "close": 3}  # (the request that timed out returned nothing)
+    assert not [name for name in session_files(tmp_path) if name.endswith(".lock")]
+    with pytest.raises(SessionError, match="closed"):
+        store.get_session(True)
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_a_backend_subclass_that_overrides_a_call_of_the_path_gets_its_call(tmp_path, kind):
+    saved = []
+
+    class Audited(FileBackend):
+        kernels = counting(kind)
+
+        def save(self, handle, body):
+            saved.append(body)
+            super().save(handle, body)
+
+    class Store(fastsession.SessionStore):
+        __slots__ = ()
+        backend_class = Audited
+
+    with Store(Transaction(), str(tmp_path)) as store:
+        store.get_session(True)["a"] = 1
+    assert saved == [b'{"a":1}'] and Audited.kernels.taken == {"open": 0, "close": 0}
