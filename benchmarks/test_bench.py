@@ -11,8 +11,21 @@ import tempfile
 import pytest
 
 from fastsession.bench import UNDER_CONTENTION
-from fastsession.bench.asgi import ASGI
-from fastsession.bench.contenders import EVENTS, FLASK, KERNELS, LOGINS, ROUND_TRIP, Missing, id_peers
+from fastsession.bench import memory
+from fastsession.bench.asgi import ASGI, ASGI_REQUEST_BASELINE, ASGI_REQUESTS
+from fastsession.bench.contenders import (
+    DJANGO_REQUEST_BASELINE,
+    DJANGO_REQUESTS,
+    EVENTS,
+    FLASK,
+    FLASK_REQUEST_BASELINE,
+    FLASK_REQUESTS,
+    KERNELS,
+    LOGINS,
+    ROUND_TRIP,
+    Missing,
+    id_peers,
+)
 from fastsession.bench.measure import Broke, contend
 
 
@@ -104,3 +117,18 @@ def test_events_hook(benchmark, tmp_path, name):
     run = ops_or_skip(EVENTS[name], str(tmp_path))["modify"]
     benchmark.group = "locked read-modify-write, with no event handler and with one"
     benchmark(run, 1)
+
+
+def test_the_in_memory_floors_are_session_layers_that_keep_what_a_view_stores(tmp_path):
+    """Each whole-request table's baseline is a real session layer (a cookie names a dict kept in memory), not a
+    request that stores nothing: the same visits counted as with fastsession."""
+    for factory in (FLASK_REQUESTS[FLASK_REQUEST_BASELINE], ASGI_REQUESTS[ASGI_REQUEST_BASELINE]):
+        ops = ops_or_skip(factory, str(tmp_path))
+        before = ops["counter"]()
+        for _ in range(3):
+            ops["increment"]()
+        assert before >= 1 and ops["counter"]() == before + 3
+    memory.SESSIONS.clear()
+    ops = ops_or_skip(DJANGO_REQUESTS[DJANGO_REQUEST_BASELINE], str(tmp_path))  # one request made already
+    ops["modify"](4)
+    assert [data["visits"] for data in memory.SESSIONS.values()] == [5]  # one session, its cookie kept

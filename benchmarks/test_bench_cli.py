@@ -32,6 +32,7 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
         "asgi",
         "flask-request",
         "django-request",
+        "asgi-request",
         "lock",
         "load",
         "commit",
@@ -42,9 +43,12 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
         assert figures["fastsession (compiled)"] > 0 and figures["C floor (same system calls)"] > 0
     redis_rows = scenarios["redis-modify"]["places"]["loopback"]
     assert redis_rows["fastsession on Redis"] > 0 and redis_rows["plain redis-py, no lock (floor)"] > 0
-    for key in ("flask", "asgi", "flask-request", "django-request"):
+    for key in ("flask", "asgi", "flask-request", "django-request", "asgi-request"):
         spread = scenarios[key]["spread"]["tmpfs"]
         assert spread and all(value >= 0 for value in spread.values())  # the spread is reported
+    for key in ("flask-request", "django-request", "asgi-request"):  # against the in-memory session layer
+        entry = scenarios[key]
+        assert "in-memory" in entry["baseline"] and entry["places"]["tmpfs"][entry["baseline"]] > 0
     rows = results["contention"]["rows"]
     assert rows["fastsession (compiled)"]["lost"] == 0
     assert rows["fastsession (pure twins)"]["lost"] == 0

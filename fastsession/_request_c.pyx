@@ -1,7 +1,8 @@
-"""The common request on files, compiled twin of ``_request_py`` (read its docstring: the same rules).
+"""The common request, compiled twin of ``_request_py`` (read its docstring: the same rules).
 
-The pure twin calls the backend's methods; here the backend's fused path is
-taken straight to the compiled kernels (``open_session`` to lock and read,
+The pure twin calls the backend's methods, as this twin does for a server
+backend (Redis, PostgreSQL); on files, the backend's fused path is taken
+straight to the compiled kernels (``open_session`` to lock and read,
 ``commit_locked`` or ``unlock`` to end, the mtime refreshed as ``release``
 does under ``max_age``), which is what those methods do for a backend whose
 ``request_path`` is set. Any other outcome (the lock taken by
@@ -25,6 +26,7 @@ from fastsession.errors import SessionRevoked
 from fastsession.session import CLOSED, Session
 
 cdef object dumps = orjson.dumps
+cdef str FILES = "files"  # a FileBackend's request_path: its kernels are called here straight
 cdef object JSONEncodeError = orjson.JSONEncodeError
 
 
@@ -52,7 +54,7 @@ cdef object new_session(object session_class, str session_id, object data):
     return session
 
 
-cdef object hold(object store, object session, object handle, object stored, double stamp):
+cdef object hold(object store, object session, object handle, object stored, object stamp):
     store._session = session
     store._handle = handle
     store._stored = stored
@@ -61,12 +63,53 @@ cdef object hold(object store, object session, object handle, object stored, dou
     return session
 
 
+cdef tuple files_open_load(object backend, str session_id):
+    # FileBackend.open_load: the kernel locks and reads in one call; anything but a live session read, load's rules.
+    cdef tuple handle
+    record = _holder._record or _holder.holder_record()
+    max_age = backend.max_age
+    opened = open_session(backend.directory, session_id, record, max_age is not None)
+    if opened is None:  # locked by another, or no shard yet: the backend waits or makes it
+        handle = backend.open(session_id)
+        return handle, backend.load_or_release(handle)
+    handle, loaded = opened
+    # Absent, corrupt, a 0.1 file, idle past max_age: load's rules.
+    if loaded is None or (max_age is not None and time() - <double>loaded[2] > max_age):
+        return handle, backend.load_or_release(handle)
+    return opened
+
+
+cdef release(object backend, object kind, object handle, object stamp):
+    # backend.release(handle, stamp); on files: the mtime refreshed when a quarter of max_age passed, then unlocked.
+    if kind != FILES:
+        backend.release(handle, stamp)
+        return
+    max_age = backend.max_age
+    if stamp and max_age is not None and time() - stamp > max_age / 4:  # kept from idling out
+        try:
+            utime(handle[0])
+        except FileNotFoundError:
+            pass
+    unlock(handle[2], handle[1])
+
+
+cdef save(object backend, object kind, object handle, bytes body):
+    # backend.save(handle, body); on files: the locked commit, SessionRevoked over a revoked session's mark.
+    if kind != FILES:
+        backend.save(handle, body)
+        return
+    try:
+        commit_locked(handle[2], handle[1], handle[0], body, backend.fsync)
+    except IsADirectoryError:  # (the kernel removed the lockfile: released)
+        raise backend._revoked(handle[0]) from None
+
+
 def open_request(store, create):
     """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case."""
     cdef object backend = store.backend
-    cdef tuple handle
+    cdef object kind = getattr(backend, "request_path", None)
     if (
-        not getattr(backend, "request_path", False)
+        not kind
         or store._closed
         or store._expired
         or store._optimistic
@@ -77,23 +120,13 @@ def open_request(store, create):
     store.accessed = True
     session_id = cookie_id(store)
     if session_id is not None:
-        record = _holder._record or _holder.holder_record()
-        max_age = backend.max_age
-        opened = open_session(backend.directory, session_id, record, max_age is not None)
-        if opened is None:  # locked by another, or no shard yet: the backend waits or makes it
-            handle = backend.open(session_id)
-            loaded = backend.load_or_release(handle)
-        else:
-            handle, loaded = opened
-            # Absent, corrupt, a 0.1 file, idle past max_age: load's rules.
-            if loaded is None or (max_age is not None and time() - <double>loaded[2] > max_age):
-                loaded = backend.load_or_release(handle)
+        handle, loaded = files_open_load(backend, session_id) if kind == FILES else backend.open_load(session_id)
         if loaded is not None:
             data, stored, stamp = loaded
             if PyDict_Contains(data, META):  # (a user binding, a creation time: the general core's)
                 return store._held_open(session_id, create, handle, loaded)
             return hold(store, new_session(store.session_class, session_id, data), handle, stored, stamp)
-        unlock(handle[2], handle[1])
+        release(backend, kind, handle, 0.0)
     if not create:
         return None
     new_id = new_session_id()
@@ -105,13 +138,13 @@ def open_request(store, create):
 
 def close_request(store):
     """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise."""
-    cdef tuple handle
     cdef bint stored_new = False
     cdef object error = None
     cdef object body
     backend = store.backend
+    kind = getattr(backend, "request_path", None)
     if (
-        not getattr(backend, "request_path", False)
+        not kind
         or store._optimistic
         or store.encrypt
         or store._meta is not None
@@ -145,20 +178,11 @@ def close_request(store):
             body = None
         try:
             if body is None or (stored is None and not session):  # new and empty: never stored
-                unlock(handle[2], handle[1])
+                release(backend, kind, handle, 0.0)
             elif stored is not None and body == (stored if store._plain is None else store._plain):
-                max_age = backend.max_age
-                if stamp and max_age is not None and time() - stamp > max_age / 4:  # kept from idling out
-                    try:
-                        utime(handle[0])
-                    except FileNotFoundError:
-                        pass
-                unlock(handle[2], handle[1])
+                release(backend, kind, handle, stamp)
             else:
-                try:
-                    commit_locked(handle[2], handle[1], handle[0], body, backend.fsync)
-                except IsADirectoryError:  # (the kernel removed the lockfile: released)
-                    raise backend._revoked(handle[0]) from None
+                save(backend, kind, handle, body)
                 stored_new = stored is None
         except SessionRevoked:  # logged out everywhere while this request ran: it ends logged out
             store._expired = True

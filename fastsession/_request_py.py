@@ -1,4 +1,4 @@
-"""The common request on files, pure-Python twin of ``_request_c``.
+"""The common request, pure-Python twin of ``_request_c``: on files, Redis and PostgreSQL.
 
 Most requests open the session by its cookie, read it, perhaps change it,
 and close: locked with ``locking="request"``, no encryption, no absolute
@@ -27,7 +27,7 @@ def open_request(store: Any, create: Any) -> Any:
     """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case."""
     backend = store.backend
     if (
-        not getattr(backend, "request_path", False)
+        not getattr(backend, "request_path", None)
         or store._closed
         or store._expired
         or store._optimistic
@@ -60,7 +60,7 @@ def open_request(store: Any, create: Any) -> Any:
 def close_request(store: Any) -> Any:
     """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise."""
     if (
-        not getattr(store.backend, "request_path", False)
+        not getattr(store.backend, "request_path", None)
         or store._optimistic
         or store.encrypt
         or store._meta is not None

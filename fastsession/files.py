@@ -167,10 +167,13 @@ class FileBackend:
         self.check_key = check_key or self.kernels.is_valid_id
         self._id_keys = check_key is None  # keys are session ids: session_path checks and hashes in one call
         self._fused = self._id_keys and self.concurrent  # open_load may use the kernel's open_session
-        # The common request may take its own path (the kernels' open_request, close_request): locked by id,
-        # and none of the calls that path makes itself overridden by a subclass.
-        self.request_path = self._fused and all(
-            getattr(type(self), name) is getattr(FileBackend, name) for name in ("open_load", "save", "release")
+        # The common request may take its own path (the kernels' open_request, close_request), which makes
+        # this backend's calls through the kernels: locked by id, and none of those calls overridden.
+        self.request_path = (
+            "files"
+            if self._fused
+            and all(getattr(type(self), name) is getattr(FileBackend, name) for name in ("open_load", "save", "release"))
+            else None
         )
 
     def path(self, key: str) -> bytes:

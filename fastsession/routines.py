@@ -36,6 +36,9 @@ Loaded = tuple[dict[str, Any], bytes, float]
 class SyncCalls:
     """The store's backend calls, each the core's routine of the same name driven by ``_run``."""
 
+    # The common request may take its own path (the kernels' open_request, close_request), making these calls.
+    request_path: str | None = "calls"
+
     _run: Callable[[Any], Any]
     _open: Callable[..., Any]
     _open_load: Callable[..., Any]
