@@ -10,8 +10,7 @@ import tempfile
 
 import pytest
 
-from fastsession.bench import UNDER_CONTENTION
-from fastsession.bench import memory
+from fastsession.bench import UNDER_CONTENTION, memory
 from fastsession.bench.asgi import ASGI, ASGI_REQUEST_BASELINE, ASGI_REQUESTS
 from fastsession.bench.contenders import (
     DJANGO_REQUEST_BASELINE,

@@ -63,13 +63,16 @@ cdef object hold(object store, object session, object handle, object stored, obj
     return session
 
 
-cdef tuple files_open_load(object backend, str session_id):
-    # FileBackend.open_load: the kernel locks and reads in one call; anything but a live session read, load's rules.
+cdef tuple files_open_load(object backend, str session_id, bint wait):
+    # FileBackend.open_load(session_id, wait): the kernel locks and reads in one call; anything but a live
+    # session read, load's rules.
     cdef tuple handle
     record = _holder._record or _holder.holder_record()
     max_age = backend.max_age
     opened = open_session(backend.directory, session_id, record, max_age is not None)
     if opened is None:  # locked by another, or no shard yet: the backend waits or makes it
+        if not wait:
+            return backend.open_load(session_id, False)
         handle = backend.open(session_id)
         return handle, backend.load_or_release(handle)
     handle, loaded = opened
@@ -104,9 +107,13 @@ cdef save(object backend, object kind, object handle, bytes body):
         raise backend._revoked(handle[0]) from None
 
 
-def open_request(store, create):
-    """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case."""
-    cdef object backend = store.backend
+def open_request(store, create, files=None):
+    """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case.
+
+    ``files``: the FileBackend of an async store, called inline on its event loop: a lock someone holds is
+    never waited for here (NotImplemented, nothing held: the async core waits on the loop).
+    """
+    cdef object backend = store.backend if files is None else files
     cdef object kind = getattr(backend, "request_path", None)
     if (
         not kind
@@ -120,7 +127,10 @@ def open_request(store, create):
     store.accessed = True
     session_id = cookie_id(store)
     if session_id is not None:
-        handle, loaded = files_open_load(backend, session_id) if kind == FILES else backend.open_load(session_id)
+        opened = files_open_load(backend, session_id, files is None) if kind == FILES else backend.open_load(session_id)
+        if opened is None:
+            return NotImplemented
+        handle, loaded = opened
         if loaded is not None:
             data, stored, stamp = loaded
             if PyDict_Contains(data, META):  # (a user binding, a creation time: the general core's)
@@ -130,18 +140,23 @@ def open_request(store, create):
     if not create:
         return None
     new_id = new_session_id()
-    handle = backend.open(new_id)
+    handle = backend.open(new_id) if files is None else backend.try_open(new_id)
+    if handle is None:
+        return NotImplemented
     session = hold(store, new_session(store.session_class, new_id, None), handle, None, 0.0)
     store.trans.set_cookie_value(store.session_cookie_name, new_id)
     return session
 
 
-def close_request(store):
-    """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise."""
+def close_request(store, files=None):
+    """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise.
+
+    ``files``: the FileBackend of an async store, called inline on its event loop.
+    """
     cdef bint stored_new = False
     cdef object error = None
     cdef object body
-    backend = store.backend
+    backend = store.backend if files is None else files
     kind = getattr(backend, "request_path", None)
     if (
         not kind

@@ -23,9 +23,13 @@ from .errors import SessionRevoked
 from .session import CLOSED
 
 
-def open_request(store: Any, create: Any) -> Any:
-    """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case."""
-    backend = store.backend
+def open_request(store: Any, create: Any, files: Any = None) -> Any:
+    """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case.
+
+    ``files``: the FileBackend of an async store, called inline on its event loop: a lock someone holds is
+    never waited for here (NotImplemented, nothing held: the async core waits on the loop).
+    """
+    backend = store.backend if files is None else files
     if (
         not getattr(backend, "request_path", None)
         or store._closed
@@ -38,29 +42,44 @@ def open_request(store: Any, create: Any) -> Any:
     store.accessed = True
     session_id = store._cookie_id()
     if session_id is not None:
-        handle, loaded = backend.open_load(session_id)
+        opened = backend.open_load(session_id) if files is None else backend.open_load(session_id, False)
+        if opened is None:
+            return NotImplemented
+        handle, loaded = opened
         if loaded is not None:
             data, stored, stamp = loaded
             if META in data:  # (a user binding, a creation time: the general core's, from this lock on)
                 return store._held_open(session_id, create, handle, loaded)
             session = store.session_class(session_id, data)
-            store._session, store._handle, store._stored, store._stamp, store._meta = session, handle, stored, stamp, None
+            store._session, store._handle, store._stored, store._stamp, store._meta = (
+                session,
+                handle,
+                stored,
+                stamp,
+                None,
+            )
             return session
         backend.release(handle)
     if not create:
         return None
     new_id = backend.kernels.new_session_id()
-    handle = backend.open(new_id)
+    handle = backend.open(new_id) if files is None else backend.try_open(new_id)
+    if handle is None:
+        return NotImplemented
     session = store.session_class(new_id)
     store._session, store._handle, store._stored, store._stamp, store._meta = session, handle, None, 0.0, None
     store.trans.set_cookie_value(store.session_cookie_name, new_id)
     return session
 
 
-def close_request(store: Any) -> Any:
-    """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise."""
+def close_request(store: Any, files: Any = None) -> Any:
+    """``close()`` of a store in the common case (None when done); NotImplemented, having done nothing, otherwise.
+
+    ``files``: the FileBackend of an async store, called inline on its event loop.
+    """
+    backend = store.backend if files is None else files
     if (
-        not getattr(store.backend, "request_path", None)
+        not getattr(backend, "request_path", None)
         or store._optimistic
         or store.encrypt
         or store._meta is not None
@@ -78,7 +97,7 @@ def close_request(store: Any) -> Any:
     error: BaseException | None = None
     if session is not None:
         session.__class__ = CLOSED[type(session)]
-        backend, handle, stored = store.backend, store._handle, store._stored
+        handle, stored = store._handle, store._stored
         stamp = store._stamp
         store._session = store._handle = store._stored = None
         try:
@@ -99,8 +118,8 @@ def close_request(store: Any) -> Any:
         except BaseException as exc:
             error = exc
     if stored_new and events.handlers:
-        events.emit("created", store.backend.kernels.stored_name(session.session_id), None, None)  # type: ignore[union-attr]
-    store._cookie_after = session.session_id if stored_new else "" if store._expired else None  # type: ignore[union-attr]
+        events.emit("created", backend.kernels.stored_name(session.session_id), None, None)
+    store._cookie_after = session.session_id if stored_new else "" if store._expired else None
     if store._expired and not stored_new:
         store.trans.delete_cookie(store.session_cookie_name)
     if error is not None:

@@ -29,7 +29,8 @@ import collections
 import logging
 import resource
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
+from types import CoroutineType
 from typing import Any, Callable, Literal, TypeVar, overload
 
 from . import _wake
@@ -342,7 +343,22 @@ class AsyncBaseStore(StoreCore):
         session = self._session
         if session is not None:
             return session
-        return await arun(self.backend, self._do_get_session(create))
+        backend = self.backend
+        files = getattr(backend, "files", None)
+        if files is not None and not (backend.offloaded_until and backend.offloaded()):
+            # The common request's own path, inline and timed like any inline call; a lock someone holds is
+            # left to the core, which waits on the loop.
+            found: Any = backend.inline(files.kernels.open_request, self, create, files)
+            if found is not NotImplemented:
+                opened: Session | None = await found if type(found) is CoroutineType else found  # (_held_open's)
+                return opened
+        return await arun(backend, self._do_get_session(create))
+
+    def _held_open(
+        self, session_id: str, create: Any, handle: Any, loaded: tuple[dict[str, Any], bytes, float]
+    ) -> Coroutine[Any, Any, Session | None]:
+        """The request path's hand-over (see BaseStore._held_open), to be awaited: the core's rest on the loop."""
+        return arun(self.backend, self._do_opened(session_id, create, True, handle, loaded))
 
     async def expire_session(self) -> None:  # type: ignore[override]  # the async face awaits it
         """Mark the session named by the cookie (and the one in hand) for removal at close()."""
@@ -350,8 +366,19 @@ class AsyncBaseStore(StoreCore):
 
     async def close(self) -> None:
         """Commit: write back if changed, release the lock, carry out a pending expiry."""
-        if not self._closed:
-            await self.backend.finish(self._do_close())
+        if self._closed:
+            return
+        backend = self.backend
+        files = getattr(backend, "files", None)
+        if files is not None and not (backend.offloaded_until and backend.offloaded()):
+            handle = self._handle
+            try:
+                if backend.inline(files.kernels.close_request, self, files) is not NotImplemented:
+                    return
+            finally:
+                if backend.waiters and handle is not None and self._handle is None:  # the lock went: next waiter
+                    backend._wake(handle[1])
+        await backend.finish(self._do_close())
 
     async def rollback(self) -> None:
         """Release every lock and write nothing."""
@@ -379,6 +406,8 @@ class AsyncBaseStore(StoreCore):
 
     async def response_cookie(self) -> str | None:
         """What the session cookie must become as response headers go out (see BaseStore.response_cookie)."""
+        if self._closed:  # (most adapters ask after close(): nothing to run)
+            return self._cookie_after
         cookie: str | None = await self.backend.finish(self._do_response_cookie())
         return cookie
 

@@ -172,7 +172,9 @@ class FileBackend:
         self.request_path = (
             "files"
             if self._fused
-            and all(getattr(type(self), name) is getattr(FileBackend, name) for name in ("open_load", "save", "release"))
+            and all(
+                getattr(type(self), name) is getattr(FileBackend, name) for name in ("open_load", "save", "release")
+            )
             else None
         )
 

@@ -7,6 +7,8 @@ random, so they are compared by role: each client's cookie names its own
 session on either side.
 """
 
+import asyncio
+import inspect
 import os
 import random
 import re
@@ -19,6 +21,7 @@ from conftest import TWINS, Transaction, session_files
 
 import fastsession
 from fastsession import _kernels, events
+from fastsession.aio import AsyncSessionStore
 from fastsession.encoding import META
 from fastsession.errors import SessionError
 from fastsession.files import FileBackend
@@ -31,13 +34,13 @@ def counting(kind):
     kernels = types.SimpleNamespace(**vars(base))
     kernels.taken = {"open": 0, "close": 0}
 
-    def open_request(store, create):
-        found = base.open_request(store, create)
+    def open_request(store, create, files=None):
+        found = base.open_request(store, create, files)
         kernels.taken["open"] += found is not NotImplemented
         return found
 
-    def close_request(store):
-        done = base.close_request(store)
+    def close_request(store, files=None):
+        done = base.close_request(store, files)
         kernels.taken["close"] += done is not NotImplemented
         return done
 
@@ -45,12 +48,12 @@ def counting(kind):
     return kernels
 
 
-STORES = {"files": (fastsession.SessionStore, FileBackend)}
+STORES = {"files": (fastsession.SessionStore, FileBackend), "async files": (AsyncSessionStore, FileBackend)}
 
 
 def stores(kind, general, backend="files"):
     """A store class on twin ``kind`` and ``backend``; ``general``: its backend never offers the request path."""
-    store_base, backend_base = server_stores()[backend] if backend != "files" else STORES["files"]
+    store_base, backend_base = STORES[backend] if backend in STORES else server_stores()[backend]
 
     class Backend(backend_base):
         kernels = counting(kind)
@@ -90,7 +93,7 @@ class Side:
         self.directory = directory  # (files: the folder; else the text errors are masked by)
         self.where = directory if where is None else where  # the folder, a Redis client, a DSN
         self.extra = extra  # a Redis prefix, a PostgreSQL table
-        self.on_files, self.on_redis = backend == "files", backend == "redis"
+        self.on_files, self.on_redis = backend in ("files", "async files"), backend == "redis"
         self.clients = [Transaction() for _ in range(clients)]
         self.max_age = max_age
 
@@ -134,7 +137,8 @@ class Side:
         return self.extra["prefix"] + "{" + stored_name(session_id) + "}"
 
     def path(self, session_id):
-        return self.store_class(Transaction(), self.directory).backend.path(session_id)
+        backend = self.store_class(Transaction(), self.directory).backend
+        return getattr(backend, "files", backend).path(session_id)  # (an async store's: its FileBackend's)
 
     def request(self, client, plan, max_size):
         """Run one request of ``plan`` for ``client``; what the app and the client saw."""
@@ -156,6 +160,17 @@ class Side:
             trans, self.where, max_size=max_size, max_age=self.max_age, timeout=2, **self.extra
         )  # (timeout: a lock left held fails the request that meets it)
         events_before = len(trans.events)
+        asyncio.new_event_loop().run_until_complete(self._carried_out(store, trans, plan, seen))
+        seen.append(("cookie events", [event[0] for event in trans.events[events_before:]]))
+        seen.append(("stored", self.stored(trans)))
+        return seen
+
+    async def _carried_out(self, store, trans, plan, seen):
+        """``plan``'s steps on ``store``, sync or async (each call awaited when it gives an awaitable)."""
+
+        async def done(result):
+            return await result if inspect.isawaitable(result) else result
+
         try:
             for step, argument in plan:
                 if step == "cookie":
@@ -164,17 +179,17 @@ class Side:
                     value = self.clients[argument].cookies.get("SID")
                     if value is not None:
                         trans.cookies["SID"] = value
-                elif step == "age" or step in ("corrupt", "revoked") and not self.on_files:
+                elif step == "age" or (step in ("corrupt", "revoked") and not self.on_files):
                     pass  # (made before the store: above; corrupt and revoked on files only)
                 elif step == "corrupt":
                     value = trans.cookies.get("SID")
                     if value and len(value) == 43:
-                        path = store.backend.path(value)
+                        path = self.path(value)
                         if os.path.isfile(path):
                             with open(path, "wb") as file:
                                 file.write(b"\x00not json")
                 elif step == "get":
-                    session = store.get_session(argument)
+                    session = await done(store.get_session(argument))
                     seen.append(("get", None if session is None else dict(session)))
                 elif step == "set" and store._session is not None:
                     key, value = argument
@@ -184,26 +199,23 @@ class Side:
                 elif step == "clear" and store._session is not None:
                     store._session.clear()
                 elif step == "expire":
-                    store.expire_session()
+                    await done(store.expire_session())
                 elif step == "regenerate":
-                    store.regenerate_id()
+                    await done(store.regenerate_id())
                 elif step == "bind":
-                    store.bind_user(argument)
+                    await done(store.bind_user(argument))
                 elif step == "revoked" and store._session is not None and store._stored is not None:
-                    path = store.backend.path(store._session.session_id)
+                    path = self.path(store._session.session_id)
                     os.unlink(path)
                     os.mkdir(path, 0o700)  # what revoke_held leaves: the commit to come must fail
                 elif step == "rollback":
-                    store.rollback()
-            store.close()
-            answer = store.response_cookie()
+                    await done(store.rollback())
+            await done(store.close())
+            answer = await done(store.response_cookie())
             seen.append(("response cookie", answer if not answer else answer == trans.cookies.get("SID")))
         except Exception as exc:
             seen.append(("error", type(exc).__name__, masked(str(exc), self.directory)))
-            store.rollback()
-        seen.append(("cookie events", [event[0] for event in trans.events[events_before:]]))
-        seen.append(("stored", self.stored(trans)))
-        return seen
+            await done(store.rollback())
 
 
 VALUES = [0, 1, "text", [1, 2, 3], {"nested": {"deep": [None, True]}}, "é" * 40]
@@ -257,6 +269,14 @@ def test_random_requests_end_the_same_on_the_request_path_and_the_general_core(t
     fast = Side(kind, False, str(tmp_path / "fast"), clients=4, max_age=max_age)
     general = Side(kind, True, str(tmp_path / "general"), clients=4, max_age=max_age)
     compare(fast, general, rng, 400)
+
+
+@pytest.mark.parametrize("kind", TWINS)
+@pytest.mark.parametrize("seed, max_age", [(8, None), (9, 100)])
+def test_random_requests_end_the_same_on_the_async_face(tmp_path, kind, seed, max_age):
+    fast = Side(kind, False, str(tmp_path / "fast"), 4, max_age, backend="async files")
+    general = Side(kind, True, str(tmp_path / "general"), 4, max_age, backend="async files")
+    compare(fast, general, random.Random(seed), 400)
 
 
 @pytest.mark.parametrize("kind", TWINS)
@@ -399,3 +419,50 @@ def test_a_backend_subclass_that_overrides_a_call_of_the_path_gets_its_call(tmp_
     with Store(Transaction(), str(tmp_path)) as store:
         store.get_session(True)["a"] = 1
     assert saved == [b'{"a":1}'] and Audited.kernels.taken == {"open": 0, "close": 0}
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_the_async_face_leaves_a_held_lock_to_the_core_and_a_release_wakes_the_next_waiter_at_once(tmp_path, kind):
+    store_class, kernels = stores(kind, False, "async files")
+    trans = Transaction()
+
+    async def go():
+        async with store_class(trans, str(tmp_path)) as store:
+            (await store.get_session(True))["n"] = 1
+        holder = store_class(Transaction(trans.cookies), str(tmp_path))
+        (await holder.get_session(True))["n"] = 2
+        waiter = store_class(Transaction(trans.cookies), str(tmp_path))
+        task = asyncio.ensure_future(waiter.get_session(True))  # the lock is held: the core waits on the loop
+        backend = holder.backend
+        while not backend.waiters:
+            await asyncio.sleep(0)
+        queued = [future for queue in backend.waiters.values() for future in queue]
+        await holder.close()  # on the request path: the release wakes the waiter before close() returns
+        assert queued and all(future.done() for future in queued)
+        session = await task
+        assert session == {"n": 2}
+        await waiter.close()
+
+    asyncio.new_event_loop().run_until_complete(go())
+    # The waiter's open went to the core (the path found the lock taken); every close took the path.
+    assert kernels.taken == {"open": 2, "close": 3}
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_the_async_face_takes_no_request_path_while_its_calls_go_to_a_thread(tmp_path, kind):
+    store_class, kernels = stores(kind, False, "async files")
+    trans = Transaction()
+
+    async def go():
+        backend = store_class(trans, str(tmp_path)).backend  # (one per FileBackend: its offload state is shared)
+        backend.offloaded_until = time.monotonic() + 60  # a slow disk was seen: calls go to a thread
+        try:
+            async with store_class(trans, str(tmp_path)) as store:
+                (await store.get_session(True))["n"] = 1
+            async with store_class(trans, str(tmp_path)) as store:
+                assert await store.get_session(False) == {"n": 1}
+        finally:
+            backend.offloaded_until = 0.0
+
+    asyncio.new_event_loop().run_until_complete(go())
+    assert kernels.taken == {"open": 0, "close": 0}

@@ -16,7 +16,7 @@ from conftest import compiled_twin
 import fastsession
 
 PACKAGE = os.path.dirname(fastsession.__file__)
-KINDS = ["ids", "lock", "io", "drive"]
+KINDS = ["ids", "lock", "io", "drive", "request"]
 
 
 def signatures(path, names=None, drop_self=False):

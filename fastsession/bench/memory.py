@@ -21,7 +21,7 @@ def flask_interface() -> Any:
     from flask.sessions import SessionInterface, SessionMixin
     from werkzeug.datastructures import CallbackDict
 
-    class MemorySession(CallbackDict, SessionMixin):  # type: ignore[misc, type-arg]
+    class MemorySession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         def __init__(self, session_id: str, data: dict[str, Any]) -> None:
             def changed(_: Any) -> None:
                 self.modified = True
@@ -130,8 +130,7 @@ class ASGIMiddleware:
                     session_id = secrets.token_urlsafe(32)
                 SESSIONS[session_id] = dict(scope["session"])  # type: ignore[index]
                 cookie = f"{self.cookie}={session_id}; path=/; httponly; samesite=lax".encode("latin-1")
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"set-cookie", cookie)]
+                message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie)]
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
