@@ -43,10 +43,11 @@ cdef object cookie_id(object store):
 
 
 cdef object new_session(object session_class, str session_id, object data):
-    # session_class(session_id, data): a plain Session is made without running its __init__ in Python.
+    # session_class(session_id, data), or session_class(session_id) for a new one (data None); a plain Session
+    # is made without running its __init__ in Python.
     cdef object session
     if session_class is not Session:
-        return session_class(session_id, data)
+        return session_class(session_id) if data is None else session_class(session_id, data)
     session = Session.__new__(Session)
     if data is not None:
         PyDict_Update(session, data)

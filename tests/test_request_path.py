@@ -26,6 +26,7 @@ from fastsession.encoding import META
 from fastsession.errors import SessionError
 from fastsession.files import FileBackend
 from fastsession.names import stored_name
+from fastsession.session import Session
 
 
 def counting(kind):
@@ -466,3 +467,25 @@ def test_the_async_face_takes_no_request_path_while_its_calls_go_to_a_thread(tmp
 
     asyncio.new_event_loop().run_until_complete(go())
     assert kernels.taken == {"open": 0, "close": 0}
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_a_stores_own_session_class_is_made_as_the_core_makes_it(tmp_path, kind):
+    class Noted(Session):  # an app's subclass: made with (id) when new, (id, data) when stored
+        __slots__ = ("made_with",)
+
+        def __init__(self, session_id, *data):
+            Session.__init__(self, session_id, *data)
+            self.made_with = len(data)
+
+    store_class, kernels = stores(kind, general=False)
+    store_class.session_class = Noted
+    trans = Transaction()
+    with store_class(trans, str(tmp_path)) as store:
+        session = store.get_session(True)
+        session["a"] = 1
+    assert isinstance(session, Noted) and session.made_with == 0
+    with store_class(trans, str(tmp_path)) as store:
+        session = store.get_session(True)
+        assert isinstance(session, Noted) and session.made_with == 1 and session == {"a": 1}
+    assert kernels.taken == {"open": 2, "close": 2}
