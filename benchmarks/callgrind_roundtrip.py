@@ -3,10 +3,12 @@
 Compare two versions repeatably (counts, unlike seconds, do not depend on the
 machine's load):
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python benchmarks/callgrind_roundtrip.py 2000 /dev/shm/cg [read] 2>&1 | grep refs
 
-Run it once with N=0 too: the difference is the cost of N round trips.
+Run it once with N=0 too: the difference is the cost of N round trips. (A
+fixed PYTHONHASHSEED makes the counts repeat exactly; without it, dict
+layouts differ from run to run by a few hundred instructions per trip.)
 """
 
 import os

@@ -83,9 +83,9 @@ cdef tuple files_open_load(object backend, str session_id, bint wait):
     return opened
 
 
-cdef release(object backend, object kind, object handle, object stamp):
+cdef release(object backend, bint on_files, object handle, object stamp):
     # backend.release(handle, stamp); on files: the mtime refreshed when a quarter of max_age passed, then unlocked.
-    if kind != FILES:
+    if not on_files:
         backend.release(handle, stamp)
         return
     max_age = backend.max_age
@@ -97,9 +97,9 @@ cdef release(object backend, object kind, object handle, object stamp):
     unlock(handle[2], handle[1])
 
 
-cdef save(object backend, object kind, object handle, bytes body):
+cdef save(object backend, bint on_files, object handle, bytes body):
     # backend.save(handle, body); on files: the locked commit, SessionRevoked over a revoked session's mark.
-    if kind != FILES:
+    if not on_files:
         backend.save(handle, body)
         return
     try:
@@ -125,10 +125,11 @@ def open_request(store, create, files=None):
         or store.max_lifetime is not None
     ):
         return NotImplemented
+    cdef bint on_files = kind == FILES
     store.accessed = True
     session_id = cookie_id(store)
     if session_id is not None:
-        opened = files_open_load(backend, session_id, files is None) if kind == FILES else backend.open_load(session_id)
+        opened = files_open_load(backend, session_id, files is None) if on_files else backend.open_load(session_id)
         if opened is None:
             return NotImplemented
         handle, loaded = opened
@@ -137,7 +138,7 @@ def open_request(store, create, files=None):
             if PyDict_Contains(data, META):  # (a user binding, a creation time: the general core's)
                 return store._held_open(session_id, create, handle, loaded)
             return hold(store, new_session(store.session_class, session_id, data), handle, stored, stamp)
-        release(backend, kind, handle, 0.0)
+        release(backend, on_files, handle, 0.0)
     if not create:
         return None
     new_id = new_session_id()
@@ -172,6 +173,7 @@ def close_request(store, files=None):
         return NotImplemented
     if store._closed:
         return None
+    cdef bint on_files = kind == FILES
     store._closed = True
     session = store._session
     if session is not None:
@@ -194,11 +196,11 @@ def close_request(store, files=None):
             body = None
         try:
             if body is None or (stored is None and not session):  # new and empty: never stored
-                release(backend, kind, handle, 0.0)
+                release(backend, on_files, handle, 0.0)
             elif stored is not None and body == (stored if store._plain is None else store._plain):
-                release(backend, kind, handle, stamp)
+                release(backend, on_files, handle, stamp)
             else:
-                save(backend, kind, handle, body)
+                save(backend, on_files, handle, body)
                 stored_new = stored is None
         except SessionRevoked:  # logged out everywhere while this request ran: it ends logged out
             store._expired = True
