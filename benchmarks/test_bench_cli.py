@@ -41,6 +41,9 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     scenarios = {entry["key"]: entry for entry in results["scenarios"]}
     for figures in scenarios["modify"]["places"].values():
         assert figures["fastsession (compiled)"] > 0 and figures["C floor (same system calls)"] > 0
+    for figures in scenarios["read"]["places"].values():  # an unlocked read beside cachelib's
+        assert figures['fastsession, locking="commit" (reads take no lock)'] > 0
+        assert figures["cachelib FileSystemCache"] > 0
     redis_rows = scenarios["redis-modify"]["places"]["loopback"]
     assert redis_rows["fastsession on Redis"] > 0 and redis_rows["plain redis-py, no lock (floor)"] > 0
     for key in ("flask", "asgi", "flask-request", "django-request", "asgi-request"):

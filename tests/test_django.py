@@ -864,6 +864,26 @@ def test_on_redis_through_a_django_cache_alias_client(storage, redis_url):
             SessionStore()
 
 
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_fastsession_backend_names_the_backend_whatever_other_settings_say(storage, tmp_path):
+    from fastsession.contrib.django import backend
+    from fastsession.files import FileBackend
+    from fastsession.redis import RedisBackend
+
+    # A Redis URL is set too (the fixture's): files all the same.
+    with override_settings(FASTSESSION_BACKEND="files", SESSION_FILE_PATH=str(tmp_path)):
+        assert type(backend()) is FileBackend
+        client = Client()
+        assert [client.get("/count").content for _ in range(2)] == [b"1", b"2"]
+        key = client.cookies[settings.SESSION_COOKIE_NAME].value
+        assert storage.client.keys("*" + stored_name(key) + "*") == []  # nothing of it in Redis
+    with override_settings(FASTSESSION_BACKEND="redis"):
+        assert isinstance(backend(), RedisBackend)
+    with override_settings(FASTSESSION_BACKEND="redis", FASTSESSION_REDIS_URL=None):
+        with pytest.raises(ValueError, match="FASTSESSION_BACKEND = 'redis' needs the server"):
+            SessionStore()
+
+
 def test_on_a_redis_cluster(redis_cluster):
     import uuid
 

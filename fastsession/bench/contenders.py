@@ -648,6 +648,7 @@ def id_peers() -> dict[str, Runner]:
 ROUND_TRIP = {
     "fastsession (compiled)": lambda d: fastsession_ops("c", d),
     "fastsession (pure twins)": lambda d: fastsession_ops("py", d),
+    'fastsession, locking="commit" (reads take no lock)': lambda d: fastsession_ops("c", d, locking="commit"),
     "C floor (same system calls)": floor_ops,
     "lean pure Python": lean_ops,
     "Django file backend": django_ops,

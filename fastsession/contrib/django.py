@@ -102,13 +102,14 @@ def storage_path() -> str:
     return getattr(settings, "SESSION_FILE_PATH", None) or default_path()
 
 
-# FASTSESSION_BACKEND: None picks files, or Redis when a FASTSESSION_REDIS_* setting names a server.
+# FASTSESSION_BACKEND: None picks files, or Redis when a FASTSESSION_REDIS_* setting names a server; a name
+# picks that one (Redis then needs such a setting).
 BACKENDS = (None, "files", "redis", "postgres")
 
 
 def backend() -> Any:
-    """The files backend, the PostgreSQL one (FASTSESSION_BACKEND = "postgres"), or the Redis one when a
-    FASTSESSION_REDIS_* setting names a server."""
+    """The backend FASTSESSION_BACKEND names; without it, the Redis one when a FASTSESSION_REDIS_* setting names a
+    server, else files."""
     timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", ADAPTER_TIMEOUT)
     kind = getattr(settings, "FASTSESSION_BACKEND", None)
     if kind not in BACKENDS:
@@ -122,7 +123,11 @@ def backend() -> Any:
         )
     url = getattr(settings, "FASTSESSION_REDIS_URL", None)
     cache_alias = getattr(settings, "FASTSESSION_REDIS_CACHE", None)
-    if url or cache_alias:
+    if kind == "redis" and not (url or cache_alias):
+        raise ValueError(
+            "FASTSESSION_BACKEND = 'redis' needs the server: set FASTSESSION_REDIS_URL or FASTSESSION_REDIS_CACHE"
+        )
+    if kind != "files" and (url or cache_alias):
         from ._django_redis import DjangoRedis, client_for
 
         client = client_for(url, cache_alias, bool(getattr(settings, "FASTSESSION_REDIS_CLUSTER", False)))
