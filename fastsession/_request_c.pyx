@@ -56,6 +56,7 @@ cdef object new_session(object session_class, str session_id, object data):
 
 
 cdef object hold(object store, object session, object handle, object stored, object stamp):
+    # StoreCore._hold(session, handle, stored, stamp), without a Python call.
     store._session = session
     store._handle = handle
     store._stored = stored
@@ -181,7 +182,7 @@ def close_request(store, files=None):
         handle = store._handle
         stored = store._stored
         stamp = store._stamp
-        store._session = None
+        store._session = None  # (StoreCore._drop_current)
         store._handle = None
         store._stored = None
         try:
@@ -197,7 +198,7 @@ def close_request(store, files=None):
         try:
             if body is None or (stored is None and not session):  # new and empty: never stored
                 release(backend, on_files, handle, 0.0)
-            elif stored is not None and body == (stored if store._plain is None else store._plain):
+            elif stored is not None and body == (stored if store._plain is None else store._plain):  # _unchanged
                 release(backend, on_files, handle, stamp)
             else:
                 save(backend, on_files, handle, body)

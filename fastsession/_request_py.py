@@ -50,15 +50,7 @@ def open_request(store: Any, create: Any, files: Any = None) -> Any:
             data, stored, stamp = loaded
             if META in data:  # (a user binding, a creation time: the general core's, from this lock on)
                 return store._held_open(session_id, create, handle, loaded)
-            session = store.session_class(session_id, data)
-            store._session, store._handle, store._stored, store._stamp, store._meta = (
-                session,
-                handle,
-                stored,
-                stamp,
-                None,
-            )
-            return session
+            return store._hold(store.session_class(session_id, data), handle, stored, stamp)
         backend.release(handle)
     if not create:
         return None
@@ -66,8 +58,7 @@ def open_request(store: Any, create: Any, files: Any = None) -> Any:
     handle = backend.open(new_id) if files is None else backend.try_open(new_id)
     if handle is None:
         return NotImplemented
-    session = store.session_class(new_id)
-    store._session, store._handle, store._stored, store._stamp, store._meta = session, handle, None, 0.0, None
+    session = store._hold(store.session_class(new_id), handle, None, 0.0)
     store.trans.set_cookie_value(store.session_cookie_name, new_id)
     return session
 
@@ -97,9 +88,8 @@ def close_request(store: Any, files: Any = None) -> Any:
     error: BaseException | None = None
     if session is not None:
         session.__class__ = CLOSED[type(session)]
-        handle, stored = store._handle, store._stored
-        stamp = store._stamp
-        store._session = store._handle = store._stored = None
+        handle, stored, stamp = store._handle, store._stored, store._stamp
+        store._drop_current()
         try:
             body = encode(session, store.max_size, None)
         except BaseException as exc:  # (SerializationError, SessionTooLarge): the lock goes first
@@ -108,7 +98,7 @@ def close_request(store: Any, files: Any = None) -> Any:
         try:
             if body is None or (stored is None and not session):  # new and empty: never stored
                 backend.release(handle)
-            elif stored is not None and body == (stored if store._plain is None else store._plain):
+            elif store._unchanged(body, stored):
                 backend.release(handle, stamp)
             else:
                 backend.save(handle, body)

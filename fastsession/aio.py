@@ -344,8 +344,8 @@ class AsyncBaseStore(StoreCore):
         if session is not None:
             return session
         backend = self.backend
-        files = getattr(backend, "files", None)
-        if files is not None and not (backend.offloaded_until and backend.offloaded()):
+        files = self._inline_files()
+        if files is not None:
             # The common request's own path, inline and timed like any inline call; a lock someone holds is
             # left to the core, which waits on the loop.
             found: Any = backend.inline(files.kernels.open_request, self, create, files)
@@ -353,6 +353,13 @@ class AsyncBaseStore(StoreCore):
                 opened: Session | None = await found if type(found) is CoroutineType else found  # (_held_open's)
                 return opened
         return await arun(backend, self._do_get_session(create))
+
+    def _inline_files(self) -> FileBackend | None:
+        """The FileBackend whose calls run inline on the loop now (the request path's), or None: not on files, or
+        calls go to a thread."""
+        backend = self.backend
+        files: FileBackend | None = getattr(backend, "files", None)
+        return None if files is None or (backend.offloaded_until and backend.offloaded()) else files
 
     def _held_open(
         self, session_id: str, create: Any, handle: Any, loaded: tuple[dict[str, Any], bytes, float]
@@ -369,8 +376,8 @@ class AsyncBaseStore(StoreCore):
         if self._closed:
             return
         backend = self.backend
-        files = getattr(backend, "files", None)
-        if files is not None and not (backend.offloaded_until and backend.offloaded()):
+        files = self._inline_files()
+        if files is not None:
             handle = self._handle
             try:
                 if backend.inline(files.kernels.close_request, self, files) is not NotImplemented:

@@ -12,6 +12,7 @@ from helpers import fork_child, hold_until_killed, kill_and_reap, session_path, 
 
 import fastsession
 from fastsession import LockTimeout, SerializationError, SessionError
+from fastsession import store as store_module
 from fastsession.aio import AsyncSessionStore, async_files
 from fastsession.files import FileBackend
 from fastsession.store import shared_backend
@@ -28,6 +29,14 @@ def locks(directory):
 
 def backend_of(session_dir):
     return async_files(shared_backend(FileBackend, session_dir, 1, 1, None, 30.0, None, False))
+
+
+@pytest.fixture(autouse=True)
+def shared_backends_from_scratch():
+    """Each test starts with no shared backend made: the bounded cache (store.shared_backend) is never cleared
+    between a test's backend_of and its stores, which would give them another backend than the one it set up
+    (it happened when earlier tests had made many backends)."""
+    store_module._backends.clear()
 
 
 def test_round_trip_and_a_sync_store_reads_what_the_async_one_wrote(session_dir):
