@@ -77,6 +77,33 @@ def markdown(results: dict) -> str:
                 f"| {name} | {row['alone_ops']:.0f} | {row['together_ops']:.0f} | "
                 f"{row['together_ops'] / row['alone_ops']:.2f} | {row['lost']} of {row['updates']} |"
             )
+    waiting = results.get("waiting")
+    if waiting:
+        lines += [
+            "",
+            f"**waiting: 1, 4, 8 and 16 processes taking turns at one session for {waiting['seconds']:g} s each "
+            f"({waiting['place']})**: ops/s counts turns completed, all processes together; hand-off is the time "
+            "from a release's return to the next holder holding, when that holder was already waiting; wait is "
+            "from asking to holding; in order is the share of turns that went to the process which had waited "
+            "longest (fastsession.bench.waiting)",
+            "",
+            "| store | processes | ops/s | hand-off p50 µs | hand-off p99 µs | wait p99 ms | max wait ms | in order |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, row in waiting["rows"].items():
+            if "broke" in row:
+                lines.append(f"| {name} | broke: {row['broke']} | | | | | | |")
+                continue
+            for n, f in row.items():
+                handoff = (
+                    f"{f['handoff_p50'] * 1e6:.0f} | {f['handoff_p99'] * 1e6:.0f}"
+                    if f["handoff_p50"] is not None
+                    else "- | -"
+                )
+                lines.append(
+                    f"| {name} | {n} | {f['ops']:.0f} | {handoff} | {f['wait_p99'] * 1e3:.2f} | "
+                    f"{f['wait_max'] * 1e3:.1f} | {f['in_order']:.0%} |"
+                )
     if results.get("missing"):
         lines += ["", "Not measured: " + "; ".join(f"{k}: {v}" for k, v in results["missing"].items()) + "."]
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from .contenders import (
     id_peers,
 )
 from .measure import Broke, contend, interleaved_medians, interleaved_stats
+from .waiting import PROCESSES, WAITING, summarize, take_turns
 
 BASELINE = "fastsession (compiled)"
 FLOOR = "C floor (same system calls)"
@@ -341,7 +342,7 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> dict[str, Any]:
         places["ext4 journal"] = journaled.path
     work = {name: tempfile.mkdtemp(prefix="fastsession-bench-", dir=path) for name, path in places.items()}
     steps = sum(len(places) if scenario.every_place else 1 for scenario in SCENARIOS)
-    progress = Progress(1 + steps + 1, quiet)
+    progress = Progress(1 + steps + 2, quiet)
     results: dict[str, Any] = {
         "machine": machine(places),
         "rounds": rounds,
@@ -407,6 +408,19 @@ def _run(quick: bool, quiet: bool, journaled: JournaledExt4) -> dict[str, Any]:
                 rows[name] = {"alone_ops": alone, "together_ops": together, "lost": lost, "updates": 5 * count}
             progress.tick()
         results["contention"] = {"place": place, "processes": 4, "count": count, "rows": rows}
+        seconds = 0.3 if quick else 1.0
+        progress.step(f"waiting: {'/'.join(map(str, PROCESSES))} processes taking turns at one session")
+        waiting: dict[str, dict[str, Any]] = {}
+        for name, turn_of in WAITING.items():
+            turn = made(name, turn_of, tempfile.mkdtemp(dir=folder), missing)
+            if turn is None:
+                continue
+            try:
+                waiting[name] = {str(n): summarize(take_turns(turn["turn"], n, seconds)) for n in PROCESSES}
+            except Broke as exc:
+                waiting[name] = {"broke": str(exc)}
+            progress.tick()
+        results["waiting"] = {"place": place, "seconds": seconds, "rows": waiting}
     finally:
         progress.finish()
         for directory in work.values():
@@ -494,9 +508,36 @@ def format_table(results: dict[str, Any]) -> str:
             share = row["together_ops"] / row["alone_ops"]
             lost = f"{row['lost']} of {row['updates']}"
             lines.append(f"  {name:34s}{row['alone_ops']:14.0f}{row['together_ops']:15.0f}{share:8.2f}{lost:>16s}")
+    lines += waiting_table(results.get("waiting"))
     if results["missing"]:
         lines += ["", "not measured: " + "; ".join(f"{k}: {v}" for k, v in results["missing"].items())]
     return "\n".join(lines)
+
+
+def waiting_table(waiting: dict[str, Any] | None) -> list[str]:
+    """The waiting run's lines of the text table (none when the run has no waiting figures)."""
+    if not waiting:
+        return []
+    lines = [
+        "",
+        f"waiting: N processes taking turns at one session for {waiting['seconds']:g} s ({waiting['place']}); "
+        "hand-off: a release's return to the next holder (already waiting); in order: turns that went to "
+        "the longest waiter",
+        f"  {'':38s}{'procs':>6s}{'ops/s':>9s}{'hand-off p50 µs':>17s}{'p99 µs':>8s}"
+        f"{'wait p99 ms':>13s}{'max ms':>8s}{'in order':>10s}",
+    ]
+    for name, row in waiting["rows"].items():
+        if "broke" in row:
+            lines.append(f"  {name:38s}  broke: {row['broke']}")
+            continue
+        for n, figures in row.items():
+            p50, p99 = (figures[k] for k in ("handoff_p50", "handoff_p99"))
+            lines.append(
+                f"  {name if n == next(iter(row)) else '':38s}{n:>6s}{figures['ops']:9.0f}"
+                + (f"{p50 * 1e6:17.0f}{p99 * 1e6:8.0f}" if p50 is not None else f"{'-':>17s}{'-':>8s}")
+                + f"{figures['wait_p99'] * 1e3:13.2f}{figures['wait_max'] * 1e3:8.1f}{figures['in_order']:10.0%}"
+            )
+    return lines
 
 
 def plot(results: dict[str, Any], path: str) -> None:
