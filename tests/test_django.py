@@ -884,6 +884,34 @@ def test_fastsession_backend_names_the_backend_whatever_other_settings_say(stora
             SessionStore()
 
 
+def test_a_request_reads_no_setting_through_django_again_until_one_changes(session_path, monkeypatch):
+    """Django raises an AttributeError inside for each read of a setting that is not set, and a request read a
+    dozen: the engine keeps what it read until Django says a setting changed (override_settings)."""
+    from fastsession.contrib.django import locking
+
+    client = Client()
+    assert client.get("/count").content == b"1"
+    lazy = type(settings)
+    through_django = []
+    original = lazy.__getattr__
+
+    def counted(self, name):
+        through_django.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(lazy, "__getattr__", counted)
+    assert [client.get("/count").content for _ in range(2)] == [b"2", b"3"]
+    assert [name for name in through_django if name.startswith("FASTSESSION_")] == []
+    # A change is seen at once, and its end too.
+    with override_settings(FASTSESSION_LOCKING="commit"):
+        assert locking() == "commit"
+        assert client.get("/count").content == b"4"
+    assert locking() == "request"
+    with override_settings(FASTSESSION_LOCKING="neither"):
+        with pytest.raises(ValueError, match="FASTSESSION_LOCKING must be one of"):
+            locking()
+
+
 def test_on_a_redis_cluster(redis_cluster):
     import uuid
 

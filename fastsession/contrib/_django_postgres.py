@@ -26,15 +26,15 @@ DJANGO_ONLY = {"pool", "server_side_binding", "assume_role", "isolation_level", 
 
 
 def database_alias() -> str:
-    from django.conf import settings
+    from .django import setting
 
-    return getattr(settings, "FASTSESSION_DATABASE", "default")
+    return setting("FASTSESSION_DATABASE", "default")  # type: ignore[no-any-return]
 
 
 def table_name() -> str:
-    from django.conf import settings
+    from .django import setting
 
-    return getattr(settings, "FASTSESSION_POSTGRES_TABLE", "fastsession_session")
+    return setting("FASTSESSION_POSTGRES_TABLE", "fastsession_session")  # type: ignore[no-any-return]
 
 
 def conninfo_of_database(alias: str) -> str:
@@ -64,13 +64,14 @@ def pool_of_database(alias: str) -> Any:
     """The pool of the database ``alias``: Django's own when its OPTIONS turn pooling on (Django 5.1+; closed
     with it, as a test run does before it drops its database), else one of fastsession's per process and
     connection string (fastsession.postgres.close_pools)."""
-    from django.conf import settings
     from django.db import connections
+
+    from .django import setting
 
     connection = connections[alias]
     if connection.vendor == "postgresql" and (connection.settings_dict.get("OPTIONS") or {}).get("pool"):
         return connection.pool
-    return pool_for(conninfo_of_database(alias), getattr(settings, "FASTSESSION_POSTGRES_POOL_SIZE", 10))
+    return pool_for(conninfo_of_database(alias), setting("FASTSESSION_POSTGRES_POOL_SIZE", 10))
 
 
 class DjangoPostgres(ExpiresByTTL, PostgresBackend):

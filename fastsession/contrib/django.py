@@ -55,6 +55,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.signals import setting_changed
 from django.dispatch import Signal
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
@@ -89,6 +90,27 @@ __all__ = ["LockingSessionMiddleware", "SessionStore", "release"]
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_-]{8,200}")
 
 
+# The settings this module reads, as read, until Django says one changed (override_settings, the test
+# runner): reading one that is not set costs Django an AttributeError each time, and a request reads a dozen.
+_read: dict[str, Any] = {}
+
+
+def setting(name: str, default: Any = None) -> Any:
+    """``getattr(settings, name, default)``, read once per change of the settings."""
+    try:
+        return _read[name]
+    except KeyError:
+        value = _read[name] = getattr(settings, name, default)
+        return value
+
+
+def _forget_settings(**_: Any) -> None:
+    _read.clear()
+
+
+setting_changed.connect(_forget_settings)
+
+
 def path_safe(key: object) -> bool:
     return isinstance(key, str) and _PATH_SAFE.fullmatch(key) is not None
 
@@ -99,7 +121,7 @@ def default_path() -> str:
 
 
 def storage_path() -> str:
-    return getattr(settings, "SESSION_FILE_PATH", None) or default_path()
+    return setting("SESSION_FILE_PATH", None) or default_path()
 
 
 # FASTSESSION_BACKEND: None picks files, or Redis when a FASTSESSION_REDIS_* setting names a server; a name
@@ -110,19 +132,19 @@ BACKENDS = (None, "files", "redis", "postgres")
 def backend() -> Any:
     """The backend FASTSESSION_BACKEND names; without it, the Redis one when a FASTSESSION_REDIS_* setting names a
     server, else files."""
-    timeout = getattr(settings, "FASTSESSION_LOCK_TIMEOUT", ADAPTER_TIMEOUT)
-    kind = getattr(settings, "FASTSESSION_BACKEND", None)
+    timeout = setting("FASTSESSION_LOCK_TIMEOUT", ADAPTER_TIMEOUT)
+    kind = setting("FASTSESSION_BACKEND", None)
     if kind not in BACKENDS:
         raise ValueError(f"FASTSESSION_BACKEND must be one of {BACKENDS}, not {kind!r}")
     if kind == "postgres":
         from ._django_postgres import DjangoPostgres, database_alias, pool_of_database, table_name
 
-        lock_ttl = getattr(settings, "FASTSESSION_LOCK_TTL", 30.0)
+        lock_ttl = setting("FASTSESSION_LOCK_TTL", 30.0)
         return shared_backend(
             DjangoPostgres, pool_of_database(database_alias()), timeout, table_name(), path_safe, lock_ttl
         )
-    url = getattr(settings, "FASTSESSION_REDIS_URL", None)
-    cache_alias = getattr(settings, "FASTSESSION_REDIS_CACHE", None)
+    url = setting("FASTSESSION_REDIS_URL", None)
+    cache_alias = setting("FASTSESSION_REDIS_CACHE", None)
     if kind == "redis" and not (url or cache_alias):
         raise ValueError(
             "FASTSESSION_BACKEND = 'redis' needs the server: set FASTSESSION_REDIS_URL or FASTSESSION_REDIS_CACHE"
@@ -130,16 +152,16 @@ def backend() -> Any:
     if kind != "files" and (url or cache_alias):
         from ._django_redis import DjangoRedis, client_for
 
-        client = client_for(url, cache_alias, bool(getattr(settings, "FASTSESSION_REDIS_CLUSTER", False)))
-        prefix = getattr(settings, "FASTSESSION_REDIS_PREFIX", "fastsession:")
-        lock_ttl = getattr(settings, "FASTSESSION_LOCK_TTL", 30.0)  # longer than the slowest view
+        client = client_for(url, cache_alias, bool(setting("FASTSESSION_REDIS_CLUSTER", False)))
+        prefix = setting("FASTSESSION_REDIS_PREFIX", "fastsession:")
+        lock_ttl = setting("FASTSESSION_LOCK_TTL", 30.0)  # longer than the slowest view
         return shared_backend(DjangoRedis, client, timeout, prefix, path_safe, lock_ttl)
     return shared_backend(FileBackend, os.fspath(storage_path()), True, 1.0, timeout, 30.0, None, False, path_safe)
 
 
 def max_lifetime() -> float | None:
     """FASTSESSION_MAX_LIFETIME: seconds from a session's creation (its login) after which it is gone."""
-    value = getattr(settings, "FASTSESSION_MAX_LIFETIME", None)
+    value: float | None = setting("FASTSESSION_MAX_LIFETIME", None)
     if value is not None and not value > 0:
         raise ValueError(f"FASTSESSION_MAX_LIFETIME must be a positive number of seconds, not {value!r}")
     return value
@@ -148,13 +170,13 @@ def max_lifetime() -> float | None:
 def encrypting() -> Any:
     """FASTSESSION_ENCRYPT: seal session data under a key derived from the session key (fastsession.sealed);
     True, or a record.AcceptPlainUntil while records stored before it are still opened."""
-    value = getattr(settings, "FASTSESSION_ENCRYPT", False)
+    value = setting("FASTSESSION_ENCRYPT", False)
     return value if isinstance(value, record.AcceptPlainUntil) else bool(value)
 
 
 def max_size() -> int | None:
     """FASTSESSION_MAX_SIZE: the bytes an encoded session may take (None: no limit)."""
-    value = getattr(settings, "FASTSESSION_MAX_SIZE", None)
+    value: int | None = setting("FASTSESSION_MAX_SIZE", None)
     if value is not None:
         check_max_size(value)
     return value
@@ -164,8 +186,8 @@ def cap() -> tuple[int, str] | None:
     """FASTSESSION_MAX_SESSIONS and FASTSESSION_WHEN_FULL: bind_user's cap on a user's sessions (users.make_room)."""
     return chosen_cap(
         None,
-        getattr(settings, "FASTSESSION_MAX_SESSIONS", None),
-        getattr(settings, "FASTSESSION_WHEN_FULL", "evict"),
+        setting("FASTSESSION_MAX_SESSIONS", None),
+        setting("FASTSESSION_WHEN_FULL", "evict"),
     )
 
 
@@ -189,7 +211,7 @@ def builds_objects(serializer_class: Any) -> bool:
 
 def old_engine() -> Any:
     """The engine module FASTSESSION_MIGRATE_FROM names (None when unset); a pickle serializer is refused."""
-    name = getattr(settings, "FASTSESSION_MIGRATE_FROM", None)
+    name = setting("FASTSESSION_MIGRATE_FROM", None)
     if not name:
         return None
     serializer = str(settings.SESSION_SERIALIZER)  # (Django's global settings always name one)
@@ -207,7 +229,7 @@ def old_engine() -> Any:
 
 
 def locking() -> str:
-    value = getattr(settings, "FASTSESSION_LOCKING", "request")
+    value: str = setting("FASTSESSION_LOCKING", "request")
     if value not in LOCKING:
         raise ValueError(f"FASTSESSION_LOCKING must be one of {LOCKING}, not {value!r}")
     return value
@@ -222,19 +244,20 @@ def check_settings() -> None:
     encrypting()
     cap()
     id_header()
-    check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
-    read_only = getattr(settings, "FASTSESSION_READ_ONLY", None)
+    check_on_conflict(setting("FASTSESSION_ON_CONFLICT", "raise"))
+    read_only = setting("FASTSESSION_READ_ONLY", None)
     if read_only is not None and not callable(read_only):
         raise TypeError(f"FASTSESSION_READ_ONLY must be a function of the request, not {read_only!r}")
 
 
 def id_header() -> str | None:
     """FASTSESSION_ID_HEADER ("X-Session-Id", say) and FASTSESSION_ID_COOKIE: where API clients' ids come from."""
-    return check_id_header(getattr(settings, "FASTSESSION_ID_HEADER", None), id_cookie())
+    return check_id_header(setting("FASTSESSION_ID_HEADER", None), id_cookie())
 
 
 def id_cookie() -> bool:
-    return getattr(settings, "FASTSESSION_ID_COOKIE", True)
+    chosen: bool = setting("FASTSESSION_ID_COOKIE", True)
+    return chosen
 
 
 def id_header_of(request: Any) -> str | None:
@@ -596,7 +619,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             raise UpdateError  # deleted meanwhile (logged out elsewhere): never resurrect
         if loaded[1] == self._base:
             return data, body
-        on_conflict = check_on_conflict(getattr(settings, "FASTSESSION_ON_CONFLICT", "raise"))
+        on_conflict = check_on_conflict(setting("FASTSESSION_ON_CONFLICT", "raise"))
         base = {} if self._base is None else orjson.loads(self._base_plain or self._base)
         base_meta = base.pop(META, None)
         theirs_opened = record.opened(self.session_key, loaded[0], encrypting())
@@ -727,7 +750,7 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
     @staticmethod
     def _locks(request: Any) -> bool:
         """Whether this request holds its session's lock while the view runs."""
-        read_only = getattr(settings, "FASTSESSION_READ_ONLY", None)
+        read_only = setting("FASTSESSION_READ_ONLY", None)
         return locking() == "request" and not (read_only is not None and read_only(request))
 
     def _start(self, request: Any) -> None:
