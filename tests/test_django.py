@@ -259,6 +259,28 @@ def test_client_round_trip_with_the_locking_middleware(storage):
     assert locks(storage) == []
 
 
+def test_the_save_of_a_finished_response_commits_and_releases_in_one_step(session_path, monkeypatch):
+    """On files the middleware's save writes the next version into the lockfile and renames it over the session:
+    no temporary file, no second step to release. A view's own save() keeps the lock for the rest of the request."""
+    from fastsession.files import FileBackend
+
+    written = []
+    write = FileBackend.write
+    monkeypatch.setattr(FileBackend, "write", lambda self, *args: (written.append(args[0][0]), write(self, *args))[1])
+    client = Client()
+    assert [client.get("/count").content for _ in range(3)] == [b"1", b"2", b"3"]
+    assert written == [] and locks(Storage(path=session_path)) == []
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert SessionStore(key).load()["n"] == 3
+    held = SessionStore(key)
+    held.lock()
+    held["n"] = 10
+    held.save()  # not the middleware's: written beside the lock, which stays
+    assert len(written) == 1 and len(locks(Storage(path=session_path))) == 1
+    held.unlock()
+    assert client.get("/count").content == b"11"
+
+
 def test_a_stored_name_sent_as_the_session_cookie_is_a_stranger(storage):
     """Issue 24 item 1: a victim's stored name (from a log line or a listing) opens, moves and deletes nothing."""
     victim = Client()

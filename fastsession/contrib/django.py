@@ -323,6 +323,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._lock_loop: asyncio.AbstractEventLoop | None = None  # under ASGI: the loop that lock waits on
         self._busy: LockTimeout | None = None  # that lock was not had in time: the response is a 503
         self._cycling: str | None = None  # the old key while cycle_key runs (its events: one "regenerated")
+        self._last_save = False  # the middleware's save of a response that is done: its commit ends the lock
 
     # -- keys -----------------------------------------------------------------
 
@@ -553,10 +554,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if encrypting():  # sealed under a key derived from this key: only its cookie opens it
             body = self._opener()._sealed(key, data, self._meta)
         try:
-            if held:
+            if held and not self._last_save:
                 self._backend.write(handle, body, *ttl)  # the lock stays until the request ends
             else:
-                self._backend.save(handle, body, *ttl)
+                self._backend.save(handle, body, *ttl)  # commit and release in one step (files: one rename)
+                if held:
+                    self._held = None
         except SessionRevoked:  # "log out everywhere" while this request ran: Django's own answer for it
             raise UpdateError from None
         self._base, self._base_plain = body, (plain if body is not plain else None)  # what a later save merges against
@@ -766,6 +769,9 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
         busy = getattr(getattr(request, "_fastsession_locked", None), "_busy", None)
         if busy is not None:  # read first by other middleware or a template: its 500 becomes the 503
             return response if response.status_code == 503 else refused(busy)
+        locked = getattr(request, "_fastsession_locked", None)
+        if locked is not None and not getattr(response, "streaming", False):
+            locked._last_save = True  # nothing reads the session after this save: it may release the lock
         try:
             header = getattr(request, "_fastsession_id_header", None)
             if header is not None:
