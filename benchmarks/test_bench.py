@@ -11,12 +11,13 @@ import tempfile
 import pytest
 
 from fastsession.bench import UNDER_CONTENTION, memory
-from fastsession.bench.asgi import ASGI, ASGI_REQUEST_BASELINE, ASGI_REQUESTS
+from fastsession.bench.asgi import ASGI, ASGI_REDIS_FLOOR, ASGI_REQUEST_BASELINE, ASGI_REQUESTS
 from fastsession.bench.contenders import (
     DJANGO_REQUEST_BASELINE,
     DJANGO_REQUESTS,
     EVENTS,
     FLASK,
+    FLASK_REDIS_FLOOR,
     FLASK_REQUEST_BASELINE,
     FLASK_REQUESTS,
     KERNELS,
@@ -121,7 +122,8 @@ def test_events_hook(benchmark, tmp_path, name):
 def test_the_in_memory_floors_are_session_layers_that_keep_what_a_view_stores(tmp_path):
     """Each whole-request table's baseline is a real session layer (a cookie names a dict kept in memory), not a
     request that stores nothing: the same visits counted as with fastsession."""
-    for factory in (FLASK_REQUESTS[FLASK_REQUEST_BASELINE], ASGI_REQUESTS[ASGI_REQUEST_BASELINE]):
+    redis_floors = (FLASK_REQUESTS[FLASK_REDIS_FLOOR], ASGI_REQUESTS[ASGI_REDIS_FLOOR])  # kept on plain Redis
+    for factory in (FLASK_REQUESTS[FLASK_REQUEST_BASELINE], ASGI_REQUESTS[ASGI_REQUEST_BASELINE], *redis_floors):
         ops = ops_or_skip(factory, str(tmp_path))
         before = ops["counter"]()
         for _ in range(3):

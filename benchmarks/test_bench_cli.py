@@ -60,7 +60,11 @@ def test_json_has_every_scenario_and_no_lost_update_for_fastsession(tmp_path):
     asgi = scenarios["asgi"]["places"]["tmpfs"]
     assert asgi["fastsession (compiled)"] > 0 and asgi["Starlette signed cookie (default)"] > 0
     assert "ext4 journal" in scenarios["modify"]["places"] or "journaled ext4 column" in results["missing"]
-    steps = 1 + sum(len(entry["places"]) for entry in results["scenarios"][1:]) + 1
+    waiting = results["waiting"]["rows"]
+    for name in ("fastsession (compiled)", "fastsession on Redis", "blocking flock (reference, no store)"):
+        assert list(waiting[name]) == ["1", "4", "8", "16"] and all(row["turns"] > 0 for row in waiting[name].values())
+        assert waiting[name]["1"]["handoff_p50"] is None and waiting[name]["16"]["handoff_p50"] is not None
+    steps = 1 + sum(len(entry["places"]) for entry in results["scenarios"][1:]) + 2  # + contention, waiting
     assert f"[{steps}/{steps}]" in done.stderr  # progress was shown
 
 

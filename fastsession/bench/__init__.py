@@ -153,7 +153,8 @@ SCENARIOS = [
     Scenario(
         "flask-request",
         "a whole Flask request (test client, a view that counts visits) with fastsession, against Flask's "
-        "session layer over an in-memory dict (no I/O: the floor), and with no session at all",
+        "session layer over an in-memory dict (no I/O: the floor), and with no session at all; on Redis, beside "
+        "the same layer over plain GET + SET with no lock (the Redis floor)",
         FLASK_REQUESTS,
         "modify",
         every_place=False,
@@ -176,7 +177,8 @@ SCENARIOS = [
     Scenario(
         "asgi-request",
         "a whole ASGI request through Starlette (in-process, a view that counts visits) with fastsession, "
-        "against a session middleware over an in-memory dict (no I/O: the floor)",
+        "against a session middleware over an in-memory dict (no I/O: the floor); on Redis, beside the same "
+        "middleware over plain GET + SET with no lock (the Redis floor)",
         ASGI_REQUESTS,
         "modify",
         every_place=False,

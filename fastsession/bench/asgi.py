@@ -162,6 +162,17 @@ def with_memory_sessions(directory: str) -> Callable[[], list[Any]]:
     return lambda: [Middleware(ASGIMiddleware)]
 
 
+def with_plain_redis_sessions(directory: str) -> Callable[[], list[Any]]:
+    """The in-memory middleware's sessions on plain Redis GET and SET, no lock (the Redis floor)."""
+    import redis.asyncio
+    from starlette.middleware import Middleware
+
+    from .memory import ASGIRedisMiddleware
+
+    url, prefix = redis_url(), f"bench-asgi-floor-{secrets.token_hex(4)}:"
+    return lambda: [Middleware(ASGIRedisMiddleware, client=redis.asyncio.Redis.from_url(url), prefix=prefix)]
+
+
 def asgi(configure: Callable[[str], Callable[[], list[Any]]]) -> Callable[[str], dict[str, Runner]]:
     return lambda directory: starlette_ops(configure(directory))
 
@@ -177,9 +188,12 @@ ASGI = {
 
 # A whole ASGI request with fastsession, against a session middleware over an in-memory dict (the baseline).
 ASGI_REQUEST_BASELINE = "Starlette, in-memory session middleware (dict)"
+ASGI_REDIS_FLOOR = "Starlette, the same middleware over plain Redis GET + SET, no lock (Redis floor)"
 ASGI_REQUESTS = {
     "Starlette + fastsession (files)": asgi(with_fastsession_files),
     ASGI_REQUEST_BASELINE: asgi(with_memory_sessions),
+    "Starlette + fastsession on Redis": asgi(with_fastsession_redis),
+    ASGI_REDIS_FLOOR: asgi(with_plain_redis_sessions),
     "Starlette signed cookie (default)": asgi(with_signed_cookie),
     "Starlette, no session middleware": asgi(without_sessions),
 }

@@ -587,6 +587,13 @@ def with_memory_sessions(app: Any, directory: str) -> None:
     app.session_interface = flask_interface()
 
 
+def with_plain_redis_sessions(app: Any, directory: str) -> None:
+    """Flask's session layer over plain Redis GET and SET, no lock (the Redis floor)."""
+    from .memory import PlainRedis, flask_interface
+
+    app.session_interface = flask_interface(PlainRedis(redis_client(), f"bench-floor-{secrets.token_hex(4)}:"))
+
+
 def django_request_ops(engine: str | None, directory: str) -> dict[str, Callable[..., Any]]:
     """One request through Django's test client to a view that counts visits, with the engine's middleware
     (fastsession's LockingSessionMiddleware for fastsession), or with no session middleware at all."""
@@ -706,9 +713,12 @@ FLASK = {
 # A whole request through each framework: with fastsession, against the framework's own session layer over
 # an in-memory dict (the baseline: no I/O at all), and with no session at all.
 FLASK_REQUEST_BASELINE = "Flask, in-memory sessions (dict SessionInterface)"
+FLASK_REDIS_FLOOR = "Flask, the same SessionInterface over plain Redis GET + SET, no lock (Redis floor)"
 FLASK_REQUESTS = {
     "Flask + fastsession (files)": lambda d: flask_ops(with_fastsession_files, d),
     FLASK_REQUEST_BASELINE: lambda d: flask_ops(with_memory_sessions, d),
+    "Flask + fastsession on Redis": lambda d: flask_ops(with_fastsession_redis, d),
+    FLASK_REDIS_FLOOR: lambda d: flask_ops(with_plain_redis_sessions, d),
     "Flask, no session": lambda d: flask_ops(with_no_session, d),
 }
 DJANGO_REQUEST_BASELINE = "Django SessionMiddleware, in-memory engine (dict SessionBase)"

@@ -12,12 +12,32 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import orjson
+
 # Every layer's sessions: id -> data (a copy, as a store would hand back).
 SESSIONS: dict[str, dict[str, Any]] = {}
+TTL_MS = 3_600_000
 
 
-def flask_interface() -> Any:
-    """A Flask ``SessionInterface`` over SESSIONS."""
+class PlainRedis:
+    """The same layers' sessions on Redis: one plain GET to read, one SET (with a TTL) to store, no lock.
+
+    The Redis floor of the whole-request tables: what any Redis-backed session costs at the least.
+    """
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client, self.prefix = client, prefix
+
+    def get(self, session_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(self.prefix + session_id)
+        return None if raw is None else orjson.loads(raw)
+
+    def __setitem__(self, session_id: str, data: dict[str, Any]) -> None:
+        self.client.set(self.prefix + session_id, orjson.dumps(data), px=TTL_MS)
+
+
+def flask_interface(sessions: Any = SESSIONS) -> Any:
+    """A Flask ``SessionInterface`` over ``sessions``: SESSIONS, or a PlainRedis."""
     from flask.sessions import SessionInterface, SessionMixin
     from werkzeug.datastructures import CallbackDict
 
@@ -32,14 +52,14 @@ def flask_interface() -> Any:
     class MemoryInterface(SessionInterface):
         def open_session(self, app: Any, request: Any) -> MemorySession:
             session_id = request.cookies.get(self.get_cookie_name(app))
-            data = SESSIONS.get(session_id) if session_id else None
+            data = sessions.get(session_id) if session_id else None
             if data is None:
                 return MemorySession(secrets.token_urlsafe(32), {})
             return MemorySession(session_id, dict(data))
 
         def save_session(self, app: Any, session: Any, response: Any) -> None:
             if session.modified:
-                SESSIONS[session.session_id] = dict(session)
+                sessions[session.session_id] = dict(session)
                 response.set_cookie(
                     self.get_cookie_name(app),
                     session.session_id,
@@ -119,7 +139,7 @@ class ASGIMiddleware:
                     part = part.strip()
                     if part.startswith(self.prefix):
                         session_id = part[len(self.prefix) :].decode("latin-1")
-        stored = SESSIONS.get(session_id) if session_id else None
+        stored = await self.load(session_id) if session_id else None
         scope["session"] = dict(stored) if stored is not None else {}
         before = dict(scope["session"])
 
@@ -128,9 +148,30 @@ class ASGIMiddleware:
             if message["type"] == "http.response.start" and scope["session"] != before:
                 if stored is None:
                     session_id = secrets.token_urlsafe(32)
-                SESSIONS[session_id] = dict(scope["session"])  # type: ignore[index]
+                await self.store(session_id, dict(scope["session"]))  # type: ignore[arg-type]
                 cookie = f"{self.cookie}={session_id}; path=/; httponly; samesite=lax".encode("latin-1")
                 message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie)]
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+    async def load(self, session_id: str) -> dict[str, Any] | None:
+        return SESSIONS.get(session_id)
+
+    async def store(self, session_id: str, data: dict[str, Any]) -> None:
+        SESSIONS[session_id] = data
+
+
+class ASGIRedisMiddleware(ASGIMiddleware):
+    """ASGIMiddleware on Redis (a ``redis.asyncio`` client): one plain GET, one SET with a TTL, no lock."""
+
+    def __init__(self, app: Any, client: Any, prefix: str, session_cookie: str = "session") -> None:
+        super().__init__(app, session_cookie)
+        self.client, self.key_prefix = client, prefix
+
+    async def load(self, session_id: str) -> dict[str, Any] | None:
+        raw = await self.client.get(self.key_prefix + session_id)
+        return None if raw is None else orjson.loads(raw)
+
+    async def store(self, session_id: str, data: dict[str, Any]) -> None:
+        await self.client.set(self.key_prefix + session_id, orjson.dumps(data), px=TTL_MS)
