@@ -281,6 +281,26 @@ def test_the_save_of_a_finished_response_commits_and_releases_in_one_step(sessio
     assert client.get("/count").content == b"11"
 
 
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_on_redis_a_request_that_changes_the_session_makes_two_round_trips(storage, monkeypatch):
+    """Lock-and-read, then commit-and-release: the save of a finished response ends the lock in its own script."""
+    from fastsession.redis import ScriptCaller
+
+    made = []
+    call = ScriptCaller.__call__
+    monkeypatch.setattr(
+        ScriptCaller, "__call__", lambda self, name, *args: (made.append(name), call(self, name, *args))[1]
+    )
+    client = Client()
+    client.get("/count")
+    made.clear()
+    assert client.get("/count").content == b"2"
+    assert made == ["acquire", "commit"]
+    made.clear()
+    assert client.get("/peek").status_code == 200
+    assert made == ["acquire", "release"] and locks(storage) == []
+
+
 def test_a_stored_name_sent_as_the_session_cookie_is_a_stranger(storage):
     """Issue 24 item 1: a victim's stored name (from a log line or a listing) opens, moves and deletes nothing."""
     victim = Client()
