@@ -11,13 +11,17 @@ lease of a holder that is gone. A lease revoked while held reads
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+from collections.abc import Generator
 from typing import Any
+
+import orjson
 
 from . import _holder, _kernels
 from ._holder import MAGIC, describe, holder_record, is_stale
 
-__all__ = ["describe_lock", "holder_is_gone", "holder_token", "lock_holder"]
+__all__ = ["LeaseCore", "describe_lock", "holder_is_gone", "holder_token", "lock_holder"]
 
 # This process's lock tokens: a random prefix, drawn once per process (again in a forked child), and a count.
 # A token only has to differ from every other holder's (whoever can read it can write to the server anyway), so a
@@ -62,3 +66,57 @@ def holder_is_gone(value: Any, lock_ttl: float) -> bool:
     (SIGKILLed, OOM-killed): its lease may be broken at once. A holder elsewhere keeps it until it expires."""
     identity = lock_holder(value)
     return identity.split(b" ")[0] == _holder.HOST and is_stale(MAGIC + identity + b"\n", 0.0, lock_ttl)
+
+
+class LeaseCore:
+    """The rules the server backends' cores (redis.RedisCore, postgres.PostgresCore) share, free of I/O.
+
+    A subclass gives ``_open`` (by id, or ``stored=True`` by stored name), ``_load`` and ``_release`` as
+    routines, and ``max_age`` and ``ttl_ms``.
+    """
+
+    max_age: float | None
+    ttl_ms: Any  # milliseconds a stored session lives (Redis: the text of its TTL)
+
+    def _open(self, key: str, timeout: Any = ..., stored: bool = False) -> Generator[Any, Any, Any]:
+        raise NotImplementedError
+
+    def _load(self, handle: Any, want_mtime: bool = False) -> Generator[Any, Any, Any]:
+        raise NotImplementedError
+
+    def _release(self, handle: Any, stamp: float = 0.0) -> Generator[Any, Any, Any]:
+        raise NotImplementedError
+
+    def _open_load(self, key: str) -> Generator[Any, Any, Any]:
+        """_open then _load; the lease is let go if the read fails."""
+        handle = yield from self._open(key)
+        try:
+            return handle, (yield from self._load(handle))
+        except BaseException:
+            yield from self._release(handle)
+            raise
+
+    def _open_stored(self, name: str, timeout: Any = ...) -> Generator[Any, Any, Any]:
+        """``_open`` by stored name; its handle names no id (key None)."""
+        handle = yield from self._open(name, timeout, stored=True)
+        handle.key = None
+        return handle
+
+    def _touch_due(self, stamp: float) -> bool:
+        """Whether a session read with ``stamp`` ms left to live is due for a new expiry at its release: a
+        quarter of max_age has passed since it was written (so sliding expiry costs no write per request)."""
+        ttl = int(self.ttl_ms)
+        return self.max_age is not None and stamp > 0 and ttl - stamp > ttl / 4
+
+
+def decoded(body: bytes, name: str, log: logging.Logger) -> dict[str, Any] | None:
+    """The session a server stored as ``body``; None, logged (to the backend's own ``log``) with its ``name``,
+    when it is not a JSON object."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        data = exc
+    if type(data) is not dict:
+        log.warning("ignoring corrupt session %s: %s", name, data)
+        return None
+    return data

@@ -44,7 +44,7 @@ from ._holder import summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
 from .checks import check_seconds
 from .errors import LockTimeout, SessionError, SessionRevoked
-from .leases import describe_lock, holder_is_gone, holder_token
+from .leases import LeaseCore, decoded, describe_lock, holder_is_gone, holder_token
 from .merge import Resolver
 from .names import stored_name
 from .record import bound_to
@@ -214,7 +214,7 @@ class PostgresHandle:
 PgSteps = Generator[Any, Any, Any]
 
 
-class PostgresCore:
+class PostgresCore(LeaseCore):
     """What the PostgreSQL backend sends and what the rows mean, free of I/O (shared by sync and async)."""
 
     kernels = _kernels.ACTIVE
@@ -331,15 +331,6 @@ class PostgresCore:
         rows = yield from self._run_sql("break", {"n": name, "v": lease[0][0]}, name)
         return bool(rows[0][0])
 
-    def _open_load(self, key: str) -> PgSteps:
-        """_open then _load; the lease is ended if the read fails."""
-        handle = yield from self._open(key)
-        try:
-            return handle, (yield from self._load(handle))
-        except BaseException:
-            yield from self._release(handle)
-            raise
-
     def _peek(self, key: str) -> PgSteps:
         """Read without a lease: (a handle holding nothing, what _load gives)."""
         handle = PostgresHandle(key, self._name(key), None, None)
@@ -355,14 +346,8 @@ class PostgresCore:
         if body is None:
             return None
         body = bytes(body)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            data = exc
-        if type(data) is not dict:
-            logger.warning("ignoring corrupt session %s: %s", handle.name, data)
-            return None
-        return data, body, float(left)
+        data = decoded(body, handle.name, logger)
+        return None if data is None else (data, body, float(left))
 
     def _save(self, handle: PostgresHandle, body: bytes, ttl_ms: int | None = None, keep_lock: bool = False) -> PgSteps:
         """Write ``body`` and end the lease (unless ``keep_lock``); SessionError if the lease was lost meanwhile.
@@ -389,9 +374,7 @@ class PostgresCore:
 
     def _release(self, handle: PostgresHandle, stamp: float = 0.0) -> PgSteps:
         """End the lease without writing; refresh the expiry when a quarter of max_age has passed."""
-        touch = 0
-        if self.max_age is not None and stamp > 0 and self.ttl_ms - stamp > self.ttl_ms / 4:
-            touch = self.ttl_ms
+        touch = self.ttl_ms if self._touch_due(stamp) else 0
         if handle.token is None:
             if touch:
                 yield from self._run_sql("touch", {"n": handle.name, "ttl": touch}, handle.name)
@@ -411,12 +394,6 @@ class PostgresCore:
         rows = yield from self._run_sql("delete", {"n": handle.name, "v": handle.token}, handle.name)
         if not rows[0][0]:
             raise SessionError(f"session lease {handle.name!r} ran out and was taken by another holder")
-
-    def _open_stored(self, name: str, timeout: Any = ...) -> PgSteps:
-        """``_open`` by stored name; its handle names no id (key None)."""
-        handle = yield from self._open(name, timeout, stored=True)
-        handle.key = None
-        return handle
 
     def _exists(self, handle: PostgresHandle) -> PgSteps:
         """Whether the session of ``handle`` is stored now (read again: not what the lease's read gave)."""

@@ -44,7 +44,7 @@ from ._holder import summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
 from .checks import check_seconds
 from .errors import LockTimeout, SessionError, SessionRevoked
-from .leases import describe_lock, holder_is_gone, holder_token
+from .leases import LeaseCore, decoded, describe_lock, holder_is_gone, holder_token
 from .leases import lock_holder as lock_holder  # (re-exported: where tests and 0.2 code found it)
 from .merge import Resolver
 from .names import stored_name
@@ -322,7 +322,7 @@ def lock_keys(lock_key: str) -> list[str]:
 RedisSteps = Generator[Any, Any, Any]
 
 
-class RedisCore:
+class RedisCore(LeaseCore):
     """What the Redis backend sends and what the replies mean, free of I/O (shared by sync and async)."""
 
     kernels = _kernels.ACTIVE
@@ -453,15 +453,6 @@ class RedisCore:
         judged = yield from self._script("judge", lock_keys(lock_key), [value, verdict])
         return bool(judged) and verdict == "break"
 
-    def _open_load(self, key: str) -> RedisSteps:
-        """_open then _load; the lock is released if the read fails."""
-        handle = yield from self._open(key)
-        try:
-            return handle, (yield from self._load(handle))
-        except BaseException:
-            yield from self._release(handle)
-            raise
-
     def _peek(self, key: str) -> RedisSteps:
         """Read without a lock: (a handle holding nothing, what _load gives)."""
         data_key, lock_key = self._keys(key)
@@ -476,14 +467,8 @@ class RedisCore:
             body, pttl = yield from self._script("read", [handle.data_key, *self._legacy(handle.key)], [])
         if body is None:
             return None
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            data = exc
-        if type(data) is not dict:
-            logger.warning("ignoring corrupt session %s: %s", handle.data_key, data)
-            return None
-        return data, body, float(pttl)
+        data = decoded(body, handle.data_key, logger)
+        return None if data is None else (data, body, float(pttl))
 
     def _save(self, handle: RedisHandle, body: bytes, ttl_ms: str | None = None, keep_lock: bool = False) -> RedisSteps:
         """Write ``body`` and release the lock (unless ``keep_lock``); SessionError if the lock was lost meanwhile.
@@ -510,9 +495,7 @@ class RedisCore:
 
     def _release(self, handle: RedisHandle, stamp: float = 0.0) -> RedisSteps:
         """Release without writing; refresh the TTL when a quarter of max_age has passed."""
-        touch = "0"
-        if self.max_age is not None and stamp > 0 and int(self.ttl_ms) - stamp > int(self.ttl_ms) / 4:
-            touch = self.ttl_ms
+        touch = self.ttl_ms if self._touch_due(stamp) else "0"
         if handle.token is None:
             if touch != "0":
                 yield from self._script("touch", [handle.data_key, *self._legacy(handle.key)], [touch])
@@ -527,12 +510,6 @@ class RedisCore:
         deleted = yield from self._script("delete", lock_keys(handle.lock_key), [handle.token], handle.token)
         if not deleted:
             raise SessionError(f"session lock {handle.lock_key!r} expired and was taken by another holder")
-
-    def _open_stored(self, name: str, timeout: Any = ...) -> RedisSteps:
-        """``_open`` by stored name; its handle names no id (key None)."""
-        handle = yield from self._open(name, timeout, stored=True)
-        handle.key = None
-        return handle
 
     def _exists(self, handle: RedisHandle) -> RedisSteps:
         """Whether the session of ``handle`` is stored now (read again: not what the lock's read gave)."""
