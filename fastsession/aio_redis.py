@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
+from . import resp
 from .aio import PENDING, AsyncBaseStore, arun, to_completion
 from .redis import (
     IDLE_KEEP,
@@ -174,15 +175,12 @@ class AsyncScripts:
         return await connection.read_response()
 
     async def _evalsha(self, connection: Any, name: str, keys: Any, args: Any) -> Any:
-        command = (packed("EVALSHA", self.shas[name], len(keys), *keys, *args),)
-        await connection.send_packed_command(command)
+        command = packed("EVALSHA", self.shas[name], len(keys), *keys, *args)
         try:
-            return await connection.read_response()
+            return await resp.acall(connection, command)
         except NoScriptError:  # not loaded on this server (yet, or any more)
-            await connection.send_packed_command((packed("SCRIPT", "LOAD", SCRIPTS[name]),))
-            await connection.read_response()
-            await connection.send_packed_command(command)
-            return await connection.read_response()
+            await resp.acall(connection, packed("SCRIPT", "LOAD", SCRIPTS[name]))
+            return await resp.acall(connection, command)
 
     @staticmethod
     def now(step: tuple[Any, ...]) -> Any:

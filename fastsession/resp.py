@@ -7,6 +7,9 @@ the reply with one ``sendall`` and one ``recv`` (more only for a reply larger th
 socket whose timeout the kernel keeps (``timed_by_the_kernel``: no ``poll`` before each), and leaves
 anything else to redis-py: TLS sockets, a connection not yet connected, bytes redis-py has buffered.
 
+``acall`` does the same on a ``redis.asyncio`` connection's stream: the command written (drained only past
+the transport's buffer), the reply read, under one deadline, the connection's ``socket_timeout``.
+
 Errors are redis-py's, as its own reading gives them: a reply error through the connection's parser
 (``NoScriptError``, ``ResponseError``, ``ReadOnlyError``, ...), ``TimeoutError`` when the kernel's timeout
 ends a read or write, ``ConnectionError`` when the server closed the connection or a read failed. A push
@@ -16,18 +19,24 @@ afresh, as redis-py does when told the server moves.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import socket
 import struct
-from typing import Any
+from typing import Any, Callable
 
 from redis.exceptions import ConnectionError, InvalidResponse, TimeoutError
 
 try:  # redis-py 5 and later; before, every call goes through redis-py
-    from redis._parsers import _RESP2Parser, _RESP3Parser
+    from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser, _RESP2Parser, _RESP3Parser
 
     PARSERS: tuple[type, ...] = (_RESP2Parser, _RESP3Parser)
+    ASYNC_PARSERS: tuple[type, ...] = (_AsyncRESP2Parser, _AsyncRESP3Parser)
 except ImportError:
-    PARSERS = ()
+    PARSERS = ASYNC_PARSERS = ()
+
+# A deadline for a block of awaits (Python 3.11 and later; before, asyncio calls go through redis-py).
+_deadline: Callable[[float | None], Any] | None = getattr(asyncio, "timeout", None)
 
 READ_SIZE = 65536
 
@@ -64,18 +73,12 @@ def call(connection: Any, command: bytes) -> Any:
     except OSError as exc:
         raise ConnectionError(f"Error while writing to socket: {exc}") from exc
     data = _receive(sock, b"")
-    pushed = False
     while True:
         try:
-            reply, end = _frame(data, 0)
+            reply, end, pushed = _reply(data)
+            break
         except _Incomplete:
             data = _receive(sock, data)
-            continue
-        if type(reply) is _Push:  # a notice before the reply: read past it
-            pushed = True
-            data = data[end:] or _receive(sock, b"")
-            continue
-        break
     if pushed or end != len(data):  # notices, or bytes after the reply: start afresh next time
         connection.disconnect()
     if type(reply) is _Error:
@@ -107,6 +110,79 @@ def _receive(sock: socket.socket, data: bytes) -> bytes:
     if not chunk:
         raise ConnectionError("Connection closed by server.")
     return data + chunk
+
+
+async def acall(connection: Any, command: bytes) -> Any:
+    """``call`` for a ``redis.asyncio`` connection: ``command`` written to its stream, the reply read from it.
+
+    Past redis-py's asyncio layers, which time each send with a task of its own (``wait_for``): a round trip
+    costs the event loop two turns instead of five. The connection's ``socket_timeout`` bounds the whole call
+    (``asyncio.timeout``, Python 3.11 and later). Left to redis-py: a connection not connected yet, a parser
+    of another kind (hiredis), bytes already read and not parsed (the connection is closed first), and every
+    call before Python 3.11.
+    """
+    writer, reader = connection._writer, connection._reader
+    if _deadline is None or writer is None or reader is None or not await _nothing_read_ahead(connection):
+        await connection.send_packed_command((command,))
+        return await connection.read_response()
+    if writer.transport.is_closing():
+        await connection.disconnect(nowait=True)
+        raise ConnectionError("Connection closed by the server before write")
+    doing = "writing to"
+    try:
+        async with _deadline(connection.socket_timeout):
+            writer.write(command)
+            await writer.drain()  # (at once, unless more than the transport's buffer is waiting to go)
+            doing = "reading from"
+            data = await _areceive(reader, b"")
+            while True:
+                try:
+                    reply, end, pushed = _reply(data)
+                    break
+                except _Incomplete:
+                    data = await _areceive(reader, data)
+    except BaseException as exc:  # half written or half read (a cancellation too): never used again
+        await connection.disconnect(nowait=True)  # (nowait: closes without a suspension)
+        if isinstance(exc, builtins.TimeoutError):  # the deadline (an OSError too)
+            raise TimeoutError(f"Timeout {doing} socket") from None
+        if isinstance(exc, OSError):
+            raise ConnectionError(f"Error while {doing} socket: {exc}") from exc
+        raise
+    if pushed or end != len(data):  # notices, or bytes after the reply: start afresh next time
+        await connection.disconnect(nowait=True)
+    if type(reply) is _Error:
+        raise connection._parser.parse_error(reply.message)
+    return reply
+
+
+async def _nothing_read_ahead(connection: Any) -> bool:
+    """``_nothing_buffered`` for an asyncio connection: neither redis-py's parser nor the stream holds a byte
+    not yet parsed (else the connection is closed, for redis-py to connect afresh)."""
+    parser = connection._parser
+    if type(parser) not in ASYNC_PARSERS:
+        return False
+    if not parser._buffer and not connection._reader._buffer:
+        return True
+    await connection.disconnect(nowait=True)
+    return False
+
+
+async def _areceive(reader: asyncio.StreamReader, data: bytes) -> bytes:
+    chunk = await reader.read(READ_SIZE)
+    if not chunk:
+        raise ConnectionError("Connection closed by server.")
+    return data + chunk
+
+
+def _reply(data: bytes) -> tuple[Any, int, bool]:
+    """The first reply in ``data``, past any push frames before it: (reply, where it ends, whether a push came
+    first); _Incomplete until it has all come."""
+    pos, pushed = 0, False
+    while True:
+        reply, pos = _frame(data, pos)
+        if type(reply) is not _Push:
+            return reply, pos, pushed
+        pushed = True  # a notice before the reply: read past it
 
 
 class _Incomplete(Exception):
