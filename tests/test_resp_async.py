@@ -178,8 +178,9 @@ def test_a_cancelled_call_closes_its_connection():
 
 
 @contextlib.contextmanager
-def answering(*chunks):
-    """A server on a local socket that reads one command and answers ``chunks``, a pause between each."""
+def answering(*chunks, reset=False):
+    """A server on a local socket that reads one command and answers ``chunks``, a pause between each, then
+    closes the connection (``reset``: with an RST, not a FIN)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -190,6 +191,8 @@ def answering(*chunks):
         for chunk in chunks:
             peer.sendall(chunk)
             time.sleep(0.1)
+        if reset:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         peer.close()
 
     server = threading.Thread(target=answer)
@@ -262,30 +265,14 @@ def test_a_connection_not_connected_or_a_parser_of_another_kind_goes_through_red
 
 
 def test_a_connection_reset_while_reading_is_a_connection_error():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    async def call():
+        with answering(reset=True) as address:
+            conn = await connection_to(address)
+            with pytest.raises(ConnectionError, match="^Error while reading from socket: |^Connection closed by"):
+                await resp.acall(conn, packed("PING"))
+            assert conn._writer is None
 
-    def reset_after_the_command():
-        peer, _ = listener.accept()
-        peer.recv(100)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        peer.close()  # an RST, not a FIN
-
-    server = threading.Thread(target=reset_after_the_command)
-    server.start()
-
-    async def calls():
-        conn = await connection_to(listener.getsockname())
-        with pytest.raises(ConnectionError, match="^Error while reading from socket: |^Connection closed by server"):
-            await resp.acall(conn, packed("PING"))
-        assert conn._writer is None
-
-    try:
-        run(calls())
-    finally:
-        server.join()
-        listener.close()
+    run(call())
 
 
 @pytest.mark.parametrize("read_size", [1, 2, 3, 7])
