@@ -17,7 +17,7 @@ from time import time
 
 import orjson
 
-from fastsession import _holder, events
+from fastsession import _holder
 from fastsession._ids_c import is_valid_id, new_session_id
 from fastsession._io_c import commit_locked, open_session
 from fastsession._lock_c import unlock
@@ -207,11 +207,5 @@ def close_request(store, files=None):
             store._expired = True
         except BaseException as exc:
             error = exc
-    if stored_new and events.handlers:
-        events.emit("created", backend.kernels.stored_name(session.session_id), None, None)
-    store._cookie_after = session.session_id if stored_new else "" if store._expired else None
-    if store._expired and not stored_new:
-        store.trans.delete_cookie(store.session_cookie_name)
-    if error is not None:
-        raise error
+    store._closed_with(session, stored_new, error)
     return None

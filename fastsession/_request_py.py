@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import events
 from .encoding import META, encode
 from .errors import SessionRevoked
 from .session import CLOSED
@@ -107,11 +106,5 @@ def close_request(store: Any, files: Any = None) -> Any:
             store._expired = True
         except BaseException as exc:
             error = exc
-    if stored_new and events.handlers:
-        events.emit("created", backend.kernels.stored_name(session.session_id), None, None)
-    store._cookie_after = session.session_id if stored_new else "" if store._expired else None
-    if store._expired and not stored_new:
-        store.trans.delete_cookie(store.session_cookie_name)
-    if error is not None:
-        raise error
+    store._closed_with(session, stored_new, error)
     return None

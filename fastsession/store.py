@@ -271,6 +271,11 @@ class StoreCore:
         doomed_ids, self._doomed_ids = self._doomed_ids or (), None
         for session_id, kind, reason in doomed_ids:
             yield from self._do_expire(session_id, kind, reason)
+        self._closed_with(session, stored_new, error)
+
+    def _closed_with(self, session: Session | None, stored_new: bool, error: BaseException | None) -> None:
+        """close()'s end, once nothing is left locked (the request path's too): the event of a new id stored,
+        what the response's cookie becomes, and the error to raise."""
         if stored_new and events.handlers:
             meta = self._meta
             events.emit(
