@@ -1,9 +1,14 @@
-"""Real processes for the tests: forked children that hold locks, die, or hammer a session."""
+"""Real processes for the tests: forked children that hold locks, die, or hammer a session; and a server that
+answers on a local socket."""
 
+import contextlib
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -201,3 +206,30 @@ def redis_session(client, data, label="test"):
     with RedisSessionStore(trans, client, prefix=prefix) as store:
         store.get_session(True).update(data)
     return prefix, trans.cookies["SID"]
+
+
+@contextlib.contextmanager
+def answering(*chunks, reset=False):
+    """A server on a local socket that reads one command and answers ``chunks``, a pause between each, then
+    closes the connection (``reset``: with an RST, not a FIN)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer():
+        peer, _ = listener.accept()
+        peer.recv(100)
+        for chunk in chunks:
+            peer.sendall(chunk)
+            time.sleep(0.1)
+        if reset:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+
+    server = threading.Thread(target=answer)
+    server.start()
+    try:
+        yield listener.getsockname()
+    finally:
+        server.join()
+        listener.close()

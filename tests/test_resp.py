@@ -9,6 +9,7 @@ import time
 
 import pytest
 import redis
+from helpers import answering
 from redis.exceptions import ConnectionError, InvalidResponse, NoScriptError, ResponseError, TimeoutError
 
 from fastsession import resp
@@ -220,29 +221,14 @@ def test_a_parser_of_another_kind_is_left_to_redis_py(connection, monkeypatch):
 
 
 def test_a_connection_reset_while_reading_is_a_connection_error():
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-
-    def reset_after_the_command():
-        peer, _ = listener.accept()
-        peer.recv(100)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        peer.close()  # an RST, not a FIN
-
-    server = threading.Thread(target=reset_after_the_command)
-    server.start()
-    conn = redis.Connection(host="127.0.0.1", port=listener.getsockname()[1])
-    conn._sock = socket.create_connection(listener.getsockname())
-    try:
-        with pytest.raises(ConnectionError, match="^Error while reading from socket: "):
-            resp.call(conn, packed("PING"))
-    finally:
-        server.join()
-        conn._sock.close()
-        listener.close()
+    with answering(reset=True) as address:
+        conn = redis.Connection(host=address[0], port=address[1])
+        conn._sock = socket.create_connection(address)
+        try:
+            with pytest.raises(ConnectionError, match="^Error while reading from socket: "):
+                resp.call(conn, packed("PING"))
+        finally:
+            conn._sock.close()
 
 
 @pytest.mark.parametrize("read_size", [1, 2, 3, 7])

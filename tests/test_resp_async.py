@@ -5,16 +5,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import struct
 import sys
-import threading
-import time
 
 import pytest
 import redis
 import redis.asyncio
 from conftest import Transaction
+from helpers import answering
 from redis.exceptions import ConnectionError, InvalidResponse, NoScriptError, ResponseError, TimeoutError
 from test_aio import run
 
@@ -175,33 +172,6 @@ def test_a_cancelled_call_closes_its_connection():
                 assert conn._writer is None
 
         run(calls())
-
-
-@contextlib.contextmanager
-def answering(*chunks, reset=False):
-    """A server on a local socket that reads one command and answers ``chunks``, a pause between each, then
-    closes the connection (``reset``: with an RST, not a FIN)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-
-    def answer():
-        peer, _ = listener.accept()
-        peer.recv(100)
-        for chunk in chunks:
-            peer.sendall(chunk)
-            time.sleep(0.1)
-        if reset:
-            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        peer.close()
-
-    server = threading.Thread(target=answer)
-    server.start()
-    try:
-        yield listener.getsockname()
-    finally:
-        server.join()
-        listener.close()
 
 
 async def connection_to(address):
