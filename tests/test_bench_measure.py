@@ -125,12 +125,10 @@ def test_a_waiting_run_gathers_every_turn_of_every_process(tmp_path):
 def test_a_waiting_run_reports_a_deadlock_and_a_crash_instead_of_hanging():
     from fastsession.bench.waiting import take_turns
 
-    started = time.monotonic()
     with pytest.raises(Broke, match="deadlock"):
         take_turns(lambda: time.sleep(3600) or 0.0, 2, 0.1, deadline=1.0)
     with pytest.raises(Broke, match="crashed"):
         take_turns(lambda: os._exit(3), 2, 0.1)
-    assert time.monotonic() - started < 10
 
 
 def test_the_bench_tables_show_the_waiting_run():

@@ -147,11 +147,9 @@ def test_a_read_past_the_connections_timeout_is_a_timeout_error_and_the_connecti
             async with connected(server.url, socket_timeout=0.3) as conn:
                 assert await resp.acall(conn, packed("PING")) == b"PONG"
                 stop()
-                loop = asyncio.get_running_loop()
-                started = loop.time()
                 with pytest.raises(TimeoutError, match="^Timeout reading from socket$"):
                     await resp.acall(conn, packed("PING"))
-                assert 0.25 < loop.time() - started < 5 and conn._writer is None
+                assert conn._writer is None
 
         run(calls())
 
