@@ -6,7 +6,8 @@ its parent also holds, so a pthread_atfork child hook empties the pool.
 
 A stored name is SHA-256 of the id (fastsession.names). An id is 43 ASCII
 bytes: one SHA-256 block, hashed here without hashlib's object, its OpenSSL
-context and the base64 round trip (FIPS 180-4, section 6.2).
+context and the base64 round trip (FIPS 180-4, section 6.2): with the CPU's
+SHA instructions where it has them (``_sha256.h``), else in portable C.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -24,6 +25,10 @@ cdef extern from "Python.h":
 from libc.string cimport memcpy, memset
 
 from fastsession._posix cimport getrandom, pthread_atfork, raise_oserror
+
+cdef extern from "_sha256.h" nogil:
+    int fastsession_has_sha_ni()
+    void fastsession_sha256_block_ni(uint32_t *state, const unsigned char *block, const uint32_t *k)
 
 import os
 
@@ -145,25 +150,21 @@ cdef inline uint32_t rotr(uint32_t x, int n) noexcept nogil:
     return (x >> n) | (x << (32 - n))
 
 
-cdef void sha256_of_id(const unsigned char *chars, unsigned char *digest) noexcept nogil:
-    # One block: the 43 bytes, the 0x80 end mark, zeros, the length in bits (344) big-endian.
-    cdef unsigned char block[64]
+cdef bint sha_ni = False  # set by init() when the CPU has the SHA instructions
+
+
+cdef void rounds(uint32_t *h, const unsigned char *block) noexcept nogil:
+    # The 64 rounds in portable C, on the state h (a..h), updated in place.
     cdef uint32_t w[64]
-    cdef uint32_t h[8]
     cdef uint32_t a, b, c, d, e, f, g, hh, t1, t2
     cdef int i
-    memcpy(block, chars, ID_CHARS)
-    block[ID_CHARS] = 0x80
-    memset(&block[ID_CHARS + 1], 0, 64 - ID_CHARS - 1)
-    block[62] = (ID_CHARS * 8) >> 8
-    block[63] = (ID_CHARS * 8) & 0xFF
     for i in range(16):
         w[i] = (<uint32_t>block[4 * i] << 24) | (<uint32_t>block[4 * i + 1] << 16) | (
             <uint32_t>block[4 * i + 2] << 8) | block[4 * i + 3]
     for i in range(16, 64):
         w[i] = (w[i - 16] + (rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 7]
                 + (rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)))
-    a, b, c, d, e, f, g, hh = H0[0], H0[1], H0[2], H0[3], H0[4], H0[5], H0[6], H0[7]
+    a, b, c, d, e, f, g, hh = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
     for i in range(64):
         t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i]
         t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))
@@ -175,13 +176,47 @@ cdef void sha256_of_id(const unsigned char *chars, unsigned char *digest) noexce
         c = b
         b = a
         a = t1 + t2
-    h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7] = a, b, c, d, e, f, g, hh
+    h[0] += a
+    h[1] += b
+    h[2] += c
+    h[3] += d
+    h[4] += e
+    h[5] += f
+    h[6] += g
+    h[7] += hh
+
+
+cdef void sha256_of_id(const unsigned char *chars, unsigned char *digest) noexcept nogil:
+    # One block: the 43 bytes, the 0x80 end mark, zeros, the length in bits (344) big-endian.
+    cdef unsigned char block[64]
+    cdef uint32_t h[8]
+    cdef int i
+    memcpy(block, chars, ID_CHARS)
+    block[ID_CHARS] = 0x80
+    memset(&block[ID_CHARS + 1], 0, 64 - ID_CHARS - 1)
+    block[62] = (ID_CHARS * 8) >> 8
+    block[63] = (ID_CHARS * 8) & 0xFF
+    memcpy(h, H0, sizeof(h))
+    if sha_ni:
+        fastsession_sha256_block_ni(h, block, K)
+    else:
+        rounds(h, block)
     for i in range(8):
-        h[i] += H0[i]
         digest[4 * i] = h[i] >> 24
         digest[4 * i + 1] = (h[i] >> 16) & 0xFF
         digest[4 * i + 2] = (h[i] >> 8) & 0xFF
         digest[4 * i + 3] = h[i] & 0xFF
+
+
+def _sha256_rounds(portable=None):
+    """Which rounds hash stored names: "sha-ni" (the CPU's SHA instructions) or "portable" (C).
+
+    ``portable=True`` makes it the portable rounds, ``False`` the CPU's where it has them (for the tests,
+    which check both against hashlib)."""
+    global sha_ni
+    if portable is not None:
+        sha_ni = not portable and fastsession_has_sha_ni() != 0
+    return "sha-ni" if sha_ni else "portable"
 
 
 def stored_name(session_id):
@@ -222,6 +257,7 @@ cdef int init() except -1:
         VALID[<unsigned char>ALPHABET[i]] = 1
     if pthread_atfork(NULL, NULL, empty_pool_in_child) != 0:
         raise RuntimeError("pthread_atfork failed")
+    _sha256_rounds(portable=False)
     return 0
 
 

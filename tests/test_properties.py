@@ -123,6 +123,27 @@ def test_twins_hash_every_name_to_sha256(text):
     assert compiled_twin("ids").stored_name(text) == _ids_py.stored_name(text) == sha256_name(text)
 
 
+@given(ids)
+def test_the_compiled_twins_rounds_both_hash_to_sha256(text):
+    # The CPU's SHA instructions where it has them, and the portable rounds that run elsewhere (and under valgrind).
+    module = compiled_twin("ids")
+    try:
+        for portable in (True, False):
+            module._sha256_rounds(portable=portable)
+            assert module.stored_name(text) == sha256_name(text)
+            name = sha256_name(text).encode()
+            assert module.session_path(b"/s/", text) == b"/s/" + name[:2] + b"/" + name
+    finally:
+        module._sha256_rounds(portable=False)
+
+
+def test_the_compiled_twin_uses_the_sha_instructions_exactly_where_the_cpu_has_them():
+    with open("/proc/cpuinfo") as f:
+        flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    has = {"sha_ni", "ssse3", "sse4_1"} <= flags
+    assert compiled_twin("ids")._sha256_rounds() == ("sha-ni" if has else "portable")
+
+
 @given(ids | st.text(max_size=60), st.binary(max_size=40))
 def test_twins_build_the_same_session_path_and_refuse_the_same_keys(key, directory):
     got = compiled_twin("ids").session_path(directory, key)
