@@ -249,6 +249,32 @@ def test_a_view_that_only_tests_membership_gets_vary_cookie(tmp_path):
     assert "Cookie" in response.headers.get("Vary", "")
 
 
+@pytest.mark.parametrize(
+    "apps_vary, sent",
+    [
+        ([], "Cookie"),
+        (["Accept-Encoding"], "Accept-Encoding, Cookie"),
+        (["accept-encoding, COOKIE"], "accept-encoding, COOKIE"),
+        (["*"], "*"),
+        (["Accept-Encoding", "Origin"], "Accept-Encoding, Origin, Cookie"),  # werkzeug's own add kept the first only
+    ],
+)
+def test_a_session_adds_cookie_to_the_apps_own_vary_once_and_keeps_the_rest(tmp_path, apps_vary, sent):
+    app = make_app(str(tmp_path / "s"))
+
+    @app.route("/varied")
+    def varied():
+        flask.session["n"] = 1  # stored, so the response also sets the cookie (a second Vary: Cookie asked for)
+        response = flask.make_response("ok")
+        for value in apps_vary:
+            response.headers.add("Vary", value)
+        return response
+
+    response = app.test_client().get("/varied")
+    assert response.headers.getlist("Vary") == [sent]
+    assert response.headers.getlist("Set-Cookie")
+
+
 # -- behaving like Flask's own session (issue 25) ----------------------------
 
 
