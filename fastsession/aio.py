@@ -413,9 +413,10 @@ class AsyncBaseStore(StoreCore):
 
     async def response_cookie(self) -> str | None:
         """What the session cookie must become as response headers go out (see BaseStore.response_cookie)."""
-        if self._closed:  # (most adapters ask after close(): nothing to run)
-            return self._cookie_after
-        cookie: str | None = await self.backend.finish(self._do_response_cookie())
+        cookie = self._settled_cookie()  # (most adapters ask after close(), or hold a stored session: nothing to run)
+        if cookie is False:
+            settled: str | None = await self.backend.finish(self._do_response_cookie())
+            return settled
         return cookie
 
     async def _expire_session(self, session_id: str) -> None:

@@ -644,17 +644,26 @@ class StoreCore:
         """Whether close() or rollback() has run."""
         return self._closed
 
-    def _do_response_cookie(self) -> Steps[str | None]:
+    def _settled_cookie(self) -> str | None | Literal[False]:
+        """What response_cookie answers without a call to storage; False when it needs one (a new session still
+        empty is dropped: its lock goes first)."""
         if self._closed:  # closed early (the view released it): what close() decided
             return self._cookie_after
         session = self._session
         if session is not None and self._stored is None:
             if session or self._retired is not None:
                 return session.session_id
-            handle = self._handle
-            self._drop_current()
-            if not self._optimistic:
-                yield RELEASE, handle
+            return False
+        return "" if self._expired else None
+
+    def _do_response_cookie(self) -> Steps[str | None]:
+        cookie = self._settled_cookie()
+        if cookie is not False:
+            return cookie
+        handle = self._handle
+        self._drop_current()
+        if not self._optimistic:
+            yield RELEASE, handle
         return "" if self._expired else None
 
     def read_only(self) -> None:
@@ -879,9 +888,8 @@ class BaseStore(StoreCore):
         None when it stays as it is. A new session that is still empty is
         dropped here: it is not stored and gets no cookie.
         """
-        if self._closed:  # (most adapters ask after close(): nothing to run)
-            return self._cookie_after
-        return self._run(self._do_response_cookie())
+        cookie = self._settled_cookie()  # (most adapters ask after close(): nothing to run)
+        return self._run(self._do_response_cookie()) if cookie is False else cookie
 
     def __del__(self) -> None:
         # A store dropped unclosed would hold its lock for the life of the process: let it go, and say so.
