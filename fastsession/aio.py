@@ -50,7 +50,6 @@ from .store import (
     _dropped_unclosed,
     _holds_locks,
     run,
-    shared_backend,
 )
 from .users import UserSession, chosen_cap
 
@@ -447,7 +446,9 @@ class AsyncBaseStore(StoreCore):
 
 def async_files(files: FileBackend) -> AsyncFiles:
     """The AsyncFiles of a FileBackend, one per backend (its offload state is the backend's)."""
-    backend: AsyncFiles = shared_backend(AsyncFiles, files)
+    backend: AsyncFiles | None = files.async_face
+    if backend is None:
+        backend = files.async_face = AsyncFiles(files)
     return backend
 
 

@@ -61,12 +61,15 @@ def varying_by_cookie(headers: Any, also: bytes | None = None) -> list[tuple[byt
     """ASGI response headers with ``Cookie`` (and header ``also``) in their Vary header (added when there is
     none)."""
 
-    def varied(value: bytes) -> bytes:
-        text = vary_with_cookie(value.decode("latin-1"))
-        return (text if also is None else vary_with(text, also.decode("latin-1"))).encode("latin-1")
-
-    out = [(key, varied(value) if key.lower() == b"vary" else value) for key, value in headers]
-    if not any(key.lower() == b"vary" for key, _ in out):
+    out = []
+    varied = False
+    for key, value in headers:
+        if key.lower() == b"vary":
+            varied = True
+            text = vary_with_cookie(value.decode("latin-1"))
+            value = (text if also is None else vary_with(text, also.decode("latin-1"))).encode("latin-1")
+        out.append((key, value))
+    if not varied:
         out.append((b"vary", b"Cookie" if also is None else b"Cookie, " + also))
     return out
 
@@ -148,10 +151,12 @@ class ASGITransaction:
         if self.id_header is not None:
             carried = (self._header(self.id_header) or "").strip()
             return Cookie(name, carried) if carried else None
-        if self._incoming is None:
-            header = "; ".join(value.decode("latin-1") for key, value in self.scope["headers"] if key == b"cookie")
-            self._incoming = parse_cookie_header(header)
-        value = self._incoming.get(name)
+        incoming = self._incoming
+        if incoming is None:
+            lines = [value for key, value in self.scope["headers"] if key == b"cookie"]
+            header = lines[0] if len(lines) == 1 else b"; ".join(lines)  # (HTTP/2 may split it in several)
+            incoming = self._incoming = parse_cookie_header(header.decode("latin-1"))
+        value = incoming.get(name)
         return None if value is None else Cookie(name, value)
 
     def set_cookie_value(self, name: str, value: str) -> None:

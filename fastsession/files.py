@@ -177,6 +177,7 @@ class FileBackend:
             )
             else None
         )
+        self.async_face: Any = None  # its aio.AsyncFiles, made on first use (one per backend: its offload state)
 
     def path(self, key: str) -> bytes:
         """The session file of ``key`` (under its stored name); ValueError for a key that is not an id."""

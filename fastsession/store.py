@@ -644,7 +644,7 @@ class StoreCore:
         """Whether close() or rollback() has run."""
         return self._closed
 
-    def _settled_cookie(self) -> str | None | Literal[False]:
+    def _settled_cookie(self) -> str | Literal[False] | None:
         """What response_cookie answers without a call to storage; False when it needs one (a new session still
         empty is dropped: its lock goes first)."""
         if self._closed:  # closed early (the view released it): what close() decided

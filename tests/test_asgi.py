@@ -217,6 +217,26 @@ async def call_asgi(app, path, cookie, disconnect_after):
     return sent
 
 
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        ([], None),
+        ([b"session=abc; lang=en"], "abc"),
+        ([b'lang=en; session="abc"'], "abc"),
+        ([b"theme=dark", b"session=abc"], "abc"),  # HTTP/2 may send the cookies in several lines
+        ([b"session=first", b"session=second"], "first"),  # the most specific path comes first
+        ([b"theme=dark", b"lang=en"], None),
+    ],
+)
+def test_the_session_cookie_is_read_from_every_cookie_line_of_the_request(lines, expected):
+    from fastsession.asgi import ASGITransaction
+
+    trans = ASGITransaction({"headers": [(b"host", b"h")] + [(b"cookie", line) for line in lines]}, ("", ""))
+    cookie = trans.get_cookie("session")
+    assert (cookie.value if cookie is not None else None) == expected
+    assert (trans.get_cookie("session") is None) == (expected is None)  # asked again: the same answer
+
+
 def test_a_client_that_disconnects_mid_response_rolls_back_and_leaves_no_lock(app, session_dir):
     with TestClient(app) as client:
         cookie = session_cookie(client.get("/"))
