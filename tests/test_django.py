@@ -423,6 +423,37 @@ def test_an_int_expiry_counts_from_the_last_save(session_path):
     assert SessionStore(store.session_key).get("a") is None  # as Django's db and cache backends say
 
 
+@pytest.mark.parametrize("past_the_age", [-30.0, -1.5, -0.5, 0.5, 30.0])
+def test_the_default_age_expires_a_session_when_djangos_own_rule_says(session_path, past_the_age):
+    # SESSION_COOKIE_AGE from the last save, counted in whole seconds as SessionBase.get_expiry_age counts.
+    import datetime
+
+    from django.contrib.sessions.backends.base import SessionBase
+
+    store = SessionStore()
+    store["a"] = 1
+    store.save()
+    path = file_of(session_path, store.session_key)
+    then = time.time() - settings.SESSION_COOKIE_AGE - past_the_age
+    os.utime(path, (then, then))
+    modified = datetime.datetime.fromtimestamp(then, tz=datetime.timezone.utc)
+    age = SessionBase.get_expiry_age(store, expiry=modified + datetime.timedelta(seconds=settings.SESSION_COOKIE_AGE))
+    assert (SessionStore(store.session_key).get("a") is None) == (age <= 0)
+    assert (age <= 0) == (past_the_age > -1)  # each case is on the side of the boundary it is named for
+
+
+def test_a_subclass_that_counts_expiry_its_own_way_is_asked(session_path):
+    class Strict(SessionStore):
+        def get_expiry_age(self, **kwargs):
+            return 0  # everything is expired
+
+    store = SessionStore()
+    store["a"] = 1
+    store.save()
+    assert SessionStore(store.session_key).get("a") == 1
+    assert Strict(store.session_key).get("a") is None
+
+
 def refresh_after_first_read(monkeypatch, key):
     """Make a request save a fresh version of ``key`` right after the next unlocked read of it."""
     from fastsession.files import FileBackend

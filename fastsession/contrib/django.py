@@ -46,6 +46,7 @@ import asyncio
 import datetime
 import os
 import re
+import time
 import weakref
 from importlib import import_module
 from typing import Any
@@ -491,6 +492,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         meta = data.get(META) if meta is None else meta
         if record.valid_meta(meta) and outlived(meta.get("c"), max_lifetime()):
             return True
+        if not data.get("_session_expiry") and type(self).get_expiry_age is SessionBase.get_expiry_age:
+            # SESSION_COOKIE_AGE from the last save, as SessionBase.get_expiry_age counts it (whole seconds
+            # left, rounded down; expired at none) without its datetimes: most of a load's own cost.
+            return time.time() - mtime > self.get_session_cookie_age() - 1  # type: ignore[no-any-return]
         return self.get_expiry_age(expiry=self._expiry_date(data, mtime)) <= 0  # type: ignore[no-any-return]
 
     def _encoded(self, data: dict[str, Any]) -> bytes:
