@@ -214,6 +214,30 @@ def test_lock_is_released_at_teardown_when_save_session_never_runs(session_dir):
     assert client.get("/count").data == b"2"
 
 
+def test_one_teardown_receiver_serves_every_interface_and_app(tmp_path):
+    from flask.signals import request_tearing_down
+
+    apps = [make_app(str(tmp_path / name), timeout=2) for name in ("a", "b")]
+    receivers = len(request_tearing_down.receivers)
+    more = [FastSessionInterface(str(tmp_path / f"more{n}")) for n in range(3)]
+    assert len(request_tearing_down.receivers) == receivers  # not one more per interface
+    for app in apps:
+
+        @app.after_request
+        def broken_hook(response):
+            if flask.request.path == "/peek":
+                raise RuntimeError("after_request bug: save_session is never reached")
+            return response
+
+        client = app.test_client()
+        client.get("/count")
+        with pytest.raises(RuntimeError):
+            client.get("/peek")
+    del more
+    for name in ("a", "b"):  # each app's lock went at its teardown
+        assert not [f for f in session_files(str(tmp_path / name)) if f.endswith(".lock")]
+
+
 READS = {
     "in": lambda s: "user" in s,
     "len": len,
