@@ -459,6 +459,25 @@ def test_sessions_expire_on_the_server_after_permanent_session_lifetime(session_
     assert client.get("/count").text == "1"  # idle longer than the lifetime: gone on the server
 
 
+def test_a_lifetime_changed_between_requests_is_the_one_the_server_keeps(session_dir):
+    import datetime
+
+    app = make_app(session_dir)
+    app.permanent_session_lifetime = datetime.timedelta(seconds=1000)
+    client = app.test_client()
+    client.get("/count")
+    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
+    os.utime(path, (time.time() - 200, time.time() - 200))
+    assert client.get("/count").text == "2"  # idle 200 s of 1000: kept
+    app.config["PERMANENT_SESSION_LIFETIME"] = 100  # as seconds now, and shorter
+    os.utime(path, (time.time() - 200, time.time() - 200))
+    assert client.get("/count").text == "1"  # idle 200 s of 100: gone
+    app.permanent_session_lifetime = datetime.timedelta(seconds=1000)  # back, as a timedelta
+    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
+    os.utime(path, (time.time() - 200, time.time() - 200))
+    assert client.get("/count").text == "2"  # the new session, idle 200 s of 1000 again: kept
+
+
 def test_an_explicit_max_age_wins_over_the_app_lifetime(session_dir):
     app = make_app(session_dir, max_age=None)
     client = app.test_client()

@@ -274,10 +274,11 @@ class FastSessionInterface(SessionInterface):
         """The store options for ``app``: max_age is PERMANENT_SESSION_LIFETIME unless given."""
         if "max_age" in self.options:
             return self.options
-        lifetime = app.permanent_session_lifetime.total_seconds()
+        given = app.config["PERMANENT_SESSION_LIFETIME"]  # (as set: a timedelta or seconds, converted on change)
         made = self._app_options.get(id(app))
-        if made is None or made[0] != lifetime:
-            made = self._app_options[id(app)] = (lifetime, dict(self.options, max_age=lifetime))
+        if made is None or (made[0] is not given and made[0] != given):
+            lifetime = app.permanent_session_lifetime.total_seconds()
+            made = self._app_options[id(app)] = (given, dict(self.options, max_age=lifetime))
         return made[1]
 
     def _store(self, app: Flask, request: Request, id_header: str | None = None) -> Any:
@@ -333,7 +334,8 @@ class FastSessionInterface(SessionInterface):
             return
         cookie = self._cookie_settings(app)
         name = self.get_cookie_name(app)
-        if session.accessed:
+        varied = session.accessed
+        if varied:
             vary_on(response, "Cookie")
         if released is None:
             try:
@@ -360,7 +362,7 @@ class FastSessionInterface(SessionInterface):
             return
         permanent = dict.get(session, "_permanent", False)
         if outcome == "issued" or session.modified or (permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
-            self._set_cookie(app, response, session.session_id, permanent, cookie)
+            self._set_cookie(app, response, session.session_id, permanent, cookie, varied)
 
     @staticmethod
     def _send_id(response: Response, header: str, value: str) -> None:
@@ -379,10 +381,14 @@ class FastSessionInterface(SessionInterface):
             cookie["partitioned"] = self.get_cookie_partitioned(app)
         return cookie
 
-    def _set_cookie(self, app: Flask, response: Response, value: str, permanent: bool, cookie: dict[str, Any]) -> None:
+    def _set_cookie(
+        self, app: Flask, response: Response, value: str, permanent: bool, cookie: dict[str, Any], varied: bool = False
+    ) -> None:
+        """Set the session cookie on ``response``; ``varied``: its Vary has Cookie already."""
         expires = datetime.now(timezone.utc) + app.permanent_session_lifetime if permanent else None
         response.set_cookie(self.get_cookie_name(app), value, expires=expires, **cookie)
-        vary_on(response, "Cookie")
+        if not varied:
+            vary_on(response, "Cookie")
 
     def _refresh_untouched(self, app: Flask, session: FlaskSession, response: Response) -> None:
         """Flask renews a permanent session's cookie on every request: learn whether it is one, without a lock."""
