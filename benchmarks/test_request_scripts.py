@@ -1,4 +1,5 @@
-"""The callgrind workloads run as their docstrings say (without valgrind here: what they count must work)."""
+"""The whole-request scripts run as their docstrings say (the callgrind workloads without valgrind here: what they
+count must work)."""
 
 import os
 import subprocess
@@ -24,3 +25,13 @@ def test_each_whole_request_workload_makes_its_requests(tmp_path, adapter, conte
     if contender == "fastsession":  # 23 requests of one visitor: one session stored, on files
         stored = [name for _, _, names in os.walk(tmp_path) for name in names if len(name) == 43]
         assert len(stored) == 1
+
+
+@pytest.mark.parametrize("adapter", ["flask", "django", "starlette"])
+def test_the_side_by_side_ratio_of_each_adapter_is_printed(adapter):
+    script = os.path.join(HERE, "whole_request_ratio.py")
+    done = subprocess.run([sys.executable, script, adapter, "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and "fastsession" in lines[0]
+    assert lines[1].split()[2] == "1.000x"  # the floor, against itself
