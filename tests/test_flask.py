@@ -197,8 +197,8 @@ def test_four_processes_through_the_test_client_lose_no_update(app, session_dir)
     assert client.get("/peek").data == b"201"
 
 
-def test_lock_is_released_at_teardown_when_save_session_never_runs(session_dir):
-    app = make_app(session_dir, timeout=2)
+def count_then_fail_after_the_view(app):
+    """A request that stores a session, then one whose after_request hook raises: save_session never runs."""
 
     @app.after_request
     def broken_hook(response):
@@ -210,6 +210,11 @@ def test_lock_is_released_at_teardown_when_save_session_never_runs(session_dir):
     client.get("/count")
     with pytest.raises(RuntimeError):
         client.get("/peek")
+    return client
+
+
+def test_lock_is_released_at_teardown_when_save_session_never_runs(session_dir):
+    client = count_then_fail_after_the_view(make_app(session_dir, timeout=2))
     assert not [f for f in session_files(session_dir) if f.endswith(".lock")]
     assert client.get("/count").data == b"2"
 
@@ -222,17 +227,7 @@ def test_one_teardown_receiver_serves_every_interface_and_app(tmp_path):
     more = [FastSessionInterface(str(tmp_path / f"more{n}")) for n in range(3)]
     assert len(request_tearing_down.receivers) == receivers  # not one more per interface
     for app in apps:
-
-        @app.after_request
-        def broken_hook(response):
-            if flask.request.path == "/peek":
-                raise RuntimeError("after_request bug: save_session is never reached")
-            return response
-
-        client = app.test_client()
-        client.get("/count")
-        with pytest.raises(RuntimeError):
-            client.get("/peek")
+        count_then_fail_after_the_view(app)
     del more
     for name in ("a", "b"):  # each app's lock went at its teardown
         assert not [f for f in session_files(str(tmp_path / name)) if f.endswith(".lock")]
@@ -445,6 +440,12 @@ def test_accessed_and_modified_mean_what_they_mean_in_flask(app):
         assert request_ctx._session.accessed and not request_ctx._session.modified
 
 
+def left_idle(session_dir, seconds):
+    """The one stored session of ``session_dir``, last used ``seconds`` ago."""
+    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
+    os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
 def test_sessions_expire_on_the_server_after_permanent_session_lifetime(session_dir):
     import datetime
 
@@ -452,10 +453,9 @@ def test_sessions_expire_on_the_server_after_permanent_session_lifetime(session_
     app.permanent_session_lifetime = datetime.timedelta(seconds=100)
     client = app.test_client()
     client.get("/count")
-    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
-    os.utime(path, (time.time() - 50, time.time() - 50))
+    left_idle(session_dir, 50)
     assert client.get("/count").text == "2"  # idle 50 s of 100: kept
-    os.utime(path, (time.time() - 101, time.time() - 101))
+    left_idle(session_dir, 101)
     assert client.get("/count").text == "1"  # idle longer than the lifetime: gone on the server
 
 
@@ -466,15 +466,13 @@ def test_a_lifetime_changed_between_requests_is_the_one_the_server_keeps(session
     app.permanent_session_lifetime = datetime.timedelta(seconds=1000)
     client = app.test_client()
     client.get("/count")
-    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
-    os.utime(path, (time.time() - 200, time.time() - 200))
+    left_idle(session_dir, 200)
     assert client.get("/count").text == "2"  # idle 200 s of 1000: kept
     app.config["PERMANENT_SESSION_LIFETIME"] = 100  # as seconds now, and shorter
-    os.utime(path, (time.time() - 200, time.time() - 200))
+    left_idle(session_dir, 200)
     assert client.get("/count").text == "1"  # idle 200 s of 100: gone
     app.permanent_session_lifetime = datetime.timedelta(seconds=1000)  # back, as a timedelta
-    (path,) = [os.path.join(session_dir, f) for f in session_files(session_dir) if not f.endswith(".lock")]
-    os.utime(path, (time.time() - 200, time.time() - 200))
+    left_idle(session_dir, 200)
     assert client.get("/count").text == "2"  # the new session, idle 200 s of 1000 again: kept
 
 
