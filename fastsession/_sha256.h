@@ -1,7 +1,7 @@
 /* One SHA-256 compression (FIPS 180-4, 6.2.2) with the x86 SHA extensions,
  * for _ids_c's stored names: a session's file and key names are SHA-256 of
  * its id, one block per request. The extensions do 64 rounds in 32
- * instructions; portable C needs about 3,000 (callgrind). The CPU is asked
+ * instructions; portable C needs about 4,000 (callgrind). The CPU is asked
  * once (CPUID); without the extensions, or off x86, _ids_c's portable rounds
  * are used and fastsession_has_sha_ni() says 0. */
 #ifndef FASTSESSION_SHA256_H

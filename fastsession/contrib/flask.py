@@ -251,7 +251,7 @@ class FastSessionInterface(SessionInterface):
         self.store_class = store_class
         # Every option is checked now, not at the first request: a store is made (and dropped) with them.
         store_class(FlaskTransaction(None), directory, "session", **dict({"max_age": 1.0}, **self.options)).rollback()
-        self._app_options: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._app_options: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(app) -> (its lifetime as set, options)
         request_tearing_down.connect(_release_at_teardown, weak=False)  # (once: the same function)
         try:
             from flask_login import user_logged_in, user_logged_out
