@@ -771,10 +771,10 @@ class LockingSessionMiddleware(SessionMiddleware):  # type: ignore[misc]
         request._fastsession_locked = request.session  # the object to unlock, whatever replaces it
 
     def process_response(self, request: Any, response: Any) -> Any:
-        busy = getattr(getattr(request, "_fastsession_locked", None), "_busy", None)
+        locked = getattr(request, "_fastsession_locked", None)
+        busy = getattr(locked, "_busy", None)
         if busy is not None:  # read first by other middleware or a template: its 500 becomes the 503
             return response if response.status_code == 503 else refused(busy)
-        locked = getattr(request, "_fastsession_locked", None)
         if locked is not None and not getattr(response, "streaming", False):
             locked._last_save = True  # nothing reads the session after this save: it may release the lock
         try:
