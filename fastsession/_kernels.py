@@ -2,7 +2,7 @@
 
 ``FASTSESSION_NO_EXTENSIONS=1`` (read once, at import) forces the pure twins;
 so does a Python without the compiled modules (a build without a compiler).
-A kernel set is a namespace of the fourteen kernel functions; ``ACTIVE`` is the
+A kernel set is a namespace of the fifteen kernel functions; ``ACTIVE`` is the
 chosen one, ``twin("c")`` and ``twin("py")`` name one explicitly (tests,
 benchmarks).
 """
@@ -32,7 +32,7 @@ NAMES = {
     "lock": ("acquire", "try_lock", "unlock"),
     "io": ("read_session", "open_session", "commit_locked", "write_unlocked"),
     "drive": ("run",),
-    "request": ("open_request", "close_request"),
+    "request": ("open_request", "close_request", "copied"),
 }
 
 
@@ -59,6 +59,7 @@ class KernelSet(Protocol):
     def run(self, backend: Any, steps: Generator[tuple[Any, ...], Any, T]) -> T: ...
     def open_request(self, store: Any, create: Any, files: Any = None) -> Any: ...
     def close_request(self, store: Any, files: Any = None) -> Any: ...
+    def copied(self, template: Any, members: tuple[Any, ...]) -> Any: ...
 
 
 def twin(kind: str) -> KernelSet:

@@ -12,6 +12,56 @@ the backend's own methods, as the pure twin's call would.
 
 from cpython.dict cimport PyDict_Contains, PyDict_Update
 
+cdef extern from *:
+    """
+    #include "structmember.h"
+
+    /* A new object of template's type (whose __new__ is object's) with each slot of members (slot descriptors
+       of that type and its bases) set to template's: pointers copied and counted, where a copy made in Python
+       runs the interpreter for every slot. */
+    static PyObject *fastsession_copied(PyObject *template, PyObject *members)
+    {
+        PyTypeObject *type = Py_TYPE(template), *checked = NULL;
+        Py_ssize_t i, count = PyTuple_GET_SIZE(members);
+        PyObject *made;
+        if (type->tp_new != PyBaseObject_Type.tp_new) {
+            PyErr_Format(PyExc_TypeError, "copied: %.200s objects are not made by object.__new__", type->tp_name);
+            return NULL;
+        }
+        for (i = 0; i < count; i++) {  /* checked whole before anything is made */
+            PyObject *member = PyTuple_GET_ITEM(members, i);
+            PyMemberDef *definition;
+            if (Py_TYPE(member) != &PyMemberDescr_Type) {
+                PyErr_Format(PyExc_TypeError, "copied: %R is not a slot", member);
+                return NULL;
+            }
+            definition = ((PyMemberDescrObject *)member)->d_member;
+            if (definition->type != T_OBJECT_EX || (definition->flags & READONLY)
+                || (PyDescr_TYPE(member) != checked && !PyType_IsSubtype(type, PyDescr_TYPE(member)))) {
+                PyErr_Format(PyExc_TypeError, "copied: %R is not a slot of %.200s objects", member, type->tp_name);
+                return NULL;
+            }
+            checked = PyDescr_TYPE(member);  /* (a class's slots come together: its check made once) */
+            if (*(PyObject **)((char *)template + definition->offset) == NULL) {
+                PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute '%s'", type->tp_name,
+                             definition->name);
+                return NULL;
+            }
+        }
+        made = type->tp_alloc(type, 0);
+        if (made == NULL)
+            return NULL;
+        for (i = 0; i < count; i++) {
+            Py_ssize_t offset = ((PyMemberDescrObject *)PyTuple_GET_ITEM(members, i))->d_member->offset;
+            PyObject *value = *(PyObject **)((char *)template + offset);
+            Py_INCREF(value);
+            *(PyObject **)((char *)made + offset) = value;
+        }
+        return made;
+    }
+    """
+    object fastsession_copied(object template, tuple members)
+
 from os import utime
 from time import time
 
@@ -107,6 +157,11 @@ cdef save(object backend, bint on_files, object handle, bytes body):
         commit_locked(handle[2], handle[1], handle[0], body, backend.fsync)
     except IsADirectoryError:  # (the kernel removed the lockfile: released)
         raise backend._revoked(handle[0]) from None
+
+
+def copied(template, tuple members):
+    """A new object of ``template``'s type, each of ``members`` (its slot descriptors) set to ``template``'s value."""
+    return fastsession_copied(template, members)
 
 
 def open_request(store, create, files=None):

@@ -15,11 +15,27 @@ and compares stored bytes, cookies and errors.
 
 from __future__ import annotations
 
+from types import MemberDescriptorType
 from typing import Any
 
 from .encoding import META, encode
 from .errors import SessionRevoked
 from .session import CLOSED
+
+
+def copied(template: Any, members: tuple[Any, ...]) -> Any:
+    """A new object of ``template``'s type, each of ``members`` (its slot descriptors) set to ``template``'s value."""
+    cls: Any = type(template)
+    if cls.__new__ is not object.__new__:
+        raise TypeError(f"copied: {cls.__name__} objects are not made by object.__new__")
+    for member in members:
+        if type(member) is not MemberDescriptorType or not issubclass(cls, member.__objclass__):
+            raise TypeError(f"copied: {member!r} is not a slot of {cls.__name__} objects")
+    values = [member.__get__(template) for member in members]  # (AttributeError for one not set)
+    made = object.__new__(cls)
+    for member, value in zip(members, values):
+        member.__set__(made, value)
+    return made
 
 
 def open_request(store: Any, create: Any, files: Any = None) -> Any:

@@ -44,6 +44,7 @@ from ._holder import summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
 from .checks import check_seconds
 from .errors import LockTimeout, SessionError, SessionRevoked
+from .factory import PLAIN_CONSTRUCTORS
 from .leases import LeaseCore, decoded, describe_lock, holder_is_gone, holder_token
 from .merge import Resolver
 from .names import stored_name
@@ -683,6 +684,9 @@ class OnPostgres(StoreCore):
         self.delay = delay
 
     pool_for = staticmethod(pool_for)
+
+
+PLAIN_CONSTRUCTORS.add(OnPostgres.__init__)  # (sets slots only: a StoreFactory may copy its stores)
 
 
 class PostgresSessionStore(BaseStore, OnPostgres):

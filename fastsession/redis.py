@@ -44,6 +44,7 @@ from ._holder import summary
 from ._lock_py import CHECK_HOLDER_AFTER, CHECK_HOLDER_EVERY
 from .checks import check_seconds
 from .errors import LockTimeout, SessionError, SessionRevoked
+from .factory import PLAIN_CONSTRUCTORS
 from .leases import LeaseCore, decoded, describe_lock, holder_is_gone, holder_token
 from .leases import lock_holder as lock_holder  # (re-exported: where tests and 0.2 code found it)
 from .merge import Resolver
@@ -910,6 +911,9 @@ class OnRedis(StoreCore):
         self.client = client
         self.concurrent = concurrent
         self.delay = delay
+
+
+PLAIN_CONSTRUCTORS.add(OnRedis.__init__)  # (sets slots only: a StoreFactory may copy its stores)
 
 
 class RedisSessionStore(BaseStore, OnRedis):

@@ -59,20 +59,28 @@ class Face:
             face.pool = ConnectionPool(postgres_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, open=True)
         return face
 
-    def store(self, cookie=None, **options):
-        trans = Transaction({"SID": cookie} if cookie else {})
+    def constructor(self, **options):
+        """(store class, where, options): this face's store is ``store_class(trans, where, **options)``."""
         if self.kind == "files":
-            store = fastsession.SessionStore(trans, self.directory, **options)
-        elif self.kind == "files-async":
-            store = AsyncSessionStore(trans, self.directory, **options)
-        elif self.kind == "redis":
-            store = RedisSessionStore(trans, self.client, prefix=self.prefix, **options)
-        elif self.kind == "postgres":
-            store = PostgresSessionStore(trans, self.pool, table=self.table, **options)
-        elif self.kind == "postgres-async":
-            store = AsyncPostgresSessionStore(trans, self.pool, table=self.table, **options)
+            return fastsession.SessionStore, self.directory, options
+        if self.kind == "files-async":
+            return AsyncSessionStore, self.directory, options
+        if self.kind == "redis":
+            return RedisSessionStore, self.client, dict(options, prefix=self.prefix)
+        if self.kind == "postgres":
+            return PostgresSessionStore, self.pool, dict(options, table=self.table)
+        if self.kind == "postgres-async":
+            return AsyncPostgresSessionStore, self.pool, dict(options, table=self.table)
+        return AsyncRedisSessionStore, self.client, dict(options, prefix=self.prefix)
+
+    def store(self, cookie=None, make=None, **options):
+        """A store of this face's (``make``: a StoreFactory of ``constructor``'s, which makes it instead)."""
+        trans = Transaction({"SID": cookie} if cookie else {})
+        if make is None:
+            store_class, where, options = self.constructor(**options)
+            store = store_class(trans, where, **options)
         else:
-            store = AsyncRedisSessionStore(trans, self.client, prefix=self.prefix, **options)
+            store = make(trans)
         self.opened.append(store)
         return Driven(self, store, trans)
 
