@@ -33,6 +33,7 @@ from ._portal import drive, wait
 from .aio import AsyncSessionStore
 from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict, SessionError
+from .factory import StoreFactory
 from .files import private_folder
 from .header_id import check_id_header
 from .session import CLOSED, ClosedSession, TrackedSession
@@ -318,6 +319,8 @@ class SessionMiddleware:
         self.attributes = (f"; path={path}{lifetime}{flags}", f"; path={path}; {DELETED}{flags}")
         # Every option is checked now: a store is made with them (and dropped: it took nothing).
         self.store_class(ASGITransaction({"headers": []}, self.attributes), self.where, session_cookie, **self.options)
+        self.make = StoreFactory(self.store_class, self.where, session_cookie, **self.options)
+        self.make_peeking = StoreFactory(self.store_class, self.where, session_cookie, **self.peek_options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -336,11 +339,12 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     def _open(
-        self, scope: Scope, options: dict[str, Any], loop: asyncio.AbstractEventLoop
+        self, scope: Scope, make: StoreFactory, loop: asyncio.AbstractEventLoop
     ) -> tuple[Any, ASGITransaction, ASGISession]:
-        """The request's store and session; a stored session is read (and locked) on first use, if ever."""
+        """The request's store (made by ``make``) and session; a stored session is read (and locked) on first
+        use, if ever."""
         trans = ASGITransaction(scope, self.attributes, self.id_header, self.id_cookie)
-        store = self.store_class(trans, self.where, self.session_cookie, **options)
+        store = make(trans)
         if self.read_only is not None and self.read_only(scope):
             store.read_only()
         session = ASGISession(None)  # gets an id, a lock and a cookie only if something is stored
@@ -365,7 +369,7 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_cookie)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, loop: asyncio.AbstractEventLoop) -> None:
-        store, trans, session = self._open(scope, self.options, loop)
+        store, trans, session = self._open(scope, self.make, loop)
         disconnected = False
 
         async def receive_noting_disconnect() -> Message:
@@ -472,7 +476,7 @@ class SessionMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send, loop: asyncio.AbstractEventLoop) -> None:
         # A websocket lives for minutes: it reads the session and never locks or writes it.
-        store, _, _ = self._open(scope, self.peek_options, loop)
+        store, _, _ = self._open(scope, self.make_peeking, loop)
         try:
             await load_session(scope)
             await self.app(scope, receive, send)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .busy import ADAPTER_TIMEOUT, refusal
 from .errors import LockTimeout, SessionConflict
+from .factory import StoreFactory
 from .header_id import check_id_header, environ_key
 from .store import SessionStore
 
@@ -232,10 +233,11 @@ class SessionMiddleware:
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
         # Every option is checked now: a store is made with them (and dropped: it took nothing).
         store_factory(WSGITransaction({}), session_directory, **self.options).rollback()
+        self._make = StoreFactory(store_factory, session_directory, **self.options)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         trans = WSGITransaction(environ, cookie=self.cookie, id_header=self.id_header, id_cookie=self.id_cookie)
-        store = self.store_factory(trans, self.session_directory, **self.options)
+        store = self._make(trans)
         if self.read_only is not None and self.read_only(environ):
             store.read_only()
         environ["fastsession.store"] = store

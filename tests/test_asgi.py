@@ -539,3 +539,19 @@ def test_id_cookie_false_sends_every_new_id_in_the_header(session_dir):
     assert re.fullmatch(ID, response.headers["x-session-id"]) and "set-cookie" not in response.headers
     with pytest.raises(ValueError):
         SessionMiddleware(starlette_app, session_dir, id_cookie=False)
+
+
+def test_each_request_gets_a_store_copied_from_the_middlewares_own(session_dir, monkeypatch):
+    """The options are checked and the backend found once, when the middleware is made (a StoreFactory):
+    no request, nor a websocket's read, runs the store's constructor."""
+    from fastsession import store as store_module
+
+    with TestClient(starlette_app(session_directory=session_dir)) as client:
+        client.get("/plain")  # (Starlette builds the middleware stack at its first request)
+        constructed = []
+        found = store_module.shared_backend
+        monkeypatch.setattr(store_module, "shared_backend", lambda *args: constructed.append(args) or found(*args))
+        assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
+        with client.websocket_connect("/ws") as websocket:
+            assert websocket.receive_text() == "3"
+    assert constructed == []

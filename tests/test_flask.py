@@ -636,3 +636,28 @@ def test_id_cookie_false_takes_the_id_from_the_header_only(session_dir):
     assert ID.fullmatch(response.headers["X-Session-Id"]) and set_cookies(response) == []
     with pytest.raises(ValueError):
         make_app(session_dir, id_cookie=False)
+
+
+def test_an_apps_stores_are_copied_from_one_made_at_its_first_request(session_dir, monkeypatch):
+    """The options are checked and the backend found once per app (a StoreFactory): later requests run no
+    store constructor."""
+    from fastsession import store as store_module
+
+    client = make_app(session_dir).test_client()
+    assert client.get("/count").text == "1"
+    constructed = []
+    found = store_module.shared_backend
+    monkeypatch.setattr(store_module, "shared_backend", lambda *args: constructed.append(args) or found(*args))
+    assert [client.get("/count").text for _ in range(3)] == ["2", "3", "4"]
+    assert constructed == []
+
+
+def test_a_cookie_name_changed_between_requests_is_the_one_the_next_store_uses(session_dir):
+    app = make_app(session_dir)
+    client = app.test_client()
+    assert client.get("/count").text == "1"
+    app.config["SESSION_COOKIE_NAME"] = "other"
+    response = client.get("/count")
+    assert response.text == "1"  # the session under the old name is not this cookie's
+    assert [c for c in set_cookies(response) if c.startswith("other=")]
+    assert client.get("/count").text == "2"

@@ -436,3 +436,18 @@ def test_lifecycle_events_through_the_middleware(session_dir, counter):
     finally:
         events.unsubscribe(handler)
     assert seen == [("created", stored_name(sid)), ("deleted", stored_name(sid))]
+
+
+def test_each_request_gets_a_store_copied_from_the_middlewares_own(session_dir, monkeypatch):
+    """The options are checked and the backend found once, when the middleware is made (a StoreFactory):
+    no request runs the store's constructor."""
+    from fastsession import store as store_module
+
+    app = SessionMiddleware(counter_app, session_dir, max_size=4096)
+    constructed = []
+    found = store_module.shared_backend
+    monkeypatch.setattr(store_module, "shared_backend", lambda *args: constructed.append(args) or found(*args))
+    _, headers, body = call(app)
+    cookie = f"SID={sid_from(headers)}"
+    assert [call(app, cookie)[2] for _ in range(2)] == [b"2", b"3"] and body == b"1"
+    assert constructed == []

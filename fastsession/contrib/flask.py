@@ -53,6 +53,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from .. import events
 from ..busy import ADAPTER_TIMEOUT, RETRY_AFTER, answered_busy, refusal
 from ..errors import LockTimeout, SessionConflict, TooManySessions
+from ..factory import StoreFactory
 from ..header_id import check_id_header
 from ..session import CLOSED, Session, TrackedSession
 from ..store import SessionStore
@@ -251,7 +252,8 @@ class FastSessionInterface(SessionInterface):
         self.store_class = store_class
         # Every option is checked now, not at the first request: a store is made (and dropped) with them.
         store_class(FlaskTransaction(None), directory, "session", **dict({"max_age": 1.0}, **self.options)).rollback()
-        self._app_options: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(app) -> (its lifetime as set, options)
+        # id(app) -> (its lifetime as set, its cookie name, the StoreFactory of its stores)
+        self._app_options: dict[int, tuple[Any, str, StoreFactory]] = {}
         request_tearing_down.connect(_release_at_teardown, weak=False)  # (once: the same function)
         try:
             from flask_login import user_logged_in, user_logged_out
@@ -270,21 +272,25 @@ class FastSessionInterface(SessionInterface):
             after_this_request(session._view_finished)
         return session
 
-    def _options(self, app: Flask) -> dict[str, Any]:
-        """The store options for ``app``: max_age is PERMANENT_SESSION_LIFETIME unless given."""
-        if "max_age" in self.options:
-            return self.options
+    def _factory(self, app: Flask) -> StoreFactory:
+        """What makes ``app``'s stores: max_age is PERMANENT_SESSION_LIFETIME unless given; made again when that
+        setting or the cookie's name changes."""
         given = app.config["PERMANENT_SESSION_LIFETIME"]  # (as set: a timedelta or seconds, converted on change)
+        name = self.get_cookie_name(app)
         made = self._app_options.get(id(app))
-        if made is None or (made[0] is not given and made[0] != given):
-            lifetime = app.permanent_session_lifetime.total_seconds()
-            made = self._app_options[id(app)] = (given, dict(self.options, max_age=lifetime))
-        return made[1]
+        if made is None or (made[0] is not given and made[0] != given) or made[1] != name:
+            options = self.options
+            if "max_age" not in options:
+                options = dict(options, max_age=app.permanent_session_lifetime.total_seconds())
+            made = self._app_options[id(app)] = (
+                given,
+                name,
+                StoreFactory(self.store_class, self.directory, name, **options),
+            )
+        return made[2]
 
     def _store(self, app: Flask, request: Request, id_header: str | None = None) -> Any:
-        store = self.store_class(
-            FlaskTransaction(request, id_header), self.directory, self.get_cookie_name(app), **self._options(app)
-        )
+        store = self._factory(app)(FlaskTransaction(request, id_header))
         request.environ.setdefault(STORES_KEY, []).append(store)
         return store
 
