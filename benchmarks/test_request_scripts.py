@@ -35,3 +35,21 @@ def test_the_side_by_side_ratio_of_each_adapter_is_printed(adapter):
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and "fastsession" in lines[0]
     assert lines[1].split()[2] == "1.000x"  # the floor, against itself
+
+
+@pytest.mark.parametrize("change", [True, False])
+@pytest.mark.parametrize("factory", [False, True])
+def test_the_round_trip_workload_makes_its_round_trips(tmp_path, monkeypatch, change, factory):
+    import importlib.util
+
+    import orjson
+
+    spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module.shutil, "rmtree", lambda *args, **kwargs: None)  # (kept to be read back)
+    directory = tmp_path / "cg"
+    module.main(7, str(directory), change=change, factory=factory)
+    [stored] = [path for path in directory.rglob("*") if path.is_file() and len(path.name) == 43]
+    body = stored.read_bytes().split(b"\n", 1)[1]  # after the holder line
+    assert orjson.loads(body)["visits"] == (7 if change else 0)
