@@ -8,6 +8,15 @@ does under ``max_age``), which is what those methods do for a backend whose
 ``request_path`` is set. Any other outcome (the lock taken by
 another, no shard folder yet, nothing stored, a corrupt file) goes through
 the backend's own methods, as the pure twin's call would.
+
+The store's own state (its StoreCore slots) is read and written by the
+slots' offsets in the object, found once from StoreCore's slot descriptors,
+after a check that the object is a StoreCore: what the pure twin's
+attribute accesses do, without a lookup of the name in the type for each
+(a slot never set raises the same AttributeError). A subclass that hid one
+of those slots behind a property of its own would not be asked; none does.
+
+``copied`` (StoreFactory's) makes a new store of a template's slots.
 """
 
 from cpython.dict cimport PyDict_Contains, PyDict_Update
@@ -16,35 +25,69 @@ cdef extern from *:
     """
     #include "structmember.h"
 
+    /* The offset of an object slot's pointer in its objects, from its descriptor; -1 and TypeError for
+       anything else. */
+    static Py_ssize_t fastsession_slot_offset(PyObject *member)
+    {
+        PyMemberDef *definition;
+        if (Py_TYPE(member) != &PyMemberDescr_Type) {
+            PyErr_Format(PyExc_TypeError, "%R is not a slot", member);
+            return -1;
+        }
+        definition = ((PyMemberDescrObject *)member)->d_member;
+        if (definition->type != T_OBJECT_EX || (definition->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "%R is not a slot that holds an object", member);
+            return -1;
+        }
+        return definition->offset;
+    }
+
+    /* A slot's value (a new reference) by its offset; NULL and AttributeError when it is not set. */
+    static PyObject *fastsession_slot_get(PyObject *object, Py_ssize_t offset, PyObject *name)
+    {
+        PyObject *value = *(PyObject **)((char *)object + offset);
+        if (value == NULL) {
+            PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute '%U'", Py_TYPE(object)->tp_name,
+                         name);
+            return NULL;
+        }
+        Py_INCREF(value);
+        return value;
+    }
+
+    static void fastsession_slot_set(PyObject *object, Py_ssize_t offset, PyObject *value)
+    {
+        PyObject *old = *(PyObject **)((char *)object + offset);
+        Py_INCREF(value);
+        *(PyObject **)((char *)object + offset) = value;
+        Py_XDECREF(old);
+    }
+
     /* A new object of template's type (whose __new__ is object's) with each slot of members (slot descriptors
        of that type and its bases) set to template's: pointers copied and counted, where a copy made in Python
        runs the interpreter for every slot. */
     static PyObject *fastsession_copied(PyObject *template, PyObject *members)
     {
         PyTypeObject *type = Py_TYPE(template), *checked = NULL;
-        Py_ssize_t i, count = PyTuple_GET_SIZE(members);
-        PyObject *made;
+        Py_ssize_t i, offset, count = PyTuple_GET_SIZE(members);
+        PyObject *made, *member;
         if (type->tp_new != PyBaseObject_Type.tp_new) {
             PyErr_Format(PyExc_TypeError, "copied: %.200s objects are not made by object.__new__", type->tp_name);
             return NULL;
         }
         for (i = 0; i < count; i++) {  /* checked whole before anything is made */
-            PyObject *member = PyTuple_GET_ITEM(members, i);
-            PyMemberDef *definition;
-            if (Py_TYPE(member) != &PyMemberDescr_Type) {
-                PyErr_Format(PyExc_TypeError, "copied: %R is not a slot", member);
+            member = PyTuple_GET_ITEM(members, i);
+            offset = fastsession_slot_offset(member);
+            if (offset < 0)
                 return NULL;
-            }
-            definition = ((PyMemberDescrObject *)member)->d_member;
-            if (definition->type != T_OBJECT_EX || (definition->flags & READONLY)
-                || (PyDescr_TYPE(member) != checked && !PyType_IsSubtype(type, PyDescr_TYPE(member)))) {
+            if (PyDescr_TYPE(member) != checked && !PyType_IsSubtype(type, PyDescr_TYPE(member))) {
                 PyErr_Format(PyExc_TypeError, "copied: %R is not a slot of %.200s objects", member, type->tp_name);
                 return NULL;
             }
             checked = PyDescr_TYPE(member);  /* (a class's slots come together: its check made once) */
-            if (*(PyObject **)((char *)template + definition->offset) == NULL) {
+            if (*(PyObject **)((char *)template + offset) == NULL) {
                 PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute '%s'", type->tp_name,
-                             definition->name);
+                             ((PyMemberDescrObject *)member)->d_member->name);
                 return NULL;
             }
         }
@@ -52,14 +95,16 @@ cdef extern from *:
         if (made == NULL)
             return NULL;
         for (i = 0; i < count; i++) {
-            Py_ssize_t offset = ((PyMemberDescrObject *)PyTuple_GET_ITEM(members, i))->d_member->offset;
-            PyObject *value = *(PyObject **)((char *)template + offset);
-            Py_INCREF(value);
-            *(PyObject **)((char *)made + offset) = value;
+            offset = ((PyMemberDescrObject *)PyTuple_GET_ITEM(members, i))->d_member->offset;
+            Py_INCREF(*(PyObject **)((char *)template + offset));
+            *(PyObject **)((char *)made + offset) = *(PyObject **)((char *)template + offset);
         }
         return made;
     }
     """
+    Py_ssize_t slot_offset "fastsession_slot_offset" (object member) except -1
+    object slot_get "fastsession_slot_get" (object object, Py_ssize_t offset, object name)
+    void slot_set "fastsession_slot_set" (object object, Py_ssize_t offset, object value)
     object fastsession_copied(object template, tuple members)
 
 from os import utime
@@ -79,10 +124,57 @@ cdef object dumps = orjson.dumps
 cdef str FILES = "files"  # a FileBackend's request_path: its kernels are called here straight
 cdef object JSONEncodeError = orjson.JSONEncodeError
 
+# StoreCore's slots this path reads and writes, by their offsets in a store (found once, from their
+# descriptors): a pointer read or written, where an attribute access from C looks the name up in the type.
+cdef struct StoreSlots:
+    Py_ssize_t accessed, backend, closed, doomed, doomed_ids, encrypt, expired, handle, indexed, max_lifetime
+    Py_ssize_t max_size, meta, optimistic, plain, retired, session, cookie_name, stamp, stored, trans
+
+cdef StoreSlots at
+cdef object store_type = None  # StoreCore, once its slots are found
+
+
+cdef int find_slots() except -1:
+    global store_type
+    from fastsession.store import StoreCore
+
+    members = StoreCore.__dict__
+    at.accessed = slot_offset(members["accessed"])
+    at.backend = slot_offset(members["backend"])
+    at.closed = slot_offset(members["_closed"])
+    at.doomed = slot_offset(members["_doomed"])
+    at.doomed_ids = slot_offset(members["_doomed_ids"])
+    at.encrypt = slot_offset(members["encrypt"])
+    at.expired = slot_offset(members["_expired"])
+    at.handle = slot_offset(members["_handle"])
+    at.indexed = slot_offset(members["_indexed"])
+    at.max_lifetime = slot_offset(members["max_lifetime"])
+    at.max_size = slot_offset(members["max_size"])
+    at.meta = slot_offset(members["_meta"])
+    at.optimistic = slot_offset(members["_optimistic"])
+    at.plain = slot_offset(members["_plain"])
+    at.retired = slot_offset(members["_retired"])
+    at.session = slot_offset(members["_session"])
+    at.cookie_name = slot_offset(members["session_cookie_name"])
+    at.stamp = slot_offset(members["_stamp"])
+    at.stored = slot_offset(members["_stored"])
+    at.trans = slot_offset(members["trans"])
+    store_type = StoreCore
+    return 0
+
+
+cdef inline int check_store(object store) except -1:
+    # The offsets are StoreCore's: only a StoreCore's slots are read by them.
+    if store_type is None:
+        find_slots()
+    if not isinstance(store, store_type):
+        raise TypeError(f"the request path takes a store (a StoreCore), not {type(store).__name__}")
+    return 0
+
 
 cdef object cookie_id(object store):
     # store._cookie_id(), the common answer inline: a cookie whose value is an id.
-    cookie = store.trans.get_cookie(store.session_cookie_name)
+    cookie = slot_get(store, at.trans, "trans").get_cookie(slot_get(store, at.cookie_name, "session_cookie_name"))
     if cookie is None:
         return None
     try:
@@ -107,11 +199,11 @@ cdef object new_session(object session_class, str session_id, object data):
 
 cdef object hold(object store, object session, object handle, object stored, object stamp):
     # StoreCore._hold(session, handle, stored, stamp), without a Python call.
-    store._session = session
-    store._handle = handle
-    store._stored = stored
-    store._stamp = stamp
-    store._meta = None
+    slot_set(store, at.session, session)
+    slot_set(store, at.handle, handle)
+    slot_set(store, at.stored, stored)
+    slot_set(store, at.stamp, stamp)
+    slot_set(store, at.meta, None)
     return session
 
 
@@ -170,19 +262,20 @@ def open_request(store, create, files=None):
     ``files``: the FileBackend of an async store, called inline on its event loop: a lock someone holds is
     never waited for here (NotImplemented, nothing held: the async core waits on the loop).
     """
-    cdef object backend = store.backend if files is None else files
+    check_store(store)
+    cdef object backend = slot_get(store, at.backend, "backend") if files is None else files
     cdef object kind = getattr(backend, "request_path", None)
     if (
         not kind
-        or store._closed
-        or store._expired
-        or store._optimistic
-        or store.encrypt
-        or store.max_lifetime is not None
+        or slot_get(store, at.closed, "_closed")
+        or slot_get(store, at.expired, "_expired")
+        or slot_get(store, at.optimistic, "_optimistic")
+        or slot_get(store, at.encrypt, "encrypt")
+        or slot_get(store, at.max_lifetime, "max_lifetime") is not None
     ):
         return NotImplemented
     cdef bint on_files = kind == FILES
-    store.accessed = True
+    slot_set(store, at.accessed, True)
     session_id = cookie_id(store)
     if session_id is not None:
         opened = files_open_load(backend, session_id, files is None) if on_files else backend.open_load(session_id)
@@ -202,7 +295,7 @@ def open_request(store, create, files=None):
     if handle is None:
         return NotImplemented
     session = hold(store, new_session(store.session_class, new_id, None), handle, None, 0.0)
-    store.trans.set_cookie_value(store.session_cookie_name, new_id)
+    slot_get(store, at.trans, "trans").set_cookie_value(slot_get(store, at.cookie_name, "session_cookie_name"), new_id)
     return session
 
 
@@ -214,52 +307,53 @@ def close_request(store, files=None):
     cdef bint stored_new = False
     cdef object error = None
     cdef object body
-    backend = store.backend if files is None else files
+    check_store(store)
+    backend = slot_get(store, at.backend, "backend") if files is None else files
     kind = getattr(backend, "request_path", None)
     if (
         not kind
-        or store._optimistic
-        or store.encrypt
-        or store._meta is not None
-        or store._indexed is not None
-        or store._retired is not None
-        or store._doomed is not None
-        or store._doomed_ids is not None
+        or slot_get(store, at.optimistic, "_optimistic")
+        or slot_get(store, at.encrypt, "encrypt")
+        or slot_get(store, at.meta, "_meta") is not None
+        or slot_get(store, at.indexed, "_indexed") is not None
+        or slot_get(store, at.retired, "_retired") is not None
+        or slot_get(store, at.doomed, "_doomed") is not None
+        or slot_get(store, at.doomed_ids, "_doomed_ids") is not None
     ):
         return NotImplemented
-    if store._closed:
+    if slot_get(store, at.closed, "_closed"):
         return None
     cdef bint on_files = kind == FILES
-    store._closed = True
-    session = store._session
+    slot_set(store, at.closed, True)
+    session = slot_get(store, at.session, "_session")
     if session is not None:
         session.__class__ = CLOSED[type(session)]
-        handle = store._handle
-        stored = store._stored
-        stamp = store._stamp
-        store._session = None  # (StoreCore._drop_current)
-        store._handle = None
-        store._stored = None
+        handle = slot_get(store, at.handle, "_handle")
+        stored = slot_get(store, at.stored, "_stored")
+        stamp = slot_get(store, at.stamp, "_stamp")
+        slot_set(store, at.session, None)  # (StoreCore._drop_current)
+        slot_set(store, at.handle, None)
+        slot_set(store, at.stored, None)
         try:
             body = dumps(session)
         except JSONEncodeError:
             body = None
         try:
-            if body is None or len(body) > store.max_size:
-                body = encode(session, store.max_size, None)  # raises the error that names the key
+            if body is None or len(body) > slot_get(store, at.max_size, "max_size"):
+                body = encode(session, slot_get(store, at.max_size, "max_size"), None)  # raises the error that names the key
         except BaseException as exc:  # (SerializationError, SessionTooLarge): the lock goes first
             error = exc
             body = None
         try:
             if body is None or (stored is None and not session):  # new and empty: never stored
                 release(backend, on_files, handle, 0.0)
-            elif stored is not None and body == (stored if store._plain is None else store._plain):  # _unchanged
+            elif stored is not None and body == (stored if slot_get(store, at.plain, "_plain") is None else slot_get(store, at.plain, "_plain")):  # _unchanged
                 release(backend, on_files, handle, stamp)
             else:
                 save(backend, on_files, handle, body)
                 stored_new = stored is None
         except SessionRevoked:  # logged out everywhere while this request ran: it ends logged out
-            store._expired = True
+            slot_set(store, at.expired, True)
         except BaseException as exc:
             error = exc
     store._closed_with(session, stored_new, error)

@@ -489,3 +489,34 @@ def test_a_stores_own_session_class_is_made_as_the_core_makes_it(tmp_path, kind)
         session = store.get_session(True)
         assert isinstance(session, Noted) and session.made_with == 1 and session == {"a": 1}
     assert kernels.taken == {"open": 2, "close": 2}
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_a_store_whose_constructor_never_ran_is_refused_by_the_path(kind):
+    """The compiled twin reads the store's slots by their offsets: one never set is the AttributeError the pure
+    twin's attribute access raises, not a read of nothing."""
+    request = _kernels.twin(kind)
+    unmade = fastsession.SessionStore.__new__(fastsession.SessionStore)
+    with pytest.raises(AttributeError):
+        request.open_request(unmade, True)
+    with pytest.raises(AttributeError):
+        request.close_request(unmade)
+
+
+def test_the_compiled_path_refuses_what_is_not_a_store(tmp_path):
+    """Its slot offsets are StoreCore's: any other object, even one with the same attributes, is refused before a
+    slot is read."""
+    from conftest import compiled_twin
+
+    request = compiled_twin("request")
+
+    class LookAlike:
+        def __init__(self, store):
+            for name in fastsession.store.StoreCore.__slots__:
+                setattr(self, name, getattr(store, name))
+
+    look = LookAlike(fastsession.SessionStore(Transaction(), str(tmp_path)))
+    with pytest.raises(TypeError, match="StoreCore"):
+        request.open_request(look, True)
+    with pytest.raises(TypeError, match="StoreCore"):
+        request.close_request(look)
