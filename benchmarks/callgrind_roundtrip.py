@@ -1,5 +1,6 @@
 """A fixed workload for instruction counts: N locked read-modify-write round trips (``read``: read-only ones;
-``factory``: each store made by a long-lived StoreFactory, as the adapters make theirs, not by WebStack's constructor).
+``factory``: each store made by a long-lived StoreFactory, as the WSGI, Flask and Starlette adapters make theirs, not
+by WebStack's constructor).
 
 Compare two versions repeatably (counts, unlike seconds, do not depend on the
 machine's load):
