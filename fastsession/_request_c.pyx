@@ -338,16 +338,18 @@ def close_request(store, files=None):
             body = dumps(session)
         except JSONEncodeError:
             body = None
+        limit = slot_get(store, at.max_size, "max_size")
         try:
-            if body is None or len(body) > slot_get(store, at.max_size, "max_size"):
-                body = encode(session, slot_get(store, at.max_size, "max_size"), None)  # raises the error that names the key
+            if body is None or len(body) > limit:
+                body = encode(session, limit, None)  # raises the error that names the key
         except BaseException as exc:  # (SerializationError, SessionTooLarge): the lock goes first
             error = exc
             body = None
+        plain = slot_get(store, at.plain, "_plain")
         try:
             if body is None or (stored is None and not session):  # new and empty: never stored
                 release(backend, on_files, handle, 0.0)
-            elif stored is not None and body == (stored if slot_get(store, at.plain, "_plain") is None else slot_get(store, at.plain, "_plain")):  # _unchanged
+            elif stored is not None and body == (stored if plain is None else plain):  # _unchanged
                 release(backend, on_files, handle, stamp)
             else:
                 save(backend, on_files, handle, body)
