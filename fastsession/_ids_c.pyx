@@ -29,6 +29,7 @@ from fastsession._posix cimport getrandom, pthread_atfork, raise_oserror
 cdef extern from "_sha256.h" nogil:
     int fastsession_has_sha_ni()
     void fastsession_sha256_block_ni(uint32_t *state, const unsigned char *block, const uint32_t *k)
+    void fastsession_sha256_block_portable(uint32_t *state, const unsigned char *block, const uint32_t *k)
 
 import os
 
@@ -146,44 +147,7 @@ cdef uint32_t H0[8]
 H0[:] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
 
 
-cdef inline uint32_t rotr(uint32_t x, int n) noexcept nogil:
-    return (x >> n) | (x << (32 - n))
-
-
 cdef bint sha_ni = False  # set by init() when the CPU has the SHA instructions
-
-
-cdef void rounds(uint32_t *h, const unsigned char *block) noexcept nogil:
-    # The 64 rounds in portable C, on the state h (a..h), updated in place.
-    cdef uint32_t w[64]
-    cdef uint32_t a, b, c, d, e, f, g, hh, t1, t2
-    cdef int i
-    for i in range(16):
-        w[i] = (<uint32_t>block[4 * i] << 24) | (<uint32_t>block[4 * i + 1] << 16) | (
-            <uint32_t>block[4 * i + 2] << 8) | block[4 * i + 3]
-    for i in range(16, 64):
-        w[i] = (w[i - 16] + (rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)) + w[i - 7]
-                + (rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)))
-    a, b, c, d, e, f, g, hh = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
-    for i in range(64):
-        t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i]
-        t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))
-        hh = g
-        g = f
-        f = e
-        e = d + t1
-        d = c
-        c = b
-        b = a
-        a = t1 + t2
-    h[0] += a
-    h[1] += b
-    h[2] += c
-    h[3] += d
-    h[4] += e
-    h[5] += f
-    h[6] += g
-    h[7] += hh
 
 
 cdef void sha256_of_id(const unsigned char *chars, unsigned char *digest) noexcept nogil:
@@ -200,7 +164,7 @@ cdef void sha256_of_id(const unsigned char *chars, unsigned char *digest) noexce
     if sha_ni:
         fastsession_sha256_block_ni(h, block, K)
     else:
-        rounds(h, block)
+        fastsession_sha256_block_portable(h, block, K)
     for i in range(8):
         digest[4 * i] = h[i] >> 24
         digest[4 * i + 1] = (h[i] >> 16) & 0xFF
