@@ -28,7 +28,7 @@ def main(count: int, directory: str, change: bool = True, factory: bool = False)
     store = fastsession.SessionStore(jar, directory)
     store.get_session(1).update({"user_id": 48213, "cart": [1, 2, 3], "visits": 0})
     store.close()
-    make = StoreFactory(fastsession.SessionStore, directory) if factory else None
+    make = StoreFactory(fastsession.SessionStore, directory).make if factory else None
     for _ in range(count):
         store = fastsession.SessionStore(jar, directory) if make is None else make(jar)
         session = store.get_session(1)

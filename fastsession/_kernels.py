@@ -32,7 +32,7 @@ NAMES = {
     "lock": ("acquire", "try_lock", "unlock"),
     "io": ("read_session", "open_session", "commit_locked", "write_unlocked"),
     "drive": ("run",),
-    "request": ("open_request", "close_request", "copied"),
+    "request": ("open_request", "close_request", "copied", "store_like"),
 }
 
 
@@ -60,6 +60,7 @@ class KernelSet(Protocol):
     def open_request(self, store: Any, create: Any, files: Any = None) -> Any: ...
     def close_request(self, store: Any, files: Any = None) -> Any: ...
     def copied(self, template: Any, members: tuple[Any, ...]) -> Any: ...
+    def store_like(self, template: Any, members: tuple[Any, ...], trans: Any) -> Any: ...
 
 
 def twin(kind: str) -> KernelSet:

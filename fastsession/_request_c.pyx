@@ -101,11 +101,25 @@ cdef extern from *:
         }
         return made;
     }
+
+    /* object.__class__ = to, for an object whose class has been switched to ``to`` once already by
+       __class__'s own checks (the same layout): the pointer swapped and the classes' counts moved, as that
+       assignment does once its checks pass. */
+    static void fastsession_set_class(PyObject *object, PyTypeObject *to)
+    {
+        PyTypeObject *from = Py_TYPE(object);
+        if (to->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            Py_INCREF(to);
+        Py_SET_TYPE(object, to);
+        if (from->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            Py_DECREF(from);
+    }
     """
     Py_ssize_t slot_offset "fastsession_slot_offset" (object member) except -1
     object slot_get "fastsession_slot_get" (object object, Py_ssize_t offset, object name)
     void slot_set "fastsession_slot_set" (object object, Py_ssize_t offset, object value)
     object fastsession_copied(object template, tuple members)
+    void set_class "fastsession_set_class" (object object, type to)
 
 from os import utime
 from time import time
@@ -127,21 +141,28 @@ cdef object JSONEncodeError = orjson.JSONEncodeError
 # StoreCore's slots this path reads and writes, by their offsets in a store (found once, from their
 # descriptors): a pointer read or written, where an attribute access from C looks the name up in the type.
 cdef struct StoreSlots:
-    Py_ssize_t accessed, backend, closed, doomed, doomed_ids, encrypt, expired, handle, indexed, max_lifetime
-    Py_ssize_t max_size, meta, optimistic, plain, retired, session, cookie_name, stamp, stored, trans
+    Py_ssize_t accessed, backend, closed, cookie_after, doomed, doomed_ids, encrypt, expired, handle, indexed
+    Py_ssize_t born, max_lifetime, max_size, meta, optimistic, plain, retired, session, cookie_name, stamp, stored
+    Py_ssize_t trans
+    Py_ssize_t session_id  # (Session's)
 
 cdef StoreSlots at
 cdef object store_type = None  # StoreCore, once its slots are found
+cdef dict store_globals = None  # fastsession.store's, for its fork generation
+cdef type closed_plain = None  # CLOSED[Session], once a plain Session has been switched to it by __class__
 
 
 cdef int find_slots() except -1:
-    global store_type
+    global store_type, store_globals
+    from fastsession import store
     from fastsession.store import StoreCore
 
     members = StoreCore.__dict__
     at.accessed = slot_offset(members["accessed"])
     at.backend = slot_offset(members["backend"])
+    at.born = slot_offset(members["_born"])
     at.closed = slot_offset(members["_closed"])
+    at.cookie_after = slot_offset(members["_cookie_after"])
     at.doomed = slot_offset(members["_doomed"])
     at.doomed_ids = slot_offset(members["_doomed_ids"])
     at.encrypt = slot_offset(members["encrypt"])
@@ -159,6 +180,8 @@ cdef int find_slots() except -1:
     at.stamp = slot_offset(members["_stamp"])
     at.stored = slot_offset(members["_stored"])
     at.trans = slot_offset(members["trans"])
+    at.session_id = slot_offset(Session.__dict__["session_id"])
+    store_globals = store.__dict__
     store_type = StoreCore
     return 0
 
@@ -193,8 +216,21 @@ cdef object new_session(object session_class, str session_id, object data):
     session = Session.__new__(Session)
     if data is not None:
         PyDict_Update(session, data)
-    session.session_id = session_id
+    slot_set(session, at.session_id, session_id)
     return session
+
+
+cdef close_session(object session):
+    # session.__class__ = CLOSED[type(session)]; a plain Session's switched by its pointer after the first.
+    global closed_plain
+    cdef type kind = type(session)
+    if kind is Session and closed_plain is not None:
+        set_class(session, closed_plain)
+        return
+    closed = CLOSED[kind]
+    session.__class__ = closed  # (checks that the layouts match)
+    if kind is Session:
+        closed_plain = closed
 
 
 cdef object hold(object store, object session, object handle, object stored, object stamp):
@@ -254,6 +290,16 @@ cdef save(object backend, bint on_files, object handle, bytes body):
 def copied(template, tuple members):
     """A new object of ``template``'s type, each of ``members`` (its slot descriptors) set to ``template``'s value."""
     return fastsession_copied(template, members)
+
+
+def store_like(template, tuple members, trans):
+    """``copied(template, members)`` of a store, given ``trans`` and this process's fork mark: the store its
+    constructor would make for ``trans`` (StoreFactory's)."""
+    check_store(template)
+    made = fastsession_copied(template, members)
+    slot_set(made, at.trans, trans)
+    slot_set(made, at.born, store_globals["_generation"])  # made in this process, after any fork
+    return made
 
 
 def open_request(store, create, files=None):
@@ -327,7 +373,7 @@ def close_request(store, files=None):
     slot_set(store, at.closed, True)
     session = slot_get(store, at.session, "_session")
     if session is not None:
-        session.__class__ = CLOSED[type(session)]
+        close_session(session)
         handle = slot_get(store, at.handle, "_handle")
         stored = slot_get(store, at.stored, "_stored")
         stamp = slot_get(store, at.stamp, "_stamp")
@@ -358,5 +404,8 @@ def close_request(store, files=None):
             slot_set(store, at.expired, True)
         except BaseException as exc:
             error = exc
+    if error is None and not stored_new and not slot_get(store, at.expired, "_expired"):
+        slot_set(store, at.cookie_after, None)  # (store._closed_with's end when nothing is to be told or changed)
+        return None
     store._closed_with(session, stored_new, error)
     return None

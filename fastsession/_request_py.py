@@ -38,6 +38,19 @@ def copied(template: Any, members: tuple[Any, ...]) -> Any:
     return made
 
 
+def store_like(template: Any, members: tuple[Any, ...], trans: Any) -> Any:
+    """``copied(template, members)`` of a store, given ``trans`` and this process's fork mark: the store its
+    constructor would make for ``trans`` (StoreFactory's)."""
+    from . import store  # (which imports the kernels)
+
+    if not isinstance(template, store.StoreCore):
+        raise TypeError(f"store_like takes a store (a StoreCore), not {type(template).__name__}")
+    made = copied(template, members)
+    made.trans = trans
+    made._born = store._generation  # made in this process, after any fork: its locks are its own
+    return made
+
+
 def open_request(store: Any, create: Any, files: Any = None) -> Any:
     """``get_session(create)`` of a store that holds no session yet; NotImplemented when not the common case.
 

@@ -319,8 +319,8 @@ class SessionMiddleware:
         self.attributes = (f"; path={path}{lifetime}{flags}", f"; path={path}; {DELETED}{flags}")
         # Every option is checked now: a store is made with them (and dropped: it took nothing).
         self.store_class(ASGITransaction({"headers": []}, self.attributes), self.where, session_cookie, **self.options)
-        self.make = StoreFactory(self.store_class, self.where, session_cookie, **self.options)
-        self.make_peeking = StoreFactory(self.store_class, self.where, session_cookie, **self.peek_options)
+        self.make = StoreFactory(self.store_class, self.where, session_cookie, **self.options).make
+        self.make_peeking = StoreFactory(self.store_class, self.where, session_cookie, **self.peek_options).make
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -339,7 +339,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     def _open(
-        self, scope: Scope, make: StoreFactory, loop: asyncio.AbstractEventLoop
+        self, scope: Scope, make: Callable[[Any], Any], loop: asyncio.AbstractEventLoop
     ) -> tuple[Any, ASGITransaction, ASGISession]:
         """The request's store (made by ``make``) and session; a stored session is read (and locked) on first
         use, if ever."""

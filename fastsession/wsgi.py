@@ -233,7 +233,7 @@ class SessionMiddleware:
         self.options = dict({"timeout": ADAPTER_TIMEOUT}, **options)
         # Every option is checked now: a store is made with them (and dropped: it took nothing).
         store_factory(WSGITransaction({}), session_directory, **self.options).rollback()
-        self._make = StoreFactory(store_factory, session_directory, **self.options)
+        self._make = StoreFactory(store_factory, session_directory, **self.options).make
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         trans = WSGITransaction(environ, cookie=self.cookie, id_header=self.id_header, id_cookie=self.id_cookie)

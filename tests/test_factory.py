@@ -39,12 +39,12 @@ def test_a_factory_store_is_the_constructors_in_every_slot_on_every_face(face, o
     made = StoreFactory(store_class, where, **options)
     assert made.template is not None  # (copied, not constructed)
     trans = Transaction()
-    by_factory, by_constructor = made(trans), store_class(trans, where, **options)
-    assert type(by_factory) is store_class
-    assert slots(by_factory) == slots(by_constructor)
+    by_factory, by_make, by_constructor = made(trans), made.make(trans), store_class(trans, where, **options)
+    assert type(by_factory) is store_class and type(by_make) is store_class
+    assert slots(by_factory) == slots(by_constructor) == slots(by_make)
     assert by_factory.trans is trans and by_factory.backend is by_constructor.backend
-    face.run(by_factory.rollback())
-    face.run(by_constructor.rollback())
+    for store in (by_factory, by_make, by_constructor):
+        face.run(store.rollback())
 
 
 def test_factory_stores_serve_requests_as_constructed_ones_do(face):
@@ -212,3 +212,29 @@ def test_the_compiled_copy_keeps_every_reference_counted():
     assert sys.getrefcount(value) == before + 30
     del made
     assert sys.getrefcount(value) == before
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_store_like_gives_the_copy_its_transaction_and_this_processs_fork_mark(session_dir, kind, monkeypatch):
+    """The fork mark is read when the store is made, not copied from the template (made before a fork, perhaps)."""
+    store_like = _kernels.twin(kind).store_like
+    made = StoreFactory(fastsession.SessionStore, session_dir)
+    trans = Transaction()
+    monkeypatch.setattr(store_module, "_generation", store_module._generation + 3)
+    store = store_like(made.template, made.members, trans)
+    assert store.trans is trans and store._born == store_module._generation != made.template._born
+    assert store.backend is made.template.backend and store._session is None
+    with pytest.raises(TypeError, match="StoreCore"):
+        store_like(Child(), (), trans)  # (the slots it sets are a store's)
+
+
+def test_a_factorys_make_and_call_make_the_same_store(session_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    made = StoreFactory(fastsession.SessionStore, session_dir)
+    constructed = StoreFactory(fastsession.SessionStore, "sessions")  # (relative: constructed each time)
+    for factory in (made, constructed):
+        trans = Transaction()
+        by_make, by_call = slots(factory.make(trans)), slots(factory(trans))
+        if factory is constructed:  # (a relative directory's backend is made with each store)
+            assert by_make.pop("backend").directory == by_call.pop("backend").directory
+        assert by_make == by_call and by_make["trans"] is trans

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import os
 import random
+import sys
 import re
 import time
 import types
@@ -520,3 +521,38 @@ def test_the_compiled_path_refuses_what_is_not_a_store(tmp_path):
         request.open_request(look, True)
     with pytest.raises(TypeError, match="StoreCore"):
         request.close_request(look)
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_sessions_closed_on_the_path_refuse_changes_and_their_classes_counts_hold(tmp_path, kind):
+    """close turns each session into its closed twin; the compiled twin switches a plain Session by its pointer
+    after the first, and must move the two classes' reference counts as ``__class__ =`` does."""
+    from fastsession.session import CLOSED, ClosedSession
+
+    store_class, kernels = stores(kind, general=False)
+    trans = Transaction()
+    with store_class(trans, str(tmp_path)) as store:
+        store.get_session(True)["n"] = 0
+    closed, plain = CLOSED[Session], sys.getrefcount(Session)
+    held, before = [], sys.getrefcount(closed)
+    for number in range(1, 41):
+        with store_class(trans, str(tmp_path)) as store:
+            session = store.get_session(True)
+            session["n"] += 1
+        held.append(session)
+    assert kernels.taken == {"open": 41, "close": 41}
+    assert all(type(each) is closed for each in held) and isinstance(held[0], Session)
+    assert sys.getrefcount(closed) == before + 40 and sys.getrefcount(Session) == plain
+    with pytest.raises(SessionError, match="closed"):
+        held[-1]["n"] = 0
+    assert held[-1] == {"n": 40}
+    del held[:], session
+    assert sys.getrefcount(closed) == before and sys.getrefcount(Session) == plain
+
+    class Noted(Session):  # an app's own class: switched by __class__ itself, to its own closed twin
+        __slots__ = ()
+
+    store_class.session_class = Noted
+    with store_class(trans, str(tmp_path)) as store:
+        session = store.get_session(True)
+    assert type(session) is CLOSED[Noted] and isinstance(session, (Noted, ClosedSession))

@@ -290,7 +290,7 @@ class FastSessionInterface(SessionInterface):
         return made[2]
 
     def _store(self, app: Flask, request: Request, id_header: str | None = None) -> Any:
-        store = self._factory(app)(FlaskTransaction(request, id_header))
+        store = self._factory(app).make(FlaskTransaction(request, id_header))
         request.environ.setdefault(STORES_KEY, []).append(store)
         return store
 
