@@ -11,8 +11,8 @@ import asyncio
 import inspect
 import os
 import random
-import sys
 import re
+import sys
 import time
 import types
 
@@ -535,7 +535,7 @@ def test_sessions_closed_on_the_path_refuse_changes_and_their_classes_counts_hol
         store.get_session(True)["n"] = 0
     closed, plain = CLOSED[Session], sys.getrefcount(Session)
     held, before = [], sys.getrefcount(closed)
-    for number in range(1, 41):
+    for _ in range(40):
         with store_class(trans, str(tmp_path)) as store:
             session = store.get_session(True)
             session["n"] += 1
