@@ -12,7 +12,7 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_ids_c", "_lock_c", "_io_c", "_drive_c", "_request_c"]
+KERNELS = ["_ids_c", "_lock_c", "_io_c", "_drive_c", "_request_c", "_resp_c"]
 
 # The one place compiler directives are set.
 DIRECTIVES = {

@@ -33,6 +33,7 @@ NAMES = {
     "io": ("read_session", "open_session", "commit_locked", "write_unlocked"),
     "drive": ("run",),
     "request": ("open_request", "close_request", "copied", "store_like"),
+    "resp": ("packed", "reply_of"),
 }
 
 
@@ -61,6 +62,8 @@ class KernelSet(Protocol):
     def close_request(self, store: Any, files: Any = None) -> Any: ...
     def copied(self, template: Any, members: tuple[Any, ...]) -> Any: ...
     def store_like(self, template: Any, members: tuple[Any, ...], trans: Any) -> Any: ...
+    def packed(self, *args: Any) -> bytes: ...
+    def reply_of(self, data: bytes) -> tuple[Any, int, bool]: ...
 
 
 def twin(kind: str) -> KernelSet:

@@ -25,7 +25,10 @@ import socket
 import struct
 from typing import Any, Callable
 
-from redis.exceptions import ConnectionError, InvalidResponse, TimeoutError
+from redis.exceptions import ConnectionError, TimeoutError
+
+from . import _kernels
+from ._resp_py import ErrorReply, Incomplete
 
 try:  # redis-py 5 and later; before, every call goes through redis-py
     from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser, _RESP2Parser, _RESP3Parser
@@ -39,6 +42,10 @@ except ImportError:
 _deadline: Callable[[float | None], Any] | None = getattr(asyncio, "timeout", None)
 
 READ_SIZE = 65536
+
+# The first reply in a read's bytes: (reply, where it ends, whether a push frame came first), or Incomplete
+# until it has all come (the kernels': _resp_c, pure twin _resp_py).
+reply_of: Callable[[bytes], tuple[Any, int, bool]] = _kernels.ACTIVE.reply_of
 
 
 def timed_by_the_kernel(sock: socket.socket) -> None:
@@ -75,13 +82,13 @@ def call(connection: Any, command: bytes) -> Any:
     data = _receive(sock, b"")
     while True:
         try:
-            reply, end, pushed = _reply(data)
+            reply, end, pushed = reply_of(data)
             break
-        except _Incomplete:
+        except Incomplete:
             data = _receive(sock, data)
     if pushed or end != len(data):  # notices, or bytes after the reply: start afresh next time
         connection.disconnect()
-    if type(reply) is _Error:
+    if type(reply) is ErrorReply:
         raise connection._parser.parse_error(reply.message)
     return reply
 
@@ -137,9 +144,9 @@ async def acall(connection: Any, command: bytes) -> Any:
             data = await _areceive(reader, b"")
             while True:
                 try:
-                    reply, end, pushed = _reply(data)
+                    reply, end, pushed = reply_of(data)
                     break
-                except _Incomplete:
+                except Incomplete:
                     data = await _areceive(reader, data)
     except BaseException as exc:  # half written or half read (a cancellation too): never used again
         await connection.disconnect(nowait=True)  # (nowait: closes without a suspension)
@@ -150,7 +157,7 @@ async def acall(connection: Any, command: bytes) -> Any:
         raise
     if pushed or end != len(data):  # notices, or bytes after the reply: start afresh next time
         await connection.disconnect(nowait=True)
-    if type(reply) is _Error:
+    if type(reply) is ErrorReply:
         raise connection._parser.parse_error(reply.message)
     return reply
 
@@ -172,67 +179,3 @@ async def _areceive(reader: asyncio.StreamReader, data: bytes) -> bytes:
     if not chunk:
         raise ConnectionError("Connection closed by server.")
     return data + chunk
-
-
-def _reply(data: bytes) -> tuple[Any, int, bool]:
-    """The first reply in ``data``, past any push frames before it: (reply, where it ends, whether a push came
-    first); _Incomplete until it has all come."""
-    pos, pushed = 0, False
-    while True:
-        reply, pos = _frame(data, pos)
-        if type(reply) is not _Push:
-            return reply, pos, pushed
-        pushed = True  # a notice before the reply: read past it
-
-
-class _Incomplete(Exception):
-    """The frame has not all come yet."""
-
-
-_INCOMPLETE = _Incomplete()
-
-
-class _Error:
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-class _Push(list):  # type: ignore[type-arg]
-    """A RESP3 push frame: out of band, never a reply."""
-
-
-def _frame(data: bytes, pos: int) -> tuple[Any, int]:
-    """(the value of the RESP2/RESP3 frame at ``pos``, where the next begins); _Incomplete if it is cut short."""
-    end = data.find(b"\r\n", pos)
-    if end < 0:
-        raise _INCOMPLETE
-    kind = data[pos]
-    if kind == 58:  # ":" an integer
-        return int(data[pos + 1 : end]), end + 2
-    if kind == 36:  # "$" a bulk string, or null ($-1)
-        size = int(data[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        stop = end + 2 + size
-        if len(data) < stop + 2:
-            raise _INCOMPLETE
-        return data[end + 2 : stop], stop + 2
-    if kind == 42 or kind == 62:  # "*" an array (or null: *-1), ">" a push
-        size = int(data[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        items: list[Any] = _Push() if kind == 62 else []
-        pos = end + 2
-        for _ in range(size):
-            item, pos = _frame(data, pos)
-            items.append(item)
-        return items, pos
-    if kind == 95:  # "_" RESP3's null
-        return None, end + 2
-    if kind == 45:  # "-" an error reply
-        return _Error(data[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    if kind == 43:  # "+" a simple string
-        return data[pos + 1 : end], end + 2
-    raise InvalidResponse(f"unexpected reply type {chr(kind)!r} from a fastsession script")

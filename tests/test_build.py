@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import fastsession
-from fastsession import _drive_py, _ids_py, _io_py, _lock_py, _request_py
+from fastsession import _drive_py, _ids_py, _io_py, _lock_py, _request_py, _resp_py
 
 PACKAGE = os.path.dirname(fastsession.__file__)
 
@@ -41,6 +41,7 @@ def test_twins_export_the_same_names():
         (compiled_twin("io"), _io_py),
         (compiled_twin("drive"), _drive_py),
         (compiled_twin("request"), _request_py),
+        (compiled_twin("resp"), _resp_py),
     ]:
         for name in [n for n in dir(compiled) if not n.startswith("_") and callable(getattr(compiled, n))]:
             if getattr(compiled, name).__module__ == compiled.__name__:
@@ -48,7 +49,7 @@ def test_twins_export_the_same_names():
 
 
 def test_every_compiled_module_has_a_stub_and_the_package_is_typed():
-    for name in ("_ids_c", "_lock_c", "_io_c", "_drive_c", "_request_c"):
+    for name in ("_ids_c", "_lock_c", "_io_c", "_drive_c", "_request_c", "_resp_c"):
         assert os.path.exists(os.path.join(PACKAGE, name + ".pyi"))
     assert os.path.exists(os.path.join(PACKAGE, "py.typed"))
 

@@ -8,6 +8,7 @@ session on either side.
 """
 
 import asyncio
+import gc
 import inspect
 import os
 import random
@@ -533,21 +534,26 @@ def test_sessions_closed_on_the_path_refuse_changes_and_their_classes_counts_hol
     trans = Transaction()
     with store_class(trans, str(tmp_path)) as store:
         store.get_session(True)["n"] = 0
-    closed, plain = CLOSED[Session], sys.getrefcount(Session)
-    held, before = [], sys.getrefcount(closed)
-    for _ in range(40):
-        with store_class(trans, str(tmp_path)) as store:
-            session = store.get_session(True)
-            session["n"] += 1
-        held.append(session)
-    assert kernels.taken == {"open": 41, "close": 41}
-    assert all(type(each) is closed for each in held) and isinstance(held[0], Session)
-    assert sys.getrefcount(closed) == before + 40 and sys.getrefcount(Session) == plain
-    with pytest.raises(SessionError, match="closed"):
-        held[-1]["n"] = 0
-    assert held[-1] == {"n": 40}
-    del held[:], session
-    assert sys.getrefcount(closed) == before and sys.getrefcount(Session) == plain
+    gc.collect()  # (earlier tests' garbage, collected now, not while the counts are taken)
+    gc.disable()
+    try:
+        closed, plain = CLOSED[Session], sys.getrefcount(Session)
+        held, before = [], sys.getrefcount(closed)
+        for _ in range(40):
+            with store_class(trans, str(tmp_path)) as store:
+                session = store.get_session(True)
+                session["n"] += 1
+            held.append(session)
+        assert kernels.taken == {"open": 41, "close": 41}
+        assert all(type(each) is closed for each in held) and isinstance(held[0], Session)
+        assert sys.getrefcount(closed) == before + 40 and sys.getrefcount(Session) == plain
+        with pytest.raises(SessionError, match="closed"):
+            held[-1]["n"] = 0
+        assert held[-1] == {"n": 40}
+        del held[:], session
+        assert sys.getrefcount(closed) == before and sys.getrefcount(Session) == plain
+    finally:
+        gc.enable()
 
     class Noted(Session):  # an app's own class: switched by __class__ itself, to its own closed twin
         __slots__ = ()

@@ -9,10 +9,12 @@ import time
 
 import pytest
 import redis
+from conftest import TWINS
 from helpers import answering
 from redis.exceptions import ConnectionError, InvalidResponse, NoScriptError, ResponseError, TimeoutError
 
-from fastsession import resp
+from fastsession import _kernels, resp
+from fastsession._resp_py import ErrorReply
 from fastsession.bench.redis_server import RedisServer
 from fastsession.redis import packed
 
@@ -248,3 +250,151 @@ def test_replies_cut_at_every_byte_are_read_whole(connection, redis_url, monkeyp
     assert connection._sock is sock  # every reply read to its end, nothing left over
     other.delete("resp:cut")
     other.close()
+
+
+# -- packed, both twins ---------------------------------------------------------------------------
+
+
+class Shown(str):
+    def __str__(self):
+        return "shown"
+
+
+class Level(int):
+    def __str__(self):
+        return "level"
+
+
+ODD_ARGUMENTS = [
+    True,
+    False,
+    None,
+    1.5,
+    -0.0,
+    2**63,
+    -(2**63) - 1,
+    2**64 + 7,
+    Shown("kept"),
+    Level(3),
+    bytearray(b"ba"),
+    memoryview(b"mv"),
+    "é€😀",
+    "",
+    b"",
+    b"\r\n$*",
+]
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_packed_is_redis_pys_command_for_what_the_scripts_send(kind):
+    twin = _kernels.twin(kind)
+    pack = redis.Connection().pack_command
+    for command in [
+        ("EVALSHA", "0" * 40, 2, "fastsession:{n}", "fastsession:{n}:lock", b'{"a":1}\r\n', "token", 30000, -1),
+        ("GET", "k"),
+        ("SET", "k", "é€", "PX", 0),
+        ("EVAL", "return 1", 0, 2**63 - 1, -(2**63)),
+    ]:
+        assert twin.packed(*command) == b"".join(pack(*command))
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_packed_writes_any_argument_as_its_str_and_a_long_command_whole(kind):
+    """What redis-py's packer refuses (None, bool) or writes otherwise, the twins write alike: str(arg)."""
+    packed_by = _kernels.twin(kind).packed
+    for arg in ODD_ARGUMENTS:
+        data = arg if type(arg) is bytes else str(arg).encode()
+        assert packed_by("X", arg) == b"*2\r\n$1\r\nX\r\n$%d\r\n%s\r\n" % (len(data), data), repr(arg)
+    many = [f"k{number}" for number in range(40)] + [7] * 5  # (past the compiled twin's 32 arguments)
+    assert packed_by(*many) == _kernels.twin("py").packed(*many)
+    assert packed_by() == b"*0\r\n"
+    with pytest.raises(UnicodeEncodeError):
+        packed_by("GET", "\ud800")  # a lone surrogate: no UTF-8 for it, as str.encode says
+
+
+# -- reply_of, both twins against the pure one ----------------------------------------------------
+
+
+def shape(value):
+    """A reply as comparable data: an error reply's message, a push frame told from an array."""
+    if isinstance(value, ErrorReply):
+        return ("error", value.message)
+    if isinstance(value, list):
+        return (type(value).__name__, [shape(item) for item in value])
+    return value
+
+
+def outcome(reply_of, data):
+    try:
+        reply, end, pushed = reply_of(data)
+    except Exception as exc:  # (Incomplete, ValueError, InvalidResponse, RecursionError: compared by type and text)
+        return type(exc).__name__, str(exc)
+    return shape(reply), end, pushed
+
+
+def random_frame(rng, depth=0):
+    kind = rng.choice("::$$$*+-_" if depth == 0 else "::$$$*+-_>" if depth < 3 else ":$+-_")  # (a push alone: no reply)
+    if kind == ":":
+        return b":%d\r\n" % rng.choice([0, -1, 7, 2**62, -(2**63), 10**18, 10**30, -(10**25)])
+    if kind == "$":
+        if rng.random() < 0.2:
+            return b"$-1\r\n"
+        body = bytes(rng.choice(b"ab\r\n\x00\xff$*:") for _ in range(rng.randrange(12)))
+        return b"$%d\r\n%s\r\n" % (len(body), body)
+    if kind in "*>":
+        if kind == "*" and rng.random() < 0.1:
+            return b"*-1\r\n"
+        items = [random_frame(rng, depth + 1) for _ in range(rng.randrange(4))]
+        return kind.encode() + b"%d\r\n" % len(items) + b"".join(items)
+    if kind == "+":
+        return b"+OK\r\n"
+    if kind == "-":
+        return rng.choice([b"-ERR boom\r\n", b"-NOSCRIPT No matching script\r\n", b"-ERR \xff\xfe not UTF-8\r\n"])
+    return b"_\r\n"
+
+
+MALFORMED = [
+    b"",
+    b":",
+    b":12",
+    b":abc\r\n",
+    b":+5\r\n",
+    b": 5\r\n",
+    b":1_000\r\n",
+    b":-\r\n",
+    b":\r\n",
+    b"$x\r\n",
+    b"$3\r\nab",
+    b"$3\rab\r\nabc\r\n",
+    b"*99999999999999999999999\r\n:1\r\n",
+    b"$99999999999999999999999\r\nabc\r\n",
+    b"*-7\r\n",
+    b"$-3\r\n",
+    b"!3\r\nabc\r\n",
+    b"\x80\r\n",
+    b"*1\r\n" * 40 + b":1\r\n",  # (nested past the compiled twin's own recursion)
+    b"*1\r\n" * 5000 + b":1\r\n",  # (past Python's recursion limit, in both)
+    b">1\r\n+notice\r\n:5\r\n",
+    b">0\r\n>1\r\n:1\r\n$2\r\nok\r\ntrailing",
+]
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_reply_of_reads_every_frame_and_every_cut_of_it_as_the_pure_twin_does(kind):
+    import random
+
+    pure, twin = _kernels.twin("py").reply_of, _kernels.twin(kind).reply_of
+    rng = random.Random(26)
+    frames = [random_frame(rng) for _ in range(300)] + [b">2\r\n+a\r\n:1\r\n" + random_frame(rng) for _ in range(30)]
+    for data in frames:
+        whole = outcome(pure, data)
+        assert whole[0] != "Incomplete" and whole[1] == len(data)  # (the corpus is well formed)
+        assert outcome(twin, data) == whole, data
+        assert outcome(twin, data + b"$1\r\nx\r\n") == whole  # a reply's end, with bytes after it
+        for cut in range(len(data)):
+            assert outcome(twin, data[:cut]) == outcome(pure, data[:cut]) == ("Incomplete", ""), data[:cut]
+    for data in MALFORMED:
+        assert outcome(twin, data) == outcome(pure, data), data
+    assert outcome(pure, MALFORMED[-4])[0][0] == "list"  # (read whole: 40 arrays deep)
+    assert outcome(pure, MALFORMED[-3])[0] == "RecursionError"
+    assert outcome(pure, b"!3\r\nabc\r\n")[0] == "InvalidResponse"
