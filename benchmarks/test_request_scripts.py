@@ -53,3 +53,27 @@ def test_the_round_trip_workload_makes_its_round_trips(tmp_path, monkeypatch, ch
     [stored] = [path for path in directory.rglob("*") if path.is_file() and len(path.name) == 43]
     body = stored.read_bytes().split(b"\n", 1)[1]  # after the holder line
     assert orjson.loads(body)["visits"] == (7 if change else 0)
+
+
+@pytest.mark.parametrize("factory", [False, True])
+def test_the_round_trip_workload_makes_its_round_trips_on_redis(monkeypatch, factory):
+    import importlib.util
+    import uuid
+
+    import orjson
+    import redis
+
+    from fastsession.bench.contenders import redis_url
+
+    spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prefix = f"cg-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url())
+    monkeypatch.setattr(redis.Redis, "delete", lambda self, *keys: 0)  # (kept to be read back)
+    module.main(5, f"/nowhere/{prefix}", factory=factory, redis=True)
+    [key] = [key for key in client.keys(prefix + ":*") if not key.endswith(b":lock")]
+    assert orjson.loads(client.get(key))["visits"] == 5
+    assert not os.path.exists("/nowhere")  # (on Redis the folder names only the keys' prefix)
+    for stale in client.keys(prefix + ":*"):
+        client.unlink(stale)
