@@ -77,3 +77,24 @@ def test_the_round_trip_workload_makes_its_round_trips_on_redis(monkeypatch, fac
     assert not os.path.exists("/nowhere")  # (on Redis the folder names only the keys' prefix)
     for stale in client.keys(prefix + ":*"):
         client.unlink(stale)
+
+
+def test_the_plain_redis_workload_makes_its_round_trips(monkeypatch):
+    import importlib.util
+    import uuid
+
+    import orjson
+    import redis
+
+    from fastsession.bench.contenders import redis_url
+
+    spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prefix = f"cg-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url())
+    monkeypatch.setattr(redis.Redis, "delete", lambda self, *keys: 0)  # (kept to be read back)
+    module.main(6, f"/nowhere/{prefix}", redis=True, plain=True)
+    assert orjson.loads(client.get(f"{prefix}:plain"))["visits"] == 6
+    assert client.keys(prefix + ":*") == [f"{prefix}:plain".encode()]  # no store made, no lock taken
+    client.unlink(f"{prefix}:plain")
