@@ -17,7 +17,6 @@ recursion limit.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_Append
 from libc.string cimport memchr, memcpy
 
 cdef extern from "Python.h":
@@ -193,15 +192,10 @@ cdef object frame(bytes data, const char *buf, Py_ssize_t size, Py_ssize_t *at, 
         at[0] = end + 2
         if count < 0:
             return None
-        if kind == c'>':
-            items = Push()
-            for i in range(count):
-                items.append(frame(data, buf, size, at, depth + 1))
-            return items
-        listed = []
+        items = Push() if kind == c'>' else []
         for i in range(count):
-            PyList_Append(listed, frame(data, buf, size, at, depth + 1))
-        return listed
+            items.append(frame(data, buf, size, at, depth + 1))  # (Cython appends to an exact list in C)
+        return items
     if kind == c'_':  # RESP3's null
         at[0] = end + 2
         return None
