@@ -1,10 +1,13 @@
 """The whole-request scripts run as their docstrings say (the callgrind workloads without valgrind here: what they
 count must work)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+import uuid
 
+import orjson
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,16 +40,33 @@ def test_the_side_by_side_ratio_of_each_adapter_is_printed(adapter):
     assert lines[1].split()[2] == "1.000x"  # the floor, against itself
 
 
-@pytest.mark.parametrize("change", [True, False])
-@pytest.mark.parametrize("factory", [False, True])
-def test_the_round_trip_workload_makes_its_round_trips(tmp_path, monkeypatch, change, factory):
-    import importlib.util
-
-    import orjson
-
+def roundtrip_workload():
+    """benchmarks/callgrind_roundtrip.py, loaded as a module (its main() run here, without valgrind)."""
     spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def redis_keys(monkeypatch):
+    """(a client of the bench's Redis, a fresh key prefix); the workload's keys are kept to be read back, then
+    removed."""
+    import redis
+
+    from fastsession.bench.contenders import redis_url
+
+    client, prefix = redis.Redis.from_url(redis_url()), f"cg-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(redis.Redis, "delete", lambda self, *keys: 0)
+    yield client, prefix
+    for key in client.keys(prefix + ":*"):
+        client.unlink(key)
+
+
+@pytest.mark.parametrize("change", [True, False])
+@pytest.mark.parametrize("factory", [False, True])
+def test_the_round_trip_workload_makes_its_round_trips(tmp_path, monkeypatch, change, factory):
+    module = roundtrip_workload()
     monkeypatch.setattr(module.shutil, "rmtree", lambda *args, **kwargs: None)  # (kept to be read back)
     directory = tmp_path / "cg"
     module.main(7, str(directory), change=change, factory=factory)
@@ -56,45 +76,16 @@ def test_the_round_trip_workload_makes_its_round_trips(tmp_path, monkeypatch, ch
 
 
 @pytest.mark.parametrize("factory", [False, True])
-def test_the_round_trip_workload_makes_its_round_trips_on_redis(monkeypatch, factory):
-    import importlib.util
-    import uuid
-
-    import orjson
-    import redis
-
-    from fastsession.bench.contenders import redis_url
-
-    spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    prefix = f"cg-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url())
-    monkeypatch.setattr(redis.Redis, "delete", lambda self, *keys: 0)  # (kept to be read back)
-    module.main(5, f"/nowhere/{prefix}", factory=factory, redis=True)
+def test_the_round_trip_workload_makes_its_round_trips_on_redis(redis_keys, factory):
+    client, prefix = redis_keys
+    roundtrip_workload().main(5, f"/nowhere/{prefix}", factory=factory, redis=True)
     [key] = [key for key in client.keys(prefix + ":*") if not key.endswith(b":lock")]
     assert orjson.loads(client.get(key))["visits"] == 5
     assert not os.path.exists("/nowhere")  # (on Redis the folder names only the keys' prefix)
-    for stale in client.keys(prefix + ":*"):
-        client.unlink(stale)
 
 
-def test_the_plain_redis_workload_makes_its_round_trips(monkeypatch):
-    import importlib.util
-    import uuid
-
-    import orjson
-    import redis
-
-    from fastsession.bench.contenders import redis_url
-
-    spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    prefix = f"cg-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url())
-    monkeypatch.setattr(redis.Redis, "delete", lambda self, *keys: 0)  # (kept to be read back)
-    module.main(6, f"/nowhere/{prefix}", redis=True, plain=True)
+def test_the_plain_redis_workload_makes_its_round_trips(redis_keys):
+    client, prefix = redis_keys
+    roundtrip_workload().main(6, f"/nowhere/{prefix}", redis=True, plain=True)
     assert orjson.loads(client.get(f"{prefix}:plain"))["visits"] == 6
     assert client.keys(prefix + ":*") == [f"{prefix}:plain".encode()]  # no store made, no lock taken
-    client.unlink(f"{prefix}:plain")
