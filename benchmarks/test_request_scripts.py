@@ -89,3 +89,28 @@ def test_the_plain_redis_workload_makes_its_round_trips(redis_keys):
     roundtrip_workload().main(6, f"/nowhere/{prefix}", redis=True, plain=True)
     assert orjson.loads(client.get(f"{prefix}:plain"))["visits"] == 6
     assert client.keys(prefix + ":*") == [f"{prefix}:plain".encode()]  # no store made, no lock taken
+
+
+def test_the_redis_split_runs_fastsession_and_the_bare_calls_and_leaves_no_key(capsys):
+    import redis
+
+    from fastsession.bench.contenders import redis_url
+
+    spec = importlib.util.spec_from_file_location("redis_split", os.path.join(HERE, "redis_split.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # (it checks that the bare scripts lock, read and write as fastsession's do)
+    client = redis.Redis.from_url(redis_url())
+    before = client.keys("split-*")
+    medians = module.main(2, 3)
+    assert list(medians) == [
+        "fastsession, locked read-modify-write",
+        "the same two scripts on a bare socket",
+        "GET + SET on a bare socket",
+        "redis-py GET + SET",
+    ]
+    assert all(value > 0 for value in medians.values())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4].split()[-1] == "1.00x"  # redis-py's row, against itself
+    evalsha = float(lines[5].split("EVALSHA ")[1].split()[0])
+    assert evalsha > 0  # the scripts ran on the server, and were counted there
+    assert client.keys("split-*") == before

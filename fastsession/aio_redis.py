@@ -65,7 +65,7 @@ class AsyncScripts:
     async def script(self, name: str, keys: Any, args: Any) -> Any:
         if self.pool is None:
             return await self.scripts[name](keys=keys, args=args)  # type: ignore[index]
-        return await self._on_connection(self._evalsha, name, keys, args)
+        return await self._on_connection(self._evalsha, name, keys, args, unchecked=name in ScriptCaller.SENT_UNCHECKED)
 
     async def blpop(self, key: str, seconds: float) -> Any:
         """A waiter's pause (BLPOP) on the scripts' connections: waiting takes no connection more from the pool."""
@@ -79,8 +79,12 @@ class AsyncScripts:
             return await self.client.info("memory")
         return await self._on_connection(self._command, "INFO", "memory")
 
-    async def _on_connection(self, send: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
+    async def _on_connection(self, send: Callable[..., Awaitable[Any]], *args: Any, unchecked: bool = False) -> Any:
+        """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy.
+
+        ``unchecked``: the call may be made twice (ScriptCaller.SENT_UNCHECKED); an idle connection is not
+        checked first.
+        """
         if self.loop is not asyncio.get_running_loop():
             await self._follow_loop()
         idle = self.idle
@@ -98,14 +102,17 @@ class AsyncScripts:
         else:
             # The event loop has read whatever came on an idle connection (the server closed it, or a
             # notice): anything there, and it is connected afresh by the call.
-            try:
-                stale = connection.is_connected and await self.pending(connection)
-            except (ConnectionError, OSError):  # the check itself failed: connected afresh too
-                stale = True
-            if stale:
+            if not unchecked and await self._stale(connection):
                 await connection.disconnect()
         try:
-            result = await self._retried(connection, send, args)
+            try:
+                result = await send(connection, *args)
+            except Exception as error:  # the policy judges it (it re-raises what it does not retry)
+                if unchecked and isinstance(error, ConnectionError):  # (as ScriptCaller._on_connection)
+                    await connection.disconnect()
+                    result = await self._retried(connection, send, args)
+                else:
+                    result = await self._retried(connection, send, args, error)
         except ResponseError:  # an error reply, read whole: the connection is as good as before
             await self._put_back(idle, connection)
             raise
@@ -156,6 +163,13 @@ class AsyncScripts:
         else:  # a burst's extra: back to the pool, for the app's own commands
             await self.pool.release(connection)  # type: ignore[union-attr]
 
+    async def _stale(self, connection: Any) -> bool:
+        """Whether anything came on an idle connection (or the look itself failed)."""
+        try:
+            return bool(connection.is_connected) and await self.pending(connection)
+        except (ConnectionError, OSError):
+            return True
+
     @staticmethod
     async def pending(connection: Any) -> bool:
         """Whether anything waits to be read on an idle connection (redis-py 8's can_read; before it, can_read_destructive)."""
@@ -163,11 +177,22 @@ class AsyncScripts:
         return bool(await check())
 
     @staticmethod
-    async def _retried(connection: Any, send: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
-        """``send(connection, *args)`` under the connection's retry policy: a connection or timeout error disconnects and retries."""
-        return await connection.retry.call_with_retry(
-            lambda: send(connection, *args), lambda error: connection.disconnect()
-        )
+    async def _retried(
+        connection: Any, send: Callable[..., Awaitable[Any]], args: tuple[Any, ...], error: BaseException | None = None
+    ) -> Any:
+        """``send(connection, *args)`` under the connection's retry policy: a connection or timeout error disconnects and retries.
+
+        ``error``: what a first try, made without the policy, raised; the policy judges it as its own first
+        try's (``ScriptCaller._retried``).
+        """
+        first = [error] if error is not None else []
+
+        async def attempt() -> Any:
+            if first:
+                raise first.pop()
+            return await send(connection, *args)
+
+        return await connection.retry.call_with_retry(attempt, lambda error: connection.disconnect())
 
     @staticmethod
     async def _command(connection: Any, *command: Any) -> Any:

@@ -40,9 +40,10 @@ def holder_token(kernels: _kernels.KernelSet) -> str:
     """A lock's value: a token unique to this lock, then who holds it (the lockfiles' holder line, for logs
     and errors)."""
     if not _tokens:
-        _tokens[:] = [kernels.new_session_id() + ".", itertools.count(1), holder_record()[len(MAGIC) : -1]]
+        holder = holder_record()[len(MAGIC) : -1].decode("ascii", "replace")
+        _tokens[:] = [kernels.new_session_id() + ".", itertools.count(1), " " + holder]
     prefix, count, holder = _tokens
-    return f"{prefix}{next(count):x} {holder.decode('ascii', 'replace')}"
+    return f"{prefix}{next(count):x}{holder}"
 
 
 def lock_holder(value: Any) -> bytes:

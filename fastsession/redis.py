@@ -94,9 +94,11 @@ end
 # a moment before goes too (a script is not rolled back by an error).
 # KEYS: lock, data, waiting[, legacy data]: a session 0.1 stored is moved
 # (with its TTL; ARGV[3], max_age's, when it had none) to its new key under
-# the lock just taken. ARGV: token, lock TTL, data TTL ("0": none).
+# the lock just taken. ARGV: token, lock TTL, data TTL ("0": none). A lock
+# that already holds the token is this very call's, run before: sent again
+# (ScriptCaller.SENT_UNCHECKED), it answers as the first run did.
 ACQUIRE = f"""
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
   if KEYS[4] and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
     redis.call('RENAME', KEYS[4], KEYS[2])
     if ARGV[3] ~= '0' and redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
@@ -399,7 +401,9 @@ class RedisCore(LeaseCore):
         if not self.concurrent:
             return RedisHandle(key, data_key, lock_key, None, None)
         token = holder_token(self.kernels)
-        keys = [lock_key, data_key, data_key + ":waiting", *([] if stored else self._legacy(key))]
+        keys = [lock_key, data_key, data_key + ":waiting"]
+        if not stored:
+            keys += self._legacy(key)
         args = [token, self.lock_ttl_ms, self.ttl_ms]
         start = time.monotonic()
         max_pause = min(self.delay, MAX_PAUSE)
@@ -691,6 +695,16 @@ def _forget_connections_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
+def readable(sock: Any) -> bool:
+    """Whether anything waits to be read on ``sock`` (at once: no waiting)."""
+    try:
+        return bool(select.select((sock,), (), (), 0)[0])
+    except ValueError:  # a descriptor past select's FD_SETSIZE (1024): poll it
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+
+
 class ScriptCaller:
     """The backend's scripts as EVALSHA on a connection of the client's, without redis-py's per-command
     client layer (its command dispatch, callbacks and observability hooks, most of a call's cost).
@@ -728,10 +742,15 @@ class ScriptCaller:
 
         return {name: hashlib.sha1(source.encode("utf-8")).hexdigest() for name, source in SCRIPTS.items()}
 
+    # Scripts sent on an idle connection without asking first whether the server closed it (a system call
+    # a request): safe to send twice, so a connection found closed by the call itself is connected afresh
+    # and the call made again, as the check would have had it. The acquire is each request's first call.
+    SENT_UNCHECKED = frozenset({"acquire"})
+
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
         if self.pool is None:
             return self.scripts[name](keys=keys, args=args)  # type: ignore[index]
-        return self._on_connection(self._evalsha, name, keys, args)
+        return self._on_connection(self._evalsha, name, keys, args, unchecked=name in self.SENT_UNCHECKED)
 
     def blpop(self, key: str, seconds: float) -> Any:
         """A waiter's pause (BLPOP) on the scripts' connections: waiting takes no connection more from the pool."""
@@ -745,8 +764,11 @@ class ScriptCaller:
             return self.client.info("memory")
         return self._on_connection(self._command, "INFO", "memory")
 
-    def _on_connection(self, send: Callable[..., Any], *args: Any) -> Any:
-        """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy."""
+    def _on_connection(self, send: Callable[..., Any], *args: Any, unchecked: bool = False) -> Any:
+        """``send(connection, *args)`` on a connection of the pool, under the connection's retry policy.
+
+        ``unchecked``: the call may be made twice (SENT_UNCHECKED); an idle connection is not checked first.
+        """
         idle = self.idle
         if idle is None:
             pool: Any = self.pool
@@ -767,16 +789,19 @@ class ScriptCaller:
             if sock is not None:
                 if sock.gettimeout():
                     resp.timed_by_the_kernel(sock)
-                try:
-                    readable = select.select((sock,), (), (), 0)[0]
-                except ValueError:  # a descriptor past select's FD_SETSIZE (1024): poll it
-                    poller = select.poll()
-                    poller.register(sock, select.POLLIN)
-                    readable = poller.poll(0)
-                if readable:
+                if not unchecked and readable(sock):
                     connection.disconnect()
         try:
-            result = self._retried(connection, send, args)
+            try:
+                result = send(connection, *args)
+            except Exception as error:  # the policy judges it (it re-raises what it does not retry)
+                if unchecked and isinstance(error, ConnectionError):
+                    # Perhaps closed by the server while idle, which the check would have found: connected
+                    # afresh, and the call made again under the policy, as after the check.
+                    connection.disconnect()
+                    result = self._retried(connection, send, args)
+                else:
+                    result = self._retried(connection, send, args, error)
         except ResponseError:  # an error reply, read whole: the connection is as good as before
             self._put_back(idle, connection)
             raise
@@ -786,7 +811,10 @@ class ScriptCaller:
             raise
         if getattr(connection, "should_reconnect", bool)():  # the server said it moves (redis-py 6.4's notices)
             connection.disconnect()
-        self._put_back(idle, connection)
+        if len(idle) < IDLE_KEEP:  # (_put_back's common case, without its frame)
+            idle.append(connection)
+        else:
+            self._put_back(idle, connection)
         return result
 
     def _put_back(self, idle: list[Any], connection: Any) -> None:
@@ -798,14 +826,26 @@ class ScriptCaller:
             self.pool.release(connection)  # type: ignore[union-attr]
 
     @staticmethod
-    def _retried(connection: Any, send: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """``send(connection, *args)`` under the connection's retry policy: a connection or timeout error disconnects and retries."""
-        return connection.retry.call_with_retry(lambda: send(connection, *args), lambda error: connection.disconnect())
+    def _retried(
+        connection: Any, send: Callable[..., Any], args: tuple[Any, ...], error: BaseException | None = None
+    ) -> Any:
+        """``send(connection, *args)`` under the connection's retry policy: a connection or timeout error disconnects and retries.
+
+        ``error``: what a first try, made without the policy (it costs a call a few frames), raised; the
+        policy is handed it as its own first try's, and judges it as it would have.
+        """
+        first = [error] if error is not None else []
+
+        def attempt() -> Any:
+            if first:
+                raise first.pop()
+            return send(connection, *args)
+
+        return connection.retry.call_with_retry(attempt, lambda error: connection.disconnect())
 
     @staticmethod
     def _command(connection: Any, *command: Any) -> Any:
-        connection.send_packed_command((packed(*command),))
-        return connection.read_response()
+        return resp.through_redis_py(connection, packed(*command))
 
     def _evalsha(self, connection: Any, name: str, keys: list[str], args: list[Any]) -> Any:
         command = packed("EVALSHA", self.shas[name], len(keys), *keys, *args)
@@ -824,6 +864,8 @@ class RedisBackend(SyncCalls, RedisCore):
         self.client = client
         self.legacy = not is_cluster(client)
         self.scripts = ScriptCaller(client)
+        if type(self).script is RedisBackend.script:  # a frame fewer per call (a subclass's override stays)
+            self.script = self.scripts  # type: ignore[method-assign]
         self.guard = threading.Lock()  # one sweeper thread at a time
         try:
             warn_if_evicting(self.scripts.memory_info())  # once: backends are shared (store.shared_backend)

@@ -5,7 +5,9 @@ handling) cost as much as the round trip itself on loopback; a session's calls a
 replies are integers, bulk strings, nulls and arrays of them. ``call`` sends the packed command and reads
 the reply with one ``sendall`` and one ``recv`` (more only for a reply larger than a read), on a plain
 socket whose timeout the kernel keeps (``timed_by_the_kernel``: no ``poll`` before each), and leaves
-anything else to redis-py: TLS sockets, a connection not yet connected, bytes redis-py has buffered.
+anything else to redis-py (``through_redis_py``): TLS sockets, a connection not yet connected, a parser of
+another kind. A connection redis-py's read left bytes in is closed after that read, so ``call`` never has
+to ask redis-py's buffer (a third of a call's own instructions).
 
 ``acall`` does the same on a ``redis.asyncio`` connection's stream: the command written (drained only past
 the transport's buffer), the reply read, under one deadline, the connection's ``socket_timeout``.
@@ -63,29 +65,39 @@ def timed_by_the_kernel(sock: socket.socket) -> None:
 
 
 def call(connection: Any, command: bytes) -> Any:
-    """Send ``command`` (packed RESP) on ``connection`` and return its reply."""
+    """Send ``command`` (packed RESP) on ``connection`` and return its reply.
+
+    What redis-py reads of a connection only ever used through ``call`` and ``through_redis_py`` (or fresh
+    from its pool, which checks) leaves nothing read ahead in its parser's buffer, so what the socket gives
+    next is the reply.
+    """
     sock = connection._sock
     if (
         sock is None
         or type(sock) is not socket.socket
         or sock.gettimeout() is not None
-        or not _nothing_buffered(connection)
+        or type(connection._parser) not in PARSERS
     ):
-        connection.send_packed_command((command,))
-        return connection.read_response()
+        return through_redis_py(connection, command)
+    doing = "writing to"
     try:
         sock.sendall(command)
-    except BlockingIOError as exc:  # the kernel's send timeout
-        raise TimeoutError("Timeout writing to socket") from exc
+        doing = "reading from"
+        data = b""
+        while True:
+            chunk = sock.recv(READ_SIZE)
+            if not chunk:
+                raise ConnectionError("Connection closed by server.")
+            data += chunk
+            try:
+                reply, end, pushed = reply_of(data)
+                break
+            except Incomplete:
+                continue
+    except BlockingIOError as exc:  # the kernel's send or receive timeout
+        raise TimeoutError(f"Timeout {doing} socket") from exc
     except OSError as exc:
-        raise ConnectionError(f"Error while writing to socket: {exc}") from exc
-    data = _receive(sock, b"")
-    while True:
-        try:
-            reply, end, pushed = reply_of(data)
-            break
-        except Incomplete:
-            data = _receive(sock, data)
+        raise ConnectionError(f"Error while {doing} socket: {exc}") from exc
     if pushed or end != len(data):  # notices, or bytes after the reply: start afresh next time
         connection.disconnect()
     if type(reply) is ErrorReply:
@@ -93,30 +105,27 @@ def call(connection: Any, command: bytes) -> Any:
     return reply
 
 
-def _nothing_buffered(connection: Any) -> bool:
-    """Whether redis-py's parser holds no byte read from the socket and not yet parsed (what the socket
-    gives next is then the reply). Bytes there are no reply of a call of ours: the connection is closed (and
-    connected afresh by redis-py's path). A parser of another kind (hiredis) is left to redis-py."""
-    parser = connection._parser
-    if type(parser) not in PARSERS:
-        return False
-    buffer = parser._buffer
-    if buffer is None or not buffer.unread_bytes():
-        return True
-    connection.disconnect()
-    return False
-
-
-def _receive(sock: socket.socket, data: bytes) -> bytes:
+def through_redis_py(connection: Any, command: bytes) -> Any:
+    """``command`` sent and its reply read by redis-py. Bytes its read took past the reply (a notice) are no
+    reply of a later call: the connection is closed then (redis-py connects afresh), so that ``call`` never
+    finds anything read ahead."""
+    connection.send_packed_command((command,))
     try:
-        chunk = sock.recv(READ_SIZE)
-    except BlockingIOError as exc:  # the kernel's receive timeout
-        raise TimeoutError("Timeout reading from socket") from exc
-    except OSError as exc:
-        raise ConnectionError(f"Error while reading from socket: {exc}") from exc
-    if not chunk:
-        raise ConnectionError("Connection closed by server.")
-    return data + chunk
+        return connection.read_response()
+    finally:
+        if type(connection._parser) in PARSERS:  # (another kind, hiredis, is always read through redis-py)
+            _drop_read_ahead(connection)
+
+
+def _drop_read_ahead(connection: Any) -> None:
+    """Close ``connection`` if redis-py's parser holds bytes read from the socket and not yet parsed."""
+    buffer = connection._parser._buffer
+    try:
+        left = buffer is not None and buffer.unread_bytes()
+    except Exception:  # (redis-py 7 and later: a buffer closed meanwhile raises ConnectionError)
+        left = True
+    if left:
+        connection.disconnect()
 
 
 async def acall(connection: Any, command: bytes) -> Any:
@@ -163,8 +172,9 @@ async def acall(connection: Any, command: bytes) -> Any:
 
 
 async def _nothing_read_ahead(connection: Any) -> bool:
-    """``_nothing_buffered`` for an asyncio connection: neither redis-py's parser nor the stream holds a byte
-    not yet parsed (else the connection is closed, for redis-py to connect afresh)."""
+    """Whether neither redis-py's parser nor the stream of an asyncio connection holds a byte not yet parsed
+    (else the connection is closed, for redis-py to connect afresh). (``call`` needs no such check: see
+    ``through_redis_py``.)"""
     parser = connection._parser
     if type(parser) not in ASYNC_PARSERS:
         return False

@@ -275,7 +275,7 @@ def test_async_calls_in_turn_share_one_idle_connection_and_aclose_closes_it(redi
     assert load(sync_client, prefix, session_id)["n"] == 6
 
 
-def test_an_idle_async_connection_the_server_closed_is_replaced_before_use_even_without_retries(
+def test_an_idle_async_connection_the_server_closed_is_connected_afresh_even_without_retries(
     redis_url, sync_client, prefix
 ):
     from redis.asyncio.retry import Retry
@@ -288,8 +288,15 @@ def test_an_idle_async_connection_the_server_closed_is_replaced_before_use_even_
         [connection] = scripts_of(client, prefix).idle
         sync_client.client_kill_filter(_type="normal", skipme=True)  # as a server timeout or restart would
         await asyncio.sleep(0.05)  # the loop has seen the close
-        await increment(client, prefix, session_id)  # not sent on blind: an error would reach the caller
+        # The acquire goes unchecked, finds the connection closed, and is made again on it connected afresh
+        # (with no retries, an error would reach the caller); the commit is checked first.
+        await increment(client, prefix, session_id)
         assert scripts_of(client, prefix).idle == [connection]
+        sync_client.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.05)
+        scripts = scripts_of(client, prefix)
+        assert await scripts.script("pttl", [data_key(prefix, session_id)], []) == -1  # checked, not sent on blind
+        assert scripts.idle == [connection]
 
     with_client(redis_url, go, retry=Retry(NoBackoff(), 0))
     assert load(sync_client, prefix, session_id)["n"] == 2
@@ -432,3 +439,34 @@ def test_the_django_engines_async_twin_is_dropped_with_its_client():
     del client
     gc.collect()
     assert len(_async_clients) == before
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_an_error_the_connections_retry_policy_takes_is_retried_as_many_times_as_it_says(
+    redis_url, sync_client, prefix, retries
+):
+    # As on the sync face (test_redis.py): a first try made outside the policy is judged by it all the same.
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ResponseError
+
+    from fastsession.redis import SCRIPTS
+
+    session_id = stored(sync_client, prefix, {"n": 1})
+    sync_client.delete(data_key(prefix, session_id))
+    sync_client.rpush(data_key(prefix, session_id), "not a session")  # the acquire script's GET: WRONGTYPE
+    for source in SCRIPTS.values():  # (after another test's SCRIPT FLUSH, a NOSCRIPT would count as failed)
+        sync_client.script_load(source)
+    sync_client.config_resetstat()
+
+    async def read(client):
+        with pytest.raises(SessionError, match="WRONGTYPE"):
+            async with AsyncRedisSessionStore(Transaction({"SID": session_id}), client, prefix=prefix) as store:
+                await store.get_session(False)
+
+    with_client(redis_url, read, retry=Retry(NoBackoff(), retries), retry_on_error=[ResponseError])
+    calls = sync_client.info("commandstats")["cmdstat_evalsha"]
+    assert calls["failed_calls"] == retries + 1  # the acquire's tries
+    assert calls["calls"] == retries + 2  # and the unlock that lets go of what a try may have taken
+    assert sync_client.lrange(data_key(prefix, session_id), 0, -1) == [b"not a session"]
+    assert sync_client.exists(data_key(prefix, session_id) + ":lock") == 0

@@ -419,7 +419,7 @@ def test_a_backend_made_again_finds_the_idle_connections_of_its_client(make, cli
     assert idle == [connection]  # no connection checked out of the pool and left there
 
 
-def test_an_idle_connection_the_server_closed_is_replaced_before_use_even_without_retries(redis_url, prefix):
+def test_an_idle_connection_the_server_closed_is_connected_afresh_even_without_retries(redis_url, prefix):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -430,10 +430,83 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_use_even_withou
     killer = redis.Redis.from_url(redis_url)
     killer.client_kill_filter(_type="normal", skipme=True)  # the idle connection too, as a server timeout would
     time.sleep(0.05)  # the server's close has reached this end
-    assert load(make, session_id) == {"n": 1}  # checked out as a closed one: connected afresh, not sent on blind
+    # The acquire goes out unchecked, finds the connection closed, and is made again on it connected afresh;
+    # the release after it is checked first.
+    assert load(make, session_id) == {"n": 1}
     assert make(Transaction()).backend.scripts.idle == [connection]
+    killer.client_kill_filter(_type="normal", skipme=True)
+    time.sleep(0.05)
+    scripts = make(Transaction()).backend.scripts
+    assert scripts("pttl", [data_key(prefix, session_id)], []) == -1  # checked: connected afresh, not sent on blind
+    assert scripts.idle == [connection]
     killer.close()
     client.close()
+
+
+def test_a_backend_subclass_that_overrides_script_has_every_call_go_through_it(client, prefix):
+    from fastsession.redis import RedisBackend
+
+    names = []
+
+    class Counting(RedisBackend):
+        def script(self, name, keys, args):
+            names.append(name)
+            return super().script(name, keys, args)
+
+    class Store(RedisSessionStore):
+        __slots__ = ()
+        backend_class = Counting
+
+    make = lambda trans: Store(trans, client, prefix=prefix)  # noqa: E731
+    session_id = stored(make, {"n": 1})
+    assert load(make, session_id) == {"n": 1}
+    assert names == ["acquire", "commit", "acquire", "release"]
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_an_error_the_connections_retry_policy_takes_is_retried_as_many_times_as_it_says(redis_url, prefix, retries):
+    # The first try is made outside the policy (a few frames fewer per call) and handed to it when it fails:
+    # any error the policy supports (here an error reply, which an app may list in retry_on_error) is
+    # retried, as often as the policy says, counting the first try.
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ResponseError
+    from redis.retry import Retry
+
+    from fastsession.redis import SCRIPTS
+
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), retries), retry_on_error=[ResponseError])
+    make = lambda trans: RedisSessionStore(trans, client, prefix=prefix)  # noqa: E731
+    session_id = stored(make, {"n": 1})
+    client.delete(data_key(prefix, session_id))
+    client.rpush(data_key(prefix, session_id), "not a session")  # the acquire script's GET: WRONGTYPE
+    for source in SCRIPTS.values():  # (after another test's SCRIPT FLUSH, a NOSCRIPT would count as failed)
+        client.script_load(source)
+    client.config_resetstat()
+    with pytest.raises(SessionError, match="WRONGTYPE"):
+        load(make, session_id)
+    calls = client.info("commandstats")["cmdstat_evalsha"]
+    assert calls["failed_calls"] == retries + 1  # the acquire's tries
+    assert calls["calls"] == retries + 2  # and the unlock that lets go of what a try may have taken
+    assert client.lrange(data_key(prefix, session_id), 0, -1) == [b"not a session"]  # kept, and no lock left
+    assert client.exists(data_key(prefix, session_id) + ":lock") == 0
+    client.close()
+
+
+def test_the_acquire_sent_again_with_its_token_answers_as_the_first_time_and_no_other_token_gets_the_lock(
+    make, client, prefix
+):
+    # What makes the acquire safe to send unchecked: a run of it whose reply was lost with its connection
+    # (the server ran it, then closed) and the run sent after it on a new connection both hold the lock.
+    session_id = stored(make, {"n": 1})
+    scripts = make().backend.scripts
+    key = data_key(prefix, session_id)
+    keys, token = [key + ":lock", key, key + ":waiting"], "tok.1 somewhere"
+    first = scripts("acquire", keys, [token, 30000, "0"])
+    again = scripts("acquire", keys, [token, 30000, "0"])
+    assert first[0] == again[0] == 1 and first[1] == again[1] == client.get(key)
+    assert scripts("acquire", keys, ["tok.2 elsewhere", 30000, "0"]) == [0]  # another's: still refused
+    assert client.get(key + ":lock") == token.encode()
+    assert scripts("release", [key + ":lock", key, key + ":waiting", key + ":wake"], [token, "0"]) == 1
 
 
 def test_an_idle_connection_past_descriptor_1024_is_checked_too(redis_url, prefix):
@@ -454,7 +527,9 @@ def test_an_idle_connection_past_descriptor_1024_is_checked_too(redis_url, prefi
         assert connection._sock.fileno() >= 1024
         redis.Redis.from_url(redis_url).client_kill_filter(_type="normal", skipme=True)
         time.sleep(0.05)
-        assert load(make, session_id) == {"n": 1}  # select() cannot take it: poll() said it was closed
+        scripts = make(Transaction()).backend.scripts  # a checked call: select() cannot take it, poll() can
+        assert scripts("pttl", [data_key(prefix, session_id)], []) == -1
+        assert load(make, session_id) == {"n": 1}
         client.close()
     finally:
         for fd in filler:
@@ -737,9 +812,9 @@ os.write(2, b">>\\n")
 """
 
 
-def test_a_locked_read_modify_write_makes_six_system_calls(redis_url, tmp_path):
-    """Two scripts, each a send and a receive after a look at the idle connection: no poll() before each
-    send and receive (the kernel times the socket), no random draw per lock."""
+def test_a_locked_read_modify_write_makes_five_system_calls(redis_url, tmp_path):
+    """Two scripts, each a send and a receive, the second after a look at the idle connection: no poll()
+    before each send and receive (the kernel times the socket), no random draw per lock."""
     import shutil
     import subprocess
     import sys
@@ -759,7 +834,9 @@ def test_a_locked_read_modify_write_makes_six_system_calls(redis_url, tmp_path):
     start = next(i for i, line in enumerate(lines) if 'write(2, "<<' in line)
     end = next(i for i, line in enumerate(lines) if 'write(2, ">>' in line)
     calls = [line.split("(")[0].split()[-1] for line in lines[start + 1 : end] if "(" in line]
-    assert calls == ["pselect6", "sendto", "recvfrom"] * 2
+    # The acquire, each request's first call, is sent without the look (it may be sent twice: a connection
+    # the call finds closed is connected afresh and the call made again); the commit looks first.
+    assert calls == ["sendto", "recvfrom", "pselect6", "sendto", "recvfrom"]
 
 
 def test_lock_tokens_differ_within_a_process_and_in_a_forked_child():

@@ -170,13 +170,38 @@ def test_a_push_before_the_reply_is_read_past_and_the_connection_closed_after(re
         assert conn._sock is None  # closed after its reply: connected afresh by the next call
 
 
-def test_bytes_redis_py_left_unread_close_the_connection_and_redis_py_answers(connection):
-    connection.send_packed_command((packed("PING") + packed("ECHO", "stale"),))
-    time.sleep(0.1)  # both replies in the socket: redis-py's read takes both, parses one
-    assert connection.read_response() in (b"PONG", "PONG")  # the ECHO's reply read with it, still buffered
+def slow_reads(connection, monkeypatch):
+    """redis-py's reads of ``connection`` wait until both replies of a two-command write are in the socket."""
+    read = connection.read_response
+    monkeypatch.setattr(connection, "read_response", lambda *a, **k: time.sleep(0.1) or read(*a, **k))
+
+
+def test_bytes_redis_pys_read_left_unread_close_the_connection_and_the_next_call_answers(connection, monkeypatch):
+    connection._sock.settimeout(5)  # timed by Python: the call goes through redis-py
+    slow_reads(connection, monkeypatch)
     old = connection._sock
+    # Both replies in the socket: redis-py's read takes both and parses one; the ECHO's reply is what a
+    # direct read of the next call would take for its own, so the connection is closed instead.
+    assert resp.call(connection, packed("PING") + packed("ECHO", "stale")) in (b"PONG", "PONG")
+    assert connection._sock is None
     assert resp.call(connection, packed("ECHO", "fresh")) in (b"fresh", "fresh")
     assert connection._sock is not old  # connected afresh, the stale reply dropped with the old socket
+
+
+def test_an_error_reply_through_redis_py_with_bytes_after_it_closes_the_connection_too(connection, monkeypatch):
+    connection._sock.settimeout(5)
+    slow_reads(connection, monkeypatch)
+    with pytest.raises(ResponseError):
+        resp.call(connection, packed("NO-SUCH-COMMAND") + packed("ECHO", "stale"))
+    assert connection._sock is None
+    assert resp.call(connection, packed("ECHO", "fresh")) in (b"fresh", "fresh")
+
+
+def test_a_read_through_redis_py_that_leaves_nothing_keeps_the_connection(connection):
+    connection._sock.settimeout(5)
+    old = connection._sock
+    assert resp.through_redis_py(connection, packed("ECHO", "x")) in (b"x", "x")
+    assert connection._sock is old
 
 
 def test_a_socket_python_times_or_none_yet_goes_through_redis_py(redis_url):
