@@ -40,6 +40,17 @@ def test_the_side_by_side_ratio_of_each_adapter_is_printed(adapter):
     assert lines[1].split()[2] == "1.000x"  # the floor, against itself
 
 
+@pytest.mark.parametrize("adapter", ["flask", "django", "starlette"])
+def test_the_cpu_time_split_of_each_adapter_is_printed(adapter):
+    script = os.path.join(HERE, "whole_request_cpu.py")
+    done = subprocess.run([sys.executable, script, adapter, "4", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[-6:] == ["(4", "requests", "a", "run,", "2", "runs)"]
+    assert len(rows) == 4 and "fastsession" in rows[0] and "fastsession" not in rows[3]
+    assert all(float(number) >= 0 for row in rows for number in row.split()[:3])
+
+
 def roundtrip_workload():
     """benchmarks/callgrind_roundtrip.py, loaded as a module (its main() run here, without valgrind)."""
     spec = importlib.util.spec_from_file_location("callgrind_roundtrip", os.path.join(HERE, "callgrind_roundtrip.py"))
