@@ -94,16 +94,18 @@ end
 # a moment before goes too (a script is not rolled back by an error).
 # KEYS: lock, data, waiting[, legacy data]: a session 0.1 stored is moved
 # (with its TTL; ARGV[3], max_age's, when it had none) to its new key under
-# the lock just taken. ARGV: token, lock TTL, data TTL ("0": none). A lock
+# the lock just taken, looked for only when the new key holds nothing (a
+# stored session costs the server no lookup of it). ARGV: token, lock TTL, data TTL ("0": none). A lock
 # that already holds the token is this very call's, run before: sent again
 # (ScriptCaller.SENT_UNCHECKED), it answers as the first run did.
 ACQUIRE = f"""
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
-  if KEYS[4] and redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+  local body = redis.pcall('GET', KEYS[2])
+  if not body and KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
     redis.call('RENAME', KEYS[4], KEYS[2])
     if ARGV[3] ~= '0' and redis.call('PTTL', KEYS[2]) == -1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+    body = redis.pcall('GET', KEYS[2])
   end
-  local body = redis.pcall('GET', KEYS[2])
   if type(body) == 'table' and body.err then
     redis.call('DEL', KEYS[1])
     return body

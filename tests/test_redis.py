@@ -333,6 +333,17 @@ def test_a_session_stored_by_0_1_under_the_plain_id_is_read_and_moved_to_its_new
     assert load(make, session_id) == {"n": 2}
 
 
+def test_a_stored_sessions_acquire_looks_for_no_0_1_key(make, client, prefix):
+    # The 0.1 key is looked for only when the new key holds nothing: a stored session's acquire makes the
+    # server run SET NX, GET and PTTL, and no EXISTS (the one EXISTS is the release's: does anyone wait?).
+    session_id = stored(make, {"n": 1})
+    client.config_resetstat()
+    assert load(make, session_id) == {"n": 1}
+    stats = client.info("commandstats")
+    assert stats["cmdstat_exists"]["calls"] == 1 and "cmdstat_rename" not in stats
+    assert stats["cmdstat_pttl"]["calls"] == 1 and stats["cmdstat_evalsha"]["calls"] == 2  # acquire, release
+
+
 @pytest.mark.parametrize("change", [False, True])
 def test_a_0_1_session_without_a_ttl_gets_max_ages_when_it_is_moved(make, client, prefix, change):
     """A session migrated into its new key must expire like the others, read-only users' included."""
