@@ -2,18 +2,17 @@
 scripts sent on a bare socket (no client at all), a GET and a SET on a bare socket, and redis-py's GET + SET,
 interleaved in one process; and the server's own time per command (INFO commandstats).
 
-    python benchmarks/redis_split.py [ROUNDS [PER_ROUND]]   # FASTSESSION_REDIS_URL's server, or one started
+    python benchmarks/redis_split.py [ROUNDS]   # FASTSESSION_REDIS_URL's server, or one started
 
-Each figure is the median over ROUNDS (default 9) of a round's mean (PER_ROUND round trips, default 1000).
+Each figure is the median over ROUNDS (default 31) interleaved batches, as in ``fastsession bench``
+(``interleaved_stats``), with the batches' interquartile range.
 fastsession less the bare scripts is what its client costs; the bare scripts less the bare GET + SET is what
 the two Lua scripts cost the server (and the bytes they carry); the bare GET + SET is the two round trips.
 The bare socket sends no AUTH and no SELECT: a server that needs neither, database 0.
 """
 
 import socket
-import statistics
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,8 @@ from urllib.parse import urlparse
 
 import redis
 
-from fastsession.bench.contenders import CookieJar, redis_url
+from fastsession.bench.contenders import CookieJar, redis_url, repeat
+from fastsession.bench.measure import interleaved_stats
 from fastsession.factory import StoreFactory
 from fastsession.redis import SCRIPTS, RedisSessionStore, ScriptCaller, data_key, lock_keys, packed
 from fastsession.resp import reply_of
@@ -89,37 +89,32 @@ def contenders(client: redis.Redis, url: str, prefix: str) -> dict[str, Callable
     }
 
 
-def main(rounds: int = 9, per_round: int = 1000) -> dict[str, float]:
+def main(rounds: int = 31) -> dict[str, float]:
+    """Each contender's median µs per round trip (and the table printed)."""
     url = redis_url()
     client = redis.Redis.from_url(url)
     prefix = f"split-{uuid.uuid4().hex[:8]}:"
     try:
-        runs = contenders(client, url, prefix)
-        for run in runs.values():
-            run()
+        runners = {name: repeat(run) for name, run in contenders(client, url, prefix).items()}
         client.config_resetstat()
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(rounds):
-            for name, run in runs.items():
-                started = time.perf_counter()
-                for _ in range(per_round):
-                    run()
-                times[name].append((time.perf_counter() - started) / per_round * 1e6)
-        stats = client.info("commandstats")
+        stats = interleaved_stats(runners, rounds)
+        server = client.info("commandstats")
     finally:
         for key in client.scan_iter(prefix + "*"):
             client.unlink(key)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: stats[name]["median"] * 1e6 for name in runners}
     floor = medians["redis-py GET + SET"]
-    print(f"{'':40} {'µs':>7} {'ratio':>6}   (medians of {rounds} rounds of {per_round}; ratio: over redis-py's)")
+    print(
+        f"{'':40} {'µs':>7} {'ratio':>6} {'iqr':>5}   (medians of {rounds} interleaved batches; ratio: over redis-py's)"
+    )
     for name, value in medians.items():
-        print(f"{name:40} {value:7.1f} {value / floor:6.2f}x")
+        print(f"{name:40} {value:7.1f} {value / floor:6.2f}x {stats[name]['iqr']:5.0%}")
     print("the server's time per call (INFO commandstats):", end="")
     for command in ("evalsha", "get", "set"):
-        print(f" {command.upper()} {stats.get(f'cmdstat_{command}', {}).get('usec_per_call', 0.0):.2f} µs", end="")
+        print(f" {command.upper()} {server.get(f'cmdstat_{command}', {}).get('usec_per_call', 0.0):.2f} µs", end="")
     print()
     return medians
 
 
 if __name__ == "__main__":
-    main(*(int(arg) for arg in sys.argv[1:3]))
+    main(*(int(arg) for arg in sys.argv[1:2]))
